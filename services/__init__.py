@@ -1,0 +1,1 @@
+"""SCF: supply-chain financing with a journal that banks can audit."""

@@ -1,0 +1,28 @@
+"""Health checks of running services, as the operator."""
+
+from __future__ import annotations
+
+import asyncio
+
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.runtime.certs import load_party
+from services.runtime.config import Settings
+from services.runtime.grpcserver import client_channel
+
+
+async def check_one(settings: Settings, addr: str, timeout: float = 2.0) -> str:
+    tls = load_party(settings.certs_dir, "operator")
+    async with client_channel(addr, tls) as channel:
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout
+            )
+        except Exception as exc:  # any failure is "not healthy", shown to the operator
+            return f"unreachable ({type(exc).__name__})"
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+async def check_all(settings: Settings, addrs: dict[str, str]) -> dict[str, str]:
+    results = await asyncio.gather(*(check_one(settings, a) for a in addrs.values()))
+    return dict(zip(addrs, results, strict=True))

@@ -1,0 +1,174 @@
+"""``scf``: run the platform, manage certificates, audit the journal."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from services.runtime.certs import EXAMPLE_PARTIES, ensure_certificates
+from services.runtime.config import Settings
+from services.runtime.errors import ConfigError
+from services.runtime.platform import Platform, read_state
+
+app = typer.Typer(help="SCF supply-chain financing platform.", no_args_is_help=True)
+certs_app = typer.Typer(help="Certificates of the platform CA.", no_args_is_help=True)
+app.add_typer(certs_app, name="certs")
+
+console = Console(stderr=True)
+out = Console()
+T = TypeVar("T")
+
+
+def run_or_exit(fn: Callable[[], T]) -> T:
+    """Run ``fn``; a ConfigError becomes one line naming the setting, exit 2."""
+    try:
+        return fn()
+    except ConfigError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def settings_for(data_dir: Path | None) -> Settings:
+    if data_dir is not None:
+        os.environ["SCF_DATA_DIR"] = str(data_dir)
+    return run_or_exit(Settings.from_env)
+
+
+DataDirOption = typer.Option(None, "--data-dir", help="Overrides SCF_DATA_DIR.")
+
+
+@certs_app.command("init")
+def certs_init(data_dir: Path | None = DataDirOption) -> None:
+    """Create the platform CA and certificates for the services and example parties."""
+    settings = settings_for(data_dir)
+    issued = run_or_exit(lambda: ensure_certificates(settings.certs_dir))
+    table = Table("party", "role", "organisation", "issued now")
+    for spec in EXAMPLE_PARTIES:
+        table.add_row(spec.party_id, spec.role.value, spec.organization,
+                      "yes" if spec.party_id in issued else "")  # fmt: skip
+    out.print(table)
+    out.print(f"certificates in {settings.certs_dir}")
+
+
+def _services_table(platform: Platform) -> Table:
+    table = Table("service", "pid", "gRPC", "metrics", "log")
+    for name, proc in platform.processes.items():
+        ep = platform.settings.endpoint(name)
+        table.add_row(
+            name, str(proc.process.pid), ep.grpc_addr, ep.metrics_addr, str(proc.log_path)
+        )
+    return table
+
+
+@app.command()
+def up(
+    data_dir: Path | None = DataDirOption,
+    fresh: bool = typer.Option(False, help="Delete the data (not the certificates) first."),
+    restart: bool = typer.Option(True, help="Restart a service process that dies."),
+) -> None:
+    """Start embedded servers (unless URLs are set) and every service; Ctrl-C stops all."""
+    platform = Platform(settings_for(data_dir))
+    try:
+        with console.status("starting the platform"):
+            run_or_exit(lambda: asyncio.run(platform.start(fresh=fresh)))
+    except BaseException:
+        platform.stop()
+        raise
+    out.print(f"NATS        {platform.settings.nats_url}")
+    out.print(f"PostgreSQL  {platform.settings.database_url}")
+    out.print(_services_table(platform))
+    out.print("running; Ctrl-C stops everything")
+    stopping = False
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        while not stopping:
+            time.sleep(0.5)
+            for name, proc in list(platform.processes.items()):
+                if not proc.alive:
+                    console.print(f"[yellow]{name} exited with code {proc.process.returncode}[/]")
+                    if restart:
+                        platform.spawn(name)
+                        platform.write_state()
+                        console.print(
+                            f"restarted {name} (pid {platform.processes[name].process.pid})"
+                        )
+    except KeyboardInterrupt:
+        console.print("stopping")
+    finally:
+        platform.stop()
+        console.print("stopped")
+
+
+@app.command()
+def status(data_dir: Path | None = DataDirOption) -> None:
+    """What runs where, and whether each service answers its health check."""
+    settings = settings_for(data_dir)
+    state = read_state(settings)
+    if state is None:
+        out.print(f"not running (no state in {settings.data_dir / 'run'})")
+        raise typer.Exit(1)
+    from services.cli.health import check_all
+
+    services = state["services"]
+    assert isinstance(services, dict)
+    health = asyncio.run(check_all(settings, {n: s["grpc_addr"] for n, s in services.items()}))
+    table = Table("service", "pid", "process", "gRPC", "health")
+    for name, info in services.items():
+        alive = _pid_alive(int(info["pid"]))
+        table.add_row(
+            name, str(info["pid"]), "alive" if alive else "gone", info["grpc_addr"], health[name]
+        )
+    out.print(f"NATS        {state['nats_url']}")
+    out.print(f"PostgreSQL  {state['database_url']}")
+    out.print(table)
+    if not all(h == "SERVING" for h in health.values()):
+        raise typer.Exit(1)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@app.command()
+def demo(data_dir: Path | None = DataDirOption) -> None:
+    """Run the platform on embedded servers, walk through the story so far, stop."""
+    from services.cli.demo import run_demo
+
+    temporary = data_dir is None
+    if data_dir is None:
+        import tempfile
+
+        data_dir = Path(tempfile.mkdtemp(prefix="scf-demo-"))
+    settings = settings_for(data_dir)
+    try:
+        code = run_or_exit(lambda: run_demo(settings, out))
+    finally:
+        if temporary:
+            import shutil
+
+            shutil.rmtree(data_dir, ignore_errors=True)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    app()

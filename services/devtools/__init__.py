@@ -1,0 +1,1 @@
+"""Developer tools: code generation and checks, not used at run time."""

@@ -1,0 +1,85 @@
+"""Generate Python code (and mypy stubs) from protos/ into services/gen/.
+
+``python -m services.devtools.genprotos`` writes the code;
+``--check`` compares instead and exits 1 when services/gen is out of date.
+
+Protos are mapped under the virtual path ``services/gen`` so the generated
+absolute imports (``from services.gen.scf.journal.v1 import ...``) resolve
+inside our package without editing the generated files.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PROTOS = ROOT / "protos"
+GEN = ROOT / "services" / "gen"
+
+
+def generate(out_root: Path) -> Path:
+    """Run protoc into ``out_root``; returns the generated ``services/gen`` dir."""
+    files = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
+    import grpc_tools
+
+    well_known = Path(grpc_tools.__file__).parent / "_proto"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    subprocess.run(
+        [
+            sys.executable, "-m", "grpc_tools.protoc",
+            f"-Iservices/gen={PROTOS}", f"-I{well_known}",
+            f"--python_out={out_root}", f"--grpc_python_out={out_root}",
+            f"--mypy_out={out_root}", f"--mypy_grpc_out={out_root}",
+            *(f"{PROTOS}/{f}" for f in files),
+        ],
+        check=True,
+        env=env,
+    )  # fmt: skip
+    gen = out_root / "services" / "gen"
+    for directory in [gen, *(p for p in gen.rglob("*") if p.is_dir())]:
+        (directory / "__init__.py").touch()
+    return gen
+
+
+def _differences(a: Path, b: Path) -> list[str]:
+    names_a = {
+        p.relative_to(a) for p in a.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    }
+    names_b = {
+        p.relative_to(b) for p in b.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    }
+    diffs = [f"only in protos output: {n}" for n in sorted(names_a - names_b)]
+    diffs += [f"stale file: {n}" for n in sorted(names_b - names_a)]
+    diffs += [
+        f"differs: {n}"
+        for n in sorted(names_a & names_b)
+        if not filecmp.cmp(a / n, b / n, shallow=False)
+    ]
+    return diffs
+
+
+def main(argv: list[str]) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = generate(Path(tmp))
+        if "--check" in argv:
+            diffs = _differences(fresh, GEN)
+            for d in diffs:
+                print(d)
+            if diffs:
+                print("services/gen is out of date with protos/: run `make protos`")
+            return 1 if diffs else 0
+        if GEN.exists():
+            shutil.rmtree(GEN)
+        shutil.copytree(fresh, GEN)
+    print(f"generated {GEN.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""The journal: sequencer, Merkle tree, signed checkpoints, audit API."""

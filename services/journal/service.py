@@ -1,0 +1,5 @@
+"""How the journal service is assembled."""
+
+from services.runtime.service import ServiceSpec
+
+SPEC = ServiceSpec(name="journal", package="services.journal")

@@ -1,0 +1,1 @@
+"""The lending service: facilities, underwriting, contracts, disbursement."""

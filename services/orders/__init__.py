@@ -1,0 +1,1 @@
+"""The orders service: registration, confirmation, milestones, pledge, settlement."""

@@ -1,0 +1,1 @@
+"""The repayment service: schedules, payments, allocation, settlement."""

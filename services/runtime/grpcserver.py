@@ -1,0 +1,205 @@
+"""gRPC bootstrap: mTLS, caller identity, error mapping, health, reflection.
+
+Identity cannot be read in a ``ServerInterceptor`` (it never sees the
+``ServicerContext``, grpc/grpc #18459), so the interceptor wraps the method
+handler instead: the wrapper gets ``(request, context)``, reads the peer
+certificate from ``context.auth_context()`` and sets a ContextVar for the
+servicer. The same wrapper turns :class:`SCFError` into statuses, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from services.runtime import identity as ident
+from services.runtime.certs import PartyCert
+from services.runtime.errors import (
+    ConfigError,
+    FailedPrecondition,
+    InvalidArgument,
+    SCFError,
+    Unauthenticated,
+)
+from services.runtime.metrics import RPC_LATENCY, RPC_TOTAL
+
+__all__ = ["GrpcServer", "client_channel", "status_for"]
+
+log = logging.getLogger(__name__)
+
+
+def status_for(exc: SCFError) -> status_pb2.Status:
+    """The rich ``google.rpc.Status`` for a domain error."""
+    detail = any_pb2.Any()
+    if isinstance(exc, InvalidArgument):
+        detail.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=exc.field, description=exc.problem
+                    )
+                ]
+            )
+        )
+    elif isinstance(exc, FailedPrecondition):
+        detail.Pack(
+            error_details_pb2.PreconditionFailure(
+                violations=[
+                    error_details_pb2.PreconditionFailure.Violation(
+                        type="STATE", description=exc.message
+                    )
+                ]
+            )
+        )
+    else:
+        detail.Pack(error_details_pb2.ErrorInfo(reason=type(exc).__name__, domain="scf"))
+    return status_pb2.Status(
+        code=getattr(code_pb2, exc.code.name), message=exc.message, details=[detail]
+    )
+
+
+def _identity_of(context: Any) -> ident.Identity:
+    pems = list(context.auth_context().get("x509_pem_cert") or ())
+    if not pems:
+        raise Unauthenticated("a client certificate from the platform CA is required")
+    return ident.identity_from_pem(pems[0])
+
+
+class _CallerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    def __init__(self, service: str) -> None:
+        self._service = service
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        method = details.method.rsplit("/", 1)[-1]
+        service = self._service
+        if handler.unary_unary is not None:
+            inner: Any = handler.unary_unary
+
+            async def unary(request: Any, context: Any) -> Any:
+                started = time.perf_counter()
+                code = "OK"
+                token = None
+                try:
+                    token = ident.set_identity(_identity_of(context))
+                    return await inner(request, context)
+                except SCFError as exc:
+                    code = exc.code.name
+                    await context.abort_with_status(rpc_status.to_status(status_for(exc)))
+                finally:
+                    if token is not None:
+                        ident.reset_identity(token)
+                    RPC_TOTAL.labels(service, method, code).inc()
+                    RPC_LATENCY.labels(service, method).observe(time.perf_counter() - started)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.unary_stream is not None:
+            inner_stream: Any = handler.unary_stream
+
+            async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+                code = "OK"
+                token = None
+                try:
+                    token = ident.set_identity(_identity_of(context))
+                    async for item in inner_stream(request, context):
+                        yield item
+                except SCFError as exc:
+                    code = exc.code.name
+                    await context.abort_with_status(rpc_status.to_status(status_for(exc)))
+                finally:
+                    if token is not None:
+                        ident.reset_identity(token)
+                    RPC_TOTAL.labels(service, method, code).inc()
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream, handler.request_deserializer, handler.response_serializer
+            )
+        return handler
+
+
+class GrpcServer:
+    """A grpc.aio server with mTLS, health, reflection and graceful shutdown.
+
+    Create it inside the running event loop (grpc/grpc #32480).
+    """
+
+    def __init__(self, service: str, addr: str, tls: PartyCert) -> None:
+        self.service = service
+        self.addr = addr
+        self.server = grpc.aio.server(interceptors=[_CallerInterceptor(service)])
+        credentials = grpc.ssl_server_credentials(
+            [(tls.key, tls.cert)], root_certificates=tls.ca, require_client_auth=True
+        )
+        try:
+            self.port = self.server.add_secure_port(addr, credentials)
+        except RuntimeError:  # grpc.aio raises RuntimeError("Failed to bind ...")
+            self.port = 0
+        if self.port == 0:
+            raise ConfigError(f"SCF_{service.upper()}_ADDR", f"cannot listen on {addr} (in use?)")
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self._service_names: list[str] = []
+
+    def add(
+        self, register: Callable[[Any, grpc.aio.Server], None], servicer: Any, name: str
+    ) -> None:
+        """Register a servicer; ``name`` is its full proto service name."""
+        register(servicer, self.server)
+        self._service_names.append(name)
+
+    async def start(self) -> None:
+        names = [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        reflection.enable_server_reflection(names, self.server)
+        await self.server.start()
+        for name in ["", *self._service_names]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("gRPC %s listening on %s", self.service, self.addr)
+
+    async def stop(self, grace: float = 3.0) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+async def wait_for_signal(
+    signals: Iterable[signal.Signals] = (signal.SIGTERM, signal.SIGINT),
+) -> None:
+    """Return when the process is asked to stop."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def client_channel(target: str, tls: PartyCert | None, *, ca: bytes | None = None) -> Any:
+    """A channel to a platform service, presenting ``tls``'s certificate.
+
+    ``tls=None`` with ``ca`` builds a channel without a client certificate (for
+    tests that check the server refuses it).
+    """
+    if tls is not None:
+        creds = grpc.ssl_channel_credentials(tls.ca, tls.key, tls.cert)
+    else:
+        creds = grpc.ssl_channel_credentials(ca)
+    host = target.rpartition(":")[0]
+    options = [("grpc.ssl_target_name_override", "localhost")] if host != "localhost" else []
+    return grpc.aio.secure_channel(target, creds, options=options)

@@ -1,0 +1,40 @@
+"""Prometheus metrics shared by every service."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from services.runtime.errors import ConfigError
+
+__all__ = [
+    "NATS_REDELIVERIES",
+    "OUTBOX_BACKLOG",
+    "RPC_LATENCY",
+    "RPC_TOTAL",
+    "serve_metrics",
+]
+
+RPC_TOTAL = Counter("scf_rpc_total", "gRPC calls served", ["service", "method", "code"])
+RPC_LATENCY = Histogram(
+    "scf_rpc_seconds",
+    "gRPC call latency",
+    ["service", "method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+NATS_REDELIVERIES = Counter(
+    "scf_nats_redeliveries_total", "JetStream messages received more than once", ["consumer"]
+)
+OUTBOX_BACKLOG = Gauge("scf_outbox_backlog", "outbox rows not yet journaled", ["service"])
+
+
+def serve_metrics(addr: str) -> None:
+    """Expose /metrics on ``host:port``; an empty address disables it."""
+    if not addr:
+        return
+    host, _, port = addr.rpartition(":")
+    try:
+        start_http_server(int(port), addr=host)
+    except OSError as exc:
+        raise ConfigError(
+            "SCF_<SERVICE>_METRICS_ADDR", f"cannot listen on {addr}: {exc.strerror}"
+        ) from None

@@ -1,0 +1,189 @@
+"""The whole platform on one machine: embedded servers plus one process per service.
+
+Used by ``scf up``, ``scf demo`` and the end-to-end tests. Each service runs
+as its own OS process (``python -m services.<name>``), so killing one leaves
+the others running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.runtime.bus import connect_nats
+from services.runtime.certs import ensure_certificates, load_party
+from services.runtime.config import SERVICE_NAMES, Settings
+from services.runtime.db import connect_pool
+from services.runtime.embedded import EmbeddedNats, EmbeddedPostgres
+from services.runtime.errors import ConfigError
+from services.runtime.grpcserver import client_channel
+
+__all__ = ["Platform", "ServiceProcess", "read_state"]
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def tail(self, lines: int = 5) -> str:
+        try:
+            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class Platform:
+    """Starts what ``settings`` does not point at, then every service."""
+
+    settings: Settings
+    services: tuple[str, ...] = SERVICE_NAMES
+    nats: EmbeddedNats | None = None
+    postgres: EmbeddedPostgres | None = None
+    processes: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.settings.data_dir / "run"
+
+    def start_servers(self, fresh: bool = False) -> Settings:
+        """Start embedded NATS and PostgreSQL where no URL is set; returns full settings."""
+        data = self.settings.data_dir
+        if fresh and data.exists():
+            for part in ("nats", "pg", "run", "logs", "keys"):
+                shutil.rmtree(data / part, ignore_errors=True)
+        try:
+            data.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError("SCF_DATA_DIR", f"cannot create {data}: {exc.strerror}") from None
+        if not os.access(data, os.W_OK):
+            raise ConfigError("SCF_DATA_DIR", f"{data} is not writable")
+        ensure_certificates(self.settings.certs_dir)
+        nats_url, db_url = self.settings.nats_url, self.settings.database_url
+        if not nats_url:
+            self.nats = EmbeddedNats(data / "nats")
+            nats_url = self.nats.start()
+        if not db_url:
+            self.postgres = EmbeddedPostgres(data / "pg")
+            db_url = self.postgres.start()
+        self.settings = dataclasses.replace(self.settings, nats_url=nats_url, database_url=db_url)
+        return self.settings
+
+    async def probe_servers(self) -> None:
+        """Fail fast, naming the setting, when NATS or PostgreSQL does not answer."""
+        nc = await connect_nats(self.settings.nats_url, "scf-probe", connect_timeout=2.0)
+        await nc.close()
+        pool = await connect_pool(self.settings.database_url, "public", max_size=1)
+        await pool.close()
+
+    def spawn(self, name: str) -> ServiceProcess:
+        """Start one service process (again, after a crash)."""
+        logs = self.settings.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = logs / f"{name}.log"
+        env = {**os.environ, **self.settings.to_env(), "SCF_LOG_FORMAT": "json"}
+        with open(log_path, "ab") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                env=env,
+                start_new_session=True,  # Ctrl-C reaches the supervisor only
+            )
+        self.processes[name] = ServiceProcess(name, process, log_path)
+        return self.processes[name]
+
+    async def wait_ready(self, name: str, timeout: float = 30.0) -> None:
+        """Until the service answers its health check as SERVING."""
+        proc = self.processes[name]
+        tls = load_party(self.settings.certs_dir, "operator")
+        addr = self.settings.endpoint(name).grpc_addr
+        deadline = time.monotonic() + timeout
+        async with client_channel(addr, tls) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if not proc.alive:
+                    raise ConfigError(
+                        f"SCF_{name.upper()}_ADDR",
+                        f"{name} exited with code {proc.process.returncode}: {proc.tail(3)}",
+                    )
+                with contextlib.suppress(Exception):
+                    reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                await asyncio.sleep(0.1)
+        raise ConfigError(f"SCF_{name.upper()}_ADDR", f"{name} not ready after {timeout:.0f}s")
+
+    async def start(self, fresh: bool = False) -> None:
+        # In a thread: embedded start-up blocks, and runs its own short event loop.
+        await asyncio.to_thread(self.start_servers, fresh)
+        await self.probe_servers()
+        for name in self.services:
+            self.spawn(name)
+            await self.wait_ready(name)
+        self.write_state()
+
+    def write_state(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        state = {
+            "supervisor_pid": os.getpid(),
+            "nats_url": self.settings.nats_url,
+            "database_url": self.settings.database_url,
+            "services": {
+                name: {
+                    "pid": p.process.pid,
+                    "grpc_addr": self.settings.endpoint(name).grpc_addr,
+                    "metrics_addr": self.settings.endpoint(name).metrics_addr,
+                    "log": str(p.log_path),
+                }
+                for name, p in self.processes.items()
+            },
+        }
+        (self.run_dir / "platform.json").write_text(json.dumps(state, indent=2))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM every service, SIGKILL what is still alive after ``timeout``."""
+        for proc in self.processes.values():
+            if proc.alive:
+                proc.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.processes.values():
+            try:
+                proc.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.process.kill()
+                proc.process.wait()
+        if self.nats is not None:
+            self.nats.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+        with contextlib.suppress(FileNotFoundError):
+            (self.run_dir / "platform.json").unlink()
+
+
+def read_state(settings: Settings) -> dict[str, object] | None:
+    path = settings.data_dir / "run" / "platform.json"
+    try:
+        state: dict[str, object] = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return state

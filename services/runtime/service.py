@@ -1,0 +1,164 @@
+"""Running a service as its own process: the one start-up path all share.
+
+A service supplies a :class:`ServiceSpec`; :func:`main` does the rest:
+settings, logging, PostgreSQL pool and migrations, NATS, signing key, gRPC
+server with mTLS, metrics, and graceful shutdown on SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from services.gen.scf.platform.v1 import platform_pb2, platform_pb2_grpc
+from services.runtime.bus import connect_nats
+from services.runtime.certs import load_party
+from services.runtime.clock import Clock, SystemClock
+from services.runtime.config import ServiceEndpoint, Settings
+from services.runtime.db import apply_migrations, connect_pool
+from services.runtime.errors import ConfigError
+from services.runtime.grpcserver import GrpcServer, wait_for_signal
+from services.runtime.identity import current_identity
+from services.runtime.keys import Signer, load_or_create_signer
+from services.runtime.logs import setup_logging
+from services.runtime.metrics import serve_metrics
+
+__all__ = ["PlatformServicer", "ServiceContext", "ServiceSpec", "main", "run_service"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceContext:
+    """What a running service has to work with."""
+
+    settings: Settings
+    endpoint: ServiceEndpoint
+    pool: asyncpg.Pool[Any]
+    nc: NATS
+    js: JetStreamContext
+    signer: Signer
+    clock: Clock
+    server: GrpcServer
+    #: Background tasks the service started; cancelled at shutdown.
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """How to build one service."""
+
+    name: str
+    #: Python package whose ``migrations/`` directory holds the service's SQL.
+    package: str
+    #: Registers servicers and starts background tasks; runs after migrations.
+    setup: Callable[[ServiceContext], Awaitable[None]] | None = None
+
+
+class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
+    def __init__(self, service: str) -> None:
+        self._service = service
+
+    async def WhoAmI(
+        self, request: platform_pb2.WhoAmIRequest, context: Any
+    ) -> platform_pb2.WhoAmIResponse:
+        who = current_identity()
+        return platform_pb2.WhoAmIResponse(
+            party_id=who.party_id,
+            role=who.role.value,
+            organization=who.organization,
+            service=self._service,
+        )
+
+
+async def run_service(
+    spec: ServiceSpec,
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    stop: asyncio.Event | None = None,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Run until ``stop`` is set (or a signal arrives when ``stop`` is None)."""
+    endpoint = settings.endpoint(spec.name)
+    if not settings.nats_url:
+        raise ConfigError("SCF_NATS_URL", "not set: start the platform with `scf up`, or set it")
+    if not settings.database_url:
+        raise ConfigError(
+            "SCF_DATABASE_URL", "not set: start the platform with `scf up`, or set it"
+        )
+    tls = load_party(settings.certs_dir, spec.name)
+    signer = load_or_create_signer(settings.keys_dir, spec.name)
+    pool = await connect_pool(settings.database_url, endpoint.schema)
+    nc: NATS | None = None
+    server: GrpcServer | None = None
+    ctx: ServiceContext | None = None
+    try:
+        applied = await apply_migrations(pool, endpoint.schema, "services.runtime")
+        applied += await apply_migrations(pool, endpoint.schema, spec.package)
+        if applied:
+            log.info("applied migrations %s to schema %s", applied, endpoint.schema)
+        nc = await connect_nats(settings.nats_url, f"scf-{spec.name}")
+        server = GrpcServer(spec.name, endpoint.grpc_addr, tls)
+        server.add(
+            platform_pb2_grpc.add_PlatformServiceServicer_to_server,
+            PlatformServicer(spec.name),
+            "scf.platform.v1.PlatformService",
+        )
+        ctx = ServiceContext(
+            settings=settings,
+            endpoint=endpoint,
+            pool=pool,
+            nc=nc,
+            js=nc.jetstream(),
+            signer=signer,
+            clock=clock or SystemClock(),
+            server=server,
+        )
+        if spec.setup is not None:
+            await spec.setup(ctx)
+        await server.start()
+        if ready is not None:
+            ready.set()
+        log.info("%s ready", spec.name)
+        if stop is None:
+            await wait_for_signal()
+        else:
+            await stop.wait()
+        log.info("%s stopping", spec.name)
+    finally:
+        if server is not None:
+            await server.stop()
+        if ctx is not None:
+            for task in ctx.tasks:
+                task.cancel()
+            for task in ctx.tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if nc is not None and nc.is_connected:
+            with contextlib.suppress(Exception):
+                await nc.drain()
+        await pool.close()
+
+
+def main(spec: ServiceSpec) -> None:
+    """Entry point of ``python -m services.<name>``."""
+    try:
+        settings = Settings.from_env()
+        setup_logging(spec.name, settings.log_format)
+        serve_metrics(settings.endpoint(spec.name).metrics_addr)
+        asyncio.run(run_service(spec, settings))
+    except ConfigError as exc:
+        print(f"scf-{spec.name}: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        pass

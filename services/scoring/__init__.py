@@ -1,0 +1,1 @@
+"""The scoring service: explainable scorecards and reproducible decisions."""

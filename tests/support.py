@@ -1,0 +1,73 @@
+"""Helpers shared by the tests: free ports, per-test settings, in-process services."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from services.runtime.config import SERVICE_NAMES, ServiceEndpoint, Settings
+from services.runtime.service import ServiceSpec, run_service
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def make_settings(nats_url: str, database_url: str, certs_dir: Path, data_dir: Path) -> Settings:
+    """Settings for one test: its own schemas, NATS prefix and ports."""
+    tag = unique("t")
+    endpoints = {
+        name: ServiceEndpoint(name, f"127.0.0.1:{free_port()}", "", f"{tag}_{name}")
+        for name in SERVICE_NAMES
+    }
+    return Settings(
+        data_dir=data_dir,
+        nats_url=nats_url,
+        database_url=database_url,
+        nats_prefix=tag,
+        certs_dir=certs_dir,
+        keys_dir=data_dir / "keys",
+        log_format="text",
+        mode="test",
+        endpoints=endpoints,
+    )
+
+
+def with_endpoint(settings: Settings, name: str, **changes: str) -> Settings:
+    endpoints = dict(settings.endpoints)
+    endpoints[name] = dataclasses.replace(endpoints[name], **changes)
+    return dataclasses.replace(settings, endpoints=endpoints)
+
+
+@contextlib.asynccontextmanager
+async def running(spec: ServiceSpec, settings: Settings, **kwargs: object) -> AsyncIterator[None]:
+    """Run a service in this process until the block ends."""
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run_service(spec, settings, stop=stop, ready=ready, **kwargs))  # type: ignore[arg-type]
+    ready_wait = asyncio.create_task(ready.wait())
+    done, _ = await asyncio.wait(
+        {task, ready_wait}, timeout=30, return_when=asyncio.FIRST_COMPLETED
+    )
+    if task in done:
+        ready_wait.cancel()
+        task.result()  # raises the start-up error
+        raise RuntimeError(f"{spec.name} stopped during start-up")
+    if not done:
+        task.cancel()
+        raise TimeoutError(f"{spec.name} not ready in 30 s")
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
