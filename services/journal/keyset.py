@@ -1,0 +1,138 @@
+"""Producer keys, as the journal itself declares them. Pure.
+
+The platform root key is the trust anchor. Entry 0 (``keys.genesis``), signed
+by it, registers the services' keys; later ``keys.registered`` and
+``keys.revoked`` entries, also signed by the root key, rotate and revoke.
+An entry signed by a key that is unknown, revoked, or registered to another
+producer is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from services.journal.encoding import Entry, Statement
+from services.runtime.keys import key_id_of
+
+__all__ = [
+    "PLATFORM_PRODUCER",
+    "KeyRefused",
+    "KeySet",
+    "ProducerKey",
+    "canonical_json",
+    "genesis_payload",
+]
+
+PLATFORM_PRODUCER = "platform"
+KEYS_SUBJECT = "journal/keys"
+EV_GENESIS = "keys.genesis"
+EV_REGISTERED = "keys.registered"
+EV_REVOKED = "keys.revoked"
+
+
+def canonical_json(value: Any) -> bytes:
+    """The one JSON encoding of payloads: sorted keys, no spaces, UTF-8."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class KeyRefused(ValueError):
+    """A statement's key is not acceptable."""
+
+
+@dataclass(frozen=True)
+class ProducerKey:
+    producer: str
+    public_key: bytes
+    registered_at: int
+    revoked_at: int | None = None
+
+    @property
+    def key_id(self) -> bytes:
+        return key_id_of(self.public_key)
+
+
+def genesis_payload(origin: str, keys: dict[str, bytes]) -> bytes:
+    return canonical_json(
+        {
+            "origin": origin,
+            "keys": [{"producer": p, "public_key": k.hex()} for p, k in sorted(keys.items())],
+        }
+    )
+
+
+@dataclass
+class KeySet:
+    root_public_key: bytes
+    keys: dict[bytes, ProducerKey] = field(default_factory=dict)
+    #: The checkpoint key name (the journal's origin), from the genesis entry.
+    origin: str = ""
+    _verifiers: dict[bytes, Ed25519PublicKey] = field(default_factory=dict)
+
+    def key_for(self, statement: Statement) -> bytes:
+        """The public key that must have signed ``statement``; raises if none may."""
+        if statement.producer == PLATFORM_PRODUCER:
+            if statement.key_id != key_id_of(self.root_public_key):
+                raise KeyRefused("a platform statement not signed by the platform root key")
+            return self.root_public_key
+        key = self.keys.get(statement.key_id)
+        if key is None:
+            raise KeyRefused(f"unknown key {statement.key_id.hex()[:16]}… for {statement.producer}")
+        if key.producer != statement.producer:
+            raise KeyRefused(f"key {statement.key_id.hex()[:16]}… belongs to {key.producer}")
+        if key.revoked_at is not None:
+            raise KeyRefused(f"key {statement.key_id.hex()[:16]}… was revoked at {key.revoked_at}")
+        return key.public_key
+
+    def check_signature(self, statement: Statement, signed: bytes, signature: bytes) -> None:
+        """Raise :class:`KeyRefused` unless ``signature`` over ``signed`` verifies."""
+        public = self.key_for(statement)
+        verifier = self._verifiers.get(public)
+        if verifier is None:
+            verifier = self._verifiers[public] = Ed25519PublicKey.from_public_bytes(public)
+        try:
+            verifier.verify(signature, signed)
+        except InvalidSignature:
+            raise KeyRefused(f"signature of {statement.producer} does not verify") from None
+
+    def journal_keys(self) -> list[ProducerKey]:
+        return [k for k in self.keys.values() if k.producer == "journal"]
+
+    def apply(self, entry: Entry) -> None:
+        """Take in a key entry (already signature-checked). Others are ignored."""
+        st = entry.statement
+        if st.producer != PLATFORM_PRODUCER:
+            return
+        if (entry.seq == 0) != (st.event_type == EV_GENESIS):
+            raise KeyRefused("the genesis entry must be entry 0, and only entry 0")
+        try:
+            body = json.loads(st.payload)
+            if st.event_type == EV_GENESIS:
+                self.origin = str(body["origin"])
+                for k in body["keys"]:
+                    self._register(str(k["producer"]), bytes.fromhex(k["public_key"]), entry.seq)
+            elif st.event_type == EV_REGISTERED:
+                self._register(str(body["producer"]), bytes.fromhex(body["public_key"]), entry.seq)
+            elif st.event_type == EV_REVOKED:
+                kid = bytes.fromhex(body["key_id"])
+                if kid not in self.keys:
+                    raise KeyRefused(f"revocation of unknown key {kid.hex()[:16]}…")
+                self.keys[kid] = replace(self.keys[kid], revoked_at=entry.seq)
+            else:
+                raise KeyRefused(f"unknown key event {st.event_type}")
+        except (ValueError, KeyError, TypeError) as exc:
+            if isinstance(exc, KeyRefused):
+                raise
+            raise KeyRefused(f"malformed key entry: {exc!r}") from None
+
+    def _register(self, producer: str, public_key: bytes, seq: int) -> None:
+        if len(public_key) != 32:
+            raise KeyRefused(f"public key of {producer} is not 32 bytes")
+        kid = key_id_of(public_key)
+        if kid in self.keys:
+            raise KeyRefused(f"key {kid.hex()[:16]}… is registered already")
+        self.keys[kid] = ProducerKey(producer, public_key, seq)
