@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from services.cli.journal_cmds import audit_app, journal_app
 from services.runtime.certs import EXAMPLE_PARTIES, ensure_certificates
 from services.runtime.config import Settings
 from services.runtime.errors import ConfigError
@@ -23,6 +24,8 @@ from services.runtime.platform import Platform, read_state
 app = typer.Typer(help="SCF supply-chain financing platform.", no_args_is_help=True)
 certs_app = typer.Typer(help="Certificates of the platform CA.", no_args_is_help=True)
 app.add_typer(certs_app, name="certs")
+app.add_typer(journal_app, name="journal")
+app.add_typer(audit_app, name="audit")
 
 console = Console(stderr=True)
 out = Console()

@@ -74,4 +74,7 @@ def load_or_create_signer(keys_dir: Path, name: str) -> Signer:
         raise ConfigError("SCF_KEYS_DIR", f"cannot use {path}: {exc.strerror}") from None
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
-    return Signer(name, key)
+    signer = Signer(name, key)
+    # The public half, in hex, for verifiers to pin.
+    (keys_dir / f"{name}.pub").write_text(signer.public_raw.hex() + "\n")
+    return signer

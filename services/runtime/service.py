@@ -28,6 +28,7 @@ from services.runtime.db import apply_migrations, connect_pool
 from services.runtime.errors import ConfigError
 from services.runtime.grpcserver import GrpcServer, wait_for_signal
 from services.runtime.identity import current_identity
+from services.runtime.journal_client import JournalSubjects, Outbox, OutboxRelay
 from services.runtime.keys import Signer, load_or_create_signer
 from services.runtime.logs import setup_logging
 from services.runtime.metrics import serve_metrics
@@ -49,6 +50,8 @@ class ServiceContext:
     signer: Signer
     clock: Clock
     server: GrpcServer
+    outbox: Outbox
+    subjects: JournalSubjects
     #: Background tasks the service started; cancelled at shutdown.
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -62,6 +65,8 @@ class ServiceSpec:
     package: str
     #: Registers servicers and starts background tasks; runs after migrations.
     setup: Callable[[ServiceContext], Awaitable[None]] | None = None
+    #: Whether the service writes journal statements through the outbox.
+    journals: bool = True
 
 
 class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
@@ -114,6 +119,8 @@ async def run_service(
             PlatformServicer(spec.name),
             "scf.platform.v1.PlatformService",
         )
+        clock = clock or SystemClock()
+        subjects = JournalSubjects(settings.nats_prefix)
         ctx = ServiceContext(
             settings=settings,
             endpoint=endpoint,
@@ -121,19 +128,28 @@ async def run_service(
             nc=nc,
             js=nc.jetstream(),
             signer=signer,
-            clock=clock or SystemClock(),
+            clock=clock,
             server=server,
+            outbox=Outbox(signer, clock, endpoint.schema),
+            subjects=subjects,
         )
+        if spec.journals:
+            relay = OutboxRelay(pool, ctx.js, subjects, spec.name, ctx.outbox.channel)
+            await relay.setup()
+            ctx.tasks.append(asyncio.create_task(relay.run(), name=f"{spec.name}-relay"))
         if spec.setup is not None:
             await spec.setup(ctx)
         await server.start()
         if ready is not None:
             ready.set()
         log.info("%s ready", spec.name)
-        if stop is None:
-            await wait_for_signal()
-        else:
-            await stop.wait()
+        stopper = asyncio.create_task(wait_for_signal() if stop is None else stop.wait())
+        done, _ = await asyncio.wait([stopper, *ctx.tasks], return_when=asyncio.FIRST_COMPLETED)
+        if stopper not in done:
+            stopper.cancel()
+            failed = done.pop()
+            # A background task ended on its own: fail loudly so a supervisor restarts us.
+            raise RuntimeError(f"{failed.get_name()} stopped") from failed.exception()
         log.info("%s stopping", spec.name)
     finally:
         if server is not None:
@@ -145,8 +161,11 @@ async def run_service(
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         if nc is not None and nc.is_connected:
+            # flush + close, not drain: drain waits for pull-subscription queues
+            # that a cancelled fetch left behind. Unacked messages are redelivered.
             with contextlib.suppress(Exception):
-                await nc.drain()
+                await nc.flush(timeout=2)
+            await nc.close()
         await pool.close()
 
 

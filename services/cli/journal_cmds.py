@@ -1,0 +1,202 @@
+"""``scf journal ...`` (operator) and ``scf audit ...`` (anyone, offline)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from services.journal.offline import export_journal, verify_database, verify_export
+from services.journal.receipt import ReceiptError, verify_receipt
+from services.journal.verify import VerificationError, VerifyReport
+from services.runtime.config import Settings
+from services.runtime.errors import ConfigError
+
+journal_app = typer.Typer(help="Operator tools for the journal.", no_args_is_help=True)
+audit_app = typer.Typer(
+    help="Offline verification: trusts nothing the operator runs.", no_args_is_help=True
+)
+out = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _database_url(settings: Settings) -> str:
+    if settings.database_url:
+        return settings.database_url
+    from services.runtime.platform import read_state
+
+    state = read_state(settings)
+    if state is None:
+        raise _fail("SCF_DATABASE_URL: not set, and no running platform under SCF_DATA_DIR", 2)
+    return str(state["database_url"])
+
+
+def _hex_key(
+    value: str | None, file: Path | None, default_file: Path | None, what: str
+) -> bytes | None:
+    try:
+        if value:
+            raw = bytes.fromhex(value.strip())
+        elif file is not None:
+            raw = bytes.fromhex(file.read_text().strip())
+        elif default_file is not None and default_file.exists():
+            raw = bytes.fromhex(default_file.read_text().strip())
+        else:
+            return None
+    except (OSError, ValueError) as exc:
+        raise _fail(f"{what}: {exc}", 2) from None
+    if len(raw) != 32:
+        raise _fail(f"{what}: an Ed25519 public key is 32 bytes, got {len(raw)}", 2)
+    return raw
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, transient=True,
+    )  # fmt: skip
+
+
+@journal_app.command("export")
+def export(file: Path, schema: str = typer.Option("journal", help="The journal's schema.")) -> None:
+    """Write the whole journal (entries, checkpoints, root key) to FILE."""
+    settings = Settings.from_env()
+    dsn = _database_url(settings)
+    root = _hex_key(None, None, settings.keys_dir / "platform-root.pub", "root key")
+    if root is None:
+        raise _fail(f"SCF_KEYS_DIR: no platform-root.pub in {settings.keys_dir}", 2)
+
+    async def run() -> int:
+        from services.journal.storage import JournalStore
+        from services.runtime.db import connect_pool
+
+        pool = await connect_pool(dsn, schema, max_size=2)
+        try:
+            store = JournalStore(pool)
+            with _progress() as progress:
+                task = progress.add_task("exporting", total=await store.size())
+                return await export_journal(store, root, file, lambda n: progress.advance(task, n))
+        finally:
+            await pool.close()
+
+    try:
+        n = asyncio.run(run())
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    out.print(f"exported {n} entries to {file}")
+
+
+@journal_app.command("receipt")
+def receipt(
+    seq: int,
+    file: Path = typer.Option(None, "--out", help="Where to write it (default receipt-SEQ.json)."),
+    party: str = typer.Option("auditor-reg", "--as", help="Whose certificate to present."),
+) -> None:
+    """Fetch a self-contained receipt for entry SEQ from the journal's audit API."""
+    settings = Settings.from_env()
+    from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
+    from services.runtime.certs import load_party
+    from services.runtime.grpcserver import client_channel
+
+    async def run() -> str:
+        tls = load_party(settings.certs_dir, party)
+        async with client_channel(settings.endpoint("journal").grpc_addr, tls) as channel:
+            reply = await journal_pb2_grpc.AuditServiceStub(channel).GetReceipt(
+                journal_pb2.GetReceiptRequest(seq=seq), timeout=10
+            )
+            return str(reply.receipt_json)
+
+    import grpc
+
+    try:
+        text = asyncio.run(run())
+    except grpc.aio.AioRpcError as exc:
+        raise _fail(f"{exc.code().name}: {exc.details()}") from None
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    target = file or Path(f"receipt-{seq}.json")
+    target.write_text(text)
+    out.print(f"receipt for entry {seq} written to {target}")
+
+
+def _print_report(report: VerifyReport) -> None:
+    out.print(
+        f"[green]verified[/green] {report.entries} entries and"
+        f" {report.checkpoints} signed checkpoints; root {report.root.hex()}"
+    )
+    for producer, n in sorted(report.producers.items()):
+        out.print(f"  {producer:<12} {n} entries")
+
+
+@audit_app.command("verify")
+def verify(
+    file: Path = typer.Argument(None, help="An export file; omit it to verify a database."),
+    database: str = typer.Option("", help="A journal or replica database DSN."),
+    schema: str = typer.Option("journal", help="Its schema."),
+    root_key: str = typer.Option("", help="The platform root public key, hex."),
+    root_key_file: Path = typer.Option(None, help="A file holding it, hex."),
+) -> None:
+    """Check every signature, chain link and Merkle root against every checkpoint."""
+    settings = Settings.from_env()
+    pinned = _hex_key(root_key, root_key_file, settings.keys_dir / "platform-root.pub", "root key")
+    try:
+        with _progress() as progress:
+            task = progress.add_task("verifying", total=None)
+            advance = lambda n: progress.advance(task, n)  # noqa: E731
+            if file is not None:
+                if pinned is None:
+                    err.print("[yellow]no root key pinned: trusting the export's own[/]")
+                report = verify_export(file, pinned, advance)
+            else:
+                if pinned is None:
+                    raise _fail("a database check needs --root-key or --root-key-file", 2)
+                dsn = database or _database_url(settings)
+                report = asyncio.run(verify_database(dsn, schema, pinned, advance))
+    except VerificationError as exc:
+        where = f"at entry {exc.seq}" if exc.seq >= 0 else "in the input"
+        err.print(f"[red]FAILED[/red] {where}: {exc.problem}", highlight=False)
+        raise typer.Exit(1) from None
+    except (ConfigError, OSError) as exc:
+        raise _fail(str(exc), 2) from None
+    _print_report(report)
+
+
+@audit_app.command("verify-receipt")
+def verify_receipt_cmd(
+    file: Path,
+    journal_key: str = typer.Option("", help="The journal's public key, hex."),
+    journal_key_file: Path = typer.Option(None, help="A file holding it, hex."),
+    root_key: str = typer.Option(
+        "", help="Optional: the platform root key, to check the key entry too."
+    ),
+) -> None:
+    """Check a receipt offline with the journal's public key."""
+    settings = Settings.from_env()
+    key = _hex_key(journal_key, journal_key_file, settings.keys_dir / "journal.pub", "journal key")
+    if key is None:
+        raise _fail("pass --journal-key or --journal-key-file", 2)
+    root = _hex_key(root_key, None, None, "root key")
+    try:
+        entry = verify_receipt(file.read_text(), key, root)
+    except ReceiptError as exc:
+        err.print(f"[red]INVALID[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        raise _fail(str(exc), 2) from None
+    st = entry.statement
+    out.print(
+        f"[green]valid[/green]: entry {entry.seq} {st.event_type} on {st.subject} by {st.producer}"
+    )
+    try:
+        out.print_json(st.payload.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        out.print(f"payload: {st.payload.hex()}")

@@ -1,0 +1,182 @@
+"""The audit API (``scf.journal.v1.AuditService``): read-only, for auditors.
+
+Served by the journal over its own store, and by each bank replica over its
+verified copy; every answer carries what is needed to check it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
+from services.journal.encoding import Entry
+from services.journal.storage import JournalStore
+from services.journal.tree import consistency_ranges, inclusion_ranges
+from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.runtime.identity import Role, require_role
+
+__all__ = ["RECEIPT_FORMAT", "AuditServicer", "entry_message"]
+
+#: Who may read the journal. Parties see their own orders' proofs through the
+#: order's public verification call instead.
+READERS = (Role.AUDITOR, Role.UNDERWRITER, Role.OPERATOR, Role.SERVICE)
+RECEIPT_FORMAT = "scf-receipt-v1"
+
+
+def entry_message(entry: Entry) -> journal_pb2.Entry:
+    st = entry.statement
+    return journal_pb2.Entry(
+        seq=entry.seq,
+        leaf=entry.encode(),
+        time_micros=entry.time_micros,
+        producer=st.producer,
+        key_id=st.key_id,
+        subject=st.subject,
+        event_type=st.event_type,
+        idempotency_key=st.idempotency_key,
+        payload=st.payload,
+        prev_hash=entry.prev_hash,
+        signature=entry.signature,
+        produced_micros=st.produced_micros,
+    )
+
+
+class AuditServicer(journal_pb2_grpc.AuditServiceServicer):
+    def __init__(self, store: JournalStore, root_public_key: bytes) -> None:
+        self.store = store
+        self.root_public_key = root_public_key
+
+    async def _latest(self) -> Any:
+        latest = await self.store.latest_checkpoint()
+        if latest is None:
+            raise FailedPrecondition("the journal has no checkpoint yet")
+        return latest
+
+    async def GetCheckpoint(self, request: Any, context: Any) -> journal_pb2.GetCheckpointResponse:
+        require_role(*READERS)
+        cp = await self._latest()
+        return journal_pb2.GetCheckpointResponse(
+            checkpoint=cp.note, tree_size=cp.tree_size, root_hash=cp.root_hash
+        )
+
+    async def ListEntries(
+        self, request: journal_pb2.ListEntriesRequest, context: Any
+    ) -> AsyncIterator[journal_pb2.ListEntriesResponse]:
+        require_role(*READERS)
+        if request.end and request.end < request.start:
+            raise InvalidArgument("end", f"{request.end} is before start {request.start}")
+        size = await self.store.size()
+        end = min(request.end or size, size)
+        async for entry in self.store.entries(request.start, end):
+            yield journal_pb2.ListEntriesResponse(entry=entry_message(entry))
+
+    async def GetSubjectHistory(
+        self, request: journal_pb2.GetSubjectHistoryRequest, context: Any
+    ) -> AsyncIterator[journal_pb2.GetSubjectHistoryResponse]:
+        require_role(*READERS)
+        if not request.subject:
+            raise InvalidArgument("subject", "required, such as order/ORD-1")
+        for entry in await self.store.subject_history(request.subject):
+            yield journal_pb2.GetSubjectHistoryResponse(entry=entry_message(entry))
+
+    async def _size(self, requested: int) -> int:
+        if requested:
+            return requested
+        return int((await self._latest()).tree_size)
+
+    async def GetInclusionProof(
+        self, request: journal_pb2.GetInclusionProofRequest, context: Any
+    ) -> journal_pb2.GetInclusionProofResponse:
+        require_role(*READERS)
+        size = await self._size(request.tree_size)
+        stored = await self.store.size()
+        if size > stored:
+            raise InvalidArgument("tree_size", f"{size} is beyond the journal's {stored} entries")
+        if request.seq >= size:
+            raise InvalidArgument("seq", f"{request.seq} is not below tree size {size}")
+        entry = await self.store.entry(request.seq)
+        if entry is None:
+            raise NotFound(f"entry {request.seq}")
+        proof = await self.store.proof(inclusion_ranges(request.seq, size))
+        return journal_pb2.GetInclusionProofResponse(
+            seq=request.seq, tree_size=size, proof=proof, leaf_hash=entry.leaf_hash()
+        )
+
+    async def GetConsistencyProof(
+        self, request: journal_pb2.GetConsistencyProofRequest, context: Any
+    ) -> journal_pb2.GetConsistencyProofResponse:
+        require_role(*READERS)
+        second = await self._size(request.second_size)
+        stored = await self.store.size()
+        if second > stored:
+            raise InvalidArgument(
+                "second_size", f"{second} is beyond the journal's {stored} entries"
+            )
+        if not 0 < request.first_size <= second:
+            raise InvalidArgument("first_size", f"must be between 1 and {second}")
+        proof = await self.store.proof(consistency_ranges(request.first_size, second))
+        return journal_pb2.GetConsistencyProofResponse(
+            first_size=request.first_size, second_size=second, proof=proof
+        )
+
+    async def GetKeySet(
+        self, request: journal_pb2.GetKeySetRequest, context: Any
+    ) -> journal_pb2.GetKeySetResponse:
+        require_role(*READERS)
+        size = request.tree_size or await self.store.size()
+        keys = await self.store.load_keys(self.root_public_key, upto=size)
+        return journal_pb2.GetKeySetResponse(
+            tree_size=size,
+            keys=[
+                journal_pb2.ProducerKey(
+                    producer=k.producer,
+                    key_id=k.key_id,
+                    public_key=k.public_key,
+                    registered_at=k.registered_at,
+                    revoked_at=k.revoked_at,
+                )
+                for k in keys.keys.values()
+            ],
+        )
+
+    async def GetReceipt(
+        self, request: journal_pb2.GetReceiptRequest, context: Any
+    ) -> journal_pb2.GetReceiptResponse:
+        require_role(*READERS)
+        receipt = await build_receipt(self.store, request.seq)
+        return journal_pb2.GetReceiptResponse(receipt_json=json.dumps(receipt, indent=2))
+
+
+async def build_receipt(store: JournalStore, seq: int) -> dict[str, Any]:
+    """The entry, the entry that registered its key, both proven against the
+    latest signed checkpoint (docs/journal-format.md, "Receipts")."""
+    latest = await store.latest_checkpoint()
+    if latest is None:
+        raise FailedPrecondition("the journal has no checkpoint yet")
+    if seq >= latest.tree_size:
+        raise FailedPrecondition(
+            f"entry {seq} is not yet covered by a checkpoint (latest covers {latest.tree_size})"
+        )
+    entry = await store.entry(seq)
+    if entry is None:
+        raise NotFound(f"entry {seq}")
+
+    async def proven(e: Entry) -> dict[str, Any]:
+        proof = await store.proof(inclusion_ranges(e.seq, latest.tree_size))
+        return {
+            "seq": e.seq,
+            "leaf": base64.b64encode(e.encode()).decode(),
+            "inclusion_proof": [base64.b64encode(p).decode() for p in proof],
+        }
+
+    receipt: dict[str, Any] = {"format": RECEIPT_FORMAT, "checkpoint": latest.note}
+    receipt["entry"] = await proven(entry)
+    if entry.statement.producer != "platform":
+        key_entry = await store.key_entry_for(entry.statement.key_id)
+        if key_entry is None:
+            raise NotFound(f"no entry registers the key of entry {seq}")
+        receipt["key_entry"] = await proven(key_entry)
+    return receipt

@@ -1,0 +1,353 @@
+"""The sequencer: the journal's single writer.
+
+It pulls submitted statements from JetStream in batches, checks each producer
+signature against the key set the journal itself declares, drops what is
+already journaled (same producer and idempotency key), assigns sequence
+numbers, chains and extends the Merkle tree, and commits the whole batch (and
+a signed checkpoint when one is due) in one PostgreSQL transaction. Only then
+does it acknowledge the messages and publish the entries; a crash anywhere
+before the commit leaves the messages to be redelivered, a crash after it
+leaves duplicates that the idempotency check absorbs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from services.journal.checkpoint import Checkpoint, sign_checkpoint
+from services.journal.encoding import (
+    GENESIS_PREV_HASH,
+    EncodingError,
+    Entry,
+    Statement,
+    decode_statement,
+    split_signed,
+)
+from services.journal.keyset import (
+    EV_GENESIS,
+    KEYS_SUBJECT,
+    PLATFORM_PRODUCER,
+    KeyRefused,
+    KeySet,
+    genesis_payload,
+)
+from services.journal.storage import JournalStore, StoredCheckpoint
+from services.journal.tree import CompactRange
+from services.runtime.bus import ensure_stream
+from services.runtime.clock import Clock
+from services.runtime.faults import crash_point
+from services.runtime.journal_client import (
+    HDR_IDEMPOTENCY_KEY,
+    HDR_PRODUCER,
+    HDR_REASON,
+    HDR_SEQ,
+    JournalSubjects,
+)
+from services.runtime.keys import Signer
+
+__all__ = ["Sequencer", "SequencerConfig"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SequencerConfig:
+    origin: str
+    batch_size: int = 1000
+    #: Sign a checkpoint once this many entries are not covered by one...
+    checkpoint_every: int = 1000
+    #: ...or once the oldest uncovered entry is this old.
+    checkpoint_interval_s: float = 0.5
+    fetch_timeout_s: float = 0.2
+
+
+class Sequencer:
+    def __init__(
+        self,
+        pool: asyncpg.Pool[Any],
+        js: JetStreamContext,
+        subjects: JournalSubjects,
+        journal_signer: Signer,
+        root_signer: Signer,
+        clock: Clock,
+        config: SequencerConfig,
+    ) -> None:
+        self.store = JournalStore(pool)
+        self.pool = pool
+        self.js = js
+        self.subjects = subjects
+        self.signer = journal_signer
+        self.root = root_signer
+        self.clock = clock
+        self.config = config
+        self.tree = CompactRange()
+        self.prev_hash = GENESIS_PREV_HASH
+        self.keys = KeySet(root_signer.public_raw)
+        self.checkpointed = 0
+        self._uncovered_since: float | None = None
+        self._lock_conn: Any = None
+        #: A publish failed: entries from the stored watermark must go out again.
+        self._unpublished = False
+        #: Set once the sequencer has loaded its state and is consuming.
+        self.ready = asyncio.Event()
+
+    # -- start-up ---------------------------------------------------------
+
+    async def _take_leadership(self) -> None:
+        """One sequencer per journal: a session advisory lock on a held connection."""
+        conn = self._lock_conn = await self.pool.acquire()
+        key = zlib.crc32(b"scf-journal-sequencer")
+        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+            log.info("another sequencer holds the lock; waiting")
+            await asyncio.sleep(1.0)
+
+    async def load(self, genesis_keys: dict[str, bytes] | None) -> None:
+        """Load the tree and key set; with ``genesis_keys``, write the genesis
+        entry into an empty journal."""
+        size = await self.store.size()
+        self.tree, self.prev_hash = CompactRange(), GENESIS_PREV_HASH
+        self.keys, self.checkpointed = KeySet(self.root.public_raw), 0
+        if size == 0:
+            if genesis_keys is not None:
+                await self._genesis(genesis_keys)
+            return
+        self.tree = await self.store.load_tree(size)
+        self.prev_hash = await self.store.last_leaf_hash() or GENESIS_PREV_HASH
+        self.keys = await self.store.load_keys(self.root.public_raw)
+        latest = await self.store.latest_checkpoint()
+        self.checkpointed = latest.tree_size if latest else 0
+        if self.checkpointed < self.tree.size:
+            self._uncovered_since = time.monotonic()
+
+    async def _genesis(self, genesis_keys: dict[str, bytes]) -> None:
+        payload = genesis_payload(self.config.origin, genesis_keys)
+        st = Statement(
+            producer=PLATFORM_PRODUCER,
+            key_id=self.root.key_id,
+            produced_micros=self.clock.now_micros(),
+            subject=KEYS_SUBJECT,
+            event_type=EV_GENESIS,
+            idempotency_key="genesis",
+            payload=payload,
+        )
+        signed = st.encode()
+        accepted, _ = self._sequence([(st, signed, self.root.sign(signed))])
+        await self._commit(accepted, force_checkpoint=True)
+
+    # -- the loop ---------------------------------------------------------
+
+    async def run(self, genesis_keys: dict[str, bytes]) -> None:
+        await ensure_stream(self.js, self.subjects.submit_stream)
+        await ensure_stream(self.js, self.subjects.journal_stream)
+        await self._take_leadership()
+        try:
+            await self.load(genesis_keys)
+            await self._republish()
+            durable = "sequencer"
+            stream = self.subjects.submit_stream.name
+            await self.js.add_consumer(
+                stream,
+                ConsumerConfig(
+                    durable_name=durable,
+                    ack_policy=AckPolicy.EXPLICIT,
+                    max_ack_pending=self.config.batch_size * 4,
+                    ack_wait=30,
+                ),
+            )
+            sub = await self.js.pull_subscribe_bind(durable, stream=stream)
+            self.ready.set()
+            while True:
+                try:
+                    msgs = await sub.fetch(
+                        self.config.batch_size, timeout=self.config.fetch_timeout_s
+                    )
+                except TimeoutError:  # nats raises its own or asyncio's
+                    msgs = []
+                if self._unpublished:
+                    await self._republish()
+                if msgs:
+                    await self.process(msgs)
+                elif self._checkpoint_due():
+                    await self._commit([], force_checkpoint=True)
+        finally:
+            if self._lock_conn is not None:
+                await self.pool.release(self._lock_conn)
+
+    async def process(self, msgs: Sequence[Msg]) -> None:
+        """Journal one batch of submitted messages."""
+        parsed: list[tuple[Statement, bytes, bytes]] = []
+        refused: list[tuple[str, str, str, bytes]] = []
+        for m in msgs:
+            try:
+                signed, sig = split_signed(m.data)
+                parsed.append((decode_statement(signed), signed, sig))
+            except EncodingError as exc:
+                producer = m.subject.rsplit(".", 1)[-1]
+                refused.append((producer, "", f"malformed: {exc}", m.data))
+        existing = await self.store.existing(
+            [(st.producer, st.idempotency_key) for st, _, _ in parsed]
+        )
+        fresh = [p for p in parsed if (p[0].producer, p[0].idempotency_key) not in existing]
+        accepted, key_refusals = self._sequence(fresh)
+        refused += key_refusals
+        await self._commit(accepted, refusals=refused)
+        crash_point("sequencer.after_commit")
+        for m in msgs:
+            await m.ack()
+        if refused:
+            await self._publish_refusals(refused)
+
+    def _sequence(
+        self, items: Sequence[tuple[Statement, bytes, bytes]]
+    ) -> tuple[
+        list[tuple[Entry, bytes, list[tuple[int, int, bytes]]]], list[tuple[str, str, str, bytes]]
+    ]:
+        """Assign sequence numbers in memory; the caller commits."""
+        accepted = []
+        refused = []
+        seen: set[tuple[str, str]] = set()
+        now = self.clock.now_micros()
+        for st, signed, sig in items:
+            ident = (st.producer, st.idempotency_key)
+            if ident in seen:
+                continue
+            try:
+                if (
+                    st.producer == PLATFORM_PRODUCER
+                    and self.tree.size > 0
+                    and st.event_type == EV_GENESIS
+                ):
+                    raise KeyRefused("the journal has its genesis entry already")
+                self.keys.check_signature(st, signed, sig)
+                entry = Entry(self.tree.size, now, self.prev_hash, st, sig)
+                self.keys.apply(entry)
+            except KeyRefused as exc:
+                refused.append((st.producer, st.idempotency_key, str(exc), signed + sig))
+                continue
+            seen.add(ident)
+            leaf = entry.leaf_hash()
+            nodes = self.tree.append(leaf)
+            self.prev_hash = leaf
+            accepted.append((entry, leaf, nodes))
+        if accepted and self._uncovered_since is None:
+            self._uncovered_since = time.monotonic()
+        return accepted, refused
+
+    def _checkpoint_due(self) -> bool:
+        uncovered = self.tree.size - self.checkpointed
+        if uncovered <= 0:
+            return False
+        if uncovered >= self.config.checkpoint_every:
+            return True
+        since = self._uncovered_since
+        return since is not None and time.monotonic() - since >= self.config.checkpoint_interval_s
+
+    async def _commit(
+        self,
+        accepted: Sequence[tuple[Entry, bytes, list[tuple[int, int, bytes]]]],
+        *,
+        refusals: Sequence[tuple[str, str, str, bytes]] = (),
+        force_checkpoint: bool = False,
+    ) -> None:
+        checkpoint = None
+        if (force_checkpoint or self._checkpoint_due()) and self.tree.size > self.checkpointed:
+            checkpoint = self.sign_checkpoint()
+        try:
+            await self.store.commit(
+                [(e, h) for e, h, _ in accepted],
+                [n for _, _, nodes in accepted for n in nodes],
+                checkpoint,
+                refusals,
+            )
+        except BaseException:
+            # The in-memory tree ran ahead of the database: reload it.
+            log.exception("journal commit failed; reloading state")
+            await self.load(None)
+            raise
+        if checkpoint is not None:
+            self.checkpointed = checkpoint.tree_size
+            self._uncovered_since = None
+        crash_point("sequencer.before_publish")
+        await self._publish([e for e, _, _ in accepted], checkpoint)
+
+    def sign_checkpoint(self) -> StoredCheckpoint:
+        cp = Checkpoint(
+            self.config.origin, self.tree.size, self.tree.root(), self.clock.now_micros()
+        )
+        note = sign_checkpoint(cp, self.signer, self.config.origin)
+        return StoredCheckpoint(cp.size, cp.root, cp.timestamp_micros, note)
+
+    # -- publication --------------------------------------------------------
+
+    async def _publish(self, entries: Sequence[Entry], checkpoint: StoredCheckpoint | None) -> None:
+        """Entries and checkpoints to the journal stream (replicas, relays)."""
+        pubs = [
+            self.js.publish(
+                self.subjects.entries(e.statement.producer),
+                e.encode(),
+                headers={
+                    "Nats-Msg-Id": f"entry-{e.seq}",
+                    HDR_SEQ: str(e.seq),
+                    HDR_PRODUCER: e.statement.producer,
+                    HDR_IDEMPOTENCY_KEY: e.statement.idempotency_key,
+                },
+                timeout=10,
+            )
+            for e in entries
+        ]
+        if checkpoint is not None:
+            pubs.append(
+                self.js.publish(
+                    self.subjects.checkpoints,
+                    checkpoint.note.encode(),
+                    headers={"Nats-Msg-Id": f"checkpoint-{checkpoint.tree_size}"},
+                    timeout=10,
+                )
+            )
+        results = await asyncio.gather(*pubs, return_exceptions=True)
+        if any(isinstance(r, BaseException) for r in results):
+            log.warning("publishing entries failed; will republish from the database")
+            self._unpublished = True
+            return
+        if entries and not self._unpublished:
+            await self.store.set_publication(entries[-1].seq + 1)
+
+    async def _republish(self) -> None:
+        """After a crash between commit and publish: publish what was missed."""
+        self._unpublished = False
+        start = await self.store.publication()
+        end = self.tree.size
+        if start >= end:
+            return
+        log.info("republishing entries %d..%d", start, end - 1)
+        batch: list[Entry] = []
+        async for entry in self.store.entries(start, end):
+            batch.append(entry)
+            if len(batch) >= 1000:
+                await self._publish(batch, None)
+                batch = []
+        if batch:
+            await self._publish(batch, None)
+
+    async def _publish_refusals(self, refused: Sequence[tuple[str, str, str, bytes]]) -> None:
+        for producer, key, reason, _ in refused:
+            log.error("refused %s/%s: %s", producer, key or "?", reason)
+            with contextlib.suppress(Exception):
+                await self.js.publish(
+                    self.subjects.refusals(producer),
+                    b"",
+                    headers={HDR_IDEMPOTENCY_KEY: key, HDR_REASON: reason[:500]},
+                    timeout=5,
+                )

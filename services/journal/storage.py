@@ -1,0 +1,215 @@
+"""The journal's PostgreSQL storage."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from services.journal.encoding import Entry, Statement
+from services.journal.keyset import PLATFORM_PRODUCER, KeySet
+from services.journal.tree import CompactRange, NodeId, nodes_for, range_hash
+
+__all__ = ["JournalStore", "StoredCheckpoint"]
+
+_ENTRY_COLUMNS = (
+    "seq", "time_micros", "prev_hash", "producer", "key_id", "produced_micros",
+    "subject", "event_type", "idempotency_key", "payload", "signature", "leaf_hash",
+)  # fmt: skip
+_SELECT_ENTRY = f"SELECT {', '.join(_ENTRY_COLUMNS)} FROM entries"
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    tree_size: int
+    root_hash: bytes
+    time_micros: int
+    note: str
+
+
+def entry_from_row(row: Mapping[str, Any]) -> Entry:
+    return Entry(
+        seq=row["seq"],
+        time_micros=row["time_micros"],
+        prev_hash=row["prev_hash"],
+        statement=Statement(
+            producer=row["producer"],
+            key_id=row["key_id"],
+            produced_micros=row["produced_micros"],
+            subject=row["subject"],
+            event_type=row["event_type"],
+            idempotency_key=row["idempotency_key"],
+            payload=row["payload"],
+        ),
+        signature=row["signature"],
+    )
+
+
+def _entry_record(entry: Entry, leaf_hash: bytes) -> tuple[Any, ...]:
+    st = entry.statement
+    return (
+        entry.seq, entry.time_micros, entry.prev_hash, st.producer, st.key_id,
+        st.produced_micros, st.subject, st.event_type, st.idempotency_key, st.payload,
+        entry.signature, leaf_hash,
+    )  # fmt: skip
+
+
+class JournalStore:
+    def __init__(self, pool: asyncpg.Pool[Any]) -> None:
+        self.pool = pool
+
+    async def size(self) -> int:
+        n = await self.pool.fetchval("SELECT coalesce(max(seq) + 1, 0) FROM entries")
+        return int(n)
+
+    async def nodes(self, ids: Iterable[NodeId]) -> dict[NodeId, bytes]:
+        ids = list(ids)
+        if not ids:
+            return {}
+        rows = await self.pool.fetch(
+            "SELECT level, idx, hash FROM tree_nodes"
+            " WHERE (level, idx) IN (SELECT * FROM unnest($1::smallint[], $2::bigint[]))",
+            [i[0] for i in ids],
+            [i[1] for i in ids],
+        )
+        return {(r["level"], r["idx"]): r["hash"] for r in rows}
+
+    async def load_tree(self, size: int) -> CompactRange:
+        if size == 0:
+            return CompactRange()
+        from services.journal.tree import perfect_nodes
+
+        ids = perfect_nodes(0, size)
+        got = await self.nodes(ids)
+        return CompactRange(size, [(level, got[(level, idx)]) for level, idx in ids])
+
+    async def last_leaf_hash(self) -> bytes | None:
+        h = await self.pool.fetchval("SELECT leaf_hash FROM entries ORDER BY seq DESC LIMIT 1")
+        return bytes(h) if h is not None else None
+
+    async def load_keys(self, root_public_key: bytes, upto: int | None = None) -> KeySet:
+        keys = KeySet(root_public_key)
+        rows = await self.pool.fetch(
+            f"{_SELECT_ENTRY} WHERE producer = $1 AND ($2::bigint IS NULL OR seq < $2)"
+            " ORDER BY seq",
+            PLATFORM_PRODUCER,
+            upto,
+        )
+        for row in rows:
+            keys.apply(entry_from_row(row))
+        return keys
+
+    async def existing(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """Sequence numbers of the (producer, idempotency key) pairs already journaled."""
+        if not keys:
+            return {}
+        rows = await self.pool.fetch(
+            "SELECT producer, idempotency_key, seq FROM entries"
+            " WHERE (producer, idempotency_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+        )
+        return {(r["producer"], r["idempotency_key"]): r["seq"] for r in rows}
+
+    async def commit(
+        self,
+        entries: Sequence[tuple[Entry, bytes]],
+        nodes: Sequence[tuple[int, int, bytes]],
+        checkpoint: StoredCheckpoint | None,
+        refusals: Sequence[tuple[str, str, str, bytes]] = (),
+    ) -> None:
+        """Store a batch of entries, their tree nodes and a checkpoint, atomically."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if entries:
+                await conn.copy_records_to_table(
+                    "entries",
+                    records=[_entry_record(e, h) for e, h in entries],
+                    columns=_ENTRY_COLUMNS,
+                )
+                await conn.copy_records_to_table(
+                    "tree_nodes", records=list(nodes), columns=("level", "idx", "hash")
+                )
+            if checkpoint is not None:
+                await conn.execute(
+                    "INSERT INTO checkpoints (tree_size, root_hash, time_micros, note)"
+                    " VALUES ($1, $2, $3, $4)",
+                    checkpoint.tree_size,
+                    checkpoint.root_hash,
+                    checkpoint.time_micros,
+                    checkpoint.note,
+                )
+            if refusals:
+                await conn.executemany(
+                    "INSERT INTO refusals (producer, idempotency_key, reason, message)"
+                    " VALUES ($1, $2, $3, $4)",
+                    refusals,
+                )
+
+    async def latest_checkpoint(self) -> StoredCheckpoint | None:
+        row = await self.pool.fetchrow("SELECT * FROM checkpoints ORDER BY tree_size DESC LIMIT 1")
+        return StoredCheckpoint(**dict(row)) if row is not None else None
+
+    async def checkpoints(self) -> list[StoredCheckpoint]:
+        rows = await self.pool.fetch("SELECT * FROM checkpoints ORDER BY tree_size")
+        return [StoredCheckpoint(**dict(r)) for r in rows]
+
+    async def entries(self, start: int, end: int, chunk: int = 2000) -> AsyncIterator[Entry]:
+        """Entries [start, end) in order, read in chunks."""
+        pos = start
+        while pos < end:
+            rows = await self.pool.fetch(
+                f"{_SELECT_ENTRY} WHERE seq >= $1 AND seq < $2 ORDER BY seq",
+                pos,
+                min(end, pos + chunk),
+            )
+            if not rows:
+                return
+            for row in rows:
+                yield entry_from_row(row)
+            pos = rows[-1]["seq"] + 1
+
+    async def entry(self, seq: int) -> Entry | None:
+        row = await self.pool.fetchrow(f"{_SELECT_ENTRY} WHERE seq = $1", seq)
+        return entry_from_row(row) if row is not None else None
+
+    async def subject_history(self, subject: str) -> list[Entry]:
+        rows = await self.pool.fetch(f"{_SELECT_ENTRY} WHERE subject = $1 ORDER BY seq", subject)
+        return [entry_from_row(r) for r in rows]
+
+    async def key_entry_for(self, key_id: bytes) -> Entry | None:
+        """The platform entry that registered ``key_id``."""
+        rows = await self.pool.fetch(
+            f"{_SELECT_ENTRY} WHERE producer = $1 AND event_type IN"
+            " ('keys.genesis', 'keys.registered') ORDER BY seq",
+            PLATFORM_PRODUCER,
+        )
+        needle = key_id.hex()
+        for row in rows:
+            entry = entry_from_row(row)
+            if needle in _registered_key_ids(entry):
+                return entry
+        return None
+
+    async def proof(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        nodes = await self.nodes(nodes_for(ranges))
+        return [range_hash(lo, hi, nodes) for lo, hi in ranges]
+
+    async def publication(self) -> int:
+        return int(await self.pool.fetchval("SELECT next_seq FROM publication"))
+
+    async def set_publication(self, next_seq: int) -> None:
+        await self.pool.execute(
+            "UPDATE publication SET next_seq = $1 WHERE next_seq < $1", next_seq
+        )
+
+
+def _registered_key_ids(entry: Entry) -> set[str]:
+    import json
+
+    from services.runtime.keys import key_id_of
+
+    body = json.loads(entry.statement.payload)
+    keys = body.get("keys") or [body]
+    return {key_id_of(bytes.fromhex(k["public_key"])).hex() for k in keys if "public_key" in k}

@@ -1,0 +1,275 @@
+"""How services append to the journal: the outbox and its relay.
+
+A service writes its state change and :meth:`Outbox.add` in one PostgreSQL
+transaction, so there is no state without its statement and no statement
+without its state. :class:`OutboxRelay` publishes pending statements to
+JetStream (``Nats-Msg-Id`` = producer and idempotency key) and marks a row
+done only when the journal's entry for it comes back on the entries stream,
+not when NATS acknowledged the publish: a NATS crash that loses an
+acknowledged message only delays the entry, the relay publishes it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import nats.errors
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from services.journal.encoding import Statement
+from services.journal.keyset import canonical_json
+from services.runtime.bus import StreamSpec, ensure_stream
+from services.runtime.clock import Clock
+from services.runtime.faults import crash_point
+from services.runtime.keys import Signer
+from services.runtime.metrics import OUTBOX_BACKLOG
+
+__all__ = ["JournalSubjects", "Outbox", "OutboxRelay"]
+
+log = logging.getLogger(__name__)
+
+#: Headers the journal puts on every entry and refusal it publishes.
+HDR_SEQ = "Scf-Seq"
+HDR_PRODUCER = "Scf-Producer"
+HDR_IDEMPOTENCY_KEY = "Scf-Idempotency-Key"
+HDR_REASON = "Scf-Reason"
+
+
+@dataclass(frozen=True)
+class JournalSubjects:
+    """Stream names and subjects of the journal, under one prefix."""
+
+    prefix: str
+
+    def submit(self, producer: str) -> str:
+        return f"{self.prefix}.journal.submit.{producer}"
+
+    def entries(self, producer: str) -> str:
+        return f"{self.prefix}.journal.entries.{producer}"
+
+    def refusals(self, producer: str) -> str:
+        return f"{self.prefix}.journal.refusals.{producer}"
+
+    @property
+    def checkpoints(self) -> str:
+        return f"{self.prefix}.journal.checkpoints"
+
+    @property
+    def submit_stream(self) -> StreamSpec:
+        return StreamSpec(
+            name=f"{self.prefix.upper()}_JOURNAL_SUBMIT",
+            subjects=(f"{self.prefix}.journal.submit.>",),
+        )
+
+    @property
+    def journal_stream(self) -> StreamSpec:
+        return StreamSpec(
+            name=f"{self.prefix.upper()}_JOURNAL",
+            subjects=(
+                f"{self.prefix}.journal.entries.>",
+                f"{self.prefix}.journal.refusals.>",
+                self.checkpoints,
+            ),
+        )
+
+
+class Outbox:
+    """Signs statements and stores them beside the state change they describe."""
+
+    def __init__(self, signer: Signer, clock: Clock, schema: str) -> None:
+        self.signer = signer
+        self.clock = clock
+        self.channel = f"outbox_{schema}"
+
+    def statement(
+        self,
+        subject: str,
+        event_type: str,
+        payload: Mapping[str, Any] | bytes,
+        idempotency_key: str,
+    ) -> tuple[bytes, bytes]:
+        """The signed statement bytes and their signature."""
+        body = payload if isinstance(payload, bytes) else canonical_json(payload)
+        st = Statement(
+            producer=self.signer.name,
+            key_id=self.signer.key_id,
+            produced_micros=self.clock.now_micros(),
+            subject=subject,
+            event_type=event_type,
+            idempotency_key=idempotency_key,
+            payload=body,
+        )
+        signed = st.encode()
+        return signed, self.signer.sign(signed)
+
+    async def add(
+        self,
+        conn: asyncpg.Connection[Any],
+        subject: str,
+        event_type: str,
+        payload: Mapping[str, Any] | bytes,
+        idempotency_key: str,
+    ) -> None:
+        """Within the caller's transaction: queue one statement for the journal."""
+        signed, signature = self.statement(subject, event_type, payload, idempotency_key)
+        await conn.execute(
+            "INSERT INTO outbox (idempotency_key, statement, signature) VALUES ($1, $2, $3)",
+            idempotency_key,
+            signed,
+            signature,
+        )
+        await conn.execute("SELECT pg_notify($1, '')", self.channel)
+
+
+class OutboxRelay:
+    """Publishes a service's outbox to the journal and records the outcome."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool[Any],
+        js: JetStreamContext,
+        subjects: JournalSubjects,
+        producer: str,
+        channel: str,
+        *,
+        batch: int = 500,
+        retry_after_s: float = 5.0,
+    ) -> None:
+        self.pool = pool
+        self.js = js
+        self.subjects = subjects
+        self.producer = producer
+        self.channel = channel
+        self.batch = batch
+        self.retry_after_s = retry_after_s
+        self._wake = asyncio.Event()
+
+    async def setup(self) -> None:
+        await ensure_stream(self.js, self.subjects.submit_stream)
+        await ensure_stream(self.js, self.subjects.journal_stream)
+
+    async def run(self) -> None:
+        await self.setup()
+        listener = await self.pool.acquire()
+        # LISTEN needs a connection of its own: releasing it would UNLISTEN.
+        await listener.add_listener(self.channel, self._on_notify)
+        try:
+            await asyncio.gather(
+                self._publish_loop(),
+                self._confirm_loop(self.subjects.entries(self.producer), "entries"),
+                self._confirm_loop(self.subjects.refusals(self.producer), "refusals"),
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                await listener.remove_listener(self.channel, self._on_notify)
+            await self.pool.release(listener)
+
+    def _on_notify(self, *args: Any) -> None:
+        self._wake.set()
+
+    async def publish_pending(self) -> int:
+        """Publish one batch of due rows; returns how many were published."""
+        rows = await self.pool.fetch(
+            "SELECT id, idempotency_key, statement, signature FROM outbox"
+            " WHERE journal_seq IS NULL AND refused_reason IS NULL"
+            " AND (published_at IS NULL OR published_at < now() - make_interval(secs => $1))"
+            " ORDER BY id LIMIT $2",
+            self.retry_after_s,
+            self.batch,
+        )
+        if not rows:
+            return 0
+        subject = self.subjects.submit(self.producer)
+        # Pipelined: all publishes in flight at once, each awaited for its ack.
+        results = await asyncio.gather(
+            *(
+                self.js.publish(
+                    subject,
+                    bytes(r["statement"]) + bytes(r["signature"]),
+                    headers={"Nats-Msg-Id": f"{self.producer}:{r['idempotency_key']}"},
+                    timeout=5,
+                )
+                for r in rows
+            ),
+            return_exceptions=True,
+        )
+        sent = [
+            r["id"]
+            for r, res in zip(rows, results, strict=True)
+            if not isinstance(res, BaseException)
+        ]
+        crash_point("relay.after_publish")
+        failed = len(rows) - len(sent)
+        if failed:
+            log.warning("%d outbox publishes failed; retrying", failed)
+        await self.pool.execute(
+            "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", sent
+        )
+        return len(sent)
+
+    async def _publish_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                published = await self.publish_pending()
+            except (OSError, asyncpg.PostgresError, nats.errors.Error) as exc:
+                log.warning("outbox relay: %r", exc)
+                published = 0
+            backlog = await self._backlog()
+            OUTBOX_BACKLOG.labels(self.producer).set(backlog)
+            if published == self.batch:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=min(1.0, self.retry_after_s))
+
+    async def _backlog(self) -> int:
+        n = await self.pool.fetchval(
+            "SELECT count(*) FROM outbox WHERE journal_seq IS NULL AND refused_reason IS NULL"
+        )
+        return int(n)
+
+    async def _confirm_loop(self, subject: str, kind: str) -> None:
+        durable = f"relay_{self.producer}_{kind}"
+        stream = self.subjects.journal_stream.name
+        config = ConsumerConfig(
+            durable_name=durable,
+            filter_subject=subject,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            max_ack_pending=10_000,
+        )
+        await self.js.add_consumer(stream, config)
+        sub = await self.js.pull_subscribe_bind(durable, stream=stream)
+        while True:
+            try:
+                msgs = await sub.fetch(self.batch, timeout=1.0)
+            except TimeoutError:  # nats raises its own or asyncio's
+                continue
+            updates: list[tuple[str, int | None, str | None]] = []
+            for m in msgs:
+                h = m.headers or {}
+                if kind == "entries":
+                    updates.append(
+                        (h.get(HDR_IDEMPOTENCY_KEY, ""), int(h.get(HDR_SEQ, "-1")), None)
+                    )
+                else:
+                    updates.append(
+                        (h.get(HDR_IDEMPOTENCY_KEY, ""), None, h.get(HDR_REASON, "refused"))
+                    )
+            await self.pool.executemany(
+                "UPDATE outbox SET journal_seq = coalesce($2, journal_seq),"
+                " refused_reason = coalesce($3, refused_reason) WHERE idempotency_key = $1",
+                updates,
+            )
+            for m in msgs:
+                await m.ack()
+            if kind == "refusals":
+                for key, _, reason in updates:
+                    log.error("journal refused %s: %s", key, reason)

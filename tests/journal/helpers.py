@@ -1,0 +1,88 @@
+"""A producer for journal tests: the shared outbox and relay, as a service uses them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import nats
+
+from services.runtime.clock import SystemClock
+from services.runtime.config import Settings
+from services.runtime.db import apply_migrations, connect_pool
+from services.runtime.journal_client import JournalSubjects, Outbox, OutboxRelay
+from services.runtime.keys import load_or_create_signer
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[bool]], timeout: float = 30.0, what: str = "condition"
+) -> None:
+    """Await a condition that another process brings about, with a deadline."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached in {timeout} s")
+        await asyncio.sleep(0.05)
+
+
+@dataclass
+class Producer:
+    pool: asyncpg.Pool[Any]
+    outbox: Outbox
+    js: Any
+    subjects: JournalSubjects
+
+    async def append(self, n: int, subject: str = "order/ORD-1", start: int = 0) -> list[str]:
+        keys = [f"k-{i}" for i in range(start, start + n)]
+        async with self.pool.acquire() as conn, conn.transaction():
+            for key in keys:
+                await self.outbox.add(conn, subject, "order.noted", {"n": key}, key)
+        return keys
+
+    async def confirmed(self) -> dict[str, int]:
+        rows = await self.pool.fetch(
+            "SELECT idempotency_key, journal_seq FROM outbox WHERE journal_seq IS NOT NULL"
+        )
+        return {r["idempotency_key"]: r["journal_seq"] for r in rows}
+
+    async def wait_confirmed(self, n: int, timeout: float = 30.0) -> dict[str, int]:
+        async def done() -> bool:
+            return len(await self.confirmed()) >= n
+
+        await wait_until(done, timeout, f"{n} outbox rows journaled")
+        return await self.confirmed()
+
+
+@contextlib.asynccontextmanager
+async def producer(
+    settings: Settings, name: str = "orders", *, relay: bool = True, key_name: str | None = None
+) -> AsyncIterator[Producer]:
+    schema = settings.endpoint(name).schema
+    pool = await connect_pool(settings.database_url, schema)
+    await apply_migrations(pool, schema, "services.runtime")
+    nc = await nats.connect(settings.nats_url)
+    js = nc.jetstream()
+    subjects = JournalSubjects(settings.nats_prefix)
+    signer = load_or_create_signer(settings.keys_dir, key_name or name)
+    if key_name is not None:
+        signer = type(signer)(name, signer.private_key)  # claims to be `name`, with another key
+    outbox = Outbox(signer, SystemClock(), schema)
+    task = None
+    if relay:
+        r = OutboxRelay(pool, js, subjects, name, outbox.channel, retry_after_s=2.0)
+        await r.setup()
+        task = asyncio.create_task(r.run())
+    try:
+        yield Producer(pool, outbox, js, subjects)
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await nc.close()
+        await pool.close()

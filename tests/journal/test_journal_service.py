@@ -1,0 +1,174 @@
+"""The journal end to end: outbox, relay, JetStream, sequencer, PostgreSQL, audit API."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
+from services.journal.checkpoint import parse_note
+from services.journal.encoding import decode_entry
+from services.journal.proofs import verify_consistency, verify_inclusion
+from services.journal.receipt import ReceiptError, verify_receipt
+from services.journal.service import SPEC, origin_for
+from services.runtime.certs import load_party
+from services.runtime.config import Settings
+from services.runtime.grpcserver import client_channel
+from tests.journal.helpers import producer, wait_until
+from tests.support import running
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def audit(settings: Settings) -> AsyncIterator[journal_pb2_grpc.AuditServiceStub]:
+    async with running(SPEC, settings):
+        tls = load_party(settings.certs_dir, "auditor-reg")
+        async with client_channel(settings.endpoint("journal").grpc_addr, tls) as channel:
+            yield journal_pb2_grpc.AuditServiceStub(channel)
+
+
+async def _checkpoint_at_least(
+    audit: journal_pb2_grpc.AuditServiceStub, size: int
+) -> journal_pb2.GetCheckpointResponse:
+    latest: list[journal_pb2.GetCheckpointResponse] = []
+
+    async def covered() -> bool:
+        cp = await audit.GetCheckpoint(journal_pb2.GetCheckpointRequest())
+        latest[:] = [cp]
+        return cp.tree_size >= size
+
+    await wait_until(covered, what=f"a checkpoint of size {size}")
+    return latest[0]
+
+
+def _key(settings: Settings, name: str) -> bytes:
+    return bytes.fromhex((settings.keys_dir / f"{name}.pub").read_text())
+
+
+async def test_appended_statements_are_journaled_once_and_proven(
+    settings: Settings, audit: journal_pb2_grpc.AuditServiceStub
+) -> None:
+    async with producer(settings) as p:
+        keys = await p.append(30, subject="order/ORD-1")
+        keys += await p.append(20, subject="order/ORD-2", start=30)
+        confirmed = await p.wait_confirmed(50)
+    assert sorted(confirmed.values()) == list(range(1, 51))  # entry 0 is the genesis
+
+    cp = await _checkpoint_at_least(audit, 51)
+    note = parse_note(cp.checkpoint)
+    note.verify(origin_for(settings.nats_prefix), _key(settings, "journal"))
+    assert note.checkpoint.size == cp.tree_size and note.checkpoint.root == cp.root_hash
+
+    listed = [r.entry async for r in audit.ListEntries(journal_pb2.ListEntriesRequest(start=0))]
+    assert [e.seq for e in listed] == list(range(cp.tree_size))
+    assert listed[0].producer == "platform" and listed[0].event_type == "keys.genesis"
+    by_key = {e.idempotency_key: e for e in listed[1:]}
+    assert set(by_key) == set(keys)
+    assert json.loads(by_key["k-7"].payload) == {"n": "k-7"}
+
+    history = [r.entry async for r in audit.GetSubjectHistory(
+        journal_pb2.GetSubjectHistoryRequest(subject="order/ORD-2"))]  # fmt: skip
+    assert [e.idempotency_key for e in history] == [f"k-{i}" for i in range(30, 50)]
+
+    for seq in (0, 1, 25, cp.tree_size - 1):
+        proof = await audit.GetInclusionProof(journal_pb2.GetInclusionProofRequest(seq=seq))
+        assert proof.tree_size == cp.tree_size
+        verify_inclusion(seq, proof.tree_size, proof.leaf_hash, list(proof.proof), cp.root_hash)
+        assert decode_entry(listed[seq].leaf).seq == seq
+
+    first = await audit.GetInclusionProof(journal_pb2.GetInclusionProofRequest(seq=0, tree_size=1))
+    consistency = await audit.GetConsistencyProof(
+        journal_pb2.GetConsistencyProofRequest(first_size=1)
+    )
+    verify_consistency(1, cp.tree_size, list(consistency.proof), first.leaf_hash, cp.root_hash)
+
+    key_set = await audit.GetKeySet(journal_pb2.GetKeySetRequest())
+    assert {k.producer for k in key_set.keys} == {
+        "journal", "orders", "scoring", "lending", "repayment"
+    }  # fmt: skip
+
+    receipt = (await audit.GetReceipt(journal_pb2.GetReceiptRequest(seq=7))).receipt_json
+    entry = verify_receipt(receipt, _key(settings, "journal"), _key(settings, "platform-root"))
+    assert entry.seq == 7 and entry.statement.producer == "orders"
+    with pytest.raises(ReceiptError):
+        verify_receipt(receipt, _key(settings, "orders"))  # not the journal's key
+    tampered = json.loads(receipt)
+    tampered["entry"]["seq"] = 8
+    with pytest.raises(ReceiptError):
+        verify_receipt(json.dumps(tampered), _key(settings, "journal"))
+
+
+async def test_duplicate_submissions_are_absorbed(
+    settings: Settings, audit: journal_pb2_grpc.AuditServiceStub
+) -> None:
+    async with producer(settings, relay=False) as p:
+        signed, sig = p.outbox.statement("order/ORD-9", "order.noted", {"x": 1}, "dup-1")
+        # Three deliveries, two with new message ids (past the NATS dedup window).
+        for msg_id in ("a", "b", "a"):
+            await p.js.publish(
+                p.subjects.submit("orders"), signed + sig, headers={"Nats-Msg-Id": msg_id}
+            )
+        signed2, sig2 = p.outbox.statement("order/ORD-9", "order.noted", {"x": 2}, "after")
+        await p.js.publish(p.subjects.submit("orders"), signed2 + sig2)
+    cp = await _checkpoint_at_least(audit, 3)
+    listed = [r.entry async for r in audit.ListEntries(journal_pb2.ListEntriesRequest())]
+    assert [e.idempotency_key for e in listed] == ["genesis", "dup-1", "after"]
+    assert cp.tree_size == 3
+
+
+async def test_unknown_key_and_malformed_messages_are_refused(
+    settings: Settings, audit: journal_pb2_grpc.AuditServiceStub
+) -> None:
+    async with producer(settings, key_name="intruder") as forger:
+        await forger.append(1, start=100)
+
+        async def refused() -> bool:
+            reason = await forger.pool.fetchval("SELECT refused_reason FROM outbox")
+            return reason is not None
+
+        await wait_until(refused, what="the refusal to reach the producer")
+        reason = await forger.pool.fetchval("SELECT refused_reason FROM outbox")
+        assert "unknown key" in reason
+        await forger.js.publish(forger.subjects.submit("orders"), b"garbage")
+        async with producer(settings) as honest:
+            await honest.append(1, start=200)
+            await honest.wait_confirmed(1)
+    listed = [r.entry async for r in audit.ListEntries(journal_pb2.ListEntriesRequest())]
+    assert [e.idempotency_key for e in listed] == ["genesis", "k-200"]
+    journal_schema = settings.endpoint("journal").schema
+    import asyncpg
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        reasons = await conn.fetch(f'SELECT reason FROM "{journal_schema}".refusals ORDER BY id')
+    finally:
+        await conn.close()
+    assert "unknown key" in reasons[0]["reason"]
+    assert reasons[1]["reason"].startswith("malformed")
+
+
+async def test_audit_api_refuses_bad_requests_and_wrong_roles(
+    settings: Settings, audit: journal_pb2_grpc.AuditServiceStub
+) -> None:
+    await _checkpoint_at_least(audit, 1)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await audit.GetInclusionProof(journal_pb2.GetInclusionProofRequest(seq=5))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "seq" in (info.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await audit.GetConsistencyProof(journal_pb2.GetConsistencyProofRequest(first_size=0))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await audit.GetReceipt(journal_pb2.GetReceiptRequest(seq=99))
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+    tls = load_party(settings.certs_dir, "acme-builders")
+    async with client_channel(settings.endpoint("journal").grpc_addr, tls) as channel:
+        stub = journal_pb2_grpc.AuditServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.GetCheckpoint(journal_pb2.GetCheckpointRequest())
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
