@@ -6,6 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import asyncpg
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -67,9 +68,12 @@ def _progress() -> Progress:
 
 
 @journal_app.command("export")
-def export(file: Path, schema: str = typer.Option("journal", help="The journal's schema.")) -> None:
+def export(
+    file: Path, schema: str = typer.Option("", help="The journal's schema (SCF_JOURNAL_SCHEMA).")
+) -> None:
     """Write the whole journal (entries, checkpoints, root key) to FILE."""
     settings = Settings.from_env()
+    schema = schema or settings.endpoint("journal").schema
     dsn = _database_url(settings)
     root = _hex_key(None, None, settings.keys_dir / "platform-root.pub", "root key")
     if root is None:
@@ -92,6 +96,8 @@ def export(file: Path, schema: str = typer.Option("journal", help="The journal's
         n = asyncio.run(run())
     except ConfigError as exc:
         raise _fail(str(exc), 2) from None
+    except asyncpg.UndefinedTableError:
+        raise _fail(f"no journal in schema {schema!r} of {dsn}", 2) from None
     out.print(f"exported {n} entries to {file}")
 
 
@@ -141,7 +147,7 @@ def _print_report(report: VerifyReport) -> None:
 def verify(
     file: Path = typer.Argument(None, help="An export file; omit it to verify a database."),
     database: str = typer.Option("", help="A journal or replica database DSN."),
-    schema: str = typer.Option("journal", help="Its schema."),
+    schema: str = typer.Option("", help="Its schema (default SCF_JOURNAL_SCHEMA)."),
     root_key: str = typer.Option("", help="The platform root public key, hex."),
     root_key_file: Path = typer.Option(None, help="A file holding it, hex."),
 ) -> None:
@@ -160,6 +166,7 @@ def verify(
                 if pinned is None:
                     raise _fail("a database check needs --root-key or --root-key-file", 2)
                 dsn = database or _database_url(settings)
+                schema = schema or settings.endpoint("journal").schema
                 report = asyncio.run(verify_database(dsn, schema, pinned, advance))
     except VerificationError as exc:
         where = f"at entry {exc.seq}" if exc.seq >= 0 else "in the input"
@@ -167,6 +174,8 @@ def verify(
         raise typer.Exit(1) from None
     except (ConfigError, OSError) as exc:
         raise _fail(str(exc), 2) from None
+    except asyncpg.UndefinedTableError:
+        raise _fail(f"no journal in schema {schema!r}", 2) from None
     _print_report(report)
 
 
