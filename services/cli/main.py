@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from services.cli.bench_cmds import bench_app
 from services.cli.journal_cmds import audit_app, journal_app
 from services.runtime.certs import EXAMPLE_PARTIES, ensure_certificates
 from services.runtime.config import Settings
@@ -26,6 +27,7 @@ certs_app = typer.Typer(help="Certificates of the platform CA.", no_args_is_help
 app.add_typer(certs_app, name="certs")
 app.add_typer(journal_app, name="journal")
 app.add_typer(audit_app, name="audit")
+app.add_typer(bench_app, name="bench")
 
 console = Console(stderr=True)
 out = Console()

@@ -1,30 +1,48 @@
 """The journal's canonical byte layouts. Pure; docs/journal-format.md is the spec.
 
-A *statement* is what a producer signs: who, about what, which event, with
-which payload. An *entry* (a Merkle leaf) is a statement, its signature, and
-what the journal adds: sequence number, time, and the previous leaf's hash.
+A *statement* says who, about what, which event, with which payload. A
+producer signs a *batch* of statements at once: the root of a small Merkle
+tree over them. An *entry* (a leaf of the journal's tree) is one statement,
+its path to the signed batch root, the batch signature, and what the journal
+adds: sequence number, time, and the previous leaf's hash. Every entry is
+thus provably signed by its producer, for one signature per batch.
 All integers are big-endian; strings are UTF-8 with a length prefix.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from services.journal.hashing import HASH_SIZE, leaf_hash
+from services.journal.proofs import ProofError, root_from_inclusion_proof
+from services.journal.tree import CompactRange, inclusion_ranges, range_hash
 
 __all__ = [
+    "BATCH_TAG",
     "ENTRY_VERSION",
     "GENESIS_PREV_HASH",
     "STATEMENT_TAG",
+    "BatchProof",
     "EncodingError",
     "Entry",
+    "SignedBatch",
     "Statement",
+    "batch_proofs",
+    "batch_root",
+    "batch_signed_bytes",
+    "decode_batch",
     "decode_entry",
     "decode_statement",
+    "pack_records",
+    "sign_batch",
+    "unpack_records",
 ]
 
 STATEMENT_TAG = b"scf-journal-statement-v1\n"
+BATCH_TAG = b"scf-journal-batch-v1\n"
+MAX_BATCH = 4096
 ENTRY_VERSION = 1
 SIGNATURE_SIZE = 64
 KEY_ID_SIZE = 32
@@ -72,6 +90,33 @@ class Statement:
 
 
 @dataclass(frozen=True)
+class BatchProof:
+    """Where a statement sits in the batch its producer signed."""
+
+    size: int
+    index: int
+    path: tuple[bytes, ...]
+    signature: bytes
+
+    def root(self, statement_bytes: bytes) -> bytes:
+        """The batch root this proof implies for ``statement_bytes``."""
+        try:
+            return root_from_inclusion_proof(
+                self.index, self.size, leaf_hash(statement_bytes), self.path
+            )
+        except ProofError as exc:
+            raise EncodingError("batch_path", str(exc)) from None
+
+    def encode_path(self) -> bytes:
+        return b"".join(self.path)
+
+
+def batch_signed_bytes(producer: str, key_id: bytes, size: int, root: bytes) -> bytes:
+    """What a producer's Ed25519 signature covers: the batch root, and who."""
+    return b"".join((BATCH_TAG, _str8("producer", producer), key_id, struct.pack(">I", size), root))
+
+
+@dataclass(frozen=True)
 class Entry:
     """One journal entry: a Merkle leaf."""
 
@@ -79,13 +124,20 @@ class Entry:
     time_micros: int
     prev_hash: bytes
     statement: Statement
-    signature: bytes
+    batch: BatchProof
+
+    @property
+    def signature(self) -> bytes:
+        return self.batch.signature
 
     def encode(self) -> bytes:
         if len(self.prev_hash) != HASH_SIZE:
             raise EncodingError("prev_hash", f"must be {HASH_SIZE} bytes")
-        if len(self.signature) != SIGNATURE_SIZE:
+        b = self.batch
+        if len(b.signature) != SIGNATURE_SIZE:
             raise EncodingError("signature", f"must be {SIGNATURE_SIZE} bytes")
+        if not 0 <= b.index < b.size <= MAX_BATCH or len(b.path) > 32:
+            raise EncodingError("batch", f"index {b.index} of a batch of {b.size}")
         body = self.statement.encode()
         return b"".join(
             (
@@ -93,12 +145,20 @@ class Entry:
                 self.prev_hash,
                 struct.pack(">I", len(body)),
                 body,
-                self.signature,
+                struct.pack(">IIB", b.size, b.index, len(b.path)),
+                *b.path,
+                b.signature,
             )
         )
 
     def leaf_hash(self) -> bytes:
         return leaf_hash(self.encode())
+
+    def signed_bytes(self) -> bytes:
+        """The batch bytes the producer signed, rebuilt from this entry."""
+        st = self.statement
+        root = self.batch.root(st.encode())
+        return batch_signed_bytes(st.producer, st.key_id, self.batch.size, root)
 
 
 def _str8(field: str, value: str) -> bytes:
@@ -174,13 +234,97 @@ def decode_entry(data: bytes) -> Entry:
     prev = r.take(HASH_SIZE, "prev_hash")
     (n,) = r.unpack(">I", "statement")
     statement = decode_statement(r.take(n, "statement"))
+    size, index, path_len = r.unpack(">IIB", "batch")
+    if not 0 <= index < size <= MAX_BATCH or path_len > 32:
+        raise EncodingError("batch", f"index {index} of a batch of {size}")
+    path = tuple(r.take(HASH_SIZE, "batch_path") for _ in range(path_len))
     signature = r.take(SIGNATURE_SIZE, "signature")
     r.done("entry")
-    return Entry(seq, time_micros, prev, statement, signature)
+    return Entry(seq, time_micros, prev, statement, BatchProof(size, index, path, signature))
 
 
-def split_signed(message: bytes) -> tuple[bytes, bytes]:
-    """A submitted message is the statement followed by its 64-byte signature."""
-    if len(message) <= SIGNATURE_SIZE:
-        raise EncodingError("message", "too short to hold a statement and a signature")
-    return message[:-SIGNATURE_SIZE], message[-SIGNATURE_SIZE:]
+@dataclass(frozen=True)
+class SignedBatch:
+    """What a producer submits: statements and one signature over their root."""
+
+    producer: str
+    key_id: bytes
+    statements: tuple[bytes, ...]
+    signature: bytes
+
+    def encode(self) -> bytes:
+        return b"".join(
+            (
+                BATCH_TAG,
+                _str8("producer", self.producer),
+                self.key_id,
+                struct.pack(">I", len(self.statements)),
+                *(struct.pack(">I", len(st)) + st for st in self.statements),
+                self.signature,
+            )
+        )
+
+
+def batch_root(statements: Sequence[bytes]) -> bytes:
+    """The RFC 9162 root over the statements' leaf hashes."""
+    tree = CompactRange()
+    for st in statements:
+        tree.append(leaf_hash(st))
+    return tree.root()
+
+
+def batch_proofs(statements: Sequence[bytes], signature: bytes) -> list[BatchProof]:
+    """Each statement's inclusion path in its batch."""
+    nodes: dict[tuple[int, int], bytes] = {}
+    tree = CompactRange()
+    for st in statements:
+        for level, idx, h in tree.append(leaf_hash(st)):
+            nodes[(level, idx)] = h
+    size = len(statements)
+    return [
+        BatchProof(
+            size,
+            i,
+            tuple(range_hash(lo, hi, nodes) for lo, hi in inclusion_ranges(i, size)),
+            signature,
+        )
+        for i in range(size)
+    ]
+
+
+def sign_batch(
+    signer_name: str, key_id: bytes, sign: Callable[[bytes], bytes], statements: Sequence[bytes]
+) -> SignedBatch:
+    if not 0 < len(statements) <= MAX_BATCH:
+        raise EncodingError("batch", f"1 to {MAX_BATCH} statements, got {len(statements)}")
+    root = batch_root(statements)
+    signature = sign(batch_signed_bytes(signer_name, key_id, len(statements), root))
+    return SignedBatch(signer_name, key_id, tuple(statements), signature)
+
+
+def decode_batch(data: bytes) -> SignedBatch:
+    r = _Reader(data)
+    if r.take(len(BATCH_TAG), "tag") != BATCH_TAG:
+        raise EncodingError("tag", "not an SCF journal batch (v1)")
+    producer = r.text(r.u8("producer"), "producer")
+    key_id = r.take(KEY_ID_SIZE, "key_id")
+    (count,) = r.unpack(">I", "count")
+    if not 0 < count <= MAX_BATCH:
+        raise EncodingError("count", f"1 to {MAX_BATCH} statements, got {count}")
+    statements = tuple(r.take(r.unpack(">I", "statement")[0], "statement") for _ in range(count))
+    signature = r.take(SIGNATURE_SIZE, "signature")
+    r.done("batch")
+    return SignedBatch(producer, key_id, statements, signature)
+
+
+def pack_records(records: Sequence[bytes]) -> bytes:
+    """``len32(r) || r`` for each record: several entries in one message."""
+    return b"".join(struct.pack(">I", len(r)) + r for r in records)
+
+
+def unpack_records(data: bytes) -> list[bytes]:
+    r = _Reader(data)
+    out = []
+    while r.pos < len(data):
+        out.append(r.take(r.unpack(">I", "record")[0], "record"))
+    return out

@@ -16,7 +16,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from services.journal.encoding import Entry, Statement
+from services.journal.encoding import Entry
 from services.runtime.keys import key_id_of
 
 __all__ = [
@@ -72,35 +72,61 @@ class KeySet:
     #: The checkpoint key name (the journal's origin), from the genesis entry.
     origin: str = ""
     _verifiers: dict[bytes, Ed25519PublicKey] = field(default_factory=dict)
+    #: signature -> message, for signatures already verified (a batch's).
+    _verified: dict[bytes, bytes] = field(default_factory=dict)
 
-    def key_for(self, statement: Statement) -> bytes:
-        """The public key that must have signed ``statement``; raises if none may."""
-        if statement.producer == PLATFORM_PRODUCER:
-            if statement.key_id != key_id_of(self.root_public_key):
+    def key_for(self, producer: str, key_id: bytes) -> bytes:
+        """The public key ``key_id`` if ``producer`` may sign with it now; raises otherwise."""
+        short = key_id.hex()[:16]
+        if producer == PLATFORM_PRODUCER:
+            if key_id != key_id_of(self.root_public_key):
                 raise KeyRefused("a platform statement not signed by the platform root key")
             return self.root_public_key
-        key = self.keys.get(statement.key_id)
+        key = self.keys.get(key_id)
         if key is None:
-            raise KeyRefused(f"unknown key {statement.key_id.hex()[:16]}… for {statement.producer}")
-        if key.producer != statement.producer:
-            raise KeyRefused(f"key {statement.key_id.hex()[:16]}… belongs to {key.producer}")
+            raise KeyRefused(f"unknown key {short}… for {producer}")
+        if key.producer != producer:
+            raise KeyRefused(f"key {short}… belongs to {key.producer}")
         if key.revoked_at is not None:
-            raise KeyRefused(f"key {statement.key_id.hex()[:16]}… was revoked at {key.revoked_at}")
+            raise KeyRefused(f"key {short}… was revoked at {key.revoked_at}")
         return key.public_key
 
-    def check_signature(self, statement: Statement, signed: bytes, signature: bytes) -> None:
-        """Raise :class:`KeyRefused` unless ``signature`` over ``signed`` verifies."""
-        public = self.key_for(statement)
+    def verify(self, producer: str, key_id: bytes, message: bytes, signature: bytes) -> None:
+        """Raise :class:`KeyRefused` unless ``producer``'s key signed ``message``.
+
+        A batch's signature is checked once; its other entries hit the cache.
+        """
+        public = self.key_for(producer, key_id)
+        if self._verified.get(signature) == message:
+            return
         verifier = self._verifiers.get(public)
         if verifier is None:
             verifier = self._verifiers[public] = Ed25519PublicKey.from_public_bytes(public)
         try:
-            verifier.verify(signature, signed)
+            verifier.verify(signature, message)
         except InvalidSignature:
-            raise KeyRefused(f"signature of {statement.producer} does not verify") from None
+            raise KeyRefused(f"signature of {producer} does not verify") from None
+        if len(self._verified) >= 256:
+            self._verified.clear()
+        self._verified[signature] = message
 
-    def journal_keys(self) -> list[ProducerKey]:
-        return [k for k in self.keys.values() if k.producer == "journal"]
+    def check_entry(self, entry: Entry) -> None:
+        """The entry's batch proof and producer signature, or :class:`KeyRefused`."""
+        st = entry.statement
+        try:
+            message = entry.signed_bytes()
+        except ValueError as exc:
+            raise KeyRefused(f"batch proof: {exc}") from None
+        self.verify(st.producer, st.key_id, message, entry.signature)
+
+    def journal_keys(self, at_size: int | None = None) -> list[ProducerKey]:
+        """Keys that may sign a checkpoint (of ``at_size`` entries: not revoked by then)."""
+        return [
+            k
+            for k in self.keys.values()
+            if k.producer == "journal"
+            and (k.revoked_at is None or (at_size is not None and k.revoked_at >= at_size))
+        ]
 
     def apply(self, entry: Entry) -> None:
         """Take in a key entry (already signature-checked). Others are ignored."""

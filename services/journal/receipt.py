@@ -43,10 +43,8 @@ def _proven_entry(part: Any, size: int, root: bytes, what: str) -> Entry:
 
 def _check_signature(entry: Entry, public_key: bytes) -> None:
     try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(
-            entry.signature, entry.statement.encode()
-        )
-    except InvalidSignature:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(entry.signature, entry.signed_bytes())
+    except (InvalidSignature, EncodingError):
         raise ReceiptError(f"entry {entry.seq}: producer signature does not verify") from None
 
 

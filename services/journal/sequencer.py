@@ -1,13 +1,14 @@
 """The sequencer: the journal's single writer.
 
-It pulls submitted statements from JetStream in batches, checks each producer
-signature against the key set the journal itself declares, drops what is
-already journaled (same producer and idempotency key), assigns sequence
-numbers, chains and extends the Merkle tree, and commits the whole batch (and
-a signed checkpoint when one is due) in one PostgreSQL transaction. Only then
-does it acknowledge the messages and publish the entries; a crash anywhere
-before the commit leaves the messages to be redelivered, a crash after it
-leaves duplicates that the idempotency check absorbs.
+It pulls producers' signed batches from JetStream, checks each batch
+signature (once per batch) against the key set the journal itself declares,
+drops statements already journaled (same producer and idempotency key),
+assigns sequence numbers, chains and extends the Merkle tree, and commits
+everything fetched (and a signed checkpoint when one is due) in one
+PostgreSQL transaction: a group commit. Only then does it acknowledge the
+messages and publish the entries, one message per producer per commit. A
+crash before the commit leaves the messages to be redelivered; a crash after
+it leaves duplicates that the idempotency check absorbs.
 """
 
 from __future__ import annotations
@@ -31,9 +32,15 @@ from services.journal.encoding import (
     GENESIS_PREV_HASH,
     EncodingError,
     Entry,
+    SignedBatch,
     Statement,
+    batch_proofs,
+    batch_root,
+    batch_signed_bytes,
+    decode_batch,
     decode_statement,
-    split_signed,
+    pack_records,
+    sign_batch,
 )
 from services.journal.keyset import (
     EV_GENESIS,
@@ -49,15 +56,29 @@ from services.runtime.bus import ensure_stream
 from services.runtime.clock import Clock
 from services.runtime.faults import crash_point
 from services.runtime.journal_client import (
-    HDR_IDEMPOTENCY_KEY,
-    HDR_PRODUCER,
+    HDR_FIRST_SEQ,
+    HDR_KEYS,
+    HDR_LAST_SEQ,
     HDR_REASON,
-    HDR_SEQ,
     JournalSubjects,
 )
 from services.runtime.keys import Signer
 
 __all__ = ["Sequencer", "SequencerConfig"]
+
+#: An entry, its leaf hash, and the tree nodes it completed.
+Accepted = tuple[Entry, bytes, list[tuple[int, int, bytes]]]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Statements the journal will not take, and why (kept for the operator)."""
+
+    producer: str
+    keys: tuple[str, ...]
+    reason: str
+    message: bytes
+
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +163,8 @@ class Sequencer:
             idempotency_key="genesis",
             payload=payload,
         )
-        signed = st.encode()
-        accepted, _ = self._sequence([(st, signed, self.root.sign(signed))])
+        batch = sign_batch(PLATFORM_PRODUCER, self.root.key_id, self.root.sign, [st.encode()])
+        accepted, _ = self._sequence([batch])
         await self._commit(accepted, force_checkpoint=True)
 
     # -- the loop ---------------------------------------------------------
@@ -161,7 +182,7 @@ class Sequencer:
                 stream,
                 ConsumerConfig(
                     durable_name=durable,
-                    ack_policy=AckPolicy.EXPLICIT,
+                    ack_policy=AckPolicy.ALL,
                     max_ack_pending=self.config.batch_size * 4,
                     ack_wait=30,
                 ),
@@ -186,61 +207,74 @@ class Sequencer:
                 await self.pool.release(self._lock_conn)
 
     async def process(self, msgs: Sequence[Msg]) -> None:
-        """Journal one batch of submitted messages."""
-        parsed: list[tuple[Statement, bytes, bytes]] = []
-        refused: list[tuple[str, str, str, bytes]] = []
+        """Journal everything in one fetch: one transaction, then acknowledgements."""
+        batches: list[SignedBatch] = []
+        refused: list[Refusal] = []
         for m in msgs:
             try:
-                signed, sig = split_signed(m.data)
-                parsed.append((decode_statement(signed), signed, sig))
+                batches.append(decode_batch(m.data))
             except EncodingError as exc:
                 producer = m.subject.rsplit(".", 1)[-1]
-                refused.append((producer, "", f"malformed: {exc}", m.data))
-        existing = await self.store.existing(
-            [(st.producer, st.idempotency_key) for st, _, _ in parsed]
-        )
-        fresh = [p for p in parsed if (p[0].producer, p[0].idempotency_key) not in existing]
-        accepted, key_refusals = self._sequence(fresh)
+                refused.append(Refusal(producer, (), f"malformed: {exc}", m.data))
+        accepted, key_refusals = self._sequence(batches, await self._journaled(batches))
         refused += key_refusals
         await self._commit(accepted, refusals=refused)
         crash_point("sequencer.after_commit")
-        for m in msgs:
-            await m.ack()
+        await msgs[-1].ack()  # AckPolicy.ALL: acknowledges the whole fetch
         if refused:
             await self._publish_refusals(refused)
 
+    async def _journaled(self, batches: Sequence[SignedBatch]) -> set[tuple[str, str]]:
+        """The (producer, idempotency key) pairs among ``batches`` already journaled."""
+        pairs = []
+        for batch in batches:
+            for raw in batch.statements:
+                with contextlib.suppress(EncodingError):
+                    pairs.append((batch.producer, decode_statement(raw).idempotency_key))
+        return set(await self.store.existing(pairs))
+
     def _sequence(
-        self, items: Sequence[tuple[Statement, bytes, bytes]]
-    ) -> tuple[
-        list[tuple[Entry, bytes, list[tuple[int, int, bytes]]]], list[tuple[str, str, str, bytes]]
-    ]:
-        """Assign sequence numbers in memory; the caller commits."""
-        accepted = []
-        refused = []
-        seen: set[tuple[str, str]] = set()
+        self,
+        batches: Sequence[SignedBatch],
+        journaled: set[tuple[str, str]] | None = None,
+    ) -> tuple[list[Accepted], list[Refusal]]:
+        """Check and sequence in memory; the caller commits."""
+        journaled = set() if journaled is None else journaled
+        accepted: list[Accepted] = []
+        refused: list[Refusal] = []
         now = self.clock.now_micros()
-        for st, signed, sig in items:
-            ident = (st.producer, st.idempotency_key)
-            if ident in seen:
-                continue
+        for batch in batches:
             try:
-                if (
-                    st.producer == PLATFORM_PRODUCER
-                    and self.tree.size > 0
-                    and st.event_type == EV_GENESIS
+                statements = [decode_statement(raw) for raw in batch.statements]
+                if any(
+                    st.producer != batch.producer or st.key_id != batch.key_id for st in statements
                 ):
-                    raise KeyRefused("the journal has its genesis entry already")
-                self.keys.check_signature(st, signed, sig)
-                entry = Entry(self.tree.size, now, self.prev_hash, st, sig)
-                self.keys.apply(entry)
-            except KeyRefused as exc:
-                refused.append((st.producer, st.idempotency_key, str(exc), signed + sig))
+                    raise KeyRefused("a statement in the batch names another producer or key")
+                message = batch_signed_bytes(
+                    batch.producer, batch.key_id, len(statements), batch_root(batch.statements)
+                )
+                self.keys.verify(batch.producer, batch.key_id, message, batch.signature)
+            except (EncodingError, KeyRefused) as exc:
+                keys = tuple(_keys_of(batch))
+                refused.append(Refusal(batch.producer, keys, str(exc), batch.encode()))
                 continue
-            seen.add(ident)
-            leaf = entry.leaf_hash()
-            nodes = self.tree.append(leaf)
-            self.prev_hash = leaf
-            accepted.append((entry, leaf, nodes))
+            proofs = batch_proofs(batch.statements, batch.signature)
+            for st, proof in zip(statements, proofs, strict=True):
+                ident = (st.producer, st.idempotency_key)
+                if ident in journaled:
+                    continue
+                entry = Entry(self.tree.size, now, self.prev_hash, st, proof)
+                try:
+                    if st.producer == PLATFORM_PRODUCER:
+                        self.keys.apply(entry)
+                except KeyRefused as exc:
+                    refused.append(Refusal(st.producer, (st.idempotency_key,), str(exc), b""))
+                    continue
+                journaled.add(ident)
+                leaf = entry.leaf_hash()
+                nodes = self.tree.append(leaf)
+                self.prev_hash = leaf
+                accepted.append((entry, leaf, nodes))
         if accepted and self._uncovered_since is None:
             self._uncovered_since = time.monotonic()
         return accepted, refused
@@ -256,9 +290,9 @@ class Sequencer:
 
     async def _commit(
         self,
-        accepted: Sequence[tuple[Entry, bytes, list[tuple[int, int, bytes]]]],
+        accepted: Sequence[Accepted],
         *,
-        refusals: Sequence[tuple[str, str, str, bytes]] = (),
+        refusals: Sequence[Refusal] = (),
         force_checkpoint: bool = False,
     ) -> None:
         checkpoint = None
@@ -269,7 +303,7 @@ class Sequencer:
                 [(e, h) for e, h, _ in accepted],
                 [n for _, _, nodes in accepted for n in nodes],
                 checkpoint,
-                refusals,
+                [(r.producer, ",".join(r.keys), r.reason, r.message) for r in refusals],
             )
         except BaseException:
             # The in-memory tree ran ahead of the database: reload it.
@@ -293,19 +327,21 @@ class Sequencer:
 
     async def _publish(self, entries: Sequence[Entry], checkpoint: StoredCheckpoint | None) -> None:
         """Entries and checkpoints to the journal stream (replicas, relays)."""
+        by_producer: dict[str, list[Entry]] = {}
+        for e in entries:
+            by_producer.setdefault(e.statement.producer, []).append(e)
         pubs = [
             self.js.publish(
-                self.subjects.entries(e.statement.producer),
-                e.encode(),
+                self.subjects.entries(producer),
+                pack_records([e.encode() for e in group]),
                 headers={
-                    "Nats-Msg-Id": f"entry-{e.seq}",
-                    HDR_SEQ: str(e.seq),
-                    HDR_PRODUCER: e.statement.producer,
-                    HDR_IDEMPOTENCY_KEY: e.statement.idempotency_key,
+                    "Nats-Msg-Id": f"entries-{producer}-{group[0].seq}-{group[-1].seq}",
+                    HDR_FIRST_SEQ: str(group[0].seq),
+                    HDR_LAST_SEQ: str(group[-1].seq),
                 },
                 timeout=10,
             )
-            for e in entries
+            for producer, group in by_producer.items()
         ]
         if checkpoint is not None:
             pubs.append(
@@ -341,13 +377,21 @@ class Sequencer:
         if batch:
             await self._publish(batch, None)
 
-    async def _publish_refusals(self, refused: Sequence[tuple[str, str, str, bytes]]) -> None:
-        for producer, key, reason, _ in refused:
-            log.error("refused %s/%s: %s", producer, key or "?", reason)
+    async def _publish_refusals(self, refused: Sequence[Refusal]) -> None:
+        for r in refused:
+            log.error("refused %s %s: %s", r.producer, ",".join(r.keys) or "?", r.reason)
             with contextlib.suppress(Exception):
                 await self.js.publish(
-                    self.subjects.refusals(producer),
+                    self.subjects.refusals(r.producer),
                     b"",
-                    headers={HDR_IDEMPOTENCY_KEY: key, HDR_REASON: reason[:500]},
+                    headers={HDR_KEYS: "\n".join(r.keys), HDR_REASON: r.reason[:500]},
                     timeout=5,
                 )
+
+
+def _keys_of(batch: SignedBatch) -> list[str]:
+    keys = []
+    for raw in batch.statements:
+        with contextlib.suppress(EncodingError):
+            keys.append(decode_statement(raw).idempotency_key)
+    return keys

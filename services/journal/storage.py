@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from services.journal.encoding import Entry, Statement
+from services.journal.encoding import BatchProof, Entry, Statement
 from services.journal.keyset import PLATFORM_PRODUCER, KeySet
 from services.journal.tree import CompactRange, NodeId, nodes_for, range_hash
 
@@ -16,7 +16,8 @@ __all__ = ["JournalStore", "StoredCheckpoint"]
 
 _ENTRY_COLUMNS = (
     "seq", "time_micros", "prev_hash", "producer", "key_id", "produced_micros",
-    "subject", "event_type", "idempotency_key", "payload", "signature", "leaf_hash",
+    "subject", "event_type", "idempotency_key", "payload",
+    "batch_size", "batch_index", "batch_path", "signature", "leaf_hash",
 )  # fmt: skip
 _SELECT_ENTRY = f"SELECT {', '.join(_ENTRY_COLUMNS)} FROM entries"
 
@@ -30,6 +31,7 @@ class StoredCheckpoint:
 
 
 def entry_from_row(row: Mapping[str, Any]) -> Entry:
+    path = bytes(row["batch_path"])
     return Entry(
         seq=row["seq"],
         time_micros=row["time_micros"],
@@ -43,7 +45,12 @@ def entry_from_row(row: Mapping[str, Any]) -> Entry:
             idempotency_key=row["idempotency_key"],
             payload=row["payload"],
         ),
-        signature=row["signature"],
+        batch=BatchProof(
+            size=row["batch_size"],
+            index=row["batch_index"],
+            path=tuple(path[i : i + 32] for i in range(0, len(path), 32)),
+            signature=row["signature"],
+        ),
     )
 
 
@@ -52,7 +59,7 @@ def _entry_record(entry: Entry, leaf_hash: bytes) -> tuple[Any, ...]:
     return (
         entry.seq, entry.time_micros, entry.prev_hash, st.producer, st.key_id,
         st.produced_micros, st.subject, st.event_type, st.idempotency_key, st.payload,
-        entry.signature, leaf_hash,
+        entry.batch.size, entry.batch.index, entry.batch.encode_path(), entry.signature, leaf_hash,
     )  # fmt: skip
 
 

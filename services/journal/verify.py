@@ -83,7 +83,7 @@ class JournalVerifier:
             raise VerificationError(expected, "stored leaf hash does not match the entry")
         statement = entry.statement
         try:
-            self.keys.check_signature(statement, statement.encode(), entry.signature)
+            self.keys.check_entry(entry)
             self.keys.apply(entry)
         except KeyRefused as exc:
             raise VerificationError(expected, str(exc)) from None
@@ -99,7 +99,7 @@ class JournalVerifier:
     def _check_checkpoint(self, note: SignedNote) -> None:
         seq = note.checkpoint.size - 1
         signed = False
-        for key in self.keys.journal_keys():
+        for key in self.keys.journal_keys(at_size=seq + 1):
             try:
                 note.verify(self.keys.origin, key.public_key)
                 signed = True

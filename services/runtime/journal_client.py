@@ -2,11 +2,12 @@
 
 A service writes its state change and :meth:`Outbox.add` in one PostgreSQL
 transaction, so there is no state without its statement and no statement
-without its state. :class:`OutboxRelay` publishes pending statements to
-JetStream (``Nats-Msg-Id`` = producer and idempotency key) and marks a row
-done only when the journal's entry for it comes back on the entries stream,
-not when NATS acknowledged the publish: a NATS crash that loses an
-acknowledged message only delays the entry, the relay publishes it again.
+without its state. :class:`OutboxRelay` signs pending statements in batches
+(one Ed25519 signature over the root of each batch), publishes each batch as
+one JetStream message, and marks a row done only when the journal's entry for
+it comes back on the entries stream, not when NATS acknowledged the publish:
+a NATS crash that loses an acknowledged message only delays the entry, the
+relay publishes it again and the journal absorbs any duplicate.
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from services.journal.encoding import Statement
+from services.journal.encoding import (
+    SignedBatch,
+    Statement,
+    decode_entry,
+    sign_batch,
+    unpack_records,
+)
 from services.journal.keyset import canonical_json
 from services.runtime.bus import StreamSpec, ensure_stream
 from services.runtime.clock import Clock
@@ -36,9 +43,9 @@ __all__ = ["JournalSubjects", "Outbox", "OutboxRelay"]
 log = logging.getLogger(__name__)
 
 #: Headers the journal puts on every entry and refusal it publishes.
-HDR_SEQ = "Scf-Seq"
-HDR_PRODUCER = "Scf-Producer"
-HDR_IDEMPOTENCY_KEY = "Scf-Idempotency-Key"
+HDR_FIRST_SEQ = "Scf-First-Seq"
+HDR_LAST_SEQ = "Scf-Last-Seq"
+HDR_KEYS = "Scf-Idempotency-Keys"
 HDR_REASON = "Scf-Reason"
 
 
@@ -81,7 +88,7 @@ class JournalSubjects:
 
 
 class Outbox:
-    """Signs statements and stores them beside the state change they describe."""
+    """Stores statements beside the state change they describe."""
 
     def __init__(self, signer: Signer, clock: Clock, schema: str) -> None:
         self.signer = signer
@@ -94,10 +101,10 @@ class Outbox:
         event_type: str,
         payload: Mapping[str, Any] | bytes,
         idempotency_key: str,
-    ) -> tuple[bytes, bytes]:
-        """The signed statement bytes and their signature."""
+    ) -> bytes:
+        """The statement's bytes (signed later, in a batch, by the relay)."""
         body = payload if isinstance(payload, bytes) else canonical_json(payload)
-        st = Statement(
+        return Statement(
             producer=self.signer.name,
             key_id=self.signer.key_id,
             produced_micros=self.clock.now_micros(),
@@ -105,9 +112,10 @@ class Outbox:
             event_type=event_type,
             idempotency_key=idempotency_key,
             payload=body,
-        )
-        signed = st.encode()
-        return signed, self.signer.sign(signed)
+        ).encode()
+
+    def sign(self, statements: list[bytes]) -> SignedBatch:
+        return sign_batch(self.signer.name, self.signer.key_id, self.signer.sign, statements)
 
     async def add(
         self,
@@ -118,12 +126,10 @@ class Outbox:
         idempotency_key: str,
     ) -> None:
         """Within the caller's transaction: queue one statement for the journal."""
-        signed, signature = self.statement(subject, event_type, payload, idempotency_key)
         await conn.execute(
-            "INSERT INTO outbox (idempotency_key, statement, signature) VALUES ($1, $2, $3)",
+            "INSERT INTO outbox (idempotency_key, statement) VALUES ($1, $2)",
             idempotency_key,
-            signed,
-            signature,
+            self.statement(subject, event_type, payload, idempotency_key),
         )
         await conn.execute("SELECT pg_notify($1, '')", self.channel)
 
@@ -136,18 +142,20 @@ class OutboxRelay:
         pool: asyncpg.Pool[Any],
         js: JetStreamContext,
         subjects: JournalSubjects,
-        producer: str,
-        channel: str,
+        outbox: Outbox,
         *,
-        batch: int = 500,
+        batch: int = 1000,
+        statements_per_message: int = 256,
         retry_after_s: float = 5.0,
     ) -> None:
         self.pool = pool
         self.js = js
         self.subjects = subjects
-        self.producer = producer
-        self.channel = channel
+        self.outbox = outbox
+        self.producer = outbox.signer.name
+        self.channel = outbox.channel
         self.batch = batch
+        self.per_message = statements_per_message
         self.retry_after_s = retry_after_s
         self._wake = asyncio.Event()
 
@@ -177,7 +185,7 @@ class OutboxRelay:
     async def publish_pending(self) -> int:
         """Publish one batch of due rows; returns how many were published."""
         rows = await self.pool.fetch(
-            "SELECT id, idempotency_key, statement, signature FROM outbox"
+            "SELECT id, statement FROM outbox"
             " WHERE journal_seq IS NULL AND refused_reason IS NULL"
             " AND (published_at IS NULL OR published_at < now() - make_interval(secs => $1))"
             " ORDER BY id LIMIT $2",
@@ -187,28 +195,29 @@ class OutboxRelay:
         if not rows:
             return 0
         subject = self.subjects.submit(self.producer)
-        # Pipelined: all publishes in flight at once, each awaited for its ack.
+        groups = [rows[i : i + self.per_message] for i in range(0, len(rows), self.per_message)]
+        # Pipelined: every batch in flight at once, each awaited for its ack.
         results = await asyncio.gather(
             *(
                 self.js.publish(
                     subject,
-                    bytes(r["statement"]) + bytes(r["signature"]),
-                    headers={"Nats-Msg-Id": f"{self.producer}:{r['idempotency_key']}"},
+                    self.outbox.sign([bytes(r["statement"]) for r in group]).encode(),
+                    headers={"Nats-Msg-Id": f"{self.producer}:{group[0]['id']}-{group[-1]['id']}"},
                     timeout=5,
                 )
-                for r in rows
+                for group in groups
             ),
             return_exceptions=True,
         )
         sent = [
             r["id"]
-            for r, res in zip(rows, results, strict=True)
+            for group, res in zip(groups, results, strict=True)
             if not isinstance(res, BaseException)
+            for r in group
         ]
         crash_point("relay.after_publish")
-        failed = len(rows) - len(sent)
-        if failed:
-            log.warning("%d outbox publishes failed; retrying", failed)
+        if len(sent) < len(rows):
+            log.warning("%d outbox publishes failed; retrying", len(rows) - len(sent))
         await self.pool.execute(
             "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", sent
         )
@@ -244,6 +253,9 @@ class OutboxRelay:
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             max_ack_pending=10_000,
+            # A restarted relay's old pull request can swallow a message;
+            # it comes back after ack_wait, so keep that short.
+            ack_wait=5,
         )
         await self.js.add_consumer(stream, config)
         sub = await self.js.pull_subscribe_bind(durable, stream=stream)
@@ -254,15 +266,14 @@ class OutboxRelay:
                 continue
             updates: list[tuple[str, int | None, str | None]] = []
             for m in msgs:
-                h = m.headers or {}
                 if kind == "entries":
-                    updates.append(
-                        (h.get(HDR_IDEMPOTENCY_KEY, ""), int(h.get(HDR_SEQ, "-1")), None)
-                    )
+                    for record in unpack_records(m.data):
+                        entry = decode_entry(record)
+                        updates.append((entry.statement.idempotency_key, entry.seq, None))
                 else:
-                    updates.append(
-                        (h.get(HDR_IDEMPOTENCY_KEY, ""), None, h.get(HDR_REASON, "refused"))
-                    )
+                    h = m.headers or {}
+                    why = str(h.get(HDR_REASON) or "refused")
+                    updates.extend((key, None, why) for key in h.get(HDR_KEYS, "").split("\n"))
             await self.pool.executemany(
                 "UPDATE outbox SET journal_seq = coalesce($2, journal_seq),"
                 " refused_reason = coalesce($3, refused_reason) WHERE idempotency_key = $1",
@@ -271,5 +282,5 @@ class OutboxRelay:
             for m in msgs:
                 await m.ack()
             if kind == "refusals":
-                for key, _, reason in updates:
-                    log.error("journal refused %s: %s", key, reason)
+                for key, _, refusal in updates:
+                    log.error("journal refused %s: %s", key, refusal)

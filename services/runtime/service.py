@@ -134,7 +134,7 @@ async def run_service(
             subjects=subjects,
         )
         if spec.journals:
-            relay = OutboxRelay(pool, ctx.js, subjects, spec.name, ctx.outbox.channel)
+            relay = OutboxRelay(pool, ctx.js, subjects, ctx.outbox)
             await relay.setup()
             ctx.tasks.append(asyncio.create_task(relay.run(), name=f"{spec.name}-relay"))
         if spec.setup is not None:

@@ -60,9 +60,14 @@ class Producer:
 
 @contextlib.asynccontextmanager
 async def producer(
-    settings: Settings, name: str = "orders", *, relay: bool = True, key_name: str | None = None
+    settings: Settings,
+    name: str = "orders",
+    *,
+    relay: bool = True,
+    key_name: str | None = None,
+    schema: str | None = None,
 ) -> AsyncIterator[Producer]:
-    schema = settings.endpoint(name).schema
+    schema = schema or settings.endpoint(name).schema
     pool = await connect_pool(settings.database_url, schema)
     await apply_migrations(pool, schema, "services.runtime")
     nc = await nats.connect(settings.nats_url)
@@ -74,7 +79,7 @@ async def producer(
     outbox = Outbox(signer, SystemClock(), schema)
     task = None
     if relay:
-        r = OutboxRelay(pool, js, subjects, name, outbox.channel, retry_after_s=2.0)
+        r = OutboxRelay(pool, js, subjects, outbox, retry_after_s=2.0)
         await r.setup()
         task = asyncio.create_task(r.run())
     try:

@@ -106,14 +106,20 @@ async def test_duplicate_submissions_are_absorbed(
     settings: Settings, audit: journal_pb2_grpc.AuditServiceStub
 ) -> None:
     async with producer(settings, relay=False) as p:
-        signed, sig = p.outbox.statement("order/ORD-9", "order.noted", {"x": 1}, "dup-1")
+        first = p.outbox.sign([p.outbox.statement("order/ORD-9", "order.noted", {"x": 1}, "dup-1")])
         # Three deliveries, two with new message ids (past the NATS dedup window).
         for msg_id in ("a", "b", "a"):
             await p.js.publish(
-                p.subjects.submit("orders"), signed + sig, headers={"Nats-Msg-Id": msg_id}
+                p.subjects.submit("orders"), first.encode(), headers={"Nats-Msg-Id": msg_id}
             )
-        signed2, sig2 = p.outbox.statement("order/ORD-9", "order.noted", {"x": 2}, "after")
-        await p.js.publish(p.subjects.submit("orders"), signed2 + sig2)
+        # A batch holding the same statement again, and a new one.
+        again = p.outbox.sign(
+            [
+                p.outbox.statement("order/ORD-9", "order.noted", {"x": 1}, "dup-1"),
+                p.outbox.statement("order/ORD-9", "order.noted", {"x": 2}, "after"),
+            ]
+        )
+        await p.js.publish(p.subjects.submit("orders"), again.encode())
     cp = await _checkpoint_at_least(audit, 3)
     listed = [r.entry async for r in audit.ListEntries(journal_pb2.ListEntriesRequest())]
     assert [e.idempotency_key for e in listed] == ["genesis", "dup-1", "after"]
@@ -123,7 +129,7 @@ async def test_duplicate_submissions_are_absorbed(
 async def test_unknown_key_and_malformed_messages_are_refused(
     settings: Settings, audit: journal_pb2_grpc.AuditServiceStub
 ) -> None:
-    async with producer(settings, key_name="intruder") as forger:
+    async with producer(settings, "scoring", key_name="intruder") as forger:
         await forger.append(1, start=100)
 
         async def refused() -> bool:
@@ -147,7 +153,7 @@ async def test_unknown_key_and_malformed_messages_are_refused(
         reasons = await conn.fetch(f'SELECT reason FROM "{journal_schema}".refusals ORDER BY id')
     finally:
         await conn.close()
-    assert "unknown key" in reasons[0]["reason"]
+    assert "unknown key" in reasons[0]["reason"] and "scoring" in reasons[0]["reason"]
     assert reasons[1]["reason"].startswith("malformed")
 
 

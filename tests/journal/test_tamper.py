@@ -75,12 +75,17 @@ TAMPERING = {
     "inserted row": "UPDATE entries SET seq = seq + 1000001 WHERE seq >= 10;"
     " UPDATE entries SET seq = seq - 1000000 WHERE seq > 1000000;"
     " INSERT INTO entries SELECT 10, time_micros, prev_hash, producer, key_id, produced_micros,"
-    " subject, event_type, 'forged', payload, signature, leaf_hash FROM entries WHERE seq = 5",
+    " subject, event_type, 'forged', payload, batch_size, batch_index, batch_path, signature,"
+    " leaf_hash FROM entries WHERE seq = 5",
     "swapped rows": "UPDATE entries SET seq = 1000000 WHERE seq = 10;"
     " UPDATE entries SET seq = 10 WHERE seq = 11; UPDATE entries SET seq = 11 WHERE seq = 1000000",
     "changed leaf hash": "UPDATE entries SET leaf_hash = sha256(leaf_hash) WHERE seq = 10",
     "changed previous hash": "UPDATE entries SET prev_hash = sha256(prev_hash) WHERE seq = 10",
     "changed time": "UPDATE entries SET time_micros = time_micros + 1 WHERE seq = 10",
+    "changed batch path": "UPDATE entries SET batch_path = sha256(batch_path) || batch_path"
+    " WHERE seq = 10",
+    "moved in its batch": "UPDATE entries SET batch_index = (batch_index + 1) % batch_size"
+    " WHERE seq = 10",
 }
 
 
@@ -117,7 +122,9 @@ async def test_wrong_root_key_is_refused(journal: Journal) -> None:
     assert info.value.seq == 0
 
 
-async def test_export_verifies_and_a_flipped_byte_is_found(journal: Journal, tmp_path: Path) -> None:
+async def test_export_verifies_and_a_flipped_byte_is_found(
+    journal: Journal, tmp_path: Path
+) -> None:
     pool = await connect_pool(journal.dsn, journal.schema)
     try:
         path = tmp_path / "journal.export"

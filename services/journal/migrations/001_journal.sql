@@ -11,6 +11,9 @@ CREATE TABLE entries (
     event_type      text NOT NULL,
     idempotency_key text NOT NULL,
     payload         bytea NOT NULL,
+    batch_size      integer NOT NULL CHECK (batch_size > 0),
+    batch_index     integer NOT NULL CHECK (batch_index >= 0 AND batch_index < batch_size),
+    batch_path      bytea NOT NULL CHECK (length(batch_path) % 32 = 0),
     signature       bytea NOT NULL CHECK (length(signature) = 64),
     leaf_hash       bytea NOT NULL CHECK (length(leaf_hash) = 32),
     UNIQUE (producer, idempotency_key)

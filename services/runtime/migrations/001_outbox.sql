@@ -1,11 +1,11 @@
 -- The transactional outbox: a state change and its journal statement are
--- written in one transaction; the relay publishes the statement and marks it
--- journaled once the journal confirms the sequence number.
+-- written in one transaction. The relay signs pending statements in batches,
+-- publishes them, and marks a row journaled once the journal's entry for it
+-- comes back with its sequence number.
 CREATE TABLE outbox (
     id              bigserial PRIMARY KEY,
     idempotency_key text NOT NULL UNIQUE,
     statement       bytea NOT NULL,
-    signature       bytea NOT NULL CHECK (length(signature) = 64),
     created_at      timestamptz NOT NULL DEFAULT now(),
     published_at    timestamptz,
     journal_seq     bigint,

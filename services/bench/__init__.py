@@ -1,0 +1,1 @@
+"""Benchmarks: commands anyone can rerun (`scf bench ...`); results go in docs/benchmarks.md."""

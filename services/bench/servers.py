@@ -1,0 +1,59 @@
+"""Servers for a benchmark: the environment's, or embedded ones in a temporary directory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from services.runtime.certs import ensure_certificates
+from services.runtime.config import SERVICE_NAMES, ServiceEndpoint, Settings
+from services.runtime.embedded import EmbeddedNats, EmbeddedPostgres
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def bench_settings() -> Iterator[Settings]:
+    """Settings with fresh schemas and stream names, on servers that are cleaned up."""
+    with tempfile.TemporaryDirectory(prefix="scf-bench-") as tmp:
+        data = Path(tmp)
+        nats_url = os.environ.get("SCF_NATS_URL", "")
+        db_url = os.environ.get("SCF_DATABASE_URL", "")
+        nats = pg = None
+        try:
+            if not nats_url:
+                nats = EmbeddedNats(data / "nats")
+                nats_url = nats.start()
+            if not db_url:
+                pg = EmbeddedPostgres(data / "pg", database="scf_bench")
+                db_url = pg.start()
+            ensure_certificates(data / "certs")
+            tag = f"b_{uuid.uuid4().hex[:8]}"
+            yield Settings(
+                data_dir=data,
+                nats_url=nats_url,
+                database_url=db_url,
+                nats_prefix=tag,
+                certs_dir=data / "certs",
+                keys_dir=data / "keys",
+                log_format="json",
+                mode="test",
+                endpoints={
+                    n: ServiceEndpoint(n, f"127.0.0.1:{_free_port()}", "", f"{tag}_{n}")
+                    for n in SERVICE_NAMES
+                },
+            )
+        finally:
+            if nats is not None:
+                nats.stop()
+            if pg is not None:
+                pg.stop()

@@ -1,0 +1,104 @@
+"""``scf bench ...``: benchmarks anyone can rerun. Each prints and writes JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from services.bench.journal_bench import (
+    as_dict,
+    bench_append,
+    bench_proofs,
+    machine,
+    write_synthetic_export,
+)
+from services.bench.servers import bench_settings
+from services.journal.offline import verify_export
+
+bench_app = typer.Typer(help="Benchmarks (see docs/benchmarks.md).", no_args_is_help=True)
+out = Console()
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=Console(stderr=True), transient=True,
+    )  # fmt: skip
+
+
+def _report(name: str, result: dict[str, Any], json_out: Path | None) -> None:
+    out.print_json(json.dumps(result))
+    if json_out is not None:
+        json_out.write_text(json.dumps({"benchmark": name, **result}, indent=2))
+
+
+JsonOption = typer.Option(None, "--json", help="Also write the result to this file.")
+
+
+@bench_app.command("append")
+def append(
+    entries: int = typer.Option(50_000, min=1, max=2_000_000),
+    json_out: Path | None = JsonOption,
+) -> None:
+    """Journal append: pre-signed statements through JetStream to committed entries."""
+    with bench_settings() as settings, _progress() as progress:
+        task = progress.add_task("journaled", total=entries + 1)
+        result = asyncio.run(
+            bench_append(settings, entries, lambda n: progress.update(task, completed=n))
+        )
+    _report("append", as_dict(result), json_out)
+
+
+@bench_app.command("verify")
+def verify(
+    entries: int = typer.Option(1_000_000, min=1, max=5_000_000),
+    json_out: Path | None = JsonOption,
+) -> None:
+    """Offline verification of an export of ENTRIES signed entries."""
+    with tempfile.TemporaryDirectory(prefix="scf-bench-") as tmp:
+        path = Path(tmp) / "journal.export"
+        t0 = time.perf_counter()
+        root = write_synthetic_export(path, entries, Path(tmp) / "keys")
+        built = time.perf_counter() - t0
+        with _progress() as progress:
+            task = progress.add_task("verified", total=entries + 1)
+            t0 = time.perf_counter()
+            report = verify_export(path, root, lambda n: progress.advance(task, n))
+            elapsed = time.perf_counter() - t0
+        size = path.stat().st_size
+    _report(
+        "verify",
+        {
+            "entries": report.entries,
+            "checkpoints": report.checkpoints,
+            "seconds": round(elapsed, 2),
+            "entries_per_s": round(report.entries / elapsed),
+            "export_bytes": size,
+            "build_seconds": round(built, 1),
+            "machine": machine(),
+        },
+        json_out,
+    )
+
+
+@bench_app.command("proofs")
+def proofs(
+    tree_size: int = typer.Option(10_000_000, min=2, max=50_000_000),
+    samples: int = typer.Option(1000, min=10, max=100_000),
+    json_out: Path | None = JsonOption,
+) -> None:
+    """Inclusion and consistency proofs read from PostgreSQL at TREE_SIZE leaves."""
+    with bench_settings() as settings, _progress() as progress:
+        task = progress.add_task("tree nodes", total=tree_size)
+        result = asyncio.run(
+            bench_proofs(settings, tree_size, samples, lambda n: progress.update(task, completed=n))
+        )
+    _report("proofs", as_dict(result), json_out)
