@@ -1,4 +1,7 @@
-"""A producer's relay as its own process, for crash tests: ``python -m tests.journal.relay_proc``."""
+"""A producer's relay as its own process, for crash tests.
+
+``python -m tests.journal.relay_proc``
+"""
 
 from __future__ import annotations
 

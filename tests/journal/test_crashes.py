@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -60,11 +61,13 @@ async def test_relay_killed_after_publish(settings: Settings) -> None:
         await platform.wait_ready("journal")
         async with producer(settings, relay=False) as p:
             await p.append(N)
-            relay = subprocess.Popen(
-                [sys.executable, "-m", "tests.journal.relay_proc"],
+            relay = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "tests.journal.relay_proc",
                 env={**os.environ, **settings.to_env(), "SCF_CRASH_AT": "relay.after_publish"},
             )
-            assert await _wait_exit(relay) == 99
+            assert await asyncio.wait_for(relay.wait(), 30) == 99
             unmarked = await p.pool.fetchval(
                 "SELECT count(*) FROM outbox WHERE published_at IS NULL"
             )
@@ -78,6 +81,4 @@ async def test_relay_killed_after_publish(settings: Settings) -> None:
 
 
 async def _wait_exit(process: subprocess.Popen[bytes], timeout: float = 30) -> int:
-    import asyncio
-
     return await asyncio.wait_for(asyncio.to_thread(process.wait), timeout)
