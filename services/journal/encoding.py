@@ -14,10 +14,10 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
-from services.journal.hashing import HASH_SIZE, leaf_hash
+from services.journal.hashing import HASH_SIZE, leaf_hash, node_hash
 from services.journal.proofs import ProofError, root_from_inclusion_proof
-from services.journal.tree import CompactRange, inclusion_ranges, range_hash
 
 __all__ = [
     "BATCH_TAG",
@@ -73,6 +73,10 @@ class Statement:
     payload: bytes
 
     def encode(self) -> bytes:
+        return self._encoded
+
+    @cached_property
+    def _encoded(self) -> bytes:
         if len(self.key_id) != KEY_ID_SIZE:
             raise EncodingError("key_id", f"must be {KEY_ID_SIZE} bytes")
         if len(self.payload) > _MAX_PAYLOAD:
@@ -131,6 +135,10 @@ class Entry:
         return self.batch.signature
 
     def encode(self) -> bytes:
+        return self._encoded
+
+    @cached_property
+    def _encoded(self) -> bytes:
         if len(self.prev_hash) != HASH_SIZE:
             raise EncodingError("prev_hash", f"must be {HASH_SIZE} bytes")
         b = self.batch
@@ -223,7 +231,9 @@ def decode_statement(data: bytes) -> Statement:
         raise EncodingError("payload", f"longer than {_MAX_PAYLOAD} bytes")
     payload = r.take(n, "payload")
     r.done("statement")
-    return Statement(producer, key_id, produced, subject, event_type, idem, payload)
+    st = Statement(producer, key_id, produced, subject, event_type, idem, payload)
+    st.__dict__["_encoded"] = bytes(data)  # the layout is one-to-one: no need to re-encode
+    return st
 
 
 def decode_entry(data: bytes) -> Entry:
@@ -240,7 +250,9 @@ def decode_entry(data: bytes) -> Entry:
     path = tuple(r.take(HASH_SIZE, "batch_path") for _ in range(path_len))
     signature = r.take(SIGNATURE_SIZE, "signature")
     r.done("entry")
-    return Entry(seq, time_micros, prev, statement, BatchProof(size, index, path, signature))
+    entry = Entry(seq, time_micros, prev, statement, BatchProof(size, index, path, signature))
+    entry.__dict__["_encoded"] = bytes(data)
+    return entry
 
 
 @dataclass(frozen=True)
@@ -251,6 +263,11 @@ class SignedBatch:
     key_id: bytes
     statements: tuple[bytes, ...]
     signature: bytes
+
+    @cached_property
+    def decoded(self) -> tuple[Statement, ...]:
+        """The statements, decoded (raises :class:`EncodingError`)."""
+        return tuple(decode_statement(raw) for raw in self.statements)
 
     def encode(self) -> bytes:
         return b"".join(
@@ -265,31 +282,43 @@ class SignedBatch:
         )
 
 
+def _levels(statements: Sequence[bytes]) -> list[list[bytes]]:
+    """Every level of the batch's RFC 9162 tree, leaves first.
+
+    Pairing left to right and carrying a lone last node up unchanged builds
+    exactly the RFC 9162 tree (whose left subtrees are perfect).
+    """
+    level = [leaf_hash(st) for st in statements]
+    levels = [level]
+    while len(level) > 1:
+        up = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            up.append(level[-1])
+        levels.append(up)
+        level = up
+    return levels
+
+
 def batch_root(statements: Sequence[bytes]) -> bytes:
     """The RFC 9162 root over the statements' leaf hashes."""
-    tree = CompactRange()
-    for st in statements:
-        tree.append(leaf_hash(st))
-    return tree.root()
+    return _levels(statements)[-1][0]
 
 
 def batch_proofs(statements: Sequence[bytes], signature: bytes) -> list[BatchProof]:
-    """Each statement's inclusion path in its batch."""
-    nodes: dict[tuple[int, int], bytes] = {}
-    tree = CompactRange()
-    for st in statements:
-        for level, idx, h in tree.append(leaf_hash(st)):
-            nodes[(level, idx)] = h
+    """Each statement's inclusion path in its batch, in RFC 9162 proof order."""
+    levels = _levels(statements)
     size = len(statements)
-    return [
-        BatchProof(
-            size,
-            i,
-            tuple(range_hash(lo, hi, nodes) for lo, hi in inclusion_ranges(i, size)),
-            signature,
-        )
-        for i in range(size)
-    ]
+    proofs = []
+    for i in range(size):
+        path = []
+        index = i
+        for level in levels[:-1]:
+            sibling = index ^ 1
+            if sibling < len(level):
+                path.append(level[sibling])
+            index >>= 1
+        proofs.append(BatchProof(size, i, tuple(path), signature))
+    return proofs
 
 
 def sign_batch(

@@ -38,7 +38,6 @@ from services.journal.encoding import (
     batch_root,
     batch_signed_bytes,
     decode_batch,
-    decode_statement,
     pack_records,
     sign_batch,
 )
@@ -66,6 +65,8 @@ from services.runtime.keys import Signer
 
 __all__ = ["Sequencer", "SequencerConfig"]
 
+ENTRIES_PER_MESSAGE = 512
+
 #: An entry, its leaf hash, and the tree nodes it completed.
 Accepted = tuple[Entry, bytes, list[tuple[int, int, bytes]]]
 
@@ -86,7 +87,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class SequencerConfig:
     origin: str
-    batch_size: int = 1000
+    #: Messages per fetch (and so per commit); each may hold a batch of statements.
+    batch_size: int = 32
     #: Sign a checkpoint once this many entries are not covered by one...
     checkpoint_every: int = 1000
     #: ...or once the oldest uncovered entry is this old.
@@ -226,11 +228,10 @@ class Sequencer:
 
     async def _journaled(self, batches: Sequence[SignedBatch]) -> set[tuple[str, str]]:
         """The (producer, idempotency key) pairs among ``batches`` already journaled."""
-        pairs = []
+        pairs: list[tuple[str, str]] = []
         for batch in batches:
-            for raw in batch.statements:
-                with contextlib.suppress(EncodingError):
-                    pairs.append((batch.producer, decode_statement(raw).idempotency_key))
+            with contextlib.suppress(EncodingError):
+                pairs.extend((batch.producer, st.idempotency_key) for st in batch.decoded)
         return set(await self.store.existing(pairs))
 
     def _sequence(
@@ -245,7 +246,7 @@ class Sequencer:
         now = self.clock.now_micros()
         for batch in batches:
             try:
-                statements = [decode_statement(raw) for raw in batch.statements]
+                statements = batch.decoded
                 if any(
                     st.producer != batch.producer or st.key_id != batch.key_id for st in statements
                 ):
@@ -330,6 +331,12 @@ class Sequencer:
         by_producer: dict[str, list[Entry]] = {}
         for e in entries:
             by_producer.setdefault(e.statement.producer, []).append(e)
+        # Messages of at most ENTRIES_PER_MESSAGE entries stay under NATS's 1 MB limit.
+        groups = [
+            (producer, group[i : i + ENTRIES_PER_MESSAGE])
+            for producer, group in by_producer.items()
+            for i in range(0, len(group), ENTRIES_PER_MESSAGE)
+        ]
         pubs = [
             self.js.publish(
                 self.subjects.entries(producer),
@@ -341,7 +348,7 @@ class Sequencer:
                 },
                 timeout=10,
             )
-            for producer, group in by_producer.items()
+            for producer, group in groups
         ]
         if checkpoint is not None:
             pubs.append(
@@ -390,8 +397,7 @@ class Sequencer:
 
 
 def _keys_of(batch: SignedBatch) -> list[str]:
-    keys = []
-    for raw in batch.statements:
-        with contextlib.suppress(EncodingError):
-            keys.append(decode_statement(raw).idempotency_key)
-    return keys
+    try:
+        return [st.idempotency_key for st in batch.decoded]
+    except EncodingError:
+        return []

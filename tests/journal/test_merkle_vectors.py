@@ -113,3 +113,23 @@ def test_frontier_reload_matches() -> None:
     again = CompactRange.from_nodes(37, lambda ids: {i: nodes[i] for i in ids})
     assert again.root() == tree.root()
     assert again.append(b"x" * 32) == tree.append(b"x" * 32)
+
+
+@given(st.integers(1, 300))
+def test_batch_proofs_match_the_tree(size: int) -> None:
+    from services.journal.encoding import batch_proofs, batch_root
+    from services.journal.proofs import root_from_inclusion_proof
+
+    statements = [i.to_bytes(4, "big") for i in range(size)]
+    tree, nodes = _build(statements)
+    root = batch_root(statements)
+    assert root == tree.root()
+    for proof in batch_proofs(statements, b"s" * 64):
+        expected = [range_hash(lo, hi, nodes) for lo, hi in inclusion_ranges(proof.index, size)]
+        assert list(proof.path) == expected
+        assert (
+            root_from_inclusion_proof(
+                proof.index, size, leaf_hash(statements[proof.index]), proof.path
+            )
+            == root
+        )
