@@ -8,7 +8,11 @@ import grpc
 from rich.console import Console
 from rich.table import Table
 
+from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
 from services.gen.scf.platform.v1 import platform_pb2, platform_pb2_grpc
+from services.journal.checkpoint import parse_note
+from services.journal.offline import verify_database
+from services.journal.proofs import verify_inclusion
 from services.runtime.certs import load_party
 from services.runtime.config import SERVICE_NAMES, Settings
 from services.runtime.grpcserver import client_channel
@@ -40,6 +44,39 @@ async def _story(platform: Platform, out: Console) -> int:
         else:
             out.print("[red]a call without a certificate was accepted[/]")
             return 1
+    return await _journal(platform, out)
+
+
+async def _journal(platform: Platform, out: Console) -> int:
+    settings = platform.settings
+    out.rule("3. The journal, as an auditor sees it")
+    tls = load_party(settings.certs_dir, "auditor-reg")
+    async with client_channel(settings.endpoint("journal").grpc_addr, tls) as channel:
+        audit = journal_pb2_grpc.AuditServiceStub(channel)
+        cp = await audit.GetCheckpoint(journal_pb2.GetCheckpointRequest(), timeout=5)
+        out.print("latest signed checkpoint (C2SP signed note):")
+        out.print(cp.checkpoint, highlight=False, soft_wrap=True)
+        keys = await audit.GetKeySet(journal_pb2.GetKeySetRequest(), timeout=5)
+        table = Table("producer", "key id", "registered at entry")
+        for k in keys.keys:
+            table.add_row(k.producer, k.key_id.hex()[:16] + "…", str(k.registered_at))
+        out.print(table)
+        proof = await audit.GetInclusionProof(
+            journal_pb2.GetInclusionProofRequest(seq=0), timeout=5
+        )
+    journal_key = bytes.fromhex((settings.keys_dir / "journal.pub").read_text())
+    note = parse_note(cp.checkpoint)
+    note.verify(note.checkpoint.origin, journal_key)
+    verify_inclusion(0, proof.tree_size, proof.leaf_hash, list(proof.proof), cp.root_hash)
+    out.print(f"checkpoint signature verified; entry 0 proven in the tree of {proof.tree_size}")
+    root_key = bytes.fromhex((settings.keys_dir / "platform-root.pub").read_text())
+    report = await verify_database(
+        settings.database_url, settings.endpoint("journal").schema, root_key
+    )
+    out.print(
+        f"offline verification: {report.entries} entries, {report.checkpoints} checkpoints, "
+        f"root {report.root.hex()[:16]}…"
+    )
     return 0
 
 
