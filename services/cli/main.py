@@ -119,6 +119,14 @@ def up(
 
 
 @app.command()
+def replica(bank: str = typer.Option(..., help="The bank whose replica this is.")) -> None:
+    """Run a bank's replica of the journal (its own database, verify before store)."""
+    from services.replica.__main__ import main as replica_main
+
+    replica_main(["--bank", bank])
+
+
+@app.command()
 def status(data_dir: Path | None = DataDirOption) -> None:
     """What runs where, and whether each service answers its health check."""
     settings = settings_for(data_dir)

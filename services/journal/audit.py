@@ -57,7 +57,11 @@ class AuditServicer(journal_pb2_grpc.AuditServiceServicer):
 
     async def GetCheckpoint(self, request: Any, context: Any) -> journal_pb2.GetCheckpointResponse:
         require_role(*READERS)
-        cp = await self._latest()
+        cp = await self.store.cosigned_checkpoint(request.min_cosignatures)
+        if cp is None:
+            raise FailedPrecondition(
+                f"no checkpoint has {request.min_cosignatures} cosignatures yet"
+            )
         return journal_pb2.GetCheckpointResponse(
             checkpoint=cp.note, tree_size=cp.tree_size, root_hash=cp.root_hash
         )

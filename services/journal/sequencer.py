@@ -303,7 +303,7 @@ class Sequencer:
             await self.store.commit(
                 [(e, h) for e, h, _ in accepted],
                 [n for _, _, nodes in accepted for n in nodes],
-                checkpoint,
+                [checkpoint] if checkpoint is not None else [],
                 [(r.producer, ",".join(r.keys), r.reason, r.message) for r in refusals],
             )
         except BaseException:

@@ -3,16 +3,55 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+from pathlib import Path
+
+from nats.aio.msg import Msg
 
 from services.gen.scf.journal.v1 import journal_pb2_grpc
 from services.journal.audit import AuditServicer
+from services.journal.checkpoint import parse_note
 from services.journal.sequencer import Sequencer, SequencerConfig
 from services.journal.storage import JournalStore
+from services.journal.witness import add_lines, cosigners
 from services.runtime.config import SERVICE_NAMES
 from services.runtime.keys import load_or_create_signer
 from services.runtime.service import ServiceContext, ServiceSpec
 
 ROOT_KEY_NAME = "platform-root"
+log = logging.getLogger(__name__)
+
+
+class CosignatureCollector:
+    """Keeps the cosignatures that bank replicas send, once they verify.
+
+    Witness keys are ``witness-<bank>.pub`` in the keys directory: the banks
+    whose cosignatures the operator agreed to collect.
+    """
+
+    def __init__(self, store: JournalStore, keys_dir: Path) -> None:
+        self.store = store
+        self.keys_dir = keys_dir
+
+    async def on_message(self, msg: Msg) -> None:
+        bank = msg.subject.rsplit(".", 1)[-1]
+        try:
+            body = json.loads(msg.data)
+            size, line = int(body["tree_size"]), str(body["line"])
+            public = bytes.fromhex((self.keys_dir / f"witness-{bank}.pub").read_text())
+        except (ValueError, KeyError, OSError) as exc:
+            log.warning("ignoring a cosignature from %s: %r", bank, exc)
+            return
+        checkpoint = await self.store.checkpoint_at(size)
+        if checkpoint is None:
+            log.warning("cosignature from %s for unknown checkpoint %d", bank, size)
+            return
+        note = parse_note(add_lines(checkpoint.note, [line]))
+        if bank not in cosigners(note, {bank: public}):
+            log.warning("cosignature from %s for checkpoint %d does not verify", bank, size)
+            return
+        await self.store.add_cosignature(size, bank, line)
 
 
 def origin_for(prefix: str) -> str:
@@ -43,6 +82,8 @@ async def setup(ctx: ServiceContext) -> None:
     if task.done():
         ready.cancel()
         task.result()
+    collector = CosignatureCollector(JournalStore(ctx.pool), keys_dir)
+    await ctx.nc.subscribe(ctx.subjects.cosignatures(), cb=collector.on_message)
     ctx.server.add(
         journal_pb2_grpc.add_AuditServiceServicer_to_server,
         AuditServicer(JournalStore(ctx.pool), root.public_raw),

@@ -124,10 +124,10 @@ class JournalStore:
         self,
         entries: Sequence[tuple[Entry, bytes]],
         nodes: Sequence[tuple[int, int, bytes]],
-        checkpoint: StoredCheckpoint | None,
+        checkpoints: Sequence[StoredCheckpoint] = (),
         refusals: Sequence[tuple[str, str, str, bytes]] = (),
     ) -> None:
-        """Store a batch of entries, their tree nodes and a checkpoint, atomically."""
+        """Store a batch of entries, their tree nodes and checkpoints, atomically."""
         async with self.pool.acquire() as conn, conn.transaction():
             if entries:
                 await conn.copy_records_to_table(
@@ -138,14 +138,11 @@ class JournalStore:
                 await conn.copy_records_to_table(
                     "tree_nodes", records=list(nodes), columns=("level", "idx", "hash")
                 )
-            if checkpoint is not None:
-                await conn.execute(
+            if checkpoints:
+                await conn.executemany(
                     "INSERT INTO checkpoints (tree_size, root_hash, time_micros, note)"
-                    " VALUES ($1, $2, $3, $4)",
-                    checkpoint.tree_size,
-                    checkpoint.root_hash,
-                    checkpoint.time_micros,
-                    checkpoint.note,
+                    " VALUES ($1, $2, $3, $4) ON CONFLICT (tree_size) DO NOTHING",
+                    [(c.tree_size, c.root_hash, c.time_micros, c.note) for c in checkpoints],
                 )
             if refusals:
                 await conn.executemany(
@@ -153,6 +150,42 @@ class JournalStore:
                     " VALUES ($1, $2, $3, $4)",
                     refusals,
                 )
+
+    async def checkpoint_at(self, size: int) -> StoredCheckpoint | None:
+        row = await self.pool.fetchrow("SELECT * FROM checkpoints WHERE tree_size = $1", size)
+        return StoredCheckpoint(**dict(row)) if row is not None else None
+
+    async def root_at(self, size: int) -> bytes:
+        """MTH of the first ``size`` stored entries, from stored tree nodes."""
+        from services.journal.tree import perfect_nodes
+
+        return range_hash(0, size, await self.nodes(perfect_nodes(0, size)))
+
+    async def add_cosignature(self, size: int, witness: str, line: str) -> None:
+        await self.pool.execute(
+            "INSERT INTO cosignatures (tree_size, witness, line) VALUES ($1, $2, $3)"
+            " ON CONFLICT DO NOTHING",
+            size,
+            witness,
+            line,
+        )
+
+    async def cosigned_checkpoint(self, min_cosignatures: int) -> StoredCheckpoint | None:
+        """The latest checkpoint with at least ``min_cosignatures``, its lines appended."""
+        from services.journal.witness import add_lines
+
+        row = await self.pool.fetchrow(
+            "SELECT c.*, coalesce(array_agg(s.line ORDER BY s.witness)"
+            " FILTER (WHERE s.line IS NOT NULL), '{}') AS lines"
+            " FROM checkpoints c LEFT JOIN cosignatures s USING (tree_size)"
+            " GROUP BY c.tree_size HAVING count(s.line) >= $1"
+            " ORDER BY c.tree_size DESC LIMIT 1",
+            min_cosignatures,
+        )
+        if row is None:
+            return None
+        note = add_lines(row["note"], list(row["lines"])) if row["lines"] else row["note"]
+        return StoredCheckpoint(row["tree_size"], row["root_hash"], row["time_micros"], note)
 
     async def latest_checkpoint(self) -> StoredCheckpoint | None:
         row = await self.pool.fetchrow("SELECT * FROM checkpoints ORDER BY tree_size DESC LIMIT 1")

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from services.journal.checkpoint import CheckpointError, SignedNote, parse_note
-from services.journal.encoding import GENESIS_PREV_HASH, EncodingError, decode_entry
+from services.journal.encoding import GENESIS_PREV_HASH, EncodingError, Entry, decode_entry
 from services.journal.hashing import leaf_hash
 from services.journal.keyset import KeyRefused, KeySet
 from services.journal.tree import CompactRange
@@ -60,9 +60,10 @@ class JournalVerifier:
 
     def add(
         self, leaf: bytes, stored_seq: int | None = None, stored_hash: bytes | None = None
-    ) -> None:
-        """Check the next entry. ``stored_seq``/``stored_hash`` are what a database
-        row says beside the entry, checked against the entry itself."""
+    ) -> tuple[Entry, bytes, list[tuple[int, int, bytes]]]:
+        """Check the next entry; returns it, its leaf hash and the tree nodes it
+        completed. ``stored_seq``/``stored_hash`` are what a database row says
+        beside the entry, checked against the entry itself."""
         expected = self.tree.size
         if stored_seq is not None and stored_seq != expected:
             if stored_seq > expected:
@@ -87,16 +88,18 @@ class JournalVerifier:
             self.keys.apply(entry)
         except KeyRefused as exc:
             raise VerificationError(expected, str(exc)) from None
-        self.tree.append(h)
+        nodes = self.tree.append(h)
         self.prev = h
         self.report.entries += 1
         self.report.producers[statement.producer] = (
             self.report.producers.get(statement.producer, 0) + 1
         )
         for note in self._pending.pop(self.tree.size, []):
-            self._check_checkpoint(note)
+            self.check_checkpoint(note)
+        return entry, h, nodes
 
-    def _check_checkpoint(self, note: SignedNote) -> None:
+    def check_checkpoint(self, note: SignedNote) -> None:
+        """A checkpoint of the current size: signed by the journal, and our root."""
         seq = note.checkpoint.size - 1
         signed = False
         for key in self.keys.journal_keys(at_size=seq + 1):

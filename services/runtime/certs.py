@@ -46,6 +46,9 @@ EXAMPLE_PARTIES: tuple[PartySpec, ...] = (
     PartySpec("uw-carol", Role.UNDERWRITER, "bank-south"),
     PartySpec("lease-one", Role.LEASING, "lease-one"),
     PartySpec("auditor-reg", Role.AUDITOR, "regulator"),
+    # Each bank's journal replica reads the journal as an auditor of its bank.
+    PartySpec("replica-bank-north", Role.AUDITOR, "bank-north"),
+    PartySpec("replica-bank-south", Role.AUDITOR, "bank-south"),
 )
 
 

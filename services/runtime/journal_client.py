@@ -68,6 +68,14 @@ class JournalSubjects:
     def checkpoints(self) -> str:
         return f"{self.prefix}.journal.checkpoints"
 
+    def cosignatures(self, bank: str = "*") -> str:
+        """Core NATS: a replica's cosignature, for the journal to collect."""
+        return f"{self.prefix}.journal.cosignatures.{bank}"
+
+    def replica_checkpoints(self, bank: str = "*") -> str:
+        """Core NATS: checkpoints a replica verified, for the other replicas to compare."""
+        return f"{self.prefix}.replicas.checkpoints.{bank}"
+
     @property
     def submit_stream(self) -> StreamSpec:
         return StreamSpec(

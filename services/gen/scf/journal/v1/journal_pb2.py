@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)services/gen/scf/journal/v1/journal.proto\x12\x0escf.journal.v1\"\xe7\x01\n\x05\x45ntry\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04leaf\x18\x02 \x01(\x0c\x12\x13\n\x0btime_micros\x18\x03 \x01(\x03\x12\x10\n\x08producer\x18\x04 \x01(\t\x12\x0e\n\x06key_id\x18\x05 \x01(\x0c\x12\x0f\n\x07subject\x18\x06 \x01(\t\x12\x12\n\nevent_type\x18\x07 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x12\x0f\n\x07payload\x18\t \x01(\x0c\x12\x11\n\tprev_hash\x18\n \x01(\x0c\x12\x11\n\tsignature\x18\x0b \x01(\x0c\x12\x17\n\x0fproduced_micros\x18\x0c \x01(\x03\"\x16\n\x14GetCheckpointRequest\"Q\n\x15GetCheckpointResponse\x12\x12\n\ncheckpoint\x18\x01 \x01(\t\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x11\n\troot_hash\x18\x03 \x01(\x0c\"0\n\x12ListEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\";\n\x13ListEntriesResponse\x12$\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x15.scf.journal.v1.Entry\"+\n\x18GetSubjectHistoryRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\"A\n\x19GetSubjectHistoryResponse\x12$\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x15.scf.journal.v1.Entry\":\n\x18GetInclusionProofRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"]\n\x19GetInclusionProofResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\r\n\x05proof\x18\x03 \x03(\x0c\x12\x11\n\tleaf_hash\x18\x04 \x01(\x0c\"E\n\x1aGetConsistencyProofRequest\x12\x12\n\nfirst_size\x18\x01 \x01(\x04\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x04\"U\n\x1bGetConsistencyProofResponse\x12\x12\n\nfirst_size\x18\x01 \x01(\x04\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x04\x12\r\n\x05proof\x18\x03 \x03(\x0c\"%\n\x10GetKeySetRequest\x12\x11\n\ttree_size\x18\x01 \x01(\x04\"\x82\x01\n\x0bProducerKey\x12\x10\n\x08producer\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\x0c\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12\x15\n\rregistered_at\x18\x04 \x01(\x04\x12\x17\n\nrevoked_at\x18\x05 \x01(\x04H\x00\x88\x01\x01\x42\r\n\x0b_revoked_at\"Q\n\x11GetKeySetResponse\x12\x11\n\ttree_size\x18\x01 \x01(\x04\x12)\n\x04keys\x18\x02 \x03(\x0b\x32\x1b.scf.journal.v1.ProducerKey\" \n\x11GetReceiptRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\"*\n\x12GetReceiptResponse\x12\x14\n\x0creceipt_json\x18\x01 \x01(\t2\xb3\x05\n\x0c\x41uditService\x12\\\n\rGetCheckpoint\x12$.scf.journal.v1.GetCheckpointRequest\x1a%.scf.journal.v1.GetCheckpointResponse\x12X\n\x0bListEntries\x12\".scf.journal.v1.ListEntriesRequest\x1a#.scf.journal.v1.ListEntriesResponse0\x01\x12j\n\x11GetSubjectHistory\x12(.scf.journal.v1.GetSubjectHistoryRequest\x1a).scf.journal.v1.GetSubjectHistoryResponse0\x01\x12h\n\x11GetInclusionProof\x12(.scf.journal.v1.GetInclusionProofRequest\x1a).scf.journal.v1.GetInclusionProofResponse\x12n\n\x13GetConsistencyProof\x12*.scf.journal.v1.GetConsistencyProofRequest\x1a+.scf.journal.v1.GetConsistencyProofResponse\x12P\n\tGetKeySet\x12 .scf.journal.v1.GetKeySetRequest\x1a!.scf.journal.v1.GetKeySetResponse\x12S\n\nGetReceipt\x12!.scf.journal.v1.GetReceiptRequest\x1a\".scf.journal.v1.GetReceiptResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)services/gen/scf/journal/v1/journal.proto\x12\x0escf.journal.v1\"\xe7\x01\n\x05\x45ntry\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04leaf\x18\x02 \x01(\x0c\x12\x13\n\x0btime_micros\x18\x03 \x01(\x03\x12\x10\n\x08producer\x18\x04 \x01(\t\x12\x0e\n\x06key_id\x18\x05 \x01(\x0c\x12\x0f\n\x07subject\x18\x06 \x01(\t\x12\x12\n\nevent_type\x18\x07 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x12\x0f\n\x07payload\x18\t \x01(\x0c\x12\x11\n\tprev_hash\x18\n \x01(\x0c\x12\x11\n\tsignature\x18\x0b \x01(\x0c\x12\x17\n\x0fproduced_micros\x18\x0c \x01(\x03\"0\n\x14GetCheckpointRequest\x12\x18\n\x10min_cosignatures\x18\x01 \x01(\r\"Q\n\x15GetCheckpointResponse\x12\x12\n\ncheckpoint\x18\x01 \x01(\t\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x11\n\troot_hash\x18\x03 \x01(\x0c\"0\n\x12ListEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\";\n\x13ListEntriesResponse\x12$\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x15.scf.journal.v1.Entry\"+\n\x18GetSubjectHistoryRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\"A\n\x19GetSubjectHistoryResponse\x12$\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x15.scf.journal.v1.Entry\":\n\x18GetInclusionProofRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"]\n\x19GetInclusionProofResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\r\n\x05proof\x18\x03 \x03(\x0c\x12\x11\n\tleaf_hash\x18\x04 \x01(\x0c\"E\n\x1aGetConsistencyProofRequest\x12\x12\n\nfirst_size\x18\x01 \x01(\x04\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x04\"U\n\x1bGetConsistencyProofResponse\x12\x12\n\nfirst_size\x18\x01 \x01(\x04\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x04\x12\r\n\x05proof\x18\x03 \x03(\x0c\"%\n\x10GetKeySetRequest\x12\x11\n\ttree_size\x18\x01 \x01(\x04\"\x82\x01\n\x0bProducerKey\x12\x10\n\x08producer\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\x0c\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12\x15\n\rregistered_at\x18\x04 \x01(\x04\x12\x17\n\nrevoked_at\x18\x05 \x01(\x04H\x00\x88\x01\x01\x42\r\n\x0b_revoked_at\"Q\n\x11GetKeySetResponse\x12\x11\n\ttree_size\x18\x01 \x01(\x04\x12)\n\x04keys\x18\x02 \x03(\x0b\x32\x1b.scf.journal.v1.ProducerKey\" \n\x11GetReceiptRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\"*\n\x12GetReceiptResponse\x12\x14\n\x0creceipt_json\x18\x01 \x01(\t2\xb3\x05\n\x0c\x41uditService\x12\\\n\rGetCheckpoint\x12$.scf.journal.v1.GetCheckpointRequest\x1a%.scf.journal.v1.GetCheckpointResponse\x12X\n\x0bListEntries\x12\".scf.journal.v1.ListEntriesRequest\x1a#.scf.journal.v1.ListEntriesResponse0\x01\x12j\n\x11GetSubjectHistory\x12(.scf.journal.v1.GetSubjectHistoryRequest\x1a).scf.journal.v1.GetSubjectHistoryResponse0\x01\x12h\n\x11GetInclusionProof\x12(.scf.journal.v1.GetInclusionProofRequest\x1a).scf.journal.v1.GetInclusionProofResponse\x12n\n\x13GetConsistencyProof\x12*.scf.journal.v1.GetConsistencyProofRequest\x1a+.scf.journal.v1.GetConsistencyProofResponse\x12P\n\tGetKeySet\x12 .scf.journal.v1.GetKeySetRequest\x1a!.scf.journal.v1.GetKeySetResponse\x12S\n\nGetReceipt\x12!.scf.journal.v1.GetReceiptRequest\x1a\".scf.journal.v1.GetReceiptResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,35 +34,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENTRY']._serialized_start=62
   _globals['_ENTRY']._serialized_end=293
   _globals['_GETCHECKPOINTREQUEST']._serialized_start=295
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=317
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=319
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=400
-  _globals['_LISTENTRIESREQUEST']._serialized_start=402
-  _globals['_LISTENTRIESREQUEST']._serialized_end=450
-  _globals['_LISTENTRIESRESPONSE']._serialized_start=452
-  _globals['_LISTENTRIESRESPONSE']._serialized_end=511
-  _globals['_GETSUBJECTHISTORYREQUEST']._serialized_start=513
-  _globals['_GETSUBJECTHISTORYREQUEST']._serialized_end=556
-  _globals['_GETSUBJECTHISTORYRESPONSE']._serialized_start=558
-  _globals['_GETSUBJECTHISTORYRESPONSE']._serialized_end=623
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=625
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=683
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=685
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=778
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=780
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=849
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=851
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=936
-  _globals['_GETKEYSETREQUEST']._serialized_start=938
-  _globals['_GETKEYSETREQUEST']._serialized_end=975
-  _globals['_PRODUCERKEY']._serialized_start=978
-  _globals['_PRODUCERKEY']._serialized_end=1108
-  _globals['_GETKEYSETRESPONSE']._serialized_start=1110
-  _globals['_GETKEYSETRESPONSE']._serialized_end=1191
-  _globals['_GETRECEIPTREQUEST']._serialized_start=1193
-  _globals['_GETRECEIPTREQUEST']._serialized_end=1225
-  _globals['_GETRECEIPTRESPONSE']._serialized_start=1227
-  _globals['_GETRECEIPTRESPONSE']._serialized_end=1269
-  _globals['_AUDITSERVICE']._serialized_start=1272
-  _globals['_AUDITSERVICE']._serialized_end=1963
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=343
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=345
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=426
+  _globals['_LISTENTRIESREQUEST']._serialized_start=428
+  _globals['_LISTENTRIESREQUEST']._serialized_end=476
+  _globals['_LISTENTRIESRESPONSE']._serialized_start=478
+  _globals['_LISTENTRIESRESPONSE']._serialized_end=537
+  _globals['_GETSUBJECTHISTORYREQUEST']._serialized_start=539
+  _globals['_GETSUBJECTHISTORYREQUEST']._serialized_end=582
+  _globals['_GETSUBJECTHISTORYRESPONSE']._serialized_start=584
+  _globals['_GETSUBJECTHISTORYRESPONSE']._serialized_end=649
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=651
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=709
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=711
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=804
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=806
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=875
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=877
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=962
+  _globals['_GETKEYSETREQUEST']._serialized_start=964
+  _globals['_GETKEYSETREQUEST']._serialized_end=1001
+  _globals['_PRODUCERKEY']._serialized_start=1004
+  _globals['_PRODUCERKEY']._serialized_end=1134
+  _globals['_GETKEYSETRESPONSE']._serialized_start=1136
+  _globals['_GETKEYSETRESPONSE']._serialized_end=1217
+  _globals['_GETRECEIPTREQUEST']._serialized_start=1219
+  _globals['_GETRECEIPTREQUEST']._serialized_end=1251
+  _globals['_GETRECEIPTRESPONSE']._serialized_start=1253
+  _globals['_GETRECEIPTRESPONSE']._serialized_end=1295
+  _globals['_AUDITSERVICE']._serialized_start=1298
+  _globals['_AUDITSERVICE']._serialized_end=1989
 # @@protoc_insertion_point(module_scope)

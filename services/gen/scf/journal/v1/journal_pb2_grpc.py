@@ -83,7 +83,9 @@ class AuditServiceServicer:
     """
 
     def GetCheckpoint(self, request, context):
-        """GetCheckpoint returns the latest signed checkpoint (C2SP signed note).
+        """GetCheckpoint returns the latest signed checkpoint (C2SP signed note)
+        with the bank replicas' cosignatures collected so far; with
+        min_cosignatures, the latest one that at least that many banks cosigned.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -38,7 +38,10 @@ class AuditServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AuditServiceAsyncStub: ...
     GetCheckpoint: _grpc.UnaryUnaryMultiCallable[_journal_pb2.GetCheckpointRequest, _journal_pb2.GetCheckpointResponse]
-    """GetCheckpoint returns the latest signed checkpoint (C2SP signed note)."""
+    """GetCheckpoint returns the latest signed checkpoint (C2SP signed note)
+    with the bank replicas' cosignatures collected so far; with
+    min_cosignatures, the latest one that at least that many banks cosigned.
+    """
     ListEntries: _grpc.UnaryStreamMultiCallable[_journal_pb2.ListEntriesRequest, _journal_pb2.ListEntriesResponse]
     """ListEntries streams entries [start, end) in sequence order. A range past
     the tree size is cut at the tree size.
@@ -74,7 +77,10 @@ class AuditServiceAsyncStub(AuditServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetCheckpoint: _aio.UnaryUnaryMultiCallable[_journal_pb2.GetCheckpointRequest, _journal_pb2.GetCheckpointResponse]  # type: ignore[assignment]
-    """GetCheckpoint returns the latest signed checkpoint (C2SP signed note)."""
+    """GetCheckpoint returns the latest signed checkpoint (C2SP signed note)
+    with the bank replicas' cosignatures collected so far; with
+    min_cosignatures, the latest one that at least that many banks cosigned.
+    """
     ListEntries: _aio.UnaryStreamMultiCallable[_journal_pb2.ListEntriesRequest, _journal_pb2.ListEntriesResponse]  # type: ignore[assignment]
     """ListEntries streams entries [start, end) in sequence order. A range past
     the tree size is cut at the tree size.
@@ -113,7 +119,10 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _journal_pb2.GetCheckpointRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_journal_pb2.GetCheckpointResponse, _abc.Awaitable[_journal_pb2.GetCheckpointResponse]]:
-        """GetCheckpoint returns the latest signed checkpoint (C2SP signed note)."""
+        """GetCheckpoint returns the latest signed checkpoint (C2SP signed note)
+        with the bank replicas' cosignatures collected so far; with
+        min_cosignatures, the latest one that at least that many banks cosigned.
+        """
 
     @_abc_1.abstractmethod
     def ListEntries(

@@ -1,0 +1,55 @@
+"""A replica's settings: its bank, its own database and its listen address."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from services.runtime.errors import ConfigError
+
+__all__ = ["EXAMPLE_BANKS", "ReplicaSettings"]
+
+#: The example banks `scf up` starts a replica for.
+EXAMPLE_BANKS: tuple[str, ...] = ("bank-north", "bank-south")
+_DEFAULT_PORT = {bank: 7411 + i for i, bank in enumerate(EXAMPLE_BANKS)}
+
+
+@dataclass(frozen=True)
+class ReplicaSettings:
+    bank: str
+    #: ``SCF_REPLICA_<BANK>_ADDR``: the replica's gRPC address (audit API, status).
+    grpc_addr: str
+    #: ``SCF_REPLICA_<BANK>_DATABASE_URL``: the bank's own database.
+    database_url: str
+    #: The replica's certificate (``replica-<bank>``), a party of role auditor.
+    party_id: str
+
+    @classmethod
+    def from_env(
+        cls, bank: str, platform_database_url: str, env: Mapping[str, str] | None = None
+    ) -> ReplicaSettings:
+        env = os.environ if env is None else env
+        if not bank.replace("-", "").isalnum():
+            raise ConfigError("--bank", f"must be letters, digits and '-', got {bank!r}")
+        key = bank.upper().replace("-", "_")
+        addr = env.get(f"SCF_REPLICA_{key}_ADDR") or (
+            f"127.0.0.1:{_DEFAULT_PORT[bank]}" if bank in _DEFAULT_PORT else ""
+        )
+        if not addr:
+            raise ConfigError(f"SCF_REPLICA_{key}_ADDR", f"not set for bank {bank}")
+        url = env.get(f"SCF_REPLICA_{key}_DATABASE_URL") or database_beside(
+            platform_database_url, f"scf_replica_{key.lower()}"
+        )
+        if not url:
+            raise ConfigError(f"SCF_REPLICA_{key}_DATABASE_URL", "not set, and no SCF_DATABASE_URL")
+        return cls(bank=bank, grpc_addr=addr, database_url=url, party_id=f"replica-{bank}")
+
+
+def database_beside(dsn: str, database: str) -> str:
+    """The same server as ``dsn``, another database (for one-machine setups)."""
+    if not dsn:
+        return ""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{database}"))

@@ -1,0 +1,404 @@
+"""The replica's ingest loop: verify before store, catch up, cosign, compare.
+
+Entries arrive on the journal stream (one message per producer per journal
+commit, so slightly out of order); the replica buffers them, and checks each
+in sequence order with the same verifier an offline auditor uses (producer
+key and batch signature, chain link), and every journal checkpoint against
+its own Merkle root. Only what verified is stored. Anything that does not fit
+raises an alarm naming the sequence number and the evidence, and ingesting
+stops for good: the replica never skips or rewrites an entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
+from services.journal.checkpoint import CheckpointError, SignedNote, parse_note
+from services.journal.encoding import Entry, unpack_records
+from services.journal.hashing import leaf_hash
+from services.journal.storage import JournalStore, StoredCheckpoint
+from services.journal.verify import JournalVerifier, VerificationError
+from services.journal.witness import cosign
+from services.runtime.bus import ensure_stream
+from services.runtime.clock import Clock
+from services.runtime.journal_client import JournalSubjects
+from services.runtime.keys import Signer
+
+__all__ = ["AlarmRecord", "Replica"]
+
+log = logging.getLogger(__name__)
+
+AuditClient = Callable[[], AbstractAsyncContextManager[journal_pb2_grpc.AuditServiceStub]]
+#: How long a gap in the stream may last before the audit API fills it.
+GAP_PATIENCE_S = 1.0
+ASK_JOURNAL_EVERY_S = 5.0
+
+
+@dataclass(frozen=True)
+class AlarmRecord:
+    kind: str  # "verification" or "fork"
+    seq: int
+    problem: str
+    evidence: tuple[str, ...]
+
+
+class _Alarm(Exception):
+    def __init__(self, record: AlarmRecord) -> None:
+        super().__init__(record.problem)
+        self.record = record
+
+
+@dataclass
+class Replica:
+    bank: str
+    pool: asyncpg.Pool[Any]
+    nc: NATS
+    js: JetStreamContext
+    subjects: JournalSubjects
+    root_key: bytes
+    witness: Signer
+    clock: Clock
+    audit_client: AuditClient
+    store: JournalStore = field(init=False)
+    verifier: JournalVerifier = field(init=False)
+    alarm: AlarmRecord | None = None
+    journal_size: int = 0
+    cosigned_size: int = 0
+    last_entry_micros: int = 0
+    _buffer: dict[int, bytes] = field(default_factory=dict)
+    _pending: dict[int, list[SignedNote]] = field(default_factory=dict)
+    _peer_pending: dict[int, list[SignedNote]] = field(default_factory=dict)
+    _gap_since: float | None = None
+    _peer_notes: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+
+    def __post_init__(self) -> None:
+        self.store = JournalStore(self.pool)
+        self.verifier = JournalVerifier(self.root_key)
+
+    @property
+    def size(self) -> int:
+        return self.verifier.tree.size
+
+    # -- state ----------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Resume from what this replica stored (and verified) before."""
+        size = await self.store.size()
+        v = JournalVerifier(self.root_key)
+        if size:
+            v.tree = await self.store.load_tree(size)
+            v.prev = await self.store.last_leaf_hash() or v.prev
+            v.keys = await self.store.load_keys(self.root_key)
+            last = await self.store.entry(size - 1)
+            self.last_entry_micros = last.time_micros if last else 0
+        self.verifier = v
+        latest = await self.store.latest_checkpoint()
+        self.journal_size = max(size, latest.tree_size if latest else 0)
+        row = await self.pool.fetchrow("SELECT * FROM alarm")
+        if row is not None:
+            self.alarm = AlarmRecord(
+                row["kind"], row["seq"], row["problem"], tuple(row["evidence"])
+            )
+        self.cosigned_size = int(
+            await self.pool.fetchval("SELECT coalesce(max(tree_size), 0) FROM cosigned")
+        )
+
+    # -- the loop ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.load()
+        if self.alarm is not None:
+            log.error("replica %s is stopped by its alarm: %s", self.bank, self.alarm.problem)
+            return
+        await ensure_stream(self.js, self.subjects.journal_stream)
+        stream = self.subjects.journal_stream.name
+        durable = f"replica_{self.bank.replace('-', '_')}"
+        await self.js.add_consumer(
+            stream,
+            ConsumerConfig(
+                durable_name=durable,
+                ack_policy=AckPolicy.ALL,
+                deliver_policy=DeliverPolicy.ALL,
+                max_ack_pending=20_000,
+                ack_wait=30,
+            ),
+        )
+        sub = await self.js.pull_subscribe_bind(durable, stream=stream)
+        gossip = await self.nc.subscribe(self.subjects.replica_checkpoints(), cb=self._on_peer_note)
+        asked = 0.0
+        try:
+            while self.alarm is None:
+                if time.monotonic() - asked > ASK_JOURNAL_EVERY_S:
+                    # The journal's own word on its size: how a replica learns it is
+                    # behind when the stream no longer holds what it missed.
+                    asked = time.monotonic()
+                    await self._ask_journal()
+                try:
+                    msgs = await sub.fetch(256, timeout=0.5)
+                except TimeoutError:  # nats raises its own or asyncio's
+                    msgs = []
+                try:
+                    await self._round(msgs)
+                except _Alarm as alarm:
+                    await self._raise(alarm.record)
+                if msgs:
+                    await msgs[-1].ack()
+        finally:
+            with contextlib.suppress(Exception):
+                await gossip.unsubscribe()
+
+    async def _round(self, msgs: list[Msg]) -> None:
+        notes = []
+        for m in msgs:
+            if ".journal.entries." in m.subject:
+                for record in unpack_records(m.data):
+                    seq = int.from_bytes(record[1:9], "big")
+                    if seq >= self.size:
+                        self._buffer[seq] = record
+            elif m.subject == self.subjects.checkpoints:
+                notes.append(m.data.decode())
+        for text in notes:
+            await self._journal_checkpoint(text)
+        await self._advance()
+        await self._fill_gap()
+        while not self._peer_notes.empty():
+            await self._peer_checkpoint(self._peer_notes.get_nowait())
+
+    async def _advance(self) -> None:
+        """Verify and store the buffered entries that follow on from ours."""
+        accepted: list[tuple[Entry, bytes]] = []
+        nodes: list[tuple[int, int, bytes]] = []
+        verified: list[SignedNote] = []
+        problem: _Alarm | None = None
+        while self.size in self._buffer:
+            leaf = self._buffer.pop(self.size)
+            try:
+                entry, h, new_nodes = self.verifier.add(leaf)
+            except VerificationError as exc:
+                problem = _Alarm(AlarmRecord("verification", exc.seq, exc.problem, (leaf.hex(),)))
+                break
+            accepted.append((entry, h))
+            nodes.extend(new_nodes)
+            for note in self._pending.pop(self.size, []):
+                try:
+                    self.verifier.check_checkpoint(note)
+                except VerificationError:
+                    await self._commit(accepted, nodes, verified)
+                    raise await self._diverged(note) from None
+                verified.append(note)
+        await self._commit(accepted, nodes, verified)
+        if problem is not None:
+            raise problem
+        if verified:
+            await self._cosign(verified[-1])
+        for size in [s for s in self._peer_pending if s <= self.size]:
+            for note in self._peer_pending.pop(size):
+                await self._compare(note)
+
+    async def _commit(
+        self,
+        accepted: list[tuple[Entry, bytes]],
+        nodes: list[tuple[int, int, bytes]],
+        verified: list[SignedNote],
+    ) -> None:
+        if not accepted and not verified:
+            return
+        checkpoints = [
+            StoredCheckpoint(
+                n.checkpoint.size, n.checkpoint.root, n.checkpoint.timestamp_micros, n.text
+            )
+            for n in verified
+        ]
+        await self.store.commit(accepted, nodes, checkpoints)
+        if accepted:
+            self.last_entry_micros = accepted[-1][0].time_micros
+        accepted.clear()
+        nodes.clear()
+
+    # -- checkpoints --------------------------------------------------------------
+
+    def _signed_by_journal(self, text: str) -> SignedNote | None:
+        try:
+            note = parse_note(text)
+        except CheckpointError:
+            return None
+        for key in self.verifier.keys.journal_keys(at_size=note.checkpoint.size):
+            with contextlib.suppress(CheckpointError):
+                note.verify(self.verifier.keys.origin, key.public_key)
+                return note
+        return None
+
+    async def _ask_journal(self) -> None:
+        try:
+            async with self.audit_client() as audit:
+                call: Any = audit.GetCheckpoint(journal_pb2.GetCheckpointRequest(), timeout=5)
+                reply = await call
+        except Exception as exc:  # the journal may be down: the stream still works
+            log.warning("replica %s cannot reach the journal's audit API: %r", self.bank, exc)
+            return
+        try:
+            await self._journal_checkpoint(reply.checkpoint)
+        except _Alarm as alarm:
+            await self._raise(alarm.record)
+
+    async def _journal_checkpoint(self, text: str) -> None:
+        note = self._signed_by_journal(text) if self.size else None
+        if note is None:
+            try:  # before the genesis entry the journal key is not known yet: check later
+                note = parse_note(text)
+            except CheckpointError:
+                log.warning("ignoring a malformed checkpoint from the stream")
+                return
+        size = note.checkpoint.size
+        self.journal_size = max(self.journal_size, size)
+        if size > self.size:
+            self._pending.setdefault(size, []).append(note)
+        elif size > 0:
+            if self._signed_by_journal(text) is None:
+                raise _Alarm(
+                    AlarmRecord(
+                        "verification", size - 1, "checkpoint not signed by the journal", (text,)
+                    )
+                )
+            if await self.store.root_at(size) != note.checkpoint.root:
+                raise await self._diverged(note)
+
+    async def _diverged(self, note: SignedNote) -> _Alarm:
+        """The journal signed a root that is not ours: find the first entry that differs."""
+        size = note.checkpoint.size
+        seq, detail = size - 1, "no entry differs: the journal signed a root of no history"
+        async with self.audit_client() as audit:
+            pos = 0
+            async for their in _entries(audit, 0, size):
+                mine = await self.store.entry(pos)
+                if mine is None or leaf_hash(their.leaf) != mine.leaf_hash():
+                    seq, detail = pos, f"the journal now serves entry {pos} differently"
+                    break
+                pos += 1
+        return _Alarm(
+            AlarmRecord(
+                "verification",
+                seq,
+                f"signed checkpoint of size {size} does not match this replica's tree: {detail}",
+                (note.text,),
+            )
+        )
+
+    async def _cosign(self, note: SignedNote) -> None:
+        size = note.checkpoint.size
+        if size <= self.cosigned_size:
+            return
+        line = cosign(note.text, self.witness, self.bank, self.clock.now_micros() // 1_000_000)
+        await self.pool.execute(
+            "INSERT INTO cosigned (tree_size, note, line) VALUES ($1, $2, $3)"
+            " ON CONFLICT DO NOTHING",
+            size,
+            note.text,
+            line,
+        )
+        self.cosigned_size = size
+        with contextlib.suppress(Exception):  # best effort: the next checkpoint is cosigned too
+            await self.nc.publish(
+                self.subjects.cosignatures(self.bank),
+                json.dumps({"tree_size": size, "line": line}).encode(),
+            )
+            await self.nc.publish(self.subjects.replica_checkpoints(self.bank), note.text.encode())
+
+    # -- other replicas -------------------------------------------------------------
+
+    async def _on_peer_note(self, msg: Msg) -> None:
+        if not msg.subject.endswith(f".{self.bank}"):
+            await self._peer_notes.put(msg.data.decode())
+
+    async def _peer_checkpoint(self, text: str) -> None:
+        note = self._signed_by_journal(text)
+        if note is None:
+            return  # not the journal's word: nothing to compare
+        if note.checkpoint.size <= self.size:
+            await self._compare(note)
+        else:
+            self._peer_pending.setdefault(note.checkpoint.size, []).append(note)
+
+    async def _compare(self, note: SignedNote) -> None:
+        size = note.checkpoint.size
+        if await self.store.root_at(size) == note.checkpoint.root:
+            return
+        ours = await self.store.checkpoint_at(size) or await self.store.latest_checkpoint()
+        evidence = (note.text, ours.note if ours else "")
+        raise _Alarm(
+            AlarmRecord(
+                "fork",
+                size - 1,
+                f"the journal signed two different trees of size {size}: another bank was"
+                " shown a different history",
+                evidence,
+            )
+        )
+
+    # -- catch-up -----------------------------------------------------------------
+
+    async def _fill_gap(self) -> None:
+        """Fetch from the audit API what the stream no longer holds (or has not sent)."""
+        target = min(self._buffer) if self._buffer else self.journal_size
+        if target <= self.size:
+            self._gap_since = None
+            return
+        now = time.monotonic()
+        if self._gap_since is None:
+            self._gap_since = now
+        if now - self._gap_since < GAP_PATIENCE_S:
+            return
+        log.info(
+            "replica %s catching up %d..%d from the audit API", self.bank, self.size, target - 1
+        )
+        async with self.audit_client() as audit:
+            async for entry in _entries(audit, self.size, target):
+                self._buffer[entry.seq] = entry.leaf
+                if len(self._buffer) >= 2000:
+                    await self._advance()
+        await self._advance()
+        self._gap_since = None
+
+    async def _raise(self, alarm: AlarmRecord) -> None:
+        self.alarm = alarm
+        log.error(
+            "ALARM replica %s (%s) at entry %d: %s", self.bank, alarm.kind, alarm.seq, alarm.problem
+        )
+        await self.pool.execute(
+            "INSERT INTO alarm (kind, seq, problem, evidence) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT DO NOTHING",
+            alarm.kind,
+            alarm.seq,
+            alarm.problem,
+            list(alarm.evidence),
+        )
+
+    def lag(self) -> tuple[int, int]:
+        """(entries, milliseconds) behind the journal as far as this replica knows."""
+        behind = max(0, self.journal_size - self.size)
+        if behind == 0 or not self.last_entry_micros:
+            return behind, 0
+        return behind, max(0, (self.clock.now_micros() - self.last_entry_micros) // 1000)
+
+
+async def _entries(
+    audit: journal_pb2_grpc.AuditServiceStub, start: int, end: int
+) -> AsyncIterator[journal_pb2.Entry]:
+    stream: Any = audit.ListEntries(journal_pb2.ListEntriesRequest(start=start, end=end))
+    async for reply in stream:
+        yield reply.entry

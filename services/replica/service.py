@@ -1,0 +1,166 @@
+"""Running a bank's replica as its own process: ``scf replica --bank NAME``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+
+from services.gen.scf.journal.v1 import journal_pb2_grpc
+from services.gen.scf.replica.v1 import replica_pb2, replica_pb2_grpc
+from services.journal.audit import AuditServicer
+from services.journal.storage import JournalStore
+from services.replica.config import ReplicaSettings, database_beside
+from services.replica.replica import Replica
+from services.runtime.bus import connect_nats
+from services.runtime.certs import load_party
+from services.runtime.clock import Clock, SystemClock
+from services.runtime.config import Settings
+from services.runtime.db import apply_migrations, connect_pool
+from services.runtime.errors import ConfigError
+from services.runtime.grpcserver import GrpcServer, client_channel, wait_for_signal
+from services.runtime.identity import Role, require_role
+from services.runtime.journal_client import JournalSubjects
+from services.runtime.keys import load_or_create_signer
+
+__all__ = ["ReplicaServicer", "root_key", "run_replica"]
+
+log = logging.getLogger(__name__)
+#: The replica's tables live in this schema of the bank's own database.
+SCHEMA = "journal"
+
+
+def root_key(settings: Settings) -> bytes:
+    """The platform root public key: the replica's only trust anchor."""
+    path = settings.keys_dir / "platform-root.pub"
+    try:
+        raw = bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError):
+        raise ConfigError("SCF_KEYS_DIR", f"no platform root key at {path}") from None
+    if len(raw) != 32:
+        raise ConfigError("SCF_KEYS_DIR", f"{path} does not hold a 32-byte key")
+    return raw
+
+
+async def ensure_database(dsn: str) -> None:
+    """Create the replica's database on its server when it does not exist."""
+    name = dsn.split("?")[0].rsplit("/", 1)[-1]
+    try:
+        conn = await asyncpg.connect(database_beside(dsn, "postgres"))
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise ConfigError("SCF_REPLICA_<BANK>_DATABASE_URL", f"cannot connect: {exc}") from None
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            with contextlib.suppress(asyncpg.DuplicateDatabaseError):
+                await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
+    def __init__(self, replica: Replica) -> None:
+        self.replica = replica
+
+    async def GetStatus(self, request: Any, context: Any) -> replica_pb2.GetStatusResponse:
+        require_role(Role.AUDITOR, Role.OPERATOR, Role.UNDERWRITER, Role.SERVICE)
+        r = self.replica
+        entries, millis = r.lag()
+        reply = replica_pb2.GetStatusResponse(
+            bank=r.bank,
+            tree_size=r.size,
+            root_hash=r.verifier.tree.root(),
+            journal_size=r.journal_size,
+            lag_entries=entries,
+            lag_millis=millis,
+            cosigned_size=r.cosigned_size,
+            ingesting=r.alarm is None,
+        )
+        if r.alarm is not None:
+            reply.alarm.CopyFrom(
+                replica_pb2.Alarm(
+                    kind=r.alarm.kind,
+                    seq=r.alarm.seq,
+                    problem=r.alarm.problem,
+                    evidence=list(r.alarm.evidence),
+                )
+            )
+        return reply
+
+
+async def run_replica(
+    settings: Settings,
+    replica_settings: ReplicaSettings,
+    *,
+    clock: Clock | None = None,
+    stop: asyncio.Event | None = None,
+    ready: asyncio.Event | None = None,
+    started: list[Replica] | None = None,
+) -> None:
+    rs = replica_settings
+    anchor = root_key(settings)
+    tls = load_party(settings.certs_dir, rs.party_id)
+    witness = load_or_create_signer(settings.keys_dir, f"witness-{rs.bank}")
+    await ensure_database(rs.database_url)
+    pool = await connect_pool(rs.database_url, SCHEMA)
+    server: GrpcServer | None = None
+    nc = None
+    task: asyncio.Task[None] | None = None
+    try:
+        await apply_migrations(pool, SCHEMA, "services.journal")
+        await apply_migrations(pool, SCHEMA, "services.replica")
+        nc = await connect_nats(settings.nats_url, f"scf-replica-{rs.bank}")
+        journal_addr = settings.endpoint("journal").grpc_addr
+
+        @contextlib.asynccontextmanager
+        async def audit_client() -> AsyncIterator[journal_pb2_grpc.AuditServiceStub]:
+            async with client_channel(journal_addr, tls) as channel:
+                yield journal_pb2_grpc.AuditServiceStub(channel)
+
+        replica = Replica(
+            bank=rs.bank,
+            pool=pool,
+            nc=nc,
+            js=nc.jetstream(),
+            subjects=JournalSubjects(settings.nats_prefix),
+            root_key=anchor,
+            witness=witness,
+            clock=clock or SystemClock(),
+            audit_client=audit_client,
+        )
+        if started is not None:
+            started.append(replica)
+        server = GrpcServer(f"replica-{rs.bank}", rs.grpc_addr, tls)
+        server.add(
+            journal_pb2_grpc.add_AuditServiceServicer_to_server,
+            AuditServicer(JournalStore(pool), anchor),
+            "scf.journal.v1.AuditService",
+        )
+        server.add(
+            replica_pb2_grpc.add_ReplicaServiceServicer_to_server,
+            ReplicaServicer(replica),
+            "scf.replica.v1.ReplicaService",
+        )
+        task = asyncio.create_task(replica.run(), name=f"replica-{rs.bank}")
+        await server.start()
+        if ready is not None:
+            ready.set()
+        stopper = asyncio.create_task(wait_for_signal() if stop is None else stop.wait())
+        await asyncio.wait([stopper, task], return_when=asyncio.FIRST_COMPLETED)
+        if task.done() and not stopper.done():
+            stopper.cancel()
+            task.result()  # an error ends the process; an alarm leaves it serving
+            await (wait_for_signal() if stop is None else stop.wait())
+    finally:
+        if server is not None:
+            await server.stop()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if nc is not None and nc.is_connected:
+            await nc.close()
+        await pool.close()
