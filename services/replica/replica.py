@@ -190,7 +190,18 @@ class Replica:
             try:
                 entry, h, new_nodes = self.verifier.add(leaf)
             except VerificationError as exc:
-                problem = _Alarm(AlarmRecord("verification", exc.seq, exc.problem, (leaf.hex(),)))
+                seq, detail = exc.seq, exc.problem
+                if "previous-hash" in detail:
+                    # It follows on from a different history: find where that begins.
+                    await self._commit(accepted, nodes, verified)
+                    differs = await self._first_difference(exc.seq)
+                    if differs is not None:
+                        seq = differs
+                        detail = (
+                            f"entry {exc.seq} chains to a history in which entry {differs}"
+                            " differs from the one this replica verified"
+                        )
+                problem = _Alarm(AlarmRecord("verification", seq, detail, (leaf.hex(),)))
                 break
             accepted.append((entry, h))
             nodes.extend(new_nodes)
@@ -277,19 +288,31 @@ class Replica:
                 )
             if await self.store.root_at(size) != note.checkpoint.root:
                 raise await self._diverged(note)
+            await self._commit([], [], [note])
+            await self._cosign(note)
+
+    async def _first_difference(self, upto: int) -> int | None:
+        """The first of entries [0, upto) the journal now serves differently, if any.
+
+        A linear read of the audit API: this runs once, when raising an alarm.
+        """
+        async with self.audit_client() as audit:
+            pos = 0
+            async for their in _entries(audit, 0, upto):
+                mine = await self.store.entry(pos)
+                if mine is None or leaf_hash(their.leaf) != mine.leaf_hash():
+                    return pos
+                pos += 1
+        return None
 
     async def _diverged(self, note: SignedNote) -> _Alarm:
         """The journal signed a root that is not ours: find the first entry that differs."""
         size = note.checkpoint.size
-        seq, detail = size - 1, "no entry differs: the journal signed a root of no history"
-        async with self.audit_client() as audit:
-            pos = 0
-            async for their in _entries(audit, 0, size):
-                mine = await self.store.entry(pos)
-                if mine is None or leaf_hash(their.leaf) != mine.leaf_hash():
-                    seq, detail = pos, f"the journal now serves entry {pos} differently"
-                    break
-                pos += 1
+        differs = await self._first_difference(size)
+        if differs is None:
+            seq, detail = size - 1, "no entry differs: the journal signed a root of no history"
+        else:
+            seq, detail = differs, f"the journal now serves entry {differs} differently"
         return _Alarm(
             AlarmRecord(
                 "verification",

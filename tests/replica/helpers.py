@@ -1,0 +1,56 @@
+"""Replicas in tests: each with its own database on the test server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import asyncpg
+
+from services.replica.config import ReplicaSettings, database_beside
+from services.replica.replica import Replica
+from services.replica.service import run_replica
+from services.runtime.config import Settings
+from tests.journal.helpers import wait_until
+from tests.support import free_port, unique
+
+
+def replica_settings(settings: Settings, bank: str) -> ReplicaSettings:
+    db = database_beside(settings.database_url, unique(f"rep_{bank.replace('-', '_')}"))
+    return ReplicaSettings(bank, f"127.0.0.1:{free_port()}", db, f"replica-{bank}")
+
+
+@contextlib.asynccontextmanager
+async def replica_running(
+    settings: Settings, bank: str, rs: ReplicaSettings | None = None
+) -> AsyncIterator[Replica]:
+    rs = rs or replica_settings(settings, bank)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    started: list[Replica] = []
+    task = asyncio.create_task(run_replica(settings, rs, stop=stop, ready=ready, started=started))
+    waiter = asyncio.create_task(ready.wait())
+    await asyncio.wait([task, waiter], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()
+    try:
+        yield started[0]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+async def journal_size(settings: Settings) -> int:
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        schema = settings.endpoint("journal").schema
+        return int(await conn.fetchval(f'SELECT count(*) FROM "{schema}".entries'))
+    finally:
+        await conn.close()
+
+
+async def wait_in_step(replica: Replica, size: int, timeout: float = 60.0) -> None:
+    async def done() -> bool:
+        return replica.size >= size and replica.cosigned_size >= size
+
+    await wait_until(done, timeout, f"replica {replica.bank} at {size} entries, cosigned")
