@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 from rich.console import Console
@@ -10,9 +11,12 @@ from rich.table import Table
 
 from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
 from services.gen.scf.platform.v1 import platform_pb2, platform_pb2_grpc
+from services.gen.scf.replica.v1 import replica_pb2, replica_pb2_grpc
 from services.journal.checkpoint import parse_note
 from services.journal.offline import verify_database
 from services.journal.proofs import verify_inclusion
+from services.journal.witness import verify_quorum
+from services.replica.config import EXAMPLE_BANKS
 from services.runtime.certs import load_party
 from services.runtime.config import SERVICE_NAMES, Settings
 from services.runtime.grpcserver import client_channel
@@ -77,17 +81,69 @@ async def _journal(platform: Platform, out: Console) -> int:
         f"offline verification: {report.entries} entries, {report.checkpoints} checkpoints, "
         f"root {report.root.hex()[:16]}…"
     )
+    return await _replicas(platform, out, report.entries)
+
+
+async def _replicas(platform: Platform, out: Console, size: int) -> int:
+    settings = platform.settings
+    out.rule("4. Each bank keeps its own verified replica, and cosigns")
+    tls = load_party(settings.certs_dir, "operator")
+    table = Table("bank", "entries", "root", "cosigned up to", "lag", "alarm")
+    for bank in EXAMPLE_BANKS:
+        async with client_channel(platform.addr_of(f"replica-{bank}"), tls) as channel:
+            stub = replica_pb2_grpc.ReplicaServiceStub(channel)
+            status = await _wait_status(stub, size)
+        table.add_row(
+            bank,
+            str(status.tree_size),
+            status.root_hash.hex()[:16] + "…",
+            str(status.cosigned_size),
+            f"{status.lag_entries} entries",
+            status.alarm.problem if status.HasField("alarm") else "none",
+        )
+    out.print(table)
+    witnesses = {
+        bank: bytes.fromhex((settings.keys_dir / f"witness-{bank}.pub").read_text())
+        for bank in EXAMPLE_BANKS
+    }
+    journal_key = bytes.fromhex((settings.keys_dir / "journal.pub").read_text())
+    async with client_channel(settings.endpoint("journal").grpc_addr, tls) as channel:
+        audit = journal_pb2_grpc.AuditServiceStub(channel)
+        for _ in range(100):
+            try:
+                cp = await audit.GetCheckpoint(
+                    journal_pb2.GetCheckpointRequest(min_cosignatures=len(witnesses)), timeout=5
+                )
+                break
+            except grpc.aio.AioRpcError:
+                await asyncio.sleep(0.1)
+        else:
+            out.print("[red]no checkpoint was cosigned by every bank[/]")
+            return 1
+    verify_quorum(cp.checkpoint, journal_key, witnesses, len(witnesses))
+    out.print("the journal's checkpoint with both banks' cosignatures (two of two verified):")
+    out.print(cp.checkpoint, highlight=False, soft_wrap=True)
     return 0
 
 
+async def _wait_status(stub: Any, size: int) -> Any:
+    """The replica's status once it holds ``size`` entries and cosigned them (10 s at most)."""
+    for _ in range(100):
+        status = await stub.GetStatus(replica_pb2.GetStatusRequest(), timeout=5)
+        if status.tree_size >= size and status.cosigned_size >= size:
+            break
+        await asyncio.sleep(0.1)
+    return status
+
+
 def run_demo(settings: Settings, out: Console) -> int:
-    platform = Platform(settings)
+    platform = Platform(settings, replicas=EXAMPLE_BANKS)
     try:
         out.rule("Starting the platform on embedded servers")
         asyncio.run(platform.start())
         out.print(f"NATS {platform.settings.nats_url}; PostgreSQL {platform.settings.database_url}")
         for name, proc in platform.processes.items():
-            out.print(f"  {name:<10} pid {proc.process.pid:<7} {settings.endpoint(name).grpc_addr}")
+            out.print(f"  {name:<18} pid {proc.process.pid:<7} {platform.addr_of(name)}")
         code = asyncio.run(_story(platform, out))
     finally:
         out.rule("Stopping")

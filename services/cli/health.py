@@ -26,3 +26,21 @@ async def check_one(settings: Settings, addr: str, timeout: float = 2.0) -> str:
 async def check_all(settings: Settings, addrs: dict[str, str]) -> dict[str, str]:
     results = await asyncio.gather(*(check_one(settings, a) for a in addrs.values()))
     return dict(zip(addrs, results, strict=True))
+
+
+async def replica_detail(settings: Settings, addr: str) -> str:
+    """A replica's size, lag and alarm, for `scf status`."""
+    from services.gen.scf.replica.v1 import replica_pb2, replica_pb2_grpc
+
+    tls = load_party(settings.certs_dir, "operator")
+    async with client_channel(addr, tls) as channel:
+        try:
+            s = await replica_pb2_grpc.ReplicaServiceStub(channel).GetStatus(
+                replica_pb2.GetStatusRequest(), timeout=2
+            )
+        except Exception as exc:  # shown to the operator as it is
+            return f"no status ({type(exc).__name__})"
+    text = f"{s.tree_size} entries, {s.lag_entries} behind, cosigned to {s.cosigned_size}"
+    if s.HasField("alarm"):
+        text += f"; ALARM ({s.alarm.kind}) at entry {s.alarm.seq}: {s.alarm.problem}"
+    return text

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from services.cli.bench_cmds import bench_app
 from services.cli.journal_cmds import audit_app, journal_app
+from services.replica.config import EXAMPLE_BANKS
 from services.runtime.certs import EXAMPLE_PARTIES, ensure_certificates
 from services.runtime.config import Settings
 from services.runtime.errors import ConfigError
@@ -66,12 +67,9 @@ def certs_init(data_dir: Path | None = DataDirOption) -> None:
 
 
 def _services_table(platform: Platform) -> Table:
-    table = Table("service", "pid", "gRPC", "metrics", "log")
+    table = Table("process", "pid", "gRPC", "log")
     for name, proc in platform.processes.items():
-        ep = platform.settings.endpoint(name)
-        table.add_row(
-            name, str(proc.process.pid), ep.grpc_addr, ep.metrics_addr, str(proc.log_path)
-        )
+        table.add_row(name, str(proc.process.pid), platform.addr_of(name), str(proc.log_path))
     return table
 
 
@@ -81,26 +79,22 @@ def up(
     fresh: bool = typer.Option(False, help="Delete the data (not the certificates) first."),
     restart: bool = typer.Option(True, help="Restart a service process that dies."),
 ) -> None:
-    """Start embedded servers (unless URLs are set) and every service; Ctrl-C stops all."""
-    platform = Platform(settings_for(data_dir))
-    try:
-        with console.status("starting the platform"):
-            run_or_exit(lambda: asyncio.run(platform.start(fresh=fresh)))
-    except BaseException:
-        platform.stop()
-        raise
-    out.print(f"NATS        {platform.settings.nats_url}")
-    out.print(f"PostgreSQL  {platform.settings.database_url}")
-    out.print(_services_table(platform))
-    out.print("running; Ctrl-C stops everything")
-    stopping = False
+    """Start embedded servers (unless URLs are set), every service and the example
+    banks' replicas, each as its own process; Ctrl-C stops all."""
+    platform = Platform(settings_for(data_dir), replicas=EXAMPLE_BANKS)
 
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        while not stopping:
+        with console.status("starting the platform"):
+            run_or_exit(lambda: asyncio.run(platform.start(fresh=fresh)))
+        out.print(f"NATS        {platform.settings.nats_url}")
+        out.print(f"PostgreSQL  {platform.settings.database_url}")
+        out.print(_services_table(platform))
+        out.print("running; Ctrl-C stops everything")
+        while True:
             time.sleep(0.5)
             for name, proc in list(platform.processes.items()):
                 if not proc.alive:
@@ -108,12 +102,12 @@ def up(
                     if restart:
                         platform.spawn(name)
                         platform.write_state()
-                        console.print(
-                            f"restarted {name} (pid {platform.processes[name].process.pid})"
-                        )
+                        pid = platform.processes[name].process.pid
+                        console.print(f"restarted {name} (pid {pid})")
     except KeyboardInterrupt:
         console.print("stopping")
     finally:
+        # Whatever happened above, nothing is left running.
         platform.stop()
         console.print("stopped")
 
@@ -134,21 +128,29 @@ def status(data_dir: Path | None = DataDirOption) -> None:
     if state is None:
         out.print(f"not running (no state in {settings.data_dir / 'run'})")
         raise typer.Exit(1)
-    from services.cli.health import check_all
+    from services.cli.health import check_all, replica_detail
 
     services = state["services"]
     assert isinstance(services, dict)
-    health = asyncio.run(check_all(settings, {n: s["grpc_addr"] for n, s in services.items()}))
-    table = Table("service", "pid", "process", "gRPC", "health")
+    addrs = {n: s["grpc_addr"] for n, s in services.items()}
+    health = asyncio.run(check_all(settings, addrs))
+    details = {
+        n: asyncio.run(replica_detail(settings, a))
+        for n, a in addrs.items()
+        if n.startswith("replica-")
+    }
+    table = Table("process", "pid", "state", "gRPC", "health", "detail")
     for name, info in services.items():
-        alive = _pid_alive(int(info["pid"]))
+        alive = "alive" if _pid_alive(int(info["pid"])) else "gone"
         table.add_row(
-            name, str(info["pid"]), "alive" if alive else "gone", info["grpc_addr"], health[name]
+            name, str(info["pid"]), alive, info["grpc_addr"], health[name], details.get(name, "")
         )
     out.print(f"NATS        {state['nats_url']}")
     out.print(f"PostgreSQL  {state['database_url']}")
     out.print(table)
-    if not all(h == "SERVING" for h in health.values()):
+    if not all(h == "SERVING" for h in health.values()) or any(
+        "ALARM" in d for d in details.values()
+    ):
         raise typer.Exit(1)
 
 

@@ -56,6 +56,8 @@ class Platform:
 
     settings: Settings
     services: tuple[str, ...] = SERVICE_NAMES
+    #: Banks whose journal replica runs beside the platform (as `replica-<bank>`).
+    replicas: tuple[str, ...] = ()
     nats: EmbeddedNats | None = None
     postgres: EmbeddedPostgres | None = None
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
@@ -94,15 +96,34 @@ class Platform:
         pool = await connect_pool(self.settings.database_url, "public", max_size=1)
         await pool.close()
 
+    def command(self, name: str) -> list[str]:
+        if name.startswith("replica-"):
+            return [
+                sys.executable,
+                "-m",
+                "services.replica",
+                "--bank",
+                name.removeprefix("replica-"),
+            ]
+        return [sys.executable, "-m", f"services.{name}"]
+
+    def addr_of(self, name: str) -> str:
+        if name.startswith("replica-"):
+            from services.replica.config import ReplicaSettings
+
+            bank = name.removeprefix("replica-")
+            return ReplicaSettings.from_env(bank, self.settings.database_url).grpc_addr
+        return self.settings.endpoint(name).grpc_addr
+
     def spawn(self, name: str) -> ServiceProcess:
-        """Start one service process (again, after a crash)."""
+        """Start one service (or replica) process, again after a crash."""
         logs = self.settings.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"{name}.log"
         env = {**os.environ, **self.settings.to_env(), "SCF_LOG_FORMAT": "json"}
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}"],
+                self.command(name),
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=log_file,
@@ -116,7 +137,7 @@ class Platform:
         """Until the service answers its health check as SERVING."""
         proc = self.processes[name]
         tls = load_party(self.settings.certs_dir, "operator")
-        addr = self.settings.endpoint(name).grpc_addr
+        addr = self.addr_of(name)
         deadline = time.monotonic() + timeout
         async with client_channel(addr, tls) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
@@ -137,7 +158,7 @@ class Platform:
         # In a thread: embedded start-up blocks, and runs its own short event loop.
         await asyncio.to_thread(self.start_servers, fresh)
         await self.probe_servers()
-        for name in self.services:
+        for name in (*self.services, *(f"replica-{bank}" for bank in self.replicas)):
             self.spawn(name)
             await self.wait_ready(name)
         self.write_state()
@@ -151,8 +172,7 @@ class Platform:
             "services": {
                 name: {
                     "pid": p.process.pid,
-                    "grpc_addr": self.settings.endpoint(name).grpc_addr,
-                    "metrics_addr": self.settings.endpoint(name).metrics_addr,
+                    "grpc_addr": self.addr_of(name),
                     "log": str(p.log_path),
                 }
                 for name, p in self.processes.items()

@@ -96,3 +96,49 @@ def test_port_in_use_names_the_setting(settings: Settings, tmp_path: Path) -> No
     assert result.returncode == 2
     assert "SCF_ORDERS_ADDR" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_scf_up_runs_everything_and_ctrl_c_stops_it(
+    settings: Settings, tmp_path: Path
+) -> None:
+    import asyncio
+    import json
+
+    from services.replica.config import database_beside
+    from tests.support import free_port, unique
+
+    env = {
+        **os.environ,
+        **settings.to_env(),
+        "SCF_DATA_DIR": str(tmp_path / "data"),
+        "SCF_KEYS_DIR": str(tmp_path / "data" / "keys"),
+        "SCF_REPLICA_BANK_NORTH_ADDR": f"127.0.0.1:{free_port()}",
+        "SCF_REPLICA_BANK_SOUTH_ADDR": f"127.0.0.1:{free_port()}",
+        "SCF_REPLICA_BANK_NORTH_DATABASE_URL": database_beside(settings.database_url, unique("n")),
+        "SCF_REPLICA_BANK_SOUTH_DATABASE_URL": database_beside(settings.database_url, unique("s")),
+        "COLUMNS": "200",
+    }
+    up = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.cli.main", "up",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert up.stdout is not None
+    try:
+
+        async def running() -> None:
+            while b"running; Ctrl-C" not in await up.stdout.readline():  # type: ignore[union-attr]
+                if up.returncode is not None:
+                    raise AssertionError("scf up exited")
+
+        await asyncio.wait_for(running(), 60)
+        state = json.loads((tmp_path / "data" / "run" / "platform.json").read_text())
+        pids = [info["pid"] for info in state["services"].values()]
+        assert len(pids) == 7  # five services and two banks' replicas
+        up.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(up.wait(), 15) == 0
+    finally:
+        if up.returncode is None:
+            up.kill()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
