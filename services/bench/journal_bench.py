@@ -90,43 +90,48 @@ class AppendResult:
     machine: str
 
 
-async def bench_append(settings: Settings, n: int, progress: Any = None) -> AppendResult:
-    """Publish ``n`` pre-signed statements; time until the journal has committed all."""
-    signers = [load_or_create_signer(settings.keys_dir, p) for p in PRODUCERS]
+async def publish_batches(js: Any, subjects: JournalSubjects, batches: list[SignedBatch]) -> None:
+    """Publish pre-signed batches, 50 in flight at a time."""
+    for chunk in range(0, len(batches), 50):
+        await asyncio.gather(
+            *(
+                js.publish(subjects.submit(b.producer), b.encode(), timeout=30)
+                for b in batches[chunk : chunk + 50]
+            )
+        )
+
+
+async def wait_size(pool: Any, size: int, deadline: float, progress: Any = None) -> None:
+    """Until the ``entries`` table behind ``pool`` holds ``size`` entries."""
+    have = 0
+    while have < size:
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"reached only {have} entries of {size}")
+        await asyncio.sleep(0.05)
+        have = int(await pool.fetchval("SELECT coalesce(max(seq) + 1, 0) FROM entries"))
+        if progress is not None:
+            progress(have)
+
+
+def bench_signers(settings: Settings) -> list[Signer]:
     for name in SERVICE_NAMES:
         load_or_create_signer(settings.keys_dir, name)
-    batches = signed_batches(signers, n)
+    return [load_or_create_signer(settings.keys_dir, p) for p in PRODUCERS]
+
+
+async def bench_append(settings: Settings, n: int, progress: Any = None) -> AppendResult:
+    """Publish ``n`` pre-signed statements; time until the journal has committed all."""
+    batches = signed_batches(bench_signers(settings), n)
     platform = Platform(settings, services=("journal",))
     platform.spawn("journal")
     try:
         await platform.wait_ready("journal")
         nc = await nats.connect(settings.nats_url)
-        js = nc.jetstream()
-        subjects = JournalSubjects(settings.nats_prefix)
         pool = await connect_pool(settings.database_url, settings.endpoint("journal").schema)
         started = time.perf_counter()
-        for chunk in range(0, len(batches), 50):
-            await asyncio.gather(
-                *(
-                    js.publish(
-                        subjects.submit(b.producer),
-                        b.encode(),
-                        headers={"Nats-Msg-Id": f"b{chunk + j}"},
-                        timeout=30,
-                    )
-                    for j, b in enumerate(batches[chunk : chunk + 50])
-                )
-            )
+        await publish_batches(nc.jetstream(), JournalSubjects(settings.nats_prefix), batches)
         published = time.perf_counter() - started
-        deadline = started + max(120.0, n / 500)
-        size = 0
-        while size < n + 1:
-            if time.perf_counter() > deadline:
-                raise TimeoutError(f"journal reached only {size} entries of {n + 1}")
-            await asyncio.sleep(0.05)
-            size = int(await pool.fetchval("SELECT coalesce(max(seq) + 1, 0) FROM entries"))
-            if progress is not None:
-                progress(size)
+        await wait_size(pool, n + 1, started + max(120.0, n / 500), progress)
         elapsed = time.perf_counter() - started
         await pool.close()
         await nc.close()

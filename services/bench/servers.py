@@ -15,7 +15,7 @@ from services.runtime.config import SERVICE_NAMES, ServiceEndpoint, Settings
 from services.runtime.embedded import EmbeddedNats, EmbeddedPostgres
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -48,7 +48,7 @@ def bench_settings() -> Iterator[Settings]:
                 log_format="json",
                 mode="test",
                 endpoints={
-                    n: ServiceEndpoint(n, f"127.0.0.1:{_free_port()}", "", f"{tag}_{n}")
+                    n: ServiceEndpoint(n, f"127.0.0.1:{free_port()}", "", f"{tag}_{n}")
                     for n in SERVICE_NAMES
                 },
             )

@@ -102,3 +102,33 @@ def proofs(
             bench_proofs(settings, tree_size, samples, lambda n: progress.update(task, completed=n))
         )
     _report("proofs", as_dict(result), json_out)
+
+
+@bench_app.command("replica")
+def replica(
+    entries: int = typer.Option(100_000, min=1, max=2_000_000),
+    json_out: Path | None = JsonOption,
+) -> None:
+    """Replica ingest with full verification: a new replica catching up ENTRIES."""
+    from services.bench.replica_bench import bench_ingest
+
+    with bench_settings() as settings, _progress() as progress:
+        task = progress.add_task("replicated", total=entries + 1)
+        result = asyncio.run(
+            bench_ingest(settings, entries, lambda n: progress.update(task, completed=n))
+        )
+    _report("replica", as_dict(result), json_out)
+
+
+@bench_app.command("lag")
+def lag(
+    rate: int = typer.Option(5000, min=1, max=50_000, help="Appends per second."),
+    seconds: float = typer.Option(20.0, min=1, max=600),
+    json_out: Path | None = JsonOption,
+) -> None:
+    """Replication lag while the journal takes a steady RATE of appends."""
+    from services.bench.replica_bench import bench_lag
+
+    with bench_settings() as settings, Console(stderr=True).status("appending"):
+        result = asyncio.run(bench_lag(settings, rate, seconds))
+    _report("lag", as_dict(result), json_out)

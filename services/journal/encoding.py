@@ -216,40 +216,94 @@ class _Reader:
             raise EncodingError(what, f"{len(self.data) - self.pos} trailing bytes")
 
 
+def _utf8(raw: bytes, field: str) -> str:
+    if not raw:
+        raise EncodingError(field, "empty")
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise EncodingError(field, "not UTF-8") from None
+
+
+_Q = struct.Struct(">q")
+_H = struct.Struct(">H")
+_I = struct.Struct(">I")
+_ENTRY_HEAD = struct.Struct(">BQq")
+_BATCH_HEAD = struct.Struct(">IIB")
+
+
 def decode_statement(data: bytes) -> Statement:
-    r = _Reader(data)
-    if r.take(len(STATEMENT_TAG), "tag") != STATEMENT_TAG:
+    # Offsets by hand rather than a reader object: replicas and verifiers decode
+    # every entry, and this is their hottest path. Short slices leave the final
+    # offset past the end, which the last check reports.
+    if not data.startswith(STATEMENT_TAG):
         raise EncodingError("tag", "not an SCF journal statement (v1)")
-    producer = r.text(r.u8("producer"), "producer")
-    key_id = r.take(KEY_ID_SIZE, "key_id")
-    (produced,) = r.unpack(">q", "produced_micros")
-    subject = r.text(r.unpack(">H", "subject")[0], "subject")
-    event_type = r.text(r.u8("event_type"), "event_type")
-    idem = r.text(r.u8("idempotency_key"), "idempotency_key")
-    (n,) = r.unpack(">I", "payload")
-    if n > _MAX_PAYLOAD:
-        raise EncodingError("payload", f"longer than {_MAX_PAYLOAD} bytes")
-    payload = r.take(n, "payload")
-    r.done("statement")
+    field = "producer"
+    try:
+        p = len(STATEMENT_TAG)
+        n = data[p]
+        producer = _utf8(data[p + 1 : p + 1 + n], field)
+        p += 1 + n
+        field = "key_id"
+        key_id = data[p : p + KEY_ID_SIZE]
+        p += KEY_ID_SIZE
+        field = "produced_micros"
+        (produced,) = _Q.unpack_from(data, p)
+        p += 8
+        field = "subject"
+        (n,) = _H.unpack_from(data, p)
+        subject = _utf8(data[p + 2 : p + 2 + n], field)
+        p += 2 + n
+        field = "event_type"
+        n = data[p]
+        event_type = _utf8(data[p + 1 : p + 1 + n], field)
+        p += 1 + n
+        field = "idempotency_key"
+        n = data[p]
+        idem = _utf8(data[p + 1 : p + 1 + n], field)
+        p += 1 + n
+        field = "payload"
+        (n,) = _I.unpack_from(data, p)
+        if n > _MAX_PAYLOAD:
+            raise EncodingError("payload", f"longer than {_MAX_PAYLOAD} bytes")
+        payload = data[p + 4 : p + 4 + n]
+        p += 4 + n
+    except (IndexError, struct.error):
+        raise EncodingError(field, "truncated") from None
+    if p != len(data):
+        raise EncodingError("statement", "truncated" if p > len(data) else "trailing bytes")
     st = Statement(producer, key_id, produced, subject, event_type, idem, payload)
     st.__dict__["_encoded"] = bytes(data)  # the layout is one-to-one: no need to re-encode
     return st
 
 
 def decode_entry(data: bytes) -> Entry:
-    r = _Reader(data)
-    version, seq, time_micros = r.unpack(">BQq", "header")
-    if version != ENTRY_VERSION:
-        raise EncodingError("version", f"unknown entry version {version}")
-    prev = r.take(HASH_SIZE, "prev_hash")
-    (n,) = r.unpack(">I", "statement")
-    statement = decode_statement(r.take(n, "statement"))
-    size, index, path_len = r.unpack(">IIB", "batch")
-    if not 0 <= index < size <= MAX_BATCH or path_len > 32:
-        raise EncodingError("batch", f"index {index} of a batch of {size}")
-    path = tuple(r.take(HASH_SIZE, "batch_path") for _ in range(path_len))
-    signature = r.take(SIGNATURE_SIZE, "signature")
-    r.done("entry")
+    field = "header"
+    try:
+        version, seq, time_micros = _ENTRY_HEAD.unpack_from(data, 0)
+        if version != ENTRY_VERSION:
+            raise EncodingError("version", f"unknown entry version {version}")
+        p = _ENTRY_HEAD.size
+        field = "prev_hash"
+        prev = data[p : p + HASH_SIZE]
+        p += HASH_SIZE
+        field = "statement"
+        (n,) = _I.unpack_from(data, p)
+        statement = decode_statement(data[p + 4 : p + 4 + n])
+        p += 4 + n
+        field = "batch"
+        size, index, path_len = _BATCH_HEAD.unpack_from(data, p)
+        p += _BATCH_HEAD.size
+        if not 0 <= index < size <= MAX_BATCH or path_len > 32:
+            raise EncodingError("batch", f"index {index} of a batch of {size}")
+        path = tuple(data[p + i * HASH_SIZE : p + (i + 1) * HASH_SIZE] for i in range(path_len))
+        p += path_len * HASH_SIZE
+        signature = data[p : p + SIGNATURE_SIZE]
+        p += SIGNATURE_SIZE
+    except struct.error:
+        raise EncodingError(field, "truncated") from None
+    if p != len(data):
+        raise EncodingError("entry", "truncated" if p > len(data) else "trailing bytes")
     entry = Entry(seq, time_micros, prev, statement, BatchProof(size, index, path, signature))
     entry.__dict__["_encoded"] = bytes(data)
     return entry

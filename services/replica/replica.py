@@ -149,7 +149,7 @@ class Replica:
                     asked = time.monotonic()
                     await self._ask_journal()
                 try:
-                    msgs = await sub.fetch(256, timeout=0.5)
+                    msgs = await sub.fetch(16, timeout=0.5)  # up to ~8,000 entries a round
                 except TimeoutError:  # nats raises its own or asyncio's
                     msgs = []
                 try:
@@ -175,7 +175,10 @@ class Replica:
         for text in notes:
             await self._journal_checkpoint(text)
         await self._advance()
-        await self._fill_gap()
+        if msgs:
+            self._gap_since = None  # the stream is still delivering: let it
+        else:
+            await self._fill_gap()
         while not self._peer_notes.empty():
             await self._peer_checkpoint(self._peer_notes.get_nowait())
 
@@ -376,7 +379,11 @@ class Replica:
     # -- catch-up -----------------------------------------------------------------
 
     async def _fill_gap(self) -> None:
-        """Fetch from the audit API what the stream no longer holds (or has not sent)."""
+        """Fetch from the audit API what the stream no longer holds (or has not sent).
+
+        Called only when a fetch came back empty, so a busy stream is never
+        overtaken by the (slower) audit API.
+        """
         target = min(self._buffer) if self._buffer else self.journal_size
         if target <= self.size:
             self._gap_since = None
