@@ -119,22 +119,33 @@ def bench_signers(settings: Settings) -> list[Signer]:
     return [load_or_create_signer(settings.keys_dir, p) for p in PRODUCERS]
 
 
-async def bench_append(settings: Settings, n: int, progress: Any = None) -> AppendResult:
-    """Publish ``n`` pre-signed statements; time until the journal has committed all."""
+async def fill_journal(
+    settings: Settings, platform: Platform, n: int, progress: Any = None
+) -> tuple[float, float]:
+    """Start the journal and journal ``n`` pre-signed statements.
+
+    Returns (seconds to publish, seconds until all were committed)."""
     batches = signed_batches(bench_signers(settings), n)
-    platform = Platform(settings, services=("journal",))
     platform.spawn("journal")
+    await platform.wait_ready("journal")
+    nc = await nats.connect(settings.nats_url)
+    pool = await connect_pool(settings.database_url, settings.endpoint("journal").schema)
     try:
-        await platform.wait_ready("journal")
-        nc = await nats.connect(settings.nats_url)
-        pool = await connect_pool(settings.database_url, settings.endpoint("journal").schema)
         started = time.perf_counter()
         await publish_batches(nc.jetstream(), JournalSubjects(settings.nats_prefix), batches)
         published = time.perf_counter() - started
-        await wait_size(pool, n + 1, started + max(120.0, n / 500), progress)
-        elapsed = time.perf_counter() - started
+        await wait_size(pool, n + 1, started + max(300.0, n / 500), progress)
+        return published, time.perf_counter() - started
+    finally:
         await pool.close()
         await nc.close()
+
+
+async def bench_append(settings: Settings, n: int, progress: Any = None) -> AppendResult:
+    """Publish ``n`` pre-signed statements; time until the journal has committed all."""
+    platform = Platform(settings, services=("journal",))
+    try:
+        published, elapsed = await fill_journal(settings, platform, n, progress)
     finally:
         platform.stop()
     return AppendResult(n, elapsed, n / elapsed, published, machine())

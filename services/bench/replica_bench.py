@@ -12,6 +12,7 @@ import nats
 
 from services.bench.journal_bench import (
     bench_signers,
+    fill_journal,
     machine,
     publish_batches,
     signed_batches,
@@ -62,20 +63,10 @@ def _replica_env(settings: Settings) -> str:
 
 async def bench_ingest(settings: Settings, n: int, progress: Any = None) -> IngestResult:
     """Fill the journal with ``n`` entries, then time a new replica catching up from the stream."""
-    batches = signed_batches(bench_signers(settings), n)
     dsn = _replica_env(settings)
     platform = Platform(settings, services=("journal",))
-    platform.spawn("journal")
     try:
-        await platform.wait_ready("journal")
-        nc = await nats.connect(settings.nats_url)
-        journal = await connect_pool(settings.database_url, settings.endpoint("journal").schema)
-        t0 = time.perf_counter()
-        await publish_batches(nc.jetstream(), JournalSubjects(settings.nats_prefix), batches)
-        await wait_size(journal, n + 1, t0 + max(300.0, n / 500))
-        journal_seconds = time.perf_counter() - t0
-        await nc.close()
-        await journal.close()
+        _, journal_seconds = await fill_journal(settings, platform, n)
         t0 = time.perf_counter()
         platform.spawn(f"replica-{BANK}")
         replica = None

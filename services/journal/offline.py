@@ -27,6 +27,26 @@ REC_ROOT_KEY, REC_CHECKPOINT, REC_ENTRY = 1, 2, 3
 Progress = Callable[[int], None]
 
 
+class _Ticker:
+    """Reports progress every 5,000 items, and the rest at the end."""
+
+    EVERY = 5000
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+        if self.progress is not None and self.count % self.EVERY == 0:
+            self.progress(self.EVERY)
+
+    def finish(self) -> int:
+        if self.progress is not None:
+            self.progress(self.count % self.EVERY)
+        return self.count
+
+
 def _record(out: BinaryIO, kind: int, data: bytes) -> None:
     out.write(struct.pack(">BI", kind, len(data)))
     out.write(data)
@@ -43,15 +63,11 @@ async def export_journal(
         for cp in await store.checkpoints():
             if cp.tree_size <= size:
                 _record(out, REC_CHECKPOINT, cp.note.encode())
-        n = 0
+        tick = _Ticker(progress)
         async for entry in store.entries(0, size, chunk=5000):
             _record(out, REC_ENTRY, entry.encode())
-            n += 1
-            if progress is not None and n % 5000 == 0:
-                progress(5000)
-        if progress is not None:
-            progress(n % 5000)
-    return n
+            tick()
+    return tick.finish()
 
 
 def read_export(path: Path) -> tuple[bytes, list[str], Iterator[bytes]]:
@@ -109,14 +125,11 @@ def verify_export(
     """Verify an export. Without ``root_public_key`` the export's own is trusted."""
     root_in_file, checkpoints, entries = read_export(path)
     verifier = JournalVerifier(root_public_key or root_in_file, checkpoints)
-    n = 0
+    tick = _Ticker(progress)
     for leaf in entries:
         verifier.add(leaf)
-        n += 1
-        if progress is not None and n % 5000 == 0:
-            progress(5000)
-    if progress is not None:
-        progress(n % 5000)
+        tick()
+    tick.finish()
     return verifier.finish()
 
 
@@ -147,15 +160,12 @@ async def verify_database(
     try:
         store = JournalStore(pool)
         verifier = JournalVerifier(root_public_key, [c.note for c in await store.checkpoints()])
-        n = 0
+        tick = _Ticker(progress)
         async for row in _rows(pool):
             entry = entry_from_row(row)
             verifier.add(entry.encode(), stored_seq=row["seq"], stored_hash=bytes(row["leaf_hash"]))
-            n += 1
-            if progress is not None and n % 5000 == 0:
-                progress(5000)
-        if progress is not None:
-            progress(n % 5000)
+            tick()
+        tick.finish()
         return verifier.finish()
     finally:
         await pool.close()

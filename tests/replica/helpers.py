@@ -38,6 +38,16 @@ async def replica_running(
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)
+        await drop_database(rs.database_url)
+
+
+async def drop_database(dsn: str) -> None:
+    name = dsn.split("?")[0].rsplit("/", 1)[-1]
+    conn = await asyncpg.connect(database_beside(dsn, "postgres"))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
 
 
 async def journal_size(settings: Settings) -> int:

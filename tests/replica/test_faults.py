@@ -26,7 +26,13 @@ from services.runtime.grpcserver import client_channel
 from services.runtime.journal_client import JournalSubjects
 from services.runtime.keys import load_or_create_signer
 from tests.journal.helpers import producer, wait_until
-from tests.replica.helpers import journal_size, replica_running, replica_settings, wait_in_step
+from tests.replica.helpers import (
+    drop_database,
+    journal_size,
+    replica_running,
+    replica_settings,
+    wait_in_step,
+)
 from tests.support import running
 
 pytestmark = pytest.mark.integration
@@ -91,6 +97,7 @@ async def test_replica_killed_during_appends_catches_up(settings: Settings) -> N
                 process.send_signal(signal.SIGTERM)
                 await asyncio.wait_for(process.wait(), 15)
     report = await verify_database(rs.database_url, "journal", _key(settings, "platform-root"))
+    await drop_database(rs.database_url)
     assert report.entries == size == 10_001
 
 

@@ -85,7 +85,8 @@ async def test_two_replicas_follow_and_cosign(settings: Settings) -> None:
                 async for r in bank_audit.ListEntries(journal_pb2.ListEntriesRequest(start=1990))
             ]
             assert [e.seq for e in listed] == list(range(1990, 2001))
-    report = await verify_database(
-        north_settings.database_url, "journal", _key(settings, "platform-root")
-    )
-    assert report.entries == size
+        # The bank's database passes the offline verifier on its own.
+        report = await verify_database(
+            north_settings.database_url, "journal", _key(settings, "platform-root")
+        )
+        assert report.entries == size
