@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import typer
@@ -209,3 +210,96 @@ def verify_receipt_cmd(
         out.print_json(st.payload.decode())
     except (UnicodeDecodeError, json.JSONDecodeError):
         out.print(f"payload: {st.payload.hex()}")
+
+
+def _admin_call(method: str, request: object) -> Any:
+    """One JournalAdminService call as the operator; errors become one line."""
+    import grpc
+
+    from services.gen.scf.journal.v1 import journal_pb2_grpc
+    from services.runtime.certs import load_party
+    from services.runtime.grpcserver import client_channel
+
+    settings = Settings.from_env()
+
+    async def run() -> Any:
+        tls = load_party(settings.certs_dir, "operator")
+        async with client_channel(settings.endpoint("journal").grpc_addr, tls) as channel:
+            stub = journal_pb2_grpc.JournalAdminServiceStub(channel)
+            return await getattr(stub, method)(request, timeout=15)
+
+    try:
+        return asyncio.run(run())
+    except grpc.aio.AioRpcError as exc:
+        raise _fail(f"{exc.code().name}: {exc.details()}") from None
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+
+
+@journal_app.command("checkpoint")
+def checkpoint() -> None:
+    """Have the journal sign a checkpoint over everything committed, now."""
+    from services.gen.scf.journal.v1 import journal_pb2
+
+    reply = _admin_call("RequestCheckpoint", journal_pb2.RequestCheckpointRequest())
+    out.print(reply.checkpoint, highlight=False, soft_wrap=True)
+
+
+@journal_app.command("refusals")
+def refusals(limit: int = typer.Option(20, min=1, max=1000)) -> None:
+    """The statements the journal refused most recently, and why."""
+    from rich.table import Table
+
+    from services.gen.scf.journal.v1 import journal_pb2
+
+    reply = _admin_call("ListRefusals", journal_pb2.ListRefusalsRequest(limit=limit))
+    table = Table("producer", "idempotency keys", "reason")
+    for r in reply.refusals:
+        table.add_row(r.producer, r.idempotency_keys or "?", r.reason)
+    out.print(table)
+
+
+@journal_app.command("rotate-key")
+def rotate_key(service: str) -> None:
+    """Register a new signing key for SERVICE and put it in place of the old one.
+
+    Restart the service, then revoke the old key with `scf journal revoke-key`.
+    """
+    import time
+
+    from services.gen.scf.journal.v1 import journal_pb2
+    from services.runtime.keys import load_or_create_signer
+
+    settings = Settings.from_env()
+    current = load_or_create_signer(settings.keys_dir, service)
+    staged = load_or_create_signer(settings.keys_dir, f"{service}.next")
+    reply = _admin_call(
+        "RegisterKey",
+        journal_pb2.RegisterKeyRequest(
+            producer=service,
+            public_key=staged.public_raw,
+            idempotency_key=f"rotate-{service}-{staged.key_id.hex()[:16]}",
+        ),
+    )
+    keys = settings.keys_dir
+    retired = f"{service}.retired-{int(time.time())}"
+    for suffix in (".ed25519.pem", ".pub"):
+        (keys / f"{service}{suffix}").rename(keys / f"{retired}{suffix}")
+        (keys / f"{service}.next{suffix}").rename(keys / f"{service}{suffix}")
+    out.print(f"registered the new key of {service} at entry {reply.seq}")
+    out.print(f"restart {service}, then: scf journal revoke-key {current.key_id.hex()}")
+
+
+@journal_app.command("revoke-key")
+def revoke_key(key_id: str) -> None:
+    """Journal the revocation of a key (hex key id): its statements are refused after it."""
+    from services.gen.scf.journal.v1 import journal_pb2
+
+    try:
+        raw = bytes.fromhex(key_id)
+    except ValueError:
+        raise _fail("KEY_ID: not hex", 2) from None
+    reply = _admin_call(
+        "RevokeKey", journal_pb2.RevokeKeyRequest(key_id=raw, idempotency_key=f"revoke-{key_id}")
+    )
+    out.print(f"revoked at entry {reply.seq}")

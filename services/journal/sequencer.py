@@ -123,6 +123,7 @@ class Sequencer:
         self._lock_conn: Any = None
         #: A publish failed: entries from the stored watermark must go out again.
         self._unpublished = False
+        self._checkpoint_waiters: list[asyncio.Future[StoredCheckpoint]] = []
         #: Set once the sequencer has loaded its state and is consuming.
         self.ready = asyncio.Event()
 
@@ -204,6 +205,8 @@ class Sequencer:
                     await self.process(msgs)
                 elif self._checkpoint_due():
                     await self._commit([], force_checkpoint=True)
+                if self._checkpoint_waiters:
+                    await self._answer_checkpoint_requests()
         finally:
             if self._lock_conn is not None:
                 await self.pool.release(self._lock_conn)
@@ -316,6 +319,20 @@ class Sequencer:
             self._uncovered_since = None
         crash_point("sequencer.before_publish")
         await self._publish([e for e, _, _ in accepted], checkpoint)
+
+    async def request_checkpoint(self) -> StoredCheckpoint:
+        """A checkpoint over everything committed so far, signed now if need be."""
+        waiter: asyncio.Future[StoredCheckpoint] = asyncio.get_running_loop().create_future()
+        self._checkpoint_waiters.append(waiter)
+        return await waiter
+
+    async def _answer_checkpoint_requests(self) -> None:
+        waiters, self._checkpoint_waiters = self._checkpoint_waiters, []
+        await self._commit([], force_checkpoint=True)
+        latest = await self.store.latest_checkpoint()
+        for waiter in waiters:
+            if not waiter.done() and latest is not None:
+                waiter.set_result(latest)
 
     def sign_checkpoint(self) -> StoredCheckpoint:
         cp = Checkpoint(

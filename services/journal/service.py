@@ -10,6 +10,7 @@ from pathlib import Path
 from nats.aio.msg import Msg
 
 from services.gen.scf.journal.v1 import journal_pb2_grpc
+from services.journal.admin import AdminServicer
 from services.journal.audit import AuditServicer
 from services.journal.checkpoint import parse_note
 from services.journal.sequencer import Sequencer, SequencerConfig
@@ -84,10 +85,16 @@ async def setup(ctx: ServiceContext) -> None:
         task.result()
     collector = CosignatureCollector(JournalStore(ctx.pool), keys_dir)
     await ctx.nc.subscribe(ctx.subjects.cosignatures(), cb=collector.on_message)
+    store = JournalStore(ctx.pool)
     ctx.server.add(
         journal_pb2_grpc.add_AuditServiceServicer_to_server,
-        AuditServicer(JournalStore(ctx.pool), root.public_raw),
+        AuditServicer(store, root.public_raw),
         "scf.journal.v1.AuditService",
+    )
+    ctx.server.add(
+        journal_pb2_grpc.add_JournalAdminServiceServicer_to_server,
+        AdminServicer(sequencer, store, ctx.js, ctx.subjects, root),
+        "scf.journal.v1.JournalAdminService",
     )
 
 

@@ -80,3 +80,29 @@ def test_verify_of_a_missing_file_is_one_line(settings: Settings, tmp_path: Path
     r = scf(settings, "audit", "verify", "nope.export", "--root-key", "00" * 32, cwd=tmp_path)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and "nope.export" in r.stderr
+
+
+async def test_operator_key_rotation_commands(settings: Settings, tmp_path: Path) -> None:
+    platform = Platform(settings, services=("journal",))
+    try:
+        platform.spawn("journal")
+        await platform.wait_ready("journal")
+        old = (settings.keys_dir / "orders.pub").read_text().strip()
+        rotated = scf(settings, "journal", "rotate-key", "orders", cwd=tmp_path)
+        assert rotated.returncode == 0, rotated.stderr
+        new = (settings.keys_dir / "orders.pub").read_text().strip()
+        assert new != old
+        from services.runtime.keys import key_id_of
+
+        old_id = key_id_of(bytes.fromhex(old)).hex()
+        assert old_id in rotated.stdout
+        revoked = scf(settings, "journal", "revoke-key", old_id, cwd=tmp_path)
+        assert revoked.returncode == 0 and "revoked at entry 2" in revoked.stdout
+        again = scf(settings, "journal", "revoke-key", "zz", cwd=tmp_path)
+        assert again.returncode == 2 and "not hex" in again.stderr
+        cp = scf(settings, "journal", "checkpoint", cwd=tmp_path)
+        assert cp.returncode == 0 and "\n3\n" in cp.stdout  # genesis and two key entries
+        listed = scf(settings, "journal", "refusals", cwd=tmp_path)
+        assert listed.returncode == 0, listed.stderr
+    finally:
+        platform.stop()

@@ -380,3 +380,217 @@ class AuditService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class JournalAdminServiceStub:
+    """JournalAdminService is for the platform operator only. Everything it does
+    is itself a journal entry or a checkpoint, so nothing it does is hidden.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.RequestCheckpoint = channel.unary_unary(
+                '/scf.journal.v1.JournalAdminService/RequestCheckpoint',
+                request_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RequestCheckpointRequest.SerializeToString,
+                response_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RequestCheckpointResponse.FromString,
+                _registered_method=True)
+        self.RegisterKey = channel.unary_unary(
+                '/scf.journal.v1.JournalAdminService/RegisterKey',
+                request_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RegisterKeyRequest.SerializeToString,
+                response_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RegisterKeyResponse.FromString,
+                _registered_method=True)
+        self.RevokeKey = channel.unary_unary(
+                '/scf.journal.v1.JournalAdminService/RevokeKey',
+                request_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RevokeKeyRequest.SerializeToString,
+                response_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RevokeKeyResponse.FromString,
+                _registered_method=True)
+        self.ListRefusals = channel.unary_unary(
+                '/scf.journal.v1.JournalAdminService/ListRefusals',
+                request_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListRefusalsRequest.SerializeToString,
+                response_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListRefusalsResponse.FromString,
+                _registered_method=True)
+
+
+class JournalAdminServiceServicer:
+    """JournalAdminService is for the platform operator only. Everything it does
+    is itself a journal entry or a checkpoint, so nothing it does is hidden.
+    """
+
+    def RequestCheckpoint(self, request, context):
+        """RequestCheckpoint signs a checkpoint over every entry committed so far
+        (or returns the latest one when it already covers them all).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegisterKey(self, request, context):
+        """RegisterKey journals a `keys.registered` entry, signed by the platform
+        root key: statements signed by that key are accepted from then on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeKey(self, request, context):
+        """RevokeKey journals a `keys.revoked` entry: statements signed by that key
+        are refused from then on. Rotation is RegisterKey, then RevokeKey.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRefusals(self, request, context):
+        """ListRefusals returns the most recent statements the journal refused, and why.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_JournalAdminServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'RequestCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestCheckpoint,
+                    request_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RequestCheckpointRequest.FromString,
+                    response_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RequestCheckpointResponse.SerializeToString,
+            ),
+            'RegisterKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterKey,
+                    request_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RegisterKeyRequest.FromString,
+                    response_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RegisterKeyResponse.SerializeToString,
+            ),
+            'RevokeKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeKey,
+                    request_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RevokeKeyRequest.FromString,
+                    response_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RevokeKeyResponse.SerializeToString,
+            ),
+            'ListRefusals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRefusals,
+                    request_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListRefusalsRequest.FromString,
+                    response_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListRefusalsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'scf.journal.v1.JournalAdminService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('scf.journal.v1.JournalAdminService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class JournalAdminService:
+    """JournalAdminService is for the platform operator only. Everything it does
+    is itself a journal entry or a checkpoint, so nothing it does is hidden.
+    """
+
+    @staticmethod
+    def RequestCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scf.journal.v1.JournalAdminService/RequestCheckpoint',
+            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RequestCheckpointRequest.SerializeToString,
+            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RequestCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scf.journal.v1.JournalAdminService/RegisterKey',
+            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RegisterKeyRequest.SerializeToString,
+            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RegisterKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scf.journal.v1.JournalAdminService/RevokeKey',
+            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RevokeKeyRequest.SerializeToString,
+            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RevokeKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRefusals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scf.journal.v1.JournalAdminService/ListRefusals',
+            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListRefusalsRequest.SerializeToString,
+            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListRefusalsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

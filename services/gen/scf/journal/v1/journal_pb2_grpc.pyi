@@ -185,3 +185,94 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class JournalAdminServiceStub:
+    """JournalAdminService is for the platform operator only. Everything it does
+    is itself a journal entry or a checkpoint, so nothing it does is hidden.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> JournalAdminServiceAsyncStub: ...
+    RequestCheckpoint: _grpc.UnaryUnaryMultiCallable[_journal_pb2.RequestCheckpointRequest, _journal_pb2.RequestCheckpointResponse]
+    """RequestCheckpoint signs a checkpoint over every entry committed so far
+    (or returns the latest one when it already covers them all).
+    """
+    RegisterKey: _grpc.UnaryUnaryMultiCallable[_journal_pb2.RegisterKeyRequest, _journal_pb2.RegisterKeyResponse]
+    """RegisterKey journals a `keys.registered` entry, signed by the platform
+    root key: statements signed by that key are accepted from then on.
+    """
+    RevokeKey: _grpc.UnaryUnaryMultiCallable[_journal_pb2.RevokeKeyRequest, _journal_pb2.RevokeKeyResponse]
+    """RevokeKey journals a `keys.revoked` entry: statements signed by that key
+    are refused from then on. Rotation is RegisterKey, then RevokeKey.
+    """
+    ListRefusals: _grpc.UnaryUnaryMultiCallable[_journal_pb2.ListRefusalsRequest, _journal_pb2.ListRefusalsResponse]
+    """ListRefusals returns the most recent statements the journal refused, and why."""
+
+@_typing.type_check_only
+class JournalAdminServiceAsyncStub(JournalAdminServiceStub):
+    """JournalAdminService is for the platform operator only. Everything it does
+    is itself a journal entry or a checkpoint, so nothing it does is hidden.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    RequestCheckpoint: _aio.UnaryUnaryMultiCallable[_journal_pb2.RequestCheckpointRequest, _journal_pb2.RequestCheckpointResponse]  # type: ignore[assignment]
+    """RequestCheckpoint signs a checkpoint over every entry committed so far
+    (or returns the latest one when it already covers them all).
+    """
+    RegisterKey: _aio.UnaryUnaryMultiCallable[_journal_pb2.RegisterKeyRequest, _journal_pb2.RegisterKeyResponse]  # type: ignore[assignment]
+    """RegisterKey journals a `keys.registered` entry, signed by the platform
+    root key: statements signed by that key are accepted from then on.
+    """
+    RevokeKey: _aio.UnaryUnaryMultiCallable[_journal_pb2.RevokeKeyRequest, _journal_pb2.RevokeKeyResponse]  # type: ignore[assignment]
+    """RevokeKey journals a `keys.revoked` entry: statements signed by that key
+    are refused from then on. Rotation is RegisterKey, then RevokeKey.
+    """
+    ListRefusals: _aio.UnaryUnaryMultiCallable[_journal_pb2.ListRefusalsRequest, _journal_pb2.ListRefusalsResponse]  # type: ignore[assignment]
+    """ListRefusals returns the most recent statements the journal refused, and why."""
+
+class JournalAdminServiceServicer(metaclass=_abc_1.ABCMeta):
+    """JournalAdminService is for the platform operator only. Everything it does
+    is itself a journal entry or a checkpoint, so nothing it does is hidden.
+    """
+
+    @_abc_1.abstractmethod
+    def RequestCheckpoint(
+        self,
+        request: _journal_pb2.RequestCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_journal_pb2.RequestCheckpointResponse, _abc.Awaitable[_journal_pb2.RequestCheckpointResponse]]:
+        """RequestCheckpoint signs a checkpoint over every entry committed so far
+        (or returns the latest one when it already covers them all).
+        """
+
+    @_abc_1.abstractmethod
+    def RegisterKey(
+        self,
+        request: _journal_pb2.RegisterKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_journal_pb2.RegisterKeyResponse, _abc.Awaitable[_journal_pb2.RegisterKeyResponse]]:
+        """RegisterKey journals a `keys.registered` entry, signed by the platform
+        root key: statements signed by that key are accepted from then on.
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeKey(
+        self,
+        request: _journal_pb2.RevokeKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_journal_pb2.RevokeKeyResponse, _abc.Awaitable[_journal_pb2.RevokeKeyResponse]]:
+        """RevokeKey journals a `keys.revoked` entry: statements signed by that key
+        are refused from then on. Rotation is RegisterKey, then RevokeKey.
+        """
+
+    @_abc_1.abstractmethod
+    def ListRefusals(
+        self,
+        request: _journal_pb2.ListRefusalsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_journal_pb2.ListRefusalsResponse, _abc.Awaitable[_journal_pb2.ListRefusalsResponse]]:
+        """ListRefusals returns the most recent statements the journal refused, and why."""
+
+def add_JournalAdminServiceServicer_to_server(servicer: JournalAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,132 @@
+"""``scf.journal.v1.JournalAdminService``: the operator's levers, each one journaled."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from nats.js import JetStreamContext
+
+from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
+from services.journal.encoding import Statement, sign_batch
+from services.journal.keyset import (
+    EV_REGISTERED,
+    EV_REVOKED,
+    KEYS_SUBJECT,
+    PLATFORM_PRODUCER,
+    canonical_json,
+)
+from services.journal.sequencer import Sequencer
+from services.journal.storage import JournalStore
+from services.runtime.errors import FailedPrecondition, InvalidArgument
+from services.runtime.identity import Role, require_role
+from services.runtime.journal_client import JournalSubjects
+from services.runtime.keys import Signer, key_id_of
+
+__all__ = ["AdminServicer"]
+
+_WAIT_S = 10.0
+
+
+class AdminServicer(journal_pb2_grpc.JournalAdminServiceServicer):
+    def __init__(
+        self,
+        sequencer: Sequencer,
+        store: JournalStore,
+        js: JetStreamContext,
+        subjects: JournalSubjects,
+        root: Signer,
+    ) -> None:
+        self.sequencer = sequencer
+        self.store = store
+        self.js = js
+        self.subjects = subjects
+        self.root = root
+
+    async def RequestCheckpoint(
+        self, request: Any, context: Any
+    ) -> journal_pb2.RequestCheckpointResponse:
+        require_role(Role.OPERATOR)
+        cp = await asyncio.wait_for(self.sequencer.request_checkpoint(), _WAIT_S)
+        return journal_pb2.RequestCheckpointResponse(checkpoint=cp.note, tree_size=cp.tree_size)
+
+    async def RegisterKey(
+        self, request: journal_pb2.RegisterKeyRequest, context: Any
+    ) -> journal_pb2.RegisterKeyResponse:
+        require_role(Role.OPERATOR)
+        producer = request.producer
+        if not producer or len(producer) > 64 or producer == PLATFORM_PRODUCER:
+            raise InvalidArgument("producer", "a service name of 1 to 64 characters")
+        if len(request.public_key) != 32:
+            raise InvalidArgument("public_key", "an Ed25519 public key is 32 bytes")
+        body = {"producer": producer, "public_key": request.public_key.hex()}
+        seq = await self._journal(EV_REGISTERED, body, request.idempotency_key)
+        return journal_pb2.RegisterKeyResponse(seq=seq, key_id=key_id_of(request.public_key))
+
+    async def RevokeKey(
+        self, request: journal_pb2.RevokeKeyRequest, context: Any
+    ) -> journal_pb2.RevokeKeyResponse:
+        require_role(Role.OPERATOR)
+        if len(request.key_id) != 32:
+            raise InvalidArgument("key_id", "a key id is the 32-byte SHA-256 of the public key")
+        seq = await self._journal(
+            EV_REVOKED, {"key_id": request.key_id.hex()}, request.idempotency_key
+        )
+        return journal_pb2.RevokeKeyResponse(seq=seq)
+
+    async def ListRefusals(
+        self, request: journal_pb2.ListRefusalsRequest, context: Any
+    ) -> journal_pb2.ListRefusalsResponse:
+        require_role(Role.OPERATOR)
+        rows = await self.store.pool.fetch(
+            "SELECT producer, idempotency_key, reason,"
+            " (extract(epoch FROM refused_at) * 1000000)::bigint AS micros"
+            " FROM refusals ORDER BY id DESC LIMIT $1",
+            min(request.limit or 100, 1000),
+        )
+        return journal_pb2.ListRefusalsResponse(
+            refusals=[
+                journal_pb2.Refusal(
+                    producer=r["producer"],
+                    idempotency_keys=r["idempotency_key"],
+                    reason=r["reason"],
+                    refused_micros=r["micros"],
+                )
+                for r in rows
+            ]
+        )
+
+    async def _journal(self, event_type: str, body: dict[str, str], idempotency_key: str) -> int:
+        """Submit a root-signed key entry like any producer would; wait for its fate."""
+        if not idempotency_key or len(idempotency_key) > 200:
+            raise InvalidArgument("idempotency_key", "required, at most 200 characters")
+        key = f"admin:{idempotency_key}"
+        st = Statement(
+            producer=PLATFORM_PRODUCER,
+            key_id=self.root.key_id,
+            produced_micros=time.time_ns() // 1000,
+            subject=KEYS_SUBJECT,
+            event_type=event_type,
+            idempotency_key=key,
+            payload=canonical_json(body),
+        )
+        batch = sign_batch(PLATFORM_PRODUCER, self.root.key_id, self.root.sign, [st.encode()])
+        await self.js.publish(self.subjects.submit(PLATFORM_PRODUCER), batch.encode(), timeout=5)
+        deadline = time.monotonic() + _WAIT_S
+        while time.monotonic() < deadline:
+            done = await self.store.existing([(PLATFORM_PRODUCER, key)])
+            if done:
+                return next(iter(done.values()))
+            reason = await self.store.pool.fetchval(
+                "SELECT reason FROM refusals WHERE producer = $1 AND idempotency_key = $2"
+                " ORDER BY id DESC LIMIT 1",
+                PLATFORM_PRODUCER,
+                key,
+            )
+            if reason is not None:
+                raise FailedPrecondition(f"the journal refused it: {reason}")
+            await asyncio.sleep(0.05)
+        raise FailedPrecondition(
+            "the journal did not take the entry in time; retry with the same key"
+        )

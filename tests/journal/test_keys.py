@@ -1,0 +1,108 @@
+"""Key rotation and revocation are journal entries; the journal and verifiers obey them."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
+from services.journal.offline import verify_database
+from services.journal.service import SPEC
+from services.runtime.certs import load_party
+from services.runtime.config import Settings
+from services.runtime.grpcserver import client_channel
+from services.runtime.keys import load_or_create_signer
+from tests.journal.helpers import producer, wait_until
+from tests.support import running
+
+pytestmark = pytest.mark.integration
+
+
+async def test_rotation_and_revocation(settings: Settings) -> None:
+    addr = settings.endpoint("journal").grpc_addr
+    async with running(SPEC, settings):
+        async with producer(settings) as old:
+            await old.append(3)
+            await old.wait_confirmed(3)
+        old_key = load_or_create_signer(settings.keys_dir, "orders")
+        new_key = load_or_create_signer(settings.keys_dir, "orders-next")
+        tls = load_party(settings.certs_dir, "operator")
+        async with client_channel(addr, tls) as channel:
+            admin = journal_pb2_grpc.JournalAdminServiceStub(channel)
+            registered = await admin.RegisterKey(
+                journal_pb2.RegisterKeyRequest(
+                    producer="orders", public_key=new_key.public_raw, idempotency_key="rotate-1"
+                )
+            )
+            again = await admin.RegisterKey(
+                journal_pb2.RegisterKeyRequest(
+                    producer="orders", public_key=new_key.public_raw, idempotency_key="rotate-1"
+                )
+            )
+            assert again.seq == registered.seq and registered.key_id == new_key.key_id
+            revoked = await admin.RevokeKey(
+                journal_pb2.RevokeKeyRequest(key_id=old_key.key_id, idempotency_key="revoke-1")
+            )
+            assert revoked.seq == registered.seq + 1
+
+            for call, request, code in [
+                (
+                    admin.RegisterKey,
+                    journal_pb2.RegisterKeyRequest(
+                        producer="orders", public_key=b"short", idempotency_key="x"
+                    ),
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                ),
+                (
+                    admin.RegisterKey,
+                    journal_pb2.RegisterKeyRequest(
+                        producer="orders", public_key=new_key.public_raw, idempotency_key="dup"
+                    ),
+                    grpc.StatusCode.FAILED_PRECONDITION,  # registered already
+                ),
+                (
+                    admin.RevokeKey,
+                    journal_pb2.RevokeKeyRequest(key_id=b"\x01" * 32, idempotency_key="unknown"),
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                ),
+            ]:
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await call(request)
+                assert info.value.code() == code, info.value.details()
+
+        async with producer(settings, relay=True) as stale:
+            await stale.append(1, start=50)
+
+            async def refused() -> bool:
+                return bool(await stale.pool.fetchval(
+                    "SELECT refused_reason FROM outbox WHERE idempotency_key = 'k-50'"
+                ))  # fmt: skip
+
+            await wait_until(refused, what="the revoked key's statement to be refused")
+            reason = await stale.pool.fetchval(
+                "SELECT refused_reason FROM outbox WHERE idempotency_key = 'k-50'"
+            )
+            assert "revoked" in reason
+        async with producer(settings, key_name="orders-next") as rotated:
+            await rotated.append(2, start=60)
+            confirmed = await rotated.wait_confirmed(5)  # 3 old rows, 2 new
+            assert confirmed["k-60"] > revoked.seq
+
+        async with client_channel(addr, tls) as channel:
+            admin = journal_pb2_grpc.JournalAdminServiceStub(channel)
+            cp = await admin.RequestCheckpoint(journal_pb2.RequestCheckpointRequest())
+            refusals = await admin.ListRefusals(journal_pb2.ListRefusalsRequest(limit=10))
+        assert cp.tree_size == confirmed["k-61"] + 1
+        assert any("revoked" in r.reason for r in refusals.refusals)
+
+        auditor = load_party(settings.certs_dir, "auditor-reg")
+        async with client_channel(addr, auditor) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await journal_pb2_grpc.JournalAdminServiceStub(channel).RequestCheckpoint(
+                    journal_pb2.RequestCheckpointRequest()
+                )
+            assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    root = bytes.fromhex((settings.keys_dir / "platform-root.pub").read_text())
+    report = await verify_database(settings.database_url, settings.endpoint("journal").schema, root)
+    assert report.entries == cp.tree_size and report.producers["platform"] == 3
