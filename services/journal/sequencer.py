@@ -51,7 +51,7 @@ from services.journal.keyset import (
 )
 from services.journal.storage import JournalStore, StoredCheckpoint
 from services.journal.tree import CompactRange
-from services.runtime.bus import ensure_stream
+from services.runtime.bus import ack, ensure_stream, fetch
 from services.runtime.clock import Clock
 from services.runtime.faults import crash_point
 from services.runtime.journal_client import (
@@ -193,12 +193,7 @@ class Sequencer:
             sub = await self.js.pull_subscribe_bind(durable, stream=stream)
             self.ready.set()
             while True:
-                try:
-                    msgs = await sub.fetch(
-                        self.config.batch_size, timeout=self.config.fetch_timeout_s
-                    )
-                except TimeoutError:  # nats raises its own or asyncio's
-                    msgs = []
+                msgs = await fetch(sub, self.config.batch_size, self.config.fetch_timeout_s)
                 if self._unpublished:
                     await self._republish()
                 if msgs:
@@ -221,21 +216,32 @@ class Sequencer:
             except EncodingError as exc:
                 producer = m.subject.rsplit(".", 1)[-1]
                 refused.append(Refusal(producer, (), f"malformed: {exc}", m.data))
-        accepted, key_refusals = self._sequence(batches, await self._journaled(batches))
+        journaled = await self._journaled(batches)
+        accepted, key_refusals = self._sequence(batches, set(journaled))
         refused += key_refusals
         await self._commit(accepted, refusals=refused)
         crash_point("sequencer.after_commit")
-        await msgs[-1].ack()  # AckPolicy.ALL: acknowledges the whole fetch
+        await ack(msgs[-1])  # AckPolicy.ALL: acknowledges the whole fetch
         if refused:
             await self._publish_refusals(refused)
+        if journaled:
+            await self._reannounce(sorted(set(journaled.values())))
 
-    async def _journaled(self, batches: Sequence[SignedBatch]) -> set[tuple[str, str]]:
+    async def _journaled(self, batches: Sequence[SignedBatch]) -> dict[tuple[str, str], int]:
         """The (producer, idempotency key) pairs among ``batches`` already journaled."""
         pairs: list[tuple[str, str]] = []
         for batch in batches:
             with contextlib.suppress(EncodingError):
                 pairs.extend((batch.producer, st.idempotency_key) for st in batch.decoded)
-        return set(await self.store.existing(pairs))
+        return await self.store.existing(pairs)
+
+    async def _reannounce(self, seqs: Sequence[int]) -> None:
+        """A producer resubmitted what is journaled already: its confirmation may
+        have been lost (a NATS crash loses what it had not flushed), so publish
+        those entries again. Relays and replicas take duplicates in their stride."""
+        entries = [e for seq in seqs if (e := await self.store.entry(seq)) is not None]
+        log.info("re-announcing %d journaled entries to their producers", len(entries))
+        await self._publish(entries, None, advance_watermark=False)
 
     def _sequence(
         self,
@@ -343,7 +349,13 @@ class Sequencer:
 
     # -- publication --------------------------------------------------------
 
-    async def _publish(self, entries: Sequence[Entry], checkpoint: StoredCheckpoint | None) -> None:
+    async def _publish(
+        self,
+        entries: Sequence[Entry],
+        checkpoint: StoredCheckpoint | None,
+        *,
+        advance_watermark: bool = True,
+    ) -> None:
         """Entries and checkpoints to the journal stream (replicas, relays)."""
         by_producer: dict[str, list[Entry]] = {}
         for e in entries:
@@ -381,7 +393,7 @@ class Sequencer:
             log.warning("publishing entries failed; will republish from the database")
             self._unpublished = True
             return
-        if entries and not self._unpublished:
+        if entries and advance_watermark and not self._unpublished:
             await self.store.set_publication(entries[-1].seq + 1)
 
     async def _republish(self) -> None:

@@ -34,7 +34,7 @@ from services.journal.hashing import leaf_hash
 from services.journal.storage import JournalStore, StoredCheckpoint
 from services.journal.verify import JournalVerifier, VerificationError
 from services.journal.witness import cosign
-from services.runtime.bus import ensure_stream
+from services.runtime.bus import ack, ensure_stream, fetch
 from services.runtime.clock import Clock
 from services.runtime.journal_client import JournalSubjects
 from services.runtime.keys import Signer
@@ -148,16 +148,13 @@ class Replica:
                     # behind when the stream no longer holds what it missed.
                     asked = time.monotonic()
                     await self._ask_journal()
-                try:
-                    msgs = await sub.fetch(16, timeout=0.5)  # up to ~8,000 entries a round
-                except TimeoutError:  # nats raises its own or asyncio's
-                    msgs = []
+                msgs = await fetch(sub, 16, 0.5)  # up to ~8,000 entries a round
                 try:
                     await self._round(msgs)
                 except _Alarm as alarm:
                     await self._raise(alarm.record)
                 if msgs:
-                    await msgs[-1].ack()
+                    await ack(msgs[-1])
         finally:
             with contextlib.suppress(Exception):
                 await gossip.unsubscribe()

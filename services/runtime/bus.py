@@ -11,14 +11,16 @@ import logging
 from dataclasses import dataclass
 
 import nats
+import nats.errors
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 from services.runtime.errors import ConfigError
 
-__all__ = ["StreamSpec", "connect_nats", "ensure_stream"]
+__all__ = ["StreamSpec", "ack", "connect_nats", "ensure_stream", "fetch"]
 
 log = logging.getLogger(__name__)
 
@@ -87,3 +89,26 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
     ):
         await js.update_stream(wanted)
         log.info("updated stream %s", spec.name)
+
+
+async def fetch(sub: JetStreamContext.PullSubscription, batch: int, timeout: float) -> list[Msg]:
+    """A pull fetch for which "nothing yet" and "NATS is away" both mean an
+    empty batch; while NATS is away it pauses, so callers do not spin. The
+    client reconnects by itself, and unacknowledged messages come again."""
+    try:
+        msgs: list[Msg] = await sub.fetch(batch, timeout=timeout)
+        return msgs
+    except TimeoutError:  # nats raises its own TimeoutError or asyncio's
+        return []
+    except nats.errors.Error as exc:
+        log.warning("fetch failed (%r); retrying", exc)
+        await asyncio.sleep(0.5)
+        return []
+
+
+async def ack(msg: Msg) -> None:
+    """Acknowledge; if NATS is away the message is redelivered, which callers absorb."""
+    try:
+        await msg.ack()
+    except nats.errors.Error as exc:
+        log.warning("ack failed (%r); the message will be redelivered", exc)

@@ -52,6 +52,9 @@ class EmbeddedNats:
     """
 
     store_dir: Path
+    #: -1: a free port chosen by the server. A fixed port lets a restarted
+    #: server take back its clients (tests that crash NATS use one).
+    port: int = -1
     process: subprocess.Popen[bytes] | None = None
     url: str = ""
 
@@ -63,7 +66,7 @@ class EmbeddedNats:
             stale.unlink()
         log_file = self.store_dir / "nats-server.log"
         args = [
-            nats_server_binary(), "-a", "127.0.0.1", "-p", "-1", "-js",
+            nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js",
             "-sd", str(self.store_dir / "jetstream"), "--ports_file_dir", str(ports_dir),
             "-l", str(log_file), *extra_args,
         ]  # fmt: skip

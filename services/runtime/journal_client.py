@@ -32,7 +32,7 @@ from services.journal.encoding import (
     unpack_records,
 )
 from services.journal.keyset import canonical_json
-from services.runtime.bus import StreamSpec, ensure_stream
+from services.runtime.bus import StreamSpec, ack, ensure_stream, fetch
 from services.runtime.clock import Clock
 from services.runtime.faults import crash_point
 from services.runtime.keys import Signer
@@ -268,9 +268,8 @@ class OutboxRelay:
         await self.js.add_consumer(stream, config)
         sub = await self.js.pull_subscribe_bind(durable, stream=stream)
         while True:
-            try:
-                msgs = await sub.fetch(self.batch, timeout=1.0)
-            except TimeoutError:  # nats raises its own or asyncio's
+            msgs = await fetch(sub, self.batch, 1.0)
+            if not msgs:
                 continue
             updates: list[tuple[str, int | None, str | None]] = []
             for m in msgs:
@@ -288,7 +287,7 @@ class OutboxRelay:
                 updates,
             )
             for m in msgs:
-                await m.ack()
+                await ack(m)
             if kind == "refusals":
                 for key, _, refusal in updates:
                     log.error("journal refused %s: %s", key, refusal)
