@@ -107,6 +107,9 @@ def receipt(
     seq: int,
     file: Path = typer.Option(None, "--out", help="Where to write it (default receipt-SEQ.json)."),
     party: str = typer.Option("auditor-reg", "--as", help="Whose certificate to present."),
+    min_cosignatures: int = typer.Option(
+        0, help="Prove it against a checkpoint this many banks cosigned."
+    ),
 ) -> None:
     """Fetch a self-contained receipt for entry SEQ from the journal's audit API."""
     settings = Settings.from_env()
@@ -118,7 +121,8 @@ def receipt(
         tls = load_party(settings.certs_dir, party)
         async with client_channel(settings.endpoint("journal").grpc_addr, tls) as channel:
             reply = await journal_pb2_grpc.AuditServiceStub(channel).GetReceipt(
-                journal_pb2.GetReceiptRequest(seq=seq), timeout=10
+                journal_pb2.GetReceiptRequest(seq=seq, min_cosignatures=min_cosignatures),
+                timeout=10,
             )
             return str(reply.receipt_json)
 
@@ -188,15 +192,24 @@ def verify_receipt_cmd(
     root_key: str = typer.Option(
         "", help="Optional: the platform root key, to check the key entry too."
     ),
+    witness: list[str] = typer.Option([], help="A trusted bank witness, NAME=HEXKEY; repeatable."),
+    quorum: int = typer.Option(0, help="How many of the witnesses must have cosigned."),
 ) -> None:
-    """Check a receipt offline with the journal's public key."""
+    """Check a receipt offline with the journal's public key (and a quorum of banks)."""
     settings = Settings.from_env()
     key = _hex_key(journal_key, journal_key_file, settings.keys_dir / "journal.pub", "journal key")
     if key is None:
         raise _fail("pass --journal-key or --journal-key-file", 2)
     root = _hex_key(root_key, None, None, "root key")
+    witnesses: dict[str, bytes] = {}
+    for item in witness:
+        name, _, hex_key = item.partition("=")
+        pub = _hex_key(hex_key, None, None, f"witness {name}")
+        if not name or pub is None:
+            raise _fail(f"--witness: NAME=HEXKEY, got {item!r}", 2)
+        witnesses[name] = pub
     try:
-        entry = verify_receipt(file.read_text(), key, root)
+        entry = verify_receipt(file.read_text(), key, root, witnesses, quorum)
     except ReceiptError as exc:
         err.print(f"[red]INVALID[/red] {exc}", highlight=False)
         raise typer.Exit(1) from None

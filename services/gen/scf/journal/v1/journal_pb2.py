@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)services/gen/scf/journal/v1/journal.proto\x12\x0escf.journal.v1\"\xe7\x01\n\x05\x45ntry\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04leaf\x18\x02 \x01(\x0c\x12\x13\n\x0btime_micros\x18\x03 \x01(\x03\x12\x10\n\x08producer\x18\x04 \x01(\t\x12\x0e\n\x06key_id\x18\x05 \x01(\x0c\x12\x0f\n\x07subject\x18\x06 \x01(\t\x12\x12\n\nevent_type\x18\x07 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x12\x0f\n\x07payload\x18\t \x01(\x0c\x12\x11\n\tprev_hash\x18\n \x01(\x0c\x12\x11\n\tsignature\x18\x0b \x01(\x0c\x12\x17\n\x0fproduced_micros\x18\x0c \x01(\x03\"0\n\x14GetCheckpointRequest\x12\x18\n\x10min_cosignatures\x18\x01 \x01(\r\"Q\n\x15GetCheckpointResponse\x12\x12\n\ncheckpoint\x18\x01 \x01(\t\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x11\n\troot_hash\x18\x03 \x01(\x0c\"0\n\x12ListEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\";\n\x13ListEntriesResponse\x12$\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x15.scf.journal.v1.Entry\"+\n\x18GetSubjectHistoryRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\"A\n\x19GetSubjectHistoryResponse\x12$\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x15.scf.journal.v1.Entry\":\n\x18GetInclusionProofRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"]\n\x19GetInclusionProofResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\r\n\x05proof\x18\x03 \x03(\x0c\x12\x11\n\tleaf_hash\x18\x04 \x01(\x0c\"E\n\x1aGetConsistencyProofRequest\x12\x12\n\nfirst_size\x18\x01 \x01(\x04\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x04\"U\n\x1bGetConsistencyProofResponse\x12\x12\n\nfirst_size\x18\x01 \x01(\x04\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x04\x12\r\n\x05proof\x18\x03 \x03(\x0c\"%\n\x10GetKeySetRequest\x12\x11\n\ttree_size\x18\x01 \x01(\x04\"\x82\x01\n\x0bProducerKey\x12\x10\n\x08producer\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\x0c\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12\x15\n\rregistered_at\x18\x04 \x01(\x04\x12\x17\n\nrevoked_at\x18\x05 \x01(\x04H\x00\x88\x01\x01\x42\r\n\x0b_revoked_at\"Q\n\x11GetKeySetResponse\x12\x11\n\ttree_size\x18\x01 \x01(\x04\x12)\n\x04keys\x18\x02 \x03(\x0b\x32\x1b.scf.journal.v1.ProducerKey\" \n\x11GetReceiptRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\"*\n\x12GetReceiptResponse\x12\x14\n\x0creceipt_json\x18\x01 \x01(\t\"\x1a\n\x18RequestCheckpointRequest\"B\n\x19RequestCheckpointResponse\x12\x12\n\ncheckpoint\x18\x01 \x01(\t\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"S\n\x12RegisterKeyRequest\x12\x10\n\x08producer\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"2\n\x13RegisterKeyResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06key_id\x18\x02 \x01(\x0c\";\n\x10RevokeKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\x0c\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\" \n\x11RevokeKeyResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\"$\n\x13ListRefusalsRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"]\n\x07Refusal\x12\x10\n\x08producer\x18\x01 \x01(\t\x12\x18\n\x10idempotency_keys\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x16\n\x0erefused_micros\x18\x04 \x01(\x03\"A\n\x14ListRefusalsResponse\x12)\n\x08refusals\x18\x01 \x03(\x0b\x32\x17.scf.journal.v1.Refusal2\xb3\x05\n\x0c\x41uditService\x12\\\n\rGetCheckpoint\x12$.scf.journal.v1.GetCheckpointRequest\x1a%.scf.journal.v1.GetCheckpointResponse\x12X\n\x0bListEntries\x12\".scf.journal.v1.ListEntriesRequest\x1a#.scf.journal.v1.ListEntriesResponse0\x01\x12j\n\x11GetSubjectHistory\x12(.scf.journal.v1.GetSubjectHistoryRequest\x1a).scf.journal.v1.GetSubjectHistoryResponse0\x01\x12h\n\x11GetInclusionProof\x12(.scf.journal.v1.GetInclusionProofRequest\x1a).scf.journal.v1.GetInclusionProofResponse\x12n\n\x13GetConsistencyProof\x12*.scf.journal.v1.GetConsistencyProofRequest\x1a+.scf.journal.v1.GetConsistencyProofResponse\x12P\n\tGetKeySet\x12 .scf.journal.v1.GetKeySetRequest\x1a!.scf.journal.v1.GetKeySetResponse\x12S\n\nGetReceipt\x12!.scf.journal.v1.GetReceiptRequest\x1a\".scf.journal.v1.GetReceiptResponse2\x84\x03\n\x13JournalAdminService\x12h\n\x11RequestCheckpoint\x12(.scf.journal.v1.RequestCheckpointRequest\x1a).scf.journal.v1.RequestCheckpointResponse\x12V\n\x0bRegisterKey\x12\".scf.journal.v1.RegisterKeyRequest\x1a#.scf.journal.v1.RegisterKeyResponse\x12P\n\tRevokeKey\x12 .scf.journal.v1.RevokeKeyRequest\x1a!.scf.journal.v1.RevokeKeyResponse\x12Y\n\x0cListRefusals\x12#.scf.journal.v1.ListRefusalsRequest\x1a$.scf.journal.v1.ListRefusalsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)services/gen/scf/journal/v1/journal.proto\x12\x0escf.journal.v1\"\xe7\x01\n\x05\x45ntry\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04leaf\x18\x02 \x01(\x0c\x12\x13\n\x0btime_micros\x18\x03 \x01(\x03\x12\x10\n\x08producer\x18\x04 \x01(\t\x12\x0e\n\x06key_id\x18\x05 \x01(\x0c\x12\x0f\n\x07subject\x18\x06 \x01(\t\x12\x12\n\nevent_type\x18\x07 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x12\x0f\n\x07payload\x18\t \x01(\x0c\x12\x11\n\tprev_hash\x18\n \x01(\x0c\x12\x11\n\tsignature\x18\x0b \x01(\x0c\x12\x17\n\x0fproduced_micros\x18\x0c \x01(\x03\"0\n\x14GetCheckpointRequest\x12\x18\n\x10min_cosignatures\x18\x01 \x01(\r\"Q\n\x15GetCheckpointResponse\x12\x12\n\ncheckpoint\x18\x01 \x01(\t\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x11\n\troot_hash\x18\x03 \x01(\x0c\"0\n\x12ListEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\";\n\x13ListEntriesResponse\x12$\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x15.scf.journal.v1.Entry\"+\n\x18GetSubjectHistoryRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\"A\n\x19GetSubjectHistoryResponse\x12$\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x15.scf.journal.v1.Entry\":\n\x18GetInclusionProofRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"]\n\x19GetInclusionProofResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\r\n\x05proof\x18\x03 \x03(\x0c\x12\x11\n\tleaf_hash\x18\x04 \x01(\x0c\"E\n\x1aGetConsistencyProofRequest\x12\x12\n\nfirst_size\x18\x01 \x01(\x04\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x04\"U\n\x1bGetConsistencyProofResponse\x12\x12\n\nfirst_size\x18\x01 \x01(\x04\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x04\x12\r\n\x05proof\x18\x03 \x03(\x0c\"%\n\x10GetKeySetRequest\x12\x11\n\ttree_size\x18\x01 \x01(\x04\"\x82\x01\n\x0bProducerKey\x12\x10\n\x08producer\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\x0c\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12\x15\n\rregistered_at\x18\x04 \x01(\x04\x12\x17\n\nrevoked_at\x18\x05 \x01(\x04H\x00\x88\x01\x01\x42\r\n\x0b_revoked_at\"Q\n\x11GetKeySetResponse\x12\x11\n\ttree_size\x18\x01 \x01(\x04\x12)\n\x04keys\x18\x02 \x03(\x0b\x32\x1b.scf.journal.v1.ProducerKey\":\n\x11GetReceiptRequest\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x18\n\x10min_cosignatures\x18\x02 \x01(\r\"*\n\x12GetReceiptResponse\x12\x14\n\x0creceipt_json\x18\x01 \x01(\t\"\x1a\n\x18RequestCheckpointRequest\"B\n\x19RequestCheckpointResponse\x12\x12\n\ncheckpoint\x18\x01 \x01(\t\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"S\n\x12RegisterKeyRequest\x12\x10\n\x08producer\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"2\n\x13RegisterKeyResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06key_id\x18\x02 \x01(\x0c\";\n\x10RevokeKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\x0c\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\" \n\x11RevokeKeyResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\"$\n\x13ListRefusalsRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"]\n\x07Refusal\x12\x10\n\x08producer\x18\x01 \x01(\t\x12\x18\n\x10idempotency_keys\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x16\n\x0erefused_micros\x18\x04 \x01(\x03\"A\n\x14ListRefusalsResponse\x12)\n\x08refusals\x18\x01 \x03(\x0b\x32\x17.scf.journal.v1.Refusal2\xb3\x05\n\x0c\x41uditService\x12\\\n\rGetCheckpoint\x12$.scf.journal.v1.GetCheckpointRequest\x1a%.scf.journal.v1.GetCheckpointResponse\x12X\n\x0bListEntries\x12\".scf.journal.v1.ListEntriesRequest\x1a#.scf.journal.v1.ListEntriesResponse0\x01\x12j\n\x11GetSubjectHistory\x12(.scf.journal.v1.GetSubjectHistoryRequest\x1a).scf.journal.v1.GetSubjectHistoryResponse0\x01\x12h\n\x11GetInclusionProof\x12(.scf.journal.v1.GetInclusionProofRequest\x1a).scf.journal.v1.GetInclusionProofResponse\x12n\n\x13GetConsistencyProof\x12*.scf.journal.v1.GetConsistencyProofRequest\x1a+.scf.journal.v1.GetConsistencyProofResponse\x12P\n\tGetKeySet\x12 .scf.journal.v1.GetKeySetRequest\x1a!.scf.journal.v1.GetKeySetResponse\x12S\n\nGetReceipt\x12!.scf.journal.v1.GetReceiptRequest\x1a\".scf.journal.v1.GetReceiptResponse2\x84\x03\n\x13JournalAdminService\x12h\n\x11RequestCheckpoint\x12(.scf.journal.v1.RequestCheckpointRequest\x1a).scf.journal.v1.RequestCheckpointResponse\x12V\n\x0bRegisterKey\x12\".scf.journal.v1.RegisterKeyRequest\x1a#.scf.journal.v1.RegisterKeyResponse\x12P\n\tRevokeKey\x12 .scf.journal.v1.RevokeKeyRequest\x1a!.scf.journal.v1.RevokeKeyResponse\x12Y\n\x0cListRefusals\x12#.scf.journal.v1.ListRefusalsRequest\x1a$.scf.journal.v1.ListRefusalsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -60,29 +60,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETKEYSETRESPONSE']._serialized_start=1136
   _globals['_GETKEYSETRESPONSE']._serialized_end=1217
   _globals['_GETRECEIPTREQUEST']._serialized_start=1219
-  _globals['_GETRECEIPTREQUEST']._serialized_end=1251
-  _globals['_GETRECEIPTRESPONSE']._serialized_start=1253
-  _globals['_GETRECEIPTRESPONSE']._serialized_end=1295
-  _globals['_REQUESTCHECKPOINTREQUEST']._serialized_start=1297
-  _globals['_REQUESTCHECKPOINTREQUEST']._serialized_end=1323
-  _globals['_REQUESTCHECKPOINTRESPONSE']._serialized_start=1325
-  _globals['_REQUESTCHECKPOINTRESPONSE']._serialized_end=1391
-  _globals['_REGISTERKEYREQUEST']._serialized_start=1393
-  _globals['_REGISTERKEYREQUEST']._serialized_end=1476
-  _globals['_REGISTERKEYRESPONSE']._serialized_start=1478
-  _globals['_REGISTERKEYRESPONSE']._serialized_end=1528
-  _globals['_REVOKEKEYREQUEST']._serialized_start=1530
-  _globals['_REVOKEKEYREQUEST']._serialized_end=1589
-  _globals['_REVOKEKEYRESPONSE']._serialized_start=1591
-  _globals['_REVOKEKEYRESPONSE']._serialized_end=1623
-  _globals['_LISTREFUSALSREQUEST']._serialized_start=1625
-  _globals['_LISTREFUSALSREQUEST']._serialized_end=1661
-  _globals['_REFUSAL']._serialized_start=1663
-  _globals['_REFUSAL']._serialized_end=1756
-  _globals['_LISTREFUSALSRESPONSE']._serialized_start=1758
-  _globals['_LISTREFUSALSRESPONSE']._serialized_end=1823
-  _globals['_AUDITSERVICE']._serialized_start=1826
-  _globals['_AUDITSERVICE']._serialized_end=2517
-  _globals['_JOURNALADMINSERVICE']._serialized_start=2520
-  _globals['_JOURNALADMINSERVICE']._serialized_end=2908
+  _globals['_GETRECEIPTREQUEST']._serialized_end=1277
+  _globals['_GETRECEIPTRESPONSE']._serialized_start=1279
+  _globals['_GETRECEIPTRESPONSE']._serialized_end=1321
+  _globals['_REQUESTCHECKPOINTREQUEST']._serialized_start=1323
+  _globals['_REQUESTCHECKPOINTREQUEST']._serialized_end=1349
+  _globals['_REQUESTCHECKPOINTRESPONSE']._serialized_start=1351
+  _globals['_REQUESTCHECKPOINTRESPONSE']._serialized_end=1417
+  _globals['_REGISTERKEYREQUEST']._serialized_start=1419
+  _globals['_REGISTERKEYREQUEST']._serialized_end=1502
+  _globals['_REGISTERKEYRESPONSE']._serialized_start=1504
+  _globals['_REGISTERKEYRESPONSE']._serialized_end=1554
+  _globals['_REVOKEKEYREQUEST']._serialized_start=1556
+  _globals['_REVOKEKEYREQUEST']._serialized_end=1615
+  _globals['_REVOKEKEYRESPONSE']._serialized_start=1617
+  _globals['_REVOKEKEYRESPONSE']._serialized_end=1649
+  _globals['_LISTREFUSALSREQUEST']._serialized_start=1651
+  _globals['_LISTREFUSALSREQUEST']._serialized_end=1687
+  _globals['_REFUSAL']._serialized_start=1689
+  _globals['_REFUSAL']._serialized_end=1782
+  _globals['_LISTREFUSALSRESPONSE']._serialized_start=1784
+  _globals['_LISTREFUSALSRESPONSE']._serialized_end=1849
+  _globals['_AUDITSERVICE']._serialized_start=1852
+  _globals['_AUDITSERVICE']._serialized_end=2543
+  _globals['_JOURNALADMINSERVICE']._serialized_start=2546
+  _globals['_JOURNALADMINSERVICE']._serialized_end=2934
 # @@protoc_insertion_point(module_scope)

@@ -383,15 +383,21 @@ class GetReceiptRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SEQ_FIELD_NUMBER: _builtins.int
+    MIN_COSIGNATURES_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
+    min_cosignatures: _builtins.int
+    """Prove the entry against the latest checkpoint with at least this many
+    bank cosignatures (which the receipt then carries).
+    """
     def __init__(
         self,
         *,
         seq: _builtins.int = ...,
+        min_cosignatures: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_cosignatures", b"min_cosignatures", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
