@@ -16,8 +16,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,14 +35,13 @@ from services.journal.verify import JournalVerifier, VerificationError
 from services.journal.witness import cosign
 from services.runtime.bus import ack, ensure_stream, fetch
 from services.runtime.clock import Clock
-from services.runtime.journal_client import JournalSubjects
+from services.runtime.journal_client import AuditClient, JournalSubjects
 from services.runtime.keys import Signer
 
 __all__ = ["AlarmRecord", "Replica"]
 
 log = logging.getLogger(__name__)
 
-AuditClient = Callable[[], AbstractAsyncContextManager[journal_pb2_grpc.AuditServiceStub]]
 #: How long a gap in the stream may last before the audit API fills it.
 GAP_PATIENCE_S = 1.0
 ASK_JOURNAL_EVERY_S = 5.0

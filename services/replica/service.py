@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -22,9 +21,9 @@ from services.runtime.clock import Clock, SystemClock
 from services.runtime.config import Settings
 from services.runtime.db import apply_migrations, connect_pool
 from services.runtime.errors import ConfigError
-from services.runtime.grpcserver import GrpcServer, client_channel, wait_for_signal
+from services.runtime.grpcserver import GrpcServer, wait_for_signal
 from services.runtime.identity import Role, require_role
-from services.runtime.journal_client import JournalSubjects
+from services.runtime.journal_client import JournalSubjects, audit_client
 from services.runtime.keys import load_or_create_signer
 
 __all__ = ["ReplicaServicer", "root_key", "run_replica"]
@@ -113,13 +112,6 @@ async def run_replica(
         await apply_migrations(pool, SCHEMA, "services.journal")
         await apply_migrations(pool, SCHEMA, "services.replica")
         nc = await connect_nats(settings.nats_url, f"scf-replica-{rs.bank}")
-        journal_addr = settings.endpoint("journal").grpc_addr
-
-        @contextlib.asynccontextmanager
-        async def audit_client() -> AsyncIterator[journal_pb2_grpc.AuditServiceStub]:
-            async with client_channel(journal_addr, tls) as channel:
-                yield journal_pb2_grpc.AuditServiceStub(channel)
-
         replica = Replica(
             bank=rs.bank,
             pool=pool,
@@ -129,7 +121,7 @@ async def run_replica(
             root_key=anchor,
             witness=witness,
             clock=clock or SystemClock(),
-            audit_client=audit_client,
+            audit_client=audit_client(settings.endpoint("journal").grpc_addr, tls),
         )
         if started is not None:
             started.append(replica)

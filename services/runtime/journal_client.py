@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from services.gen.scf.journal.v1 import journal_pb2_grpc
 from services.journal.encoding import (
     SignedBatch,
     Statement,
@@ -33,12 +35,14 @@ from services.journal.encoding import (
 )
 from services.journal.keyset import canonical_json
 from services.runtime.bus import StreamSpec, ack, ensure_stream, fetch
+from services.runtime.certs import PartyCert
 from services.runtime.clock import Clock
 from services.runtime.faults import crash_point
+from services.runtime.grpcserver import client_channel
 from services.runtime.keys import Signer
 from services.runtime.metrics import OUTBOX_BACKLOG
 
-__all__ = ["JournalSubjects", "Outbox", "OutboxRelay"]
+__all__ = ["AuditClient", "JournalSubjects", "Outbox", "OutboxRelay", "audit_client"]
 
 log = logging.getLogger(__name__)
 
@@ -291,3 +295,17 @@ class OutboxRelay:
             if kind == "refusals":
                 for key, _, refusal in updates:
                     log.error("journal refused %s: %s", key, refusal)
+
+
+AuditClient = Callable[[], AbstractAsyncContextManager[journal_pb2_grpc.AuditServiceStub]]
+
+
+def audit_client(addr: str, tls: PartyCert) -> AuditClient:
+    """A factory of short-lived channels to a journal (or replica) audit API."""
+
+    @contextlib.asynccontextmanager
+    async def connect() -> AsyncIterator[journal_pb2_grpc.AuditServiceStub]:
+        async with client_channel(addr, tls) as channel:
+            yield journal_pb2_grpc.AuditServiceStub(channel)
+
+    return connect

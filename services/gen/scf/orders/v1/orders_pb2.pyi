@@ -725,3 +725,64 @@ class ListBuyersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListBuyersResponse: _TypeAlias = ListBuyersResponse  # noqa: Y015
+
+@_typing.final
+class PledgeCommand(_message.Message):
+    """PledgeCommand is what lending (pledge, release) and repayment (settle)
+    send to orders over NATS request-reply, on <prefix>.orders.pledge,
+    <prefix>.orders.release and <prefix>.orders.settle. Each is idempotent: the
+    same command again gets the same result.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    APPLICATION_ID_FIELD_NUMBER: _builtins.int
+    BANK_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    application_id: _builtins.str
+    bank: _builtins.str
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        application_id: _builtins.str = ...,
+        bank: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_id", b"application_id", "bank", b"bank", "order_id", b"order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PledgeCommand: _TypeAlias = PledgeCommand  # noqa: Y015
+
+@_typing.final
+class PledgeResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OK_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ORDER_FIELD_NUMBER: _builtins.int
+    ok: _builtins.bool
+    code: _builtins.str
+    """A gRPC status code name when not ok (FAILED_PRECONDITION, NOT_FOUND, ...)."""
+    reason: _builtins.str
+    @_builtins.property
+    def order(self) -> Global___Order: ...
+    def __init__(
+        self,
+        *,
+        ok: _builtins.bool = ...,
+        code: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        order: Global___Order | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "ok", b"ok", "order", b"order", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PledgeResult: _TypeAlias = PledgeResult  # noqa: Y015
