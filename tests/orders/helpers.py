@@ -27,7 +27,7 @@ from tests.support import running
 CONTRACT = hashlib.sha256(b"signed contract PDF").digest()
 
 
-def register_request(reference: str = "PO-1", **changes: Any) -> orders_pb2.RegisterOrderRequest:
+def register_request(ref: str = "PO-1", **changes: Any) -> orders_pb2.RegisterOrderRequest:
     fields: dict[str, Any] = {
         "buyer_id": "citybuild",
         "amount": orders_pb2.Money(amount="4000000.00", currency="CNY"),
@@ -46,8 +46,8 @@ def register_request(reference: str = "PO-1", **changes: Any) -> orders_pb2.Regi
             ),
         ],
         "contract_sha256": CONTRACT,
-        "reference": reference,
-        "idempotency_key": f"register-{reference}",
+        "reference": ref,
+        "idempotency_key": f"register-{ref}",
     }
     fields.update(changes)
     return orders_pb2.RegisterOrderRequest(**fields)
