@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import sys
+from pathlib import Path
 
 import grpc
 import pytest
@@ -22,7 +26,7 @@ from tests.orders.helpers import CONTRACT, orders_env, register_request
 pytestmark = pytest.mark.integration
 
 
-async def test_register_to_settled(settings: Settings) -> None:
+async def test_register_to_settled(settings: Settings, tmp_path: Path) -> None:
     async with orders_env(settings) as env:
         sub, buyer = env.stub("acme-builders"), env.stub("citybuild")
         order = (await sub.RegisterOrder(register_request())).order
@@ -82,8 +86,6 @@ async def test_register_to_settled(settings: Settings) -> None:
                     break
             except grpc.aio.AioRpcError:
                 pass
-            import asyncio
-
             await asyncio.sleep(0.1)
         assert card is not None and len(card.entries) == 6
         assert card.state == orders_pb2.ORDER_STATE_SETTLED and not card.pledged
@@ -101,6 +103,21 @@ async def test_register_to_settled(settings: Settings) -> None:
                 orders_pb2.VerifyOrderRequest(order_id=oid, contract_sha256=b"\x00" * 32)
             )
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+        # `scf order card` checks the proofs itself and writes the card and its QR code.
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.cli.main", "order", "card", oid,
+            "--contract-sha256", CONTRACT.hex(), "--as", "delta-pumps", "--out", str(tmp_path),
+            env={**os.environ, **settings.to_env()},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        stdout, stderr = await proc.communicate()
+        assert "6 journal entries proven" in stdout.decode()
+        assert proc.returncode == 0, stderr.decode()
+        card_json = json.loads((tmp_path / f"{oid}.card.json").read_text())
+        assert card_json["state"] == "settled" and len(card_json["journal_entries"]) == 6
+        assert card_json["qr"].startswith(f"scf-order:{oid}?sha256={CONTRACT.hex()}")
+        assert (tmp_path / f"{oid}.qr.svg").read_text().startswith("<?xml")
 
 
 async def test_dispute_and_cancel(settings: Settings) -> None:
