@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 from typing import Any
 
 import grpc
@@ -10,12 +12,14 @@ from rich.console import Console
 from rich.table import Table
 
 from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
+from services.gen.scf.orders.v1 import orders_pb2, orders_pb2_grpc
 from services.gen.scf.platform.v1 import platform_pb2, platform_pb2_grpc
 from services.gen.scf.replica.v1 import replica_pb2, replica_pb2_grpc
 from services.journal.checkpoint import parse_note
 from services.journal.offline import verify_database
 from services.journal.proofs import verify_inclusion
 from services.journal.witness import verify_quorum
+from services.orders.card import card_uri, check_card
 from services.replica.config import EXAMPLE_BANKS
 from services.runtime.certs import load_party
 from services.runtime.config import SERVICE_NAMES, Settings
@@ -48,12 +52,91 @@ async def _story(platform: Platform, out: Console) -> int:
         else:
             out.print("[red]a call without a certificate was accepted[/]")
             return 1
-    return await _journal(platform, out)
+    code = await _order(platform, out)
+    return code or await _journal(platform, out)
+
+
+async def _order(platform: Platform, out: Console) -> int:
+    settings = platform.settings
+    out.rule("3. A subcontractor registers an order; the buyer confirms it")
+    addr = settings.endpoint("orders").grpc_addr
+    contract = hashlib.sha256(b"Flood barrier steel supply contract, signed PDF").digest()
+    sub_tls = load_party(settings.certs_dir, "acme-builders")
+    buyer_tls = load_party(settings.certs_dir, "citybuild")
+    async with client_channel(addr, sub_tls) as sub_ch, client_channel(addr, buyer_tls) as buy_ch:
+        sub = orders_pb2_grpc.OrdersServiceStub(sub_ch)
+        buyer = orders_pb2_grpc.OrdersServiceStub(buy_ch)
+        cny = "CNY"
+        order = (
+            await sub.RegisterOrder(
+                orders_pb2.RegisterOrderRequest(
+                    buyer_id="citybuild",
+                    amount=orders_pb2.Money(amount="4000000.00", currency=cny),
+                    issue_date="2027-01-05",
+                    due_date="2027-04-30",
+                    line_items=[
+                        orders_pb2.LineItem(
+                            description="flood barrier steel (tonnes)",
+                            quantity=400,
+                            unit_price=orders_pb2.Money(amount="9000.00", currency=cny),
+                        ),
+                        orders_pb2.LineItem(
+                            description="installation",
+                            quantity=1,
+                            unit_price=orders_pb2.Money(amount="400000.00", currency=cny),
+                        ),
+                    ],
+                    contract_sha256=contract,
+                    reference="FB-2027-001",
+                    idempotency_key="demo-register-1",
+                ),
+                timeout=10,
+            )
+        ).order
+        out.print(
+            f"acme-builders registered {order.order_id}: {order.amount.amount} {cny} to citybuild,"
+            f" due {order.due_date}"
+        )
+        try:
+            await sub.ConfirmOrder(
+                orders_pb2.ConfirmOrderRequest(order_id=order.order_id, idempotency_key="x"),
+                timeout=10,
+            )
+        except grpc.aio.AioRpcError as exc:
+            out.print(f"the subcontractor cannot confirm its own order: {exc.code().name}")
+        await buyer.ConfirmOrder(
+            orders_pb2.ConfirmOrderRequest(order_id=order.order_id, idempotency_key="demo-c1"),
+            timeout=10,
+        )
+        out.print("citybuild confirmed it: the order can now back a financing")
+        card = None
+        for _ in range(100):  # until both transitions are journaled and checkpointed
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                card = await buyer.VerifyOrder(
+                    orders_pb2.VerifyOrderRequest(
+                        order_id=order.order_id, contract_sha256=contract
+                    ),
+                    timeout=10,
+                )
+                if len(card.entries) == 2:
+                    break
+            await asyncio.sleep(0.1)
+    if card is None or len(card.entries) != 2:
+        out.print("[red]the order's journal entries did not appear[/]")
+        return 1
+    journal_key = bytes.fromhex((settings.keys_dir / "journal.pub").read_text())
+    check_card(card, journal_key)
+    out.print("its identity card, every entry proven against the signed checkpoint:")
+    for e in card.entries:
+        out.print(f"  entry {e.seq:<4} {e.event_type:<18} proof of {len(e.inclusion_proof)} hashes")
+    out.print(f"QR code: {card_uri(card, contract)}", soft_wrap=True)
+    out.print(f"(`scf order card {order.order_id} --contract-sha256 …` writes it as a file)")
+    return 0
 
 
 async def _journal(platform: Platform, out: Console) -> int:
     settings = platform.settings
-    out.rule("3. The journal, as an auditor sees it")
+    out.rule("4. The journal, as an auditor sees it")
     tls = load_party(settings.certs_dir, "auditor-reg")
     async with client_channel(settings.endpoint("journal").grpc_addr, tls) as channel:
         audit = journal_pb2_grpc.AuditServiceStub(channel)
@@ -86,7 +169,7 @@ async def _journal(platform: Platform, out: Console) -> int:
 
 async def _replicas(platform: Platform, out: Console, size: int) -> int:
     settings = platform.settings
-    out.rule("4. Each bank keeps its own verified replica, and cosigns")
+    out.rule("5. Each bank keeps its own verified replica, and cosigns")
     tls = load_party(settings.certs_dir, "operator")
     table = Table("bank", "entries", "root", "cosigned up to", "lag", "alarm")
     for bank in EXAMPLE_BANKS:
