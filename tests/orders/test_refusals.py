@@ -215,8 +215,25 @@ async def test_idempotent_retries(settings: Settings) -> None:
             register_request("PO-R2", idempotency_key="register-PO-R"),
             grpc.StatusCode.ALREADY_EXISTS,
         )
+        r1 = await env.command(Action.RELEASE, oid, "APP-R")
+        assert r1 == await env.command(Action.RELEASE, oid, "APP-R") and r1.ok
+        await env.command(Action.PLEDGE, oid, "APP-S")
+        s1 = await env.command(Action.SETTLE, oid, "APP-S")
+        assert s1 == await env.command(Action.SETTLE, oid, "APP-S") and s1.ok
+        other = (await sub.RegisterOrder(register_request("PO-R3"))).order.order_id
+        for call, request in [
+            (
+                buyer.DisputeOrder,
+                orders_pb2.DisputeOrderRequest(order_id=other, reason="no", idempotency_key="k4"),
+            ),
+            (sub.CancelOrder, orders_pb2.CancelOrderRequest(order_id=other, idempotency_key="k5")),
+        ]:
+            one, two = await call(request), await call(request)
+            assert one == two
         journaled = await env.journaled()
-        assert sorted(journaled) == [f"order/{oid}/v{v}" for v in range(1, 6)]
+        assert sorted(journaled) == sorted(
+            [f"order/{oid}/v{v}" for v in range(1, 9)] + [f"order/{other}/v{v}" for v in (1, 2, 3)]
+        )
 
 
 async def test_concurrent_pledges_one_wins(settings: Settings) -> None:
