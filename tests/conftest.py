@@ -13,7 +13,7 @@ import pytest
 
 from services.runtime.certs import ensure_certificates
 from services.runtime.config import Settings
-from services.runtime.embedded import EmbeddedNats, EmbeddedPostgres
+from services.runtime.embedded import servers_for
 from tests.support import make_settings
 
 
@@ -31,22 +31,9 @@ def session_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def servers(session_dir: Path) -> Iterator[Servers]:
-    nats_url = os.environ.get("SCF_NATS_URL", "")
-    db_url = os.environ.get("SCF_DATABASE_URL", "")
-    nats = pg = None
-    if not nats_url:
-        nats = EmbeddedNats(session_dir / "nats")
-        nats_url = nats.start()
-    if not db_url:
-        pg = EmbeddedPostgres(session_dir / "pg", database="scf_test")
-        db_url = pg.start()
-    try:
+    env_urls = (os.environ.get("SCF_NATS_URL", ""), os.environ.get("SCF_DATABASE_URL", ""))
+    with servers_for(session_dir, *env_urls, database="scf_test") as (nats_url, db_url):
         yield Servers(nats_url, db_url)
-    finally:
-        if nats is not None:
-            nats.stop()
-        if pg is not None:
-            pg.stop()
 
 
 @pytest.fixture(scope="session")

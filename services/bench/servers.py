@@ -12,7 +12,7 @@ from pathlib import Path
 
 from services.runtime.certs import ensure_certificates
 from services.runtime.config import SERVICE_NAMES, ServiceEndpoint, Settings
-from services.runtime.embedded import EmbeddedNats, EmbeddedPostgres
+from services.runtime.embedded import servers_for
 
 
 def free_port() -> int:
@@ -26,16 +26,8 @@ def bench_settings() -> Iterator[Settings]:
     """Settings with fresh schemas and stream names, on servers that are cleaned up."""
     with tempfile.TemporaryDirectory(prefix="scf-bench-") as tmp:
         data = Path(tmp)
-        nats_url = os.environ.get("SCF_NATS_URL", "")
-        db_url = os.environ.get("SCF_DATABASE_URL", "")
-        nats = pg = None
-        try:
-            if not nats_url:
-                nats = EmbeddedNats(data / "nats")
-                nats_url = nats.start()
-            if not db_url:
-                pg = EmbeddedPostgres(data / "pg", database="scf_bench")
-                db_url = pg.start()
+        env_urls = (os.environ.get("SCF_NATS_URL", ""), os.environ.get("SCF_DATABASE_URL", ""))
+        with servers_for(data, *env_urls, database="scf_bench") as (nats_url, db_url):
             ensure_certificates(data / "certs")
             tag = f"b_{uuid.uuid4().hex[:8]}"
             yield Settings(
@@ -52,8 +44,3 @@ def bench_settings() -> Iterator[Settings]:
                     for n in SERVICE_NAMES
                 },
             )
-        finally:
-            if nats is not None:
-                nats.stop()
-            if pg is not None:
-                pg.stop()

@@ -18,13 +18,14 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from services.runtime.errors import ConfigError
 
-__all__ = ["EmbeddedNats", "EmbeddedPostgres", "nats_server_binary"]
+__all__ = ["EmbeddedNats", "EmbeddedPostgres", "nats_server_binary", "servers_for"]
 
 log = logging.getLogger(__name__)
 
@@ -166,3 +167,25 @@ def _ensure_writable(path: Path, setting: str) -> None:
         raise ConfigError(setting, f"cannot create {path}: {exc.strerror}") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(setting, f"{path} is not writable")
+
+
+@contextlib.contextmanager
+def servers_for(
+    data_dir: Path, nats_url: str = "", database_url: str = "", database: str = "scf"
+) -> Iterator[tuple[str, str]]:
+    """The given servers, or embedded ones under ``data_dir`` for what is not
+    given; embedded ones are stopped on exit. Yields (NATS URL, database DSN)."""
+    nats = pg = None
+    try:
+        if not nats_url:
+            nats = EmbeddedNats(data_dir / "nats")
+            nats_url = nats.start()
+        if not database_url:
+            pg = EmbeddedPostgres(data_dir / "pg", database=database)
+            database_url = pg.start()
+        yield nats_url, database_url
+    finally:
+        if nats is not None:
+            nats.stop()
+        if pg is not None:
+            pg.stop()
