@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.gen.scf.orders.v1 import orders_pb2_grpc
+from services.orders.facts import FactsResponder
 from services.orders.pledges import PledgeHandler
 from services.orders.servicer import OrdersServicer
 from services.runtime.certs import load_party
@@ -20,6 +21,7 @@ async def setup(ctx: ServiceContext) -> None:
         "scf.orders.v1.OrdersService",
     )
     await PledgeHandler(ctx.pool, ctx.outbox, ctx.clock).subscribe(ctx.nc, ctx.settings.nats_prefix)
+    await FactsResponder(ctx.pool).subscribe(ctx.nc, ctx.settings.nats_prefix)
 
 
 SPEC = ServiceSpec(name="orders", package="services.orders", setup=setup)

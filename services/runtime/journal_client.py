@@ -131,7 +131,7 @@ class Outbox:
 
     async def add(
         self,
-        conn: asyncpg.Connection[Any],
+        conn: Any,
         subject: str,
         event_type: str,
         payload: Mapping[str, Any] | bytes,

@@ -786,3 +786,69 @@ class PledgeResult(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PledgeResult: _TypeAlias = PledgeResult  # noqa: Y015
+
+@_typing.final
+class OrderFactsQuery(_message.Message):
+    """OrderFactsQuery (NATS request-reply on <prefix>.orders.facts): what scoring
+    needs to know about an order and its subcontractor's record.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_id", b"order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderFactsQuery: _TypeAlias = OrderFactsQuery  # noqa: Y015
+
+@_typing.final
+class OrderFacts(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FOUND_FIELD_NUMBER: _builtins.int
+    ORDER_FIELD_NUMBER: _builtins.int
+    BUYER_RATING_FIELD_NUMBER: _builtins.int
+    COMPLETED_ORDERS_FIELD_NUMBER: _builtins.int
+    USUAL_AMOUNT_MINOR_FIELD_NUMBER: _builtins.int
+    OPEN_EXPOSURE_MINOR_FIELD_NUMBER: _builtins.int
+    OPEN_EXPOSURE_ON_BUYER_MINOR_FIELD_NUMBER: _builtins.int
+    found: _builtins.bool
+    buyer_rating: _builtins.str
+    completed_orders: _builtins.int
+    """The subcontractor's orders that reached SETTLED."""
+    usual_amount_minor: _builtins.int
+    """The average amount of the subcontractor's other orders (0: none)."""
+    open_exposure_minor: _builtins.int
+    """The amount of the subcontractor's orders now pledged (open financing),
+    in total and on this order's buyer.
+    """
+    open_exposure_on_buyer_minor: _builtins.int
+    @_builtins.property
+    def order(self) -> Global___Order: ...
+    def __init__(
+        self,
+        *,
+        found: _builtins.bool = ...,
+        order: Global___Order | None = ...,
+        buyer_rating: _builtins.str = ...,
+        completed_orders: _builtins.int = ...,
+        usual_amount_minor: _builtins.int = ...,
+        open_exposure_minor: _builtins.int = ...,
+        open_exposure_on_buyer_minor: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyer_rating", b"buyer_rating", "completed_orders", b"completed_orders", "found", b"found", "open_exposure_minor", b"open_exposure_minor", "open_exposure_on_buyer_minor", b"open_exposure_on_buyer_minor", "order", b"order", "usual_amount_minor", b"usual_amount_minor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderFacts: _TypeAlias = OrderFacts  # noqa: Y015

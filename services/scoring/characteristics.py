@@ -1,0 +1,71 @@
+"""From the platform's facts to the scorecard's inputs. Pure.
+
+Ratios are quantized to four decimals (half-even) before binning and
+recorded as strings, so a recomputation bins exactly the same values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from services.gen.scf.orders.v1 import orders_pb2
+from services.runtime.errors import FailedPrecondition, NotFound
+from services.runtime.money import parse_money
+
+__all__ = ["RepaymentHistory", "inputs_for"]
+
+_RATIO = Decimal("0.0001")
+_SCOREABLE = {
+    orders_pb2.ORDER_STATE_CONFIRMED: "confirmed",
+    orders_pb2.ORDER_STATE_DELIVERED: "delivered",
+    orders_pb2.ORDER_STATE_ACCEPTED: "accepted",
+}
+
+
+@dataclass(frozen=True)
+class RepaymentHistory:
+    """What repayment knows of the subcontractor's past financings."""
+
+    repaid_on_time: int = 0
+    max_days_past_due: int = 0
+    defaults: int = 0
+
+
+def _ratio(numerator: int, denominator: int) -> str:
+    if denominator <= 0:
+        return "0.0000"
+    return str((Decimal(numerator) / Decimal(denominator)).quantize(_RATIO, ROUND_HALF_EVEN))
+
+
+def inputs_for(
+    facts: orders_pb2.OrderFacts, history: RepaymentHistory, today: dt.date
+) -> tuple[dict[str, str], int]:
+    """The characteristic values for an order, and its amount in minor units."""
+    if not facts.found:
+        raise NotFound("scoring cannot find the order")
+    order = facts.order
+    state = _SCOREABLE.get(order.state)
+    if state is None:
+        name = orders_pb2.OrderState.Name(order.state).removeprefix("ORDER_STATE_").lower()
+        raise FailedPrecondition(
+            f"order {order.order_id} is {name}; only a confirmed order is scored"
+        )
+    amount = parse_money(order.amount.amount, order.amount.currency, "order.amount").minor
+    usual = facts.usual_amount_minor or amount  # no other orders yet: this one is the usual
+    exposure = facts.open_exposure_minor + amount
+    tenor = max(0, (dt.date.fromisoformat(order.due_date) - today).days)
+    inputs = {
+        "buyer_rating": facts.buyer_rating,
+        "order_state": state,
+        "completed_orders": str(facts.completed_orders),
+        "repaid_on_time": str(history.repaid_on_time),
+        "max_days_past_due": str(history.max_days_past_due),
+        "defaults": str(history.defaults),
+        "amount_to_usual": _ratio(amount, usual),
+        "open_exposure_to_amount": _ratio(facts.open_exposure_minor, amount),
+        "tenor_days": str(tenor),
+        "buyer_concentration": _ratio(facts.open_exposure_on_buyer_minor + amount, exposure),
+    }
+    return inputs, amount
