@@ -18,6 +18,7 @@ from rich.table import Table
 from services.cli.bench_cmds import bench_app
 from services.cli.journal_cmds import audit_app, journal_app
 from services.cli.order_cmds import order_app
+from services.cli.score_cmds import score_app
 from services.replica.config import EXAMPLE_BANKS
 from services.runtime.certs import EXAMPLE_PARTIES, ensure_certificates
 from services.runtime.config import Settings
@@ -31,6 +32,7 @@ app.add_typer(journal_app, name="journal")
 app.add_typer(audit_app, name="audit")
 app.add_typer(bench_app, name="bench")
 app.add_typer(order_app, name="order")
+app.add_typer(score_app, name="score")
 
 console = Console(stderr=True)
 out = Console()
