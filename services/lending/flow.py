@@ -1,0 +1,327 @@
+"""The financing process manager: moves each application on, and survives restarts.
+
+Every step reads the application's state from PostgreSQL, makes its
+(idempotent) call to another service, then records the outcome and its
+journal entry in one transaction. A crash between the call and the record
+repeats the call, which orders and scoring answer as before; nothing is done
+twice.
+
+    requested -pledge-> pledged -score-> approved | referred | releasing
+    referred -underwriters-> approved | pending_second_approval | offered | releasing
+    approved -every signature-> effective -disburse-> disbursed
+    any offer past its expiry, a withdrawal, a rejection -> releasing -> closed
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from typing import Any
+
+import asyncpg
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from services.gen.scf.orders.v1 import orders_pb2
+from services.gen.scf.scoring.v1 import scoring_pb2
+from services.lending.policy import auto_decision, contract_document, policy_for
+from services.lending.store import Transitions
+from services.orders.domain import Action
+from services.orders.pledges import pledge_subject
+from services.runtime.bus import StreamSpec, ensure_stream
+from services.runtime.clock import Clock
+from services.runtime.errors import FailedPrecondition
+from services.scoring.decisions import score_subject
+
+__all__ = ["FlowEngine", "lending_stream"]
+
+log = logging.getLogger(__name__)
+DAY_MICROS = 86_400_000_000
+STEPPED = ("requested", "pledged", "effective", "releasing")
+EXPIRING = ("approved", "offered", "pending_second_approval")
+
+
+def lending_stream(prefix: str) -> StreamSpec:
+    return StreamSpec(name=f"{prefix.upper()}_LENDING", subjects=(f"{prefix}.lending.>",))
+
+
+class FlowEngine:
+    def __init__(
+        self,
+        pool: asyncpg.Pool[Any],
+        nc: NATS,
+        js: JetStreamContext,
+        transitions: Transitions,
+        clock: Clock,
+        prefix: str,
+    ) -> None:
+        self.pool = pool
+        self.nc = nc
+        self.js = js
+        self.t = transitions
+        self.clock = clock
+        self.prefix = prefix
+        self.wake = asyncio.Event()
+
+    async def run(self) -> None:
+        await ensure_stream(self.js, lending_stream(self.prefix))
+        while True:
+            self.wake.clear()
+            try:
+                await self.step_all()
+            except Exception:  # one bad step must not stop the others; it is retried
+                log.exception("lending step failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=0.5)
+
+    async def step_all(self) -> None:
+        now = self.clock.now_micros()
+        rows = await self.pool.fetch(
+            "SELECT application_id, state FROM applications WHERE state = ANY($1::text[])"
+            " OR (state = ANY($2::text[]) AND offer_expires_micros > 0"
+            "     AND offer_expires_micros < $3)"
+            " OR (state = 'disbursed' AND NOT announced) ORDER BY created_micros LIMIT 100",
+            list(STEPPED),
+            list(EXPIRING),
+            now,
+        )
+        for row in rows:
+            await self.step(row["application_id"], row["state"])
+
+    async def step(self, application_id: str, state: str) -> None:
+        if state == "requested":
+            await self._pledge(application_id)
+        elif state == "pledged":
+            await self._score(application_id)
+        elif state in EXPIRING:
+            await self._expire(application_id)
+        elif state == "effective":
+            await self._disburse(application_id)
+        elif state == "disbursed":
+            await self._announce(application_id)
+        elif state == "releasing":
+            await self._release(application_id)
+
+    # -- steps ---------------------------------------------------------------------
+
+    async def _get(self, application_id: str) -> Any:
+        return await self.pool.fetchrow(
+            "SELECT * FROM applications WHERE application_id = $1", application_id
+        )
+
+    async def _order_command(self, action: Action, app: Any) -> orders_pb2.PledgeResult:
+        reply = await self.nc.request(
+            pledge_subject(self.prefix, action),
+            orders_pb2.PledgeCommand(
+                order_id=app["order_id"], application_id=app["application_id"], bank=app["bank"]
+            ).SerializeToString(),
+            timeout=10,
+        )
+        return orders_pb2.PledgeResult.FromString(reply.data)
+
+    async def _pledge(self, application_id: str) -> None:
+        app = await self._get(application_id)
+        result = await self._order_command(Action.PLEDGE, app)
+        async with self.pool.acquire() as conn, conn.transaction():
+            app = await self.t.lock(conn, application_id)
+            if app["state"] != "requested":
+                return
+            now = self.clock.now_micros()
+            if result.ok:
+                await self.t.move(conn, app, "pledged", "pledged", now, "orders")
+            else:
+                await self.t.move(
+                    conn,
+                    app,
+                    "closed",
+                    "refused",
+                    now,
+                    "orders",
+                    outcome="refused",
+                    reason=result.reason,
+                )
+
+    async def _score(self, application_id: str) -> None:
+        app = await self._get(application_id)
+        facility: Any = await self.pool.fetchrow(
+            "SELECT * FROM facilities WHERE facility_id = $1", app["facility_id"]
+        )
+        available = facility["limit_minor"] - facility["reserved_minor"] - facility["drawn_minor"]
+        reply = await self.nc.request(
+            score_subject(self.prefix),
+            scoring_pb2.ScoreRequest(
+                application_id=application_id,
+                order_id=app["order_id"],
+                bank=app["bank"],
+                facility_available_minor=available,
+            ).SerializeToString(),
+            timeout=15,
+        )
+        result = scoring_pb2.ScoreResult.FromString(reply.data)
+        async with self.pool.acquire() as conn, conn.transaction():
+            app = await self.t.lock(conn, application_id)
+            if app["state"] != "pledged":
+                return
+            now = self.clock.now_micros()
+            if not result.ok:
+                await self.t.move(
+                    conn,
+                    app,
+                    "releasing",
+                    "declined",
+                    now,
+                    "scoring",
+                    outcome="declined",
+                    reason=result.reason,
+                )
+                return
+            decision = json.loads(result.decision_json)
+            app = await self.t.move(
+                conn,
+                app,
+                "pledged",
+                "scored",
+                now,
+                "scoring",
+                decision=decision,
+                decision_id=result.decision_id,
+            )
+            tenor = min(int(app["order_facts"]["tenor_days"]), int(decision["max_tenor_days"]) or 1)
+            verdict, terms = auto_decision(
+                policy_for(app["bank"]), decision, app["requested_minor"], tenor
+            )
+            if verdict == "approve" and terms is not None:
+                await self.approve(conn, app, terms, "policy")
+            elif verdict == "decline":
+                reasons = "; ".join(
+                    decision["knockouts"] or [r["text"] for r in decision["reasons"]]
+                )
+                await self.t.move(
+                    conn,
+                    app,
+                    "releasing",
+                    "declined",
+                    now,
+                    "policy",
+                    outcome="declined",
+                    reason=reasons,
+                )
+            else:
+                await self.t.move(conn, app, "referred", "referred", now, "policy")
+
+    async def approve(self, conn: Any, app: Any, terms: dict[str, Any], by: str) -> Any:
+        """Reserve the facility, draw up the contract, and offer it for signature."""
+        now = self.clock.now_micros()
+        amount = terms["amount_minor"]
+        facility: Any = await conn.fetchrow(
+            "SELECT * FROM facilities WHERE facility_id = $1 FOR UPDATE", app["facility_id"]
+        )
+        available = facility["limit_minor"] - facility["reserved_minor"] - facility["drawn_minor"]
+        if amount > available:
+            raise FailedPrecondition(
+                f"the facility has {available} minor units available, not {amount}"
+            )
+        await conn.execute(
+            "UPDATE facilities SET reserved_minor = reserved_minor + $2 WHERE facility_id = $1",
+            facility["facility_id"],
+            amount,
+        )
+        document, digest = contract_document(
+            {**dict(app), "buyer_id": app["order_facts"]["buyer_id"]}, terms
+        )
+        contract_id = f"CON-{uuid.uuid4().hex[:12].upper()}"
+        signers = [app["subcontractor_id"], app["bank"], app["order_facts"]["buyer_id"]]
+        await conn.execute(
+            "INSERT INTO contracts (contract_id, application_id, document, sha256, signers)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            contract_id,
+            app["application_id"],
+            document,
+            digest,
+            signers,
+        )
+        policy = policy_for(app["bank"])
+        return await self.t.move(
+            conn, app, "approved", "approved", now, by,
+            terms=terms, reserved_minor=amount, contract_id=contract_id,
+            offer_expires_micros=now + policy.offer_days * DAY_MICROS,
+        )  # fmt: skip
+
+    async def _expire(self, application_id: str) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            app = await self.t.lock(conn, application_id)
+            now = self.clock.now_micros()
+            if app["state"] in EXPIRING and 0 < app["offer_expires_micros"] < now:
+                await self.t.move(
+                    conn, app, "releasing", "expired", now, "clock", outcome="expired",
+                    reason="the offer expired before every party signed",
+                )  # fmt: skip
+
+    async def _disburse(self, application_id: str) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            app = await self.t.lock(conn, application_id)
+            if app["state"] != "effective":
+                return
+            amount = app["reserved_minor"]
+            await conn.execute(
+                "UPDATE facilities SET reserved_minor = reserved_minor - $2,"
+                " drawn_minor = drawn_minor + $2 WHERE facility_id = $1",
+                app["facility_id"],
+                amount,
+            )
+            await self.t.move(
+                conn, app, "disbursed", "disbursed", self.clock.now_micros(), "lending",
+                outcome="disbursed", reserved_minor=0,
+            )  # fmt: skip
+        await self._announce(application_id)
+
+    async def _announce(self, application_id: str) -> None:
+        """Tell repayment to open the schedule (JetStream: not lost, deduplicated)."""
+        app = await self._get(application_id)
+        event = {
+            "application_id": application_id,
+            "subcontractor_id": app["subcontractor_id"],
+            "bank": app["bank"],
+            "order_id": app["order_id"],
+            "buyer_id": app["order_facts"]["buyer_id"],
+            "due_date": app["order_facts"]["due_date"],
+            "currency": app["currency"],
+            "principal_minor": app["terms"]["amount_minor"],
+            "rate_bps": app["terms"]["rate_bps"],
+            "tenor_days": app["terms"]["tenor_days"],
+            "disbursed_micros": app["updated_micros"],
+            "facility_id": app["facility_id"],
+        }
+        await self.js.publish(
+            f"{self.prefix}.lending.disbursed",
+            json.dumps(event, sort_keys=True).encode(),
+            headers={"Nats-Msg-Id": f"disbursed-{application_id}"},
+            timeout=5,
+        )
+        await self.pool.execute(
+            "UPDATE applications SET announced = true WHERE application_id = $1", application_id
+        )
+
+    async def _release(self, application_id: str) -> None:
+        app = await self._get(application_id)
+        result = await self._order_command(Action.RELEASE, app)
+        if not result.ok and "not pledged to" not in result.reason:
+            log.warning("release of %s refused: %s", application_id, result.reason)
+            return
+        async with self.pool.acquire() as conn, conn.transaction():
+            app = await self.t.lock(conn, application_id)
+            if app["state"] != "releasing":
+                return
+            if app["reserved_minor"]:
+                await conn.execute(
+                    "UPDATE facilities SET reserved_minor = reserved_minor - $2"
+                    " WHERE facility_id = $1",
+                    app["facility_id"],
+                    app["reserved_minor"],
+                )
+            await self.t.move(
+                conn, app, "closed", "closed", self.clock.now_micros(), "lending", reserved_minor=0
+            )

@@ -1,0 +1,78 @@
+"""Each bank's lending policy and the rules of a financing. Pure: no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["POLICIES", "BankPolicy", "auto_decision", "contract_document", "policy_for"]
+
+
+@dataclass(frozen=True)
+class BankPolicy:
+    bank: str
+    #: Grades the bank approves without an underwriter, up to ``auto_max_minor``.
+    auto_grades: frozenset[str]
+    auto_max_minor: int
+    #: Approvals above this amount need a second, different underwriter.
+    four_eyes_minor: int
+    #: The bank's base rate; the price is base plus the scoring or facility spread.
+    base_rate_bps: int
+    #: How long an offer (approval or counter-offer) may wait for signatures.
+    offer_days: int = 14
+
+
+POLICIES = {
+    "bank-north": BankPolicy("bank-north", frozenset({"A", "B"}), 300_000_000, 100_000_000, 350),
+    "bank-south": BankPolicy("bank-south", frozenset({"A"}), 100_000_000, 50_000_000, 380),
+}
+
+
+def policy_for(bank: str) -> BankPolicy:
+    """A bank without a policy of its own gets the strictest: nothing automatic."""
+    return POLICIES.get(bank, BankPolicy(bank, frozenset(), 0, 0, 400))
+
+
+def auto_decision(
+    policy: BankPolicy, decision: dict[str, Any], requested_minor: int, tenor_days: int
+) -> tuple[str, dict[str, Any] | None]:
+    """("approve", terms), ("decline", None) or ("refer", None)."""
+    if decision["recommendation"] == "decline":
+        return "decline", None
+    amount = min(requested_minor, int(decision["max_amount_minor"]))
+    if (
+        decision["recommendation"] == "approve"
+        and decision["grade"] in policy.auto_grades
+        and amount <= policy.auto_max_minor
+        and amount == requested_minor
+    ):
+        terms = {
+            "amount_minor": amount,
+            "rate_bps": policy.base_rate_bps + int(decision["spread_bps"]),
+            "tenor_days": tenor_days,
+        }
+        return "approve", terms
+    return "refer", None
+
+
+def contract_document(application: dict[str, Any], terms: dict[str, Any]) -> tuple[str, bytes]:
+    """The canonical contract (sorted-key JSON, no spaces) and its SHA-256."""
+    body = {
+        "kind": "order-financing",
+        "application_id": application["application_id"],
+        "lender": application["bank"],
+        "borrower": application["subcontractor_id"],
+        "buyer": application["buyer_id"],
+        "order_id": application["order_id"],
+        "currency": application["currency"],
+        "principal_minor": terms["amount_minor"],
+        "rate_bps": terms["rate_bps"],
+        "tenor_days": terms["tenor_days"],
+        "day_count": "ACT/365",
+        "repayment": "bullet at the order's due date, paid by the buyer to the supervised account",
+        "assignment": "the buyer acknowledges the assignment of the order's payment to the lender",
+    }
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return text, hashlib.sha256(text.encode()).digest()

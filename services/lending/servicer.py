@@ -1,0 +1,432 @@
+"""``scf.lending.v1.LendingService``: facilities, applications, signatures."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import asyncpg
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from nats.aio.client import Client as NATS
+
+from services.gen.scf.lending.v1 import lending_pb2, lending_pb2_grpc
+from services.gen.scf.orders.v1 import orders_pb2
+from services.lending.flow import FlowEngine
+from services.lending.store import Transitions, application_proto, facility_proto
+from services.orders.facts import facts_subject
+from services.runtime.clock import Clock
+from services.runtime.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+from services.runtime.idempotency import M, once
+from services.runtime.identity import Identity, Role, current_identity, require_role
+from services.runtime.keys import key_id_of
+from services.runtime.money import parse_money
+
+__all__ = ["LendingServicer", "application_view"]
+
+_SCOREABLE = {
+    orders_pb2.ORDER_STATE_CONFIRMED,
+    orders_pb2.ORDER_STATE_DELIVERED,
+    orders_pb2.ORDER_STATE_ACCEPTED,
+}
+CLOSABLE = ("requested", "pledged", "referred", "pending_second_approval", "offered", "approved")
+
+
+async def application_view(conn: Any, app: Any) -> lending_pb2.Application:
+    contract = None
+    signed: list[str] = []
+    if app["contract_id"]:
+        contract = await conn.fetchrow(
+            "SELECT * FROM contracts WHERE contract_id = $1", app["contract_id"]
+        )
+        signed = [
+            r["signer"]
+            for r in await conn.fetch(
+                "SELECT signer FROM signatures WHERE contract_id = $1 ORDER BY signer",
+                app["contract_id"],
+            )
+        ]
+    return application_proto(app, contract, signed)
+
+
+def _may_read(who: Identity, app: Any) -> None:
+    if who.role in (Role.AUDITOR, Role.OPERATOR) or who.party_id == app["subcontractor_id"]:
+        return
+    if who.role is Role.UNDERWRITER and who.organization == app["bank"]:
+        return
+    raise PermissionDenied(f"{who.party_id} is not a party to application {app['application_id']}")
+
+
+class LendingServicer(lending_pb2_grpc.LendingServiceServicer):
+    def __init__(
+        self, pool: asyncpg.Pool[Any], nc: NATS, engine: FlowEngine, clock: Clock, prefix: str
+    ) -> None:
+        self.pool = pool
+        self.nc = nc
+        self.engine = engine
+        self.t: Transitions = engine.t
+        self.clock = clock
+        self.prefix = prefix
+
+    async def _once(
+        self, who: Identity, method: str, request: Any, response: type[M], work: Any
+    ) -> M:
+        result = await once(
+            self.pool, who.party_id, method, request.idempotency_key, request, response, work
+        )
+        self.engine.wake.set()
+        return result
+
+    # -- facilities ------------------------------------------------------------------
+
+    async def CreateFacility(
+        self, request: lending_pb2.CreateFacilityRequest, context: Any
+    ) -> lending_pb2.CreateFacilityResponse:
+        who = require_role(Role.UNDERWRITER)
+        if not request.subcontractor_id:
+            raise InvalidArgument("subcontractor_id", "required")
+        limit = parse_money(request.limit.amount, request.limit.currency, "limit")
+        try:
+            expires = dt.date.fromisoformat(request.expires_on)
+        except ValueError:
+            raise InvalidArgument("expires_on", "a date like 2027-12-31") from None
+        if expires <= self.clock.now().date():
+            raise InvalidArgument("expires_on", "must be in the future")
+        if not 0 <= request.spread_bps <= 5000:
+            raise InvalidArgument("spread_bps", "0 to 5000 basis points")
+
+        async def work(conn: Any) -> lending_pb2.CreateFacilityResponse:
+            exists = await conn.fetchval(
+                "SELECT facility_id FROM facilities WHERE bank = $1 AND subcontractor_id = $2"
+                " AND currency = $3",
+                who.organization, request.subcontractor_id, limit.currency,
+            )  # fmt: skip
+            if exists:
+                raise AlreadyExists(
+                    f"{who.organization} has facility {exists} for this subcontractor"
+                )
+            facility_id = f"FAC-{uuid.uuid4().hex[:10].upper()}"
+            row = await conn.fetchrow(
+                "INSERT INTO facilities (facility_id, bank, subcontractor_id, currency,"
+                " limit_minor, expires_on, spread_bps, created_micros)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                " RETURNING *",
+                facility_id, who.organization, request.subcontractor_id, limit.currency,
+                limit.minor, expires, request.spread_bps, self.clock.now_micros(),
+            )  # fmt: skip
+            await self.t.outbox.add(
+                conn,
+                subject=f"facility/{facility_id}",
+                event_type="facility.created",
+                payload={
+                    "facility_id": facility_id, "bank": who.organization,
+                    "subcontractor_id": request.subcontractor_id, "currency": limit.currency,
+                    "limit_minor": limit.minor, "expires_on": expires.isoformat(),
+                    "spread_bps": request.spread_bps, "by": who.party_id,
+                },
+                idempotency_key=f"facility/{facility_id}/created",
+            )  # fmt: skip
+            return lending_pb2.CreateFacilityResponse(facility=facility_proto(row))
+
+        return await self._once(
+            who, "CreateFacility", request, lending_pb2.CreateFacilityResponse, work
+        )
+
+    async def ListFacilities(
+        self, request: Any, context: Any
+    ) -> lending_pb2.ListFacilitiesResponse:
+        who = current_identity()
+        if who.role is Role.UNDERWRITER:
+            rows = await self.pool.fetch(
+                "SELECT * FROM facilities WHERE bank = $1", who.organization
+            )
+        elif who.role is Role.SUBCONTRACTOR:
+            rows = await self.pool.fetch(
+                "SELECT * FROM facilities WHERE subcontractor_id = $1", who.party_id
+            )
+        elif who.role in (Role.AUDITOR, Role.OPERATOR):
+            rows = await self.pool.fetch("SELECT * FROM facilities")
+        else:
+            raise PermissionDenied(f"{who.role.value}s have no facilities")
+        return lending_pb2.ListFacilitiesResponse(facilities=[facility_proto(r) for r in rows])
+
+    # -- applications ------------------------------------------------------------------
+
+    async def RequestFinancing(
+        self, request: lending_pb2.RequestFinancingRequest, context: Any
+    ) -> lending_pb2.RequestFinancingResponse:
+        who = require_role(Role.SUBCONTRACTOR)
+        if not request.order_id:
+            raise InvalidArgument("order_id", "required")
+        if not request.bank:
+            raise InvalidArgument("bank", "required")
+        amount = parse_money(request.amount.amount, request.amount.currency, "amount")
+        reply = await self.nc.request(
+            facts_subject(self.prefix),
+            orders_pb2.OrderFactsQuery(order_id=request.order_id).SerializeToString(),
+            timeout=5,
+        )
+        facts = orders_pb2.OrderFacts.FromString(reply.data)
+        if not facts.found:
+            raise NotFound(f"no order {request.order_id!r}")
+        order = facts.order
+        if order.subcontractor_id != who.party_id:
+            raise PermissionDenied(f"order {order.order_id} is not {who.party_id}'s")
+        if order.state not in _SCOREABLE:
+            state = orders_pb2.OrderState.Name(order.state).removeprefix("ORDER_STATE_").lower()
+            raise FailedPrecondition(
+                f"order {order.order_id} is {state}; only a confirmed order is financed"
+            )
+        if order.HasField("pledge"):
+            raise FailedPrecondition(
+                f"order {order.order_id} already backs application {order.pledge.application_id}"
+                f" at {order.pledge.bank}"
+            )
+        order_amount = parse_money(order.amount.amount, order.amount.currency, "order.amount")
+        if amount.currency != order_amount.currency:
+            raise InvalidArgument("amount.currency", f"the order is in {order_amount.currency}")
+        if amount.minor > order_amount.minor:
+            raise InvalidArgument("amount.amount", f"more than the order's {order.amount.amount}")
+        due = dt.date.fromisoformat(order.due_date)
+        facts_json = {
+            "buyer_id": order.buyer_id,
+            "due_date": order.due_date,
+            "order_amount_minor": order_amount.minor,
+            "tenor_days": max(1, (due - self.clock.now().date()).days),
+        }
+
+        async def work(conn: Any) -> lending_pb2.RequestFinancingResponse:
+            facility = await conn.fetchrow(
+                "SELECT * FROM facilities WHERE bank = $1 AND subcontractor_id = $2"
+                " AND currency = $3",
+                request.bank, who.party_id, amount.currency,
+            )  # fmt: skip
+            if facility is None:
+                raise FailedPrecondition(
+                    f"{request.bank} has no {amount.currency} facility for {who.party_id}"
+                )
+            if facility["expires_on"] < self.clock.now().date():
+                raise FailedPrecondition(
+                    f"facility {facility['facility_id']} expired on {facility['expires_on']}"
+                )
+            available = (
+                facility["limit_minor"] - facility["reserved_minor"] - facility["drawn_minor"]
+            )
+            if amount.minor > available:
+                raise FailedPrecondition(
+                    f"facility {facility['facility_id']} has {available} minor units available"
+                )
+            now = self.clock.now_micros()
+            application_id = f"APP-{uuid.uuid4().hex[:12].upper()}"
+            row = await conn.fetchrow(
+                "INSERT INTO applications (application_id, subcontractor_id, bank, order_id,"
+                " facility_id, currency, requested_minor, state, order_facts, created_micros,"
+                " updated_micros) VALUES ($1, $2, $3, $4, $5, $6, $7, 'requested', $8, $9, $9)"
+                " RETURNING *",
+                application_id, who.party_id, request.bank, request.order_id,
+                facility["facility_id"], amount.currency, amount.minor, facts_json, now,
+            )  # fmt: skip
+            await self.t.outbox.add(
+                conn,
+                subject=f"application/{application_id}",
+                event_type="application.requested",
+                payload={
+                    "application_id": application_id, "subcontractor_id": who.party_id,
+                    "bank": request.bank, "order_id": request.order_id,
+                    "facility_id": facility["facility_id"], "currency": amount.currency,
+                    "requested_minor": amount.minor, "version": 1,
+                },
+                idempotency_key=f"application/{application_id}/v1",
+            )  # fmt: skip
+            return lending_pb2.RequestFinancingResponse(application=application_proto(row))
+
+        return await self._once(
+            who, "RequestFinancing", request, lending_pb2.RequestFinancingResponse, work
+        )
+
+    async def GetApplication(
+        self, request: lending_pb2.GetApplicationRequest, context: Any
+    ) -> lending_pb2.GetApplicationResponse:
+        who = current_identity()
+        async with self.pool.acquire() as conn:
+            app = await conn.fetchrow(
+                "SELECT * FROM applications WHERE application_id = $1", request.application_id
+            )
+            if app is None:
+                raise NotFound(f"no application {request.application_id!r}")
+            _may_read(who, app)
+            return lending_pb2.GetApplicationResponse(application=await application_view(conn, app))
+
+    async def _borrower_step(self, request: Any, response: type[M], method: str, step: Any) -> M:
+        who = require_role(Role.SUBCONTRACTOR)
+
+        async def work(conn: Any) -> M:
+            app = await self.t.lock(conn, request.application_id)
+            if app["subcontractor_id"] != who.party_id:
+                raise PermissionDenied(
+                    f"application {app['application_id']} is not {who.party_id}'s"
+                )
+            app = await step(conn, app, who)
+            return response(application=await application_view(conn, app))
+
+        return await self._once(who, method, request, response, work)
+
+    async def AcceptOffer(
+        self, request: lending_pb2.AcceptOfferRequest, context: Any
+    ) -> lending_pb2.AcceptOfferResponse:
+        async def step(conn: Any, app: Any, who: Identity) -> Any:
+            if app["state"] != "offered":
+                raise FailedPrecondition(
+                    f"application is {app['state']}; there is no offer to accept"
+                )
+            return await self.engine.approve(conn, app, dict(app["terms"]), who.party_id)
+
+        return await self._borrower_step(
+            request, lending_pb2.AcceptOfferResponse, "AcceptOffer", step
+        )
+
+    async def DeclineOffer(
+        self, request: lending_pb2.DeclineOfferRequest, context: Any
+    ) -> lending_pb2.DeclineOfferResponse:
+        async def step(conn: Any, app: Any, who: Identity) -> Any:
+            if app["state"] != "offered":
+                raise FailedPrecondition(
+                    f"application is {app['state']}; there is no offer to decline"
+                )
+            return await self.t.move(
+                conn, app, "releasing", "offer_declined", self.clock.now_micros(), who.party_id,
+                outcome="declined", reason="the subcontractor declined the counter-offer",
+            )  # fmt: skip
+
+        return await self._borrower_step(
+            request, lending_pb2.DeclineOfferResponse, "DeclineOffer", step
+        )
+
+    async def WithdrawApplication(
+        self, request: lending_pb2.WithdrawApplicationRequest, context: Any
+    ) -> lending_pb2.WithdrawApplicationResponse:
+        async def step(conn: Any, app: Any, who: Identity) -> Any:
+            if app["state"] not in CLOSABLE:
+                raise FailedPrecondition(
+                    f"application is {app['state']}; it can no longer be withdrawn"
+                )
+            return await self.t.move(
+                conn, app, "releasing", "withdrawn", self.clock.now_micros(), who.party_id,
+                outcome="withdrawn", reason="withdrawn by the subcontractor",
+            )  # fmt: skip
+
+        return await self._borrower_step(
+            request, lending_pb2.WithdrawApplicationResponse, "WithdrawApplication", step
+        )
+
+    # -- signatures ------------------------------------------------------------------------
+
+    async def RegisterSigningKey(
+        self, request: lending_pb2.RegisterSigningKeyRequest, context: Any
+    ) -> lending_pb2.RegisterSigningKeyResponse:
+        who = current_identity()
+        if len(request.public_key) != 32:
+            raise InvalidArgument("public_key", "an Ed25519 public key is 32 bytes")
+        key_id = key_id_of(request.public_key)
+
+        async def work(conn: Any) -> lending_pb2.RegisterSigningKeyResponse:
+            await conn.execute(
+                "INSERT INTO signing_keys (party_id, public_key, key_id) VALUES ($1, $2, $3)"
+                " ON CONFLICT (party_id) DO UPDATE SET public_key = $2, key_id = $3",
+                who.party_id, request.public_key, key_id,
+            )  # fmt: skip
+            await self.t.outbox.add(
+                conn,
+                subject=f"party/{who.party_id}",
+                event_type="party.signing_key_registered",
+                payload={"party_id": who.party_id, "public_key": request.public_key.hex()},
+                idempotency_key=f"party/{who.party_id}/key/{key_id.hex()[:32]}",
+            )
+            return lending_pb2.RegisterSigningKeyResponse(key_id=key_id)
+
+        return await self._once(
+            who, "RegisterSigningKey", request, lending_pb2.RegisterSigningKeyResponse, work
+        )
+
+    async def SignContract(
+        self, request: lending_pb2.SignContractRequest, context: Any
+    ) -> lending_pb2.SignContractResponse:
+        who = current_identity()
+        if len(request.signature) != 64:
+            raise InvalidArgument("signature", "an Ed25519 signature is 64 bytes")
+
+        async def work(conn: Any) -> lending_pb2.SignContractResponse:
+            contract = await conn.fetchrow(
+                "SELECT * FROM contracts WHERE contract_id = $1", request.contract_id
+            )
+            if contract is None:
+                raise NotFound(f"no contract {request.contract_id!r}")
+            app = await self.t.lock(conn, contract["application_id"])
+            if app["state"] != "approved" or app["contract_id"] != contract["contract_id"]:
+                raise FailedPrecondition(
+                    f"application is {app['state']}; the contract is not open for signing"
+                )
+            borrower, bank, buyer = contract["signers"]
+            if who.party_id == borrower:
+                signer = borrower
+            elif who.role is Role.UNDERWRITER and who.organization == bank:
+                signer = bank
+            elif who.party_id == buyer:
+                signer = buyer
+            else:
+                raise PermissionDenied(
+                    f"{who.party_id} is not a party to contract {contract['contract_id']}"
+                )
+            key = await conn.fetchrow(
+                "SELECT * FROM signing_keys WHERE party_id = $1", who.party_id
+            )
+            if key is None:
+                raise FailedPrecondition(f"{who.party_id} has no signing key registered")
+            try:
+                Ed25519PublicKey.from_public_bytes(bytes(key["public_key"])).verify(
+                    request.signature, bytes(contract["sha256"])
+                )
+            except InvalidSignature:
+                raise InvalidArgument(
+                    "signature", "does not verify under the caller's registered key"
+                ) from None
+            done = await conn.fetchval(
+                "SELECT 1 FROM signatures WHERE contract_id = $1 AND signer = $2",
+                contract["contract_id"],
+                signer,
+            )
+            if done:
+                raise AlreadyExists(
+                    f"{signer} has signed contract {contract['contract_id']} already"
+                )
+            await conn.execute(
+                "INSERT INTO signatures (contract_id, signer, party_id, key_id, signature)"
+                " VALUES ($1, $2, $3, $4, $5)",
+                contract["contract_id"], signer, who.party_id, bytes(key["key_id"]),
+                request.signature,
+            )  # fmt: skip
+            count = await conn.fetchval(
+                "SELECT count(*) FROM signatures WHERE contract_id = $1", contract["contract_id"]
+            )
+            now = self.clock.now_micros()
+            app = await self.t.move(
+                conn, app, "approved", f"signed_by_{_role_of(signer, contract)}", now, who.party_id
+            )
+            if count == len(contract["signers"]):
+                app = await self.t.move(conn, app, "effective", "effective", now, "lending")
+            return lending_pb2.SignContractResponse(application=await application_view(conn, app))
+
+        return await self._once(
+            who, "SignContract", request, lending_pb2.SignContractResponse, work
+        )
+
+
+def _role_of(signer: str, contract: Any) -> str:
+    return ("borrower", "lender", "buyer")[list(contract["signers"]).index(signer)]

@@ -1,0 +1,126 @@
+"""The lending schema, and each application transition with its journal entry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.gen.scf.lending.v1 import lending_pb2
+from services.journal.keyset import canonical_json
+from services.runtime.errors import NotFound
+from services.runtime.journal_client import Outbox
+from services.runtime.money import Money
+
+__all__ = ["Transitions", "application_proto", "facility_proto", "money_pb"]
+
+
+def money_pb(currency: str, minor: int) -> lending_pb2.Money:
+    return lending_pb2.Money(amount=Money(currency, minor).major(), currency=currency)
+
+
+def facility_proto(row: Any) -> lending_pb2.Facility:
+    c = row["currency"]
+    available = row["limit_minor"] - row["reserved_minor"] - row["drawn_minor"]
+    return lending_pb2.Facility(
+        facility_id=row["facility_id"],
+        bank=row["bank"],
+        subcontractor_id=row["subcontractor_id"],
+        limit=money_pb(c, row["limit_minor"]),
+        reserved=money_pb(c, row["reserved_minor"]),
+        drawn=money_pb(c, row["drawn_minor"]),
+        available=money_pb(c, available),
+        expires_on=row["expires_on"].isoformat(),
+        spread_bps=row["spread_bps"],
+    )
+
+
+def application_proto(
+    row: Any, contract: Any = None, signed_by: list[str] | None = None
+) -> lending_pb2.Application:
+    c = row["currency"]
+    app = lending_pb2.Application(
+        application_id=row["application_id"],
+        subcontractor_id=row["subcontractor_id"],
+        bank=row["bank"],
+        order_id=row["order_id"],
+        facility_id=row["facility_id"],
+        requested=money_pb(c, row["requested_minor"]),
+        state=row["state"],
+        outcome=row["outcome"],
+        reason=row["reason"],
+        decision_id=row["decision_id"],
+        decision_json=canonical_json(row["decision"]).decode() if row["decision"] else "",
+        approvals=list(row["approvals"]),
+        offer_expires_micros=row["offer_expires_micros"],
+        created_micros=row["created_micros"],
+        updated_micros=row["updated_micros"],
+    )
+    terms = row["terms"]
+    if terms:
+        app.terms.CopyFrom(
+            lending_pb2.Terms(
+                amount=money_pb(c, terms["amount_minor"]),
+                rate_bps=terms["rate_bps"],
+                tenor_days=terms["tenor_days"],
+            )
+        )
+    if contract is not None:
+        app.contract.CopyFrom(
+            lending_pb2.Contract(
+                contract_id=contract["contract_id"],
+                document=contract["document"],
+                sha256=bytes(contract["sha256"]),
+                signers=list(contract["signers"]),
+                signed_by=signed_by or [],
+            )
+        )
+    return app
+
+
+class Transitions:
+    """Moves an application from state to state, journaling each move once."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+
+    @staticmethod
+    async def lock(conn: Any, application_id: str) -> Any:
+        row = await conn.fetchrow(
+            "SELECT * FROM applications WHERE application_id = $1 FOR UPDATE", application_id
+        )
+        if row is None:
+            raise NotFound(f"no application {application_id!r}")
+        return row
+
+    async def move(
+        self, conn: Any, app: Any, state: str, event: str, now: int, by: str, **changes: Any
+    ) -> Any:
+        """Set ``state`` (and other columns), bump the version, journal ``event``."""
+        sets = ["state = $2", "version = version + 1", "updated_micros = $3"]
+        args: list[Any] = [app["application_id"], state, now]
+        for column, value in changes.items():
+            args.append(value)
+            sets.append(f"{column} = ${len(args)}")
+        row = await conn.fetchrow(
+            f"UPDATE applications SET {', '.join(sets)} WHERE application_id = $1 RETURNING *",
+            *args,
+        )
+        payload: dict[str, Any] = {
+            "application_id": row["application_id"],
+            "state": state,
+            "version": row["version"],
+            "by": by,
+            "order_id": row["order_id"],
+            "bank": row["bank"],
+        }
+        for key in ("outcome", "reason", "terms", "approvals", "decision_id", "contract_id"):
+            if key in changes:
+                value = changes[key]
+                payload[key] = list(value) if isinstance(value, (list, tuple)) else value
+        await self.outbox.add(
+            conn,
+            subject=f"application/{row['application_id']}",
+            event_type=f"application.{event}",
+            payload=payload,
+            idempotency_key=f"application/{row['application_id']}/v{row['version']}",
+        )
+        return row
