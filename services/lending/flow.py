@@ -34,6 +34,7 @@ from services.orders.pledges import pledge_subject
 from services.runtime.bus import StreamSpec, ensure_stream
 from services.runtime.clock import Clock
 from services.runtime.errors import FailedPrecondition
+from services.runtime.faults import crash_point
 from services.scoring.decisions import score_subject
 
 __all__ = ["FlowEngine", "lending_stream"]
@@ -125,6 +126,7 @@ class FlowEngine:
     async def _pledge(self, application_id: str) -> None:
         app = await self._get(application_id)
         result = await self._order_command(Action.PLEDGE, app)
+        crash_point("lending.after_pledge")
         async with self.pool.acquire() as conn, conn.transaction():
             app = await self.t.lock(conn, application_id)
             if app["state"] != "requested":
@@ -161,6 +163,7 @@ class FlowEngine:
             timeout=15,
         )
         result = scoring_pb2.ScoreResult.FromString(reply.data)
+        crash_point("lending.after_score")
         async with self.pool.acquire() as conn, conn.transaction():
             app = await self.t.lock(conn, application_id)
             if app["state"] != "pledged":
@@ -276,6 +279,7 @@ class FlowEngine:
                 conn, app, "disbursed", "disbursed", self.clock.now_micros(), "lending",
                 outcome="disbursed", reserved_minor=0,
             )  # fmt: skip
+        crash_point("lending.before_announce")
         await self._announce(application_id)
 
     async def _announce(self, application_id: str) -> None:
