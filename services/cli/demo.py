@@ -53,6 +53,7 @@ async def _story(platform: Platform, out: Console) -> int:
             out.print("[red]a call without a certificate was accepted[/]")
             return 1
     code = await _order(platform, out)
+    code = code or await _finance(platform, out)
     return code or await _journal(platform, out)
 
 
@@ -126,6 +127,7 @@ async def _order(platform: Platform, out: Console) -> int:
         return 1
     journal_key = bytes.fromhex((settings.keys_dir / "journal.pub").read_text())
     check_card(card, journal_key)
+    platform.demo_order = (order.order_id, order.amount.amount)  # type: ignore[attr-defined]
     out.print("its identity card, every entry proven against the signed checkpoint:")
     for e in card.entries:
         out.print(f"  entry {e.seq:<4} {e.event_type:<18} proof of {len(e.inclusion_proof)} hashes")
@@ -134,9 +136,17 @@ async def _order(platform: Platform, out: Console) -> int:
     return 0
 
 
+async def _finance(platform: Platform, out: Console) -> int:
+    """Steps 4 to 7: request, score, two underwriters, signatures, disbursement."""
+    from services.cli.demo_lending import finance
+
+    order_id, _ = platform.demo_order  # type: ignore[attr-defined]
+    return await finance(platform.settings, out, order_id)
+
+
 async def _journal(platform: Platform, out: Console) -> int:
     settings = platform.settings
-    out.rule("4. The journal, as an auditor sees it")
+    out.rule("8. The journal, as an auditor sees it")
     tls = load_party(settings.certs_dir, "auditor-reg")
     async with client_channel(settings.endpoint("journal").grpc_addr, tls) as channel:
         audit = journal_pb2_grpc.AuditServiceStub(channel)
@@ -169,7 +179,7 @@ async def _journal(platform: Platform, out: Console) -> int:
 
 async def _replicas(platform: Platform, out: Console, size: int) -> int:
     settings = platform.settings
-    out.rule("5. Each bank keeps its own verified replica, and cosigns")
+    out.rule("9. Each bank keeps its own verified replica, and cosigns")
     tls = load_party(settings.certs_dir, "operator")
     table = Table("bank", "entries", "root", "cosigned up to", "lag", "alarm")
     for bank in EXAMPLE_BANKS:

@@ -1,0 +1,154 @@
+"""The demo's financing: request, scoring, four eyes, signatures, disbursement."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from typing import Any
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from rich.console import Console
+
+from services.cli.score_cmds import show
+from services.gen.scf.lending.v1 import lending_pb2, lending_pb2_grpc
+from services.gen.scf.scoring.v1 import scoring_pb2, scoring_pb2_grpc
+from services.gen.scf.underwriting.v1 import underwriting_pb2, underwriting_pb2_grpc
+from services.runtime.certs import load_party
+from services.runtime.config import Settings
+from services.runtime.grpcserver import client_channel
+
+PARTIES = ("acme-builders", "citybuild", "uw-alice", "uw-bob")
+
+
+async def _wait(stub: Any, application_id: str, *states: str) -> Any:
+    for _ in range(300):  # 30 s at most
+        app = (
+            await stub.GetApplication(
+                lending_pb2.GetApplicationRequest(application_id=application_id), timeout=5
+            )
+        ).application
+        if app.state in states:
+            return app
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"application {application_id} never reached {states}")
+
+
+async def finance(settings: Settings, out: Console, order_id: str) -> int:
+    addr = settings.endpoint("lending").grpc_addr
+    channels = {p: client_channel(addr, load_party(settings.certs_dir, p)) for p in PARTIES}
+    try:
+        lending = {p: lending_pb2_grpc.LendingServiceStub(c) for p, c in channels.items()}
+        uw = {
+            p: underwriting_pb2_grpc.UnderwritingServiceStub(channels[p])
+            for p in ("uw-alice", "uw-bob")
+        }
+        out.rule("4. bank-north grants acme-builders a facility; acme-builders asks for financing")
+        expires = (dt.date.today() + dt.timedelta(days=365)).isoformat()
+        facility = (
+            await lending["uw-alice"].CreateFacility(
+                lending_pb2.CreateFacilityRequest(
+                    subcontractor_id="acme-builders",
+                    limit=lending_pb2.Money(amount="5000000.00", currency="CNY"),
+                    expires_on=expires, spread_bps=200, idempotency_key="demo-facility",
+                ),
+                timeout=10,
+            )
+        ).facility  # fmt: skip
+        out.print(
+            f"facility {facility.facility_id}: limit {facility.limit.amount} CNY until {expires}"
+        )
+        app = (
+            await lending["acme-builders"].RequestFinancing(
+                lending_pb2.RequestFinancingRequest(
+                    order_id=order_id, bank="bank-north",
+                    amount=lending_pb2.Money(amount="2000000.00", currency="CNY"),
+                    idempotency_key="demo-finance-1",
+                ),
+                timeout=10,
+            )
+        ).application  # fmt: skip
+        out.print(f"application {app.application_id} for 2,000,000.00 CNY against {order_id}")
+        app = await _wait(
+            lending["acme-builders"], app.application_id, "referred", "approved", "closed"
+        )
+        out.rule("5. Orders pledges the order; scoring scores the request, and refers it")
+        decision = json.loads(app.decision_json)
+        async with client_channel(
+            settings.endpoint("scoring").grpc_addr, load_party(settings.certs_dir, "uw-alice")
+        ) as channel:
+            explained = await scoring_pb2_grpc.ScoringServiceStub(channel).Explain(
+                scoring_pb2.ExplainRequest(decision_id=app.decision_id), timeout=10
+            )
+        out.print(show(explained))
+        if app.state != "referred":
+            out.print(
+                f"[red]expected a referral, got {app.state} ({decision['recommendation']})[/]"
+            )
+            return 1
+        try:
+            await lending["acme-builders"].RequestFinancing(
+                lending_pb2.RequestFinancingRequest(
+                    order_id=order_id, bank="bank-south",
+                    amount=lending_pb2.Money(amount="1000000.00", currency="CNY"),
+                    idempotency_key="demo-finance-2",
+                ),
+                timeout=10,
+            )  # fmt: skip
+            out.print("[red]a second financing of a pledged order was accepted[/]")
+            return 1
+        except grpc.aio.AioRpcError as exc:
+            out.print(
+                f"a second financing at bank-south is refused: {exc.code().name}: {exc.details()}"
+            )
+        out.rule("6. Two underwriters of bank-north approve (four eyes above 1,000,000.00)")
+        terms = underwriting_pb2.Terms(
+            amount=underwriting_pb2.Money(amount="2000000.00", currency="CNY"),
+            rate_bps=600,
+            tenor_days=115,
+        )
+        for who in ("uw-alice", "uw-bob"):
+            reply = await uw[who].Approve(
+                underwriting_pb2.ApproveRequest(
+                    application_id=app.application_id, terms=terms, idempotency_key=f"demo-{who}"
+                ),
+                timeout=10,
+            )
+            out.print(f"{who} approves: {reply.state}")
+        out.rule("7. Every party signs the contract; the money is disbursed")
+        app = await _wait(lending["acme-builders"], app.application_id, "approved")
+        out.print(f"contract {app.contract.contract_id}, SHA-256 {app.contract.sha256.hex()[:16]}…")
+        for party in ("acme-builders", "uw-alice", "citybuild"):
+            key = Ed25519PrivateKey.generate()
+            public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+            await lending[party].RegisterSigningKey(
+                lending_pb2.RegisterSigningKeyRequest(
+                    public_key=public, idempotency_key=f"demo-key-{party}"
+                ),
+                timeout=10,
+            )
+            await lending[party].SignContract(
+                lending_pb2.SignContractRequest(
+                    contract_id=app.contract.contract_id,
+                    signature=key.sign(app.contract.sha256),
+                    idempotency_key=f"demo-sign-{party}",
+                ),
+                timeout=10,
+            )
+            out.print(f"{party} signed")
+        app = await _wait(lending["acme-builders"], app.application_id, "disbursed")
+        facilities = await lending["acme-builders"].ListFacilities(
+            lending_pb2.ListFacilitiesRequest(), timeout=10
+        )
+        f = facilities.facilities[0]
+        out.print(
+            f"disbursed {app.terms.amount.amount} CNY at {app.terms.rate_bps} bp a year for"
+            f" {app.terms.tenor_days} days; facility drawn {f.drawn.amount},"
+            f" available {f.available.amount}"
+        )
+        return 0
+    finally:
+        for channel in channels.values():
+            await channel.close()
