@@ -94,3 +94,45 @@ async def test_offers_expire_and_release(settings: Settings) -> None:
         assert app.outcome == "expired"
         events = await _events(settings, f"order/{oid}")
         assert events[-1] == "order.released"
+
+
+@pytest.mark.parametrize("point", ["lending.before_announce"])
+async def test_lending_killed_after_disbursing_announces_once(
+    settings: Settings, point: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from services.lending.flow import lending_stream
+
+    platform = Platform(settings, services=("lending",))
+    try:
+        async with orders_env(settings) as orders, running(SCORING, settings):
+            monkeypatch.setenv("SCF_CRASH_AT", point)
+            platform.spawn("lending")
+            await platform.wait_ready("lending")
+            monkeypatch.delenv("SCF_CRASH_AT")
+            env = _env(orders)
+            await env.facility()
+            oid = await env.confirmed_order("PO-K2")
+            app_id = await env.request(oid, "500000.00")
+            await env.wait_state(app_id, "referred")
+            assert await env.approve(app_id, "uw-alice", "500000.00", "a") == "approved"
+            await env.sign_all(await env.get(app_id))
+            assert await _exit(platform) == 99  # disbursed and committed, not yet announced
+            platform.spawn("lending")
+            await platform.wait_ready("lending")
+            env = _env(orders)
+            app = await env.wait_state(app_id, "disbursed")
+            assert app.outcome == "disbursed"
+            stream = lending_stream(settings.nats_prefix).name
+            sub = await orders.nc.jetstream().subscribe(
+                f"{settings.nats_prefix}.lending.disbursed", stream=stream
+            )
+            event = json.loads((await sub.next_msg(timeout=10)).data)
+            assert event["application_id"] == app_id
+            info = await orders.nc.jetstream().stream_info(stream)
+            assert info.state.messages == 1  # announced once, whatever the crash
+            events = await _events(settings, f"application/{app_id}")
+            assert events.count("application.disbursed") == 1
+    finally:
+        platform.stop()
