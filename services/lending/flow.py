@@ -24,6 +24,7 @@ from typing import Any
 import asyncpg
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from services.gen.scf.orders.v1 import orders_pb2
 from services.gen.scf.scoring.v1 import scoring_pb2
@@ -31,7 +32,7 @@ from services.lending.policy import auto_decision, contract_document, policy_for
 from services.lending.store import Transitions
 from services.orders.domain import Action
 from services.orders.pledges import pledge_subject
-from services.runtime.bus import StreamSpec, ensure_stream
+from services.runtime.bus import StreamSpec, ack, ensure_stream, fetch
 from services.runtime.clock import Clock
 from services.runtime.errors import FailedPrecondition
 from services.runtime.faults import crash_point
@@ -46,7 +47,11 @@ EXPIRING = ("approved", "offered", "pending_second_approval")
 
 
 def lending_stream(prefix: str) -> StreamSpec:
-    return StreamSpec(name=f"{prefix.upper()}_LENDING", subjects=(f"{prefix}.lending.>",))
+    """Lending's events (disbursed) and repayment's (settled): both must not be lost."""
+    return StreamSpec(
+        name=f"{prefix.upper()}_LENDING",
+        subjects=(f"{prefix}.lending.>", f"{prefix}.repayment.settled"),
+    )
 
 
 class FlowEngine:
@@ -67,8 +72,46 @@ class FlowEngine:
         self.prefix = prefix
         self.wake = asyncio.Event()
 
+    async def restore_facilities(self) -> None:
+        """Repayment settled a loan: give its facility the amount back, once."""
+        stream = lending_stream(self.prefix)
+        await self.js.add_consumer(
+            stream.name,
+            ConsumerConfig(
+                durable_name="lending_settled",
+                filter_subject=f"{self.prefix}.repayment.settled",
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=30,
+            ),
+        )
+        sub = await self.js.pull_subscribe_bind("lending_settled", stream=stream.name)
+        while True:
+            for msg in await fetch(sub, 50, 1.0):
+                event = json.loads(msg.data)
+                async with self.pool.acquire() as conn, conn.transaction():
+                    app = await self.t.lock(conn, event["loan_id"])
+                    if not app["restored"]:
+                        await conn.execute(
+                            "UPDATE facilities SET drawn_minor = drawn_minor - $2"
+                            " WHERE facility_id = $1",
+                            app["facility_id"],
+                            app["terms"]["amount_minor"],
+                        )
+                        await self.t.move(
+                            conn, app, app["state"], "facility_restored", self.clock.now_micros(),
+                            "repayment", restored=True,
+                        )  # fmt: skip
+                await ack(msg)
+
     async def run(self) -> None:
         await ensure_stream(self.js, lending_stream(self.prefix))
+        restorer = asyncio.create_task(self.restore_facilities())
+        try:
+            await self._loop()
+        finally:
+            restorer.cancel()
+
+    async def _loop(self) -> None:
         while True:
             self.wake.clear()
             try:

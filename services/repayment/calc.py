@@ -16,12 +16,15 @@ from fractions import Fraction
 
 __all__ = [
     "Allocation",
+    "Balances",
     "Line",
+    "accrue",
     "allocate",
     "annuity_schedule",
     "bucket_for",
     "bullet_schedule",
     "day_count_fraction",
+    "days_past_due",
     "interest",
 ]
 
@@ -186,3 +189,44 @@ def bucket_for(days_past_due: int) -> str:
     if days_past_due <= 90:
         return "61-90"
     return "90+"
+
+
+@dataclass(frozen=True)
+class Balances:
+    """What a loan owes, accrued up to (and including the day before) ``until``."""
+
+    until: dt.date
+    principal_minor: int
+    interest_minor: int
+    penalty_minor: int
+
+    @property
+    def total_minor(self) -> int:
+        return self.principal_minor + self.interest_minor + self.penalty_minor
+
+
+def accrue(
+    b: Balances, to: dt.date, rate_bps: int, penalty_rate_bps: int, due: dt.date, basis: str
+) -> Balances:
+    """Move the balances forward to ``to``: interest on the outstanding principal
+    up to the due date, penalty interest on it from the day after the due date.
+    Each segment is rounded once (half-even); accrual never runs backwards."""
+    if to <= b.until:
+        return b
+    owed_interest = 0
+    end = min(to, due)
+    if end > b.until:
+        owed_interest = interest(b.principal_minor, rate_bps, b.until, end, basis)
+    penalty = 0
+    start = max(b.until, due)
+    if to > start:
+        penalty = interest(b.principal_minor, penalty_rate_bps, start, to, basis)
+    return Balances(
+        to, b.principal_minor, b.interest_minor + owed_interest, b.penalty_minor + penalty
+    )
+
+
+def days_past_due(b: Balances, due: dt.date, today: dt.date) -> int:
+    if b.total_minor <= 0 or today <= due:
+        return 0
+    return (today - due).days

@@ -1,5 +1,70 @@
 """How the repayment service is assembled."""
 
-from services.runtime.service import ServiceSpec
+from __future__ import annotations
 
-SPEC = ServiceSpec(name="repayment", package="services.repayment")
+import asyncio
+import contextlib
+import json
+import logging
+
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from services.gen.scf.repayment.v1 import repayment_pb2_grpc
+from services.lending.flow import lending_stream
+from services.repayment.loans import LoanBook
+from services.repayment.servicer import RepaymentServicer
+from services.runtime.bus import ack, ensure_stream, fetch
+from services.runtime.service import ServiceContext, ServiceSpec
+
+log = logging.getLogger(__name__)
+
+
+async def open_loans(ctx: ServiceContext, book: LoanBook) -> None:
+    """Every disbursement from lending opens a loan, exactly once (durable consumer)."""
+    stream = lending_stream(ctx.settings.nats_prefix)
+    await ensure_stream(ctx.js, stream)
+    await ctx.js.add_consumer(
+        stream.name,
+        ConsumerConfig(
+            durable_name="repayment_disbursed",
+            filter_subject=f"{ctx.settings.nats_prefix}.lending.disbursed",
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=30,
+        ),
+    )
+    sub = await ctx.js.pull_subscribe_bind("repayment_disbursed", stream=stream.name)
+    while True:
+        for msg in await fetch(sub, 50, 1.0):
+            await book.open(json.loads(msg.data))
+            await ack(msg)
+
+
+async def sweep(book: LoanBook) -> None:
+    while True:
+        try:
+            await book.sweep()
+        except Exception:  # retried on the next pass; a failure must not stop the sweeper
+            log.exception("repayment sweep failed")
+        await asyncio.sleep(1.0)
+
+
+async def setup(ctx: ServiceContext) -> None:
+    prefix = ctx.settings.nats_prefix
+    book = LoanBook(ctx.pool, ctx.nc, ctx.js, ctx.outbox, ctx.clock, prefix)
+    ctx.server.add(
+        repayment_pb2_grpc.add_RepaymentServiceServicer_to_server,
+        RepaymentServicer(book),
+        "scf.repayment.v1.RepaymentService",
+    )
+
+    async def history(msg: Msg) -> None:
+        with contextlib.suppress(Exception):
+            await msg.respond(json.dumps(await book.history(msg.data.decode())).encode())
+
+    await ctx.nc.subscribe(f"{prefix}.repayment.history", queue="repayment", cb=history)
+    ctx.tasks.append(asyncio.create_task(open_loans(ctx, book), name="repayment-open-loans"))
+    ctx.tasks.append(asyncio.create_task(sweep(book), name="repayment-sweep"))
+
+
+SPEC = ServiceSpec(name="repayment", package="services.repayment", setup=setup)

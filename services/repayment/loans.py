@@ -1,0 +1,402 @@
+"""Loans: opened by lending's disbursement, paid through the supervised account."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import uuid
+from typing import Any
+
+import asyncpg
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from services.gen.scf.orders.v1 import orders_pb2
+from services.orders.domain import Action
+from services.orders.pledges import pledge_subject
+from services.repayment.calc import (
+    Allocation,
+    Balances,
+    accrue,
+    allocate,
+    bucket_for,
+    bullet_schedule,
+    days_past_due,
+)
+from services.runtime.clock import Clock
+from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from services.runtime.journal_client import Outbox
+
+__all__ = ["LoanBook", "balances_of"]
+
+log = logging.getLogger(__name__)
+DAY_COUNT = "ACT/365"
+
+
+def penalty_rate(rate_bps: int) -> int:
+    """Penalty interest on overdue principal: the loan's rate plus half again."""
+    return rate_bps * 3 // 2
+
+
+def balances_of(loan: Any) -> Balances:
+    return Balances(
+        loan["accrued_until"], loan["principal_out"], loan["interest_owed"], loan["penalty_owed"]
+    )
+
+
+def as_of(loan: Any, day: dt.date) -> Balances:
+    return accrue(
+        balances_of(loan),
+        day,
+        loan["rate_bps"],
+        loan["penalty_rate_bps"],
+        loan["due_date"],
+        loan["day_count"],
+    )
+
+
+class LoanBook:
+    def __init__(
+        self,
+        pool: asyncpg.Pool[Any],
+        nc: NATS,
+        js: JetStreamContext,
+        outbox: Outbox,
+        clock: Clock,
+        prefix: str,
+    ) -> None:
+        self.pool = pool
+        self.nc = nc
+        self.js = js
+        self.outbox = outbox
+        self.clock = clock
+        self.prefix = prefix
+
+    async def journal(
+        self, conn: Any, loan_id: str, event: str, version: int, payload: dict[str, Any]
+    ) -> None:
+        await self.outbox.add(
+            conn,
+            subject=f"loan/{loan_id}",
+            event_type=f"loan.{event}",
+            payload={"loan_id": loan_id, "version": version, **payload},
+            idempotency_key=f"loan/{loan_id}/v{version}",
+        )
+
+    async def open(self, event: dict[str, Any]) -> bool:
+        """Open the loan of a disbursement; False when it is open already."""
+        loan_id = event["application_id"]
+        disbursed = dt.datetime.fromtimestamp(event["disbursed_micros"] / 1_000_000, dt.UTC).date()
+        due = dt.date.fromisoformat(event["due_date"])
+        principal, rate = int(event["principal_minor"]), int(event["rate_bps"])
+        lines = bullet_schedule(principal, rate, disbursed, due, DAY_COUNT)
+        async with self.pool.acquire() as conn, conn.transaction():
+            inserted = await conn.fetchval(
+                "INSERT INTO loans (loan_id, subcontractor_id, bank, buyer_id, order_id,"
+                " facility_id, currency, principal_minor, rate_bps, penalty_rate_bps, day_count,"
+                " disbursed_on, due_date, accrued_until, principal_out, created_micros)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $12, $8, $14)"
+                " ON CONFLICT DO NOTHING RETURNING 1",
+                loan_id,
+                event["subcontractor_id"],
+                event["bank"],
+                event["buyer_id"],
+                event["order_id"],
+                event["facility_id"],
+                event["currency"],
+                principal,
+                rate,
+                penalty_rate(rate),
+                DAY_COUNT,
+                disbursed,
+                due,
+                self.clock.now_micros(),
+            )
+            if not inserted:
+                return False
+            await conn.executemany(
+                "INSERT INTO schedule_lines (loan_id, number, due, principal, interest)"
+                " VALUES ($1, $2, $3, $4, $5)",
+                [
+                    (loan_id, ln.number, ln.due, ln.principal_minor, ln.interest_minor)
+                    for ln in lines
+                ],
+            )
+            await self.journal(
+                conn,
+                loan_id,
+                "opened",
+                1,
+                {
+                    "principal_minor": principal,
+                    "currency": event["currency"],
+                    "rate_bps": rate,
+                    "penalty_rate_bps": penalty_rate(rate),
+                    "day_count": DAY_COUNT,
+                    "disbursed_on": disbursed.isoformat(),
+                    "due_date": due.isoformat(),
+                    "schedule": [
+                        {
+                            "due": ln.due.isoformat(),
+                            "principal_minor": ln.principal_minor,
+                            "interest_minor": ln.interest_minor,
+                        }
+                        for ln in lines
+                    ],
+                },
+            )
+        return True
+
+    async def loan(self, loan_id: str) -> Any:
+        row = await self.pool.fetchrow("SELECT * FROM loans WHERE loan_id = $1", loan_id)
+        if row is None:
+            raise NotFound(f"no loan {loan_id!r}")
+        return row
+
+    async def record_payment(
+        self,
+        loan_id: str,
+        payer: str,
+        currency: str,
+        amount_minor: int,
+        value_date: dt.date,
+        reference: str,
+        quote_id: str,
+    ) -> tuple[str, Allocation, bool, Any]:
+        today = self.clock.now().date()
+        if value_date > today:
+            raise InvalidArgument("value_date", f"{value_date} is in the future")
+        if not reference:
+            raise InvalidArgument("bank_reference", "required")
+        async with self.pool.acquire() as conn, conn.transaction():
+            if await conn.fetchval("SELECT 1 FROM payments WHERE bank_reference = $1", reference):
+                raise AlreadyExists(
+                    f"bank reference {reference!r} was recorded already: a duplicate"
+                )
+            loan: Any = await conn.fetchrow(
+                "SELECT * FROM loans WHERE loan_id = $1 FOR UPDATE", loan_id
+            )
+            problem: NotFound | FailedPrecondition | None = None
+            if loan is None:
+                problem = NotFound(f"no loan {loan_id!r}; the payment is kept as unmatched")
+            elif loan["state"] != "open":
+                problem = FailedPrecondition(
+                    f"loan {loan_id} is {loan['state']}; the payment is kept as unmatched"
+                )
+            elif currency != loan["currency"]:
+                raise InvalidArgument("amount.currency", f"loan {loan_id} is in {loan['currency']}")
+            if problem is not None:
+                # On a connection of its own: kept although this transaction fails.
+                await self._unmatched(
+                    loan_id, payer, currency, amount_minor, value_date, reference, problem.message
+                )
+                raise problem
+            balances = as_of(loan, max(value_date, loan["accrued_until"]))
+            if quote_id:
+                quote = await conn.fetchrow(
+                    "SELECT * FROM quotes WHERE quote_id = $1 AND loan_id = $2", quote_id, loan_id
+                )
+                if quote is None:
+                    raise NotFound(f"no quote {quote_id!r} for loan {loan_id}")
+                if value_date > quote["valid_until"]:
+                    raise FailedPrecondition(f"quote {quote_id} expired on {quote['valid_until']}")
+                if amount_minor < quote["amount_minor"]:
+                    raise FailedPrecondition(
+                        f"the quote asks for {quote['amount_minor']} minor units"
+                    )
+                balances = as_of(loan, quote["valid_until"])
+            split = allocate(
+                amount_minor,
+                balances.penalty_minor,
+                0,
+                balances.interest_minor,
+                balances.principal_minor,
+            )
+            after = Balances(
+                balances.until,
+                balances.principal_minor - split.principal_minor,
+                balances.interest_minor - split.interest_minor,
+                balances.penalty_minor - split.penalty_minor,
+            )
+            settled = after.total_minor == 0
+            version = loan["version"] + 1
+            await conn.execute(
+                "UPDATE loans SET accrued_until = $2, principal_out = $3, interest_owed = $4,"
+                " penalty_owed = $5, state = $6, version = $7 WHERE loan_id = $1",
+                loan_id,
+                after.until,
+                after.principal_minor,
+                after.interest_minor,
+                after.penalty_minor,
+                "settled" if settled else "open",
+                version,
+            )
+            payment_id = f"PAY-{uuid.uuid4().hex[:12].upper()}"
+            expected = payer == loan["buyer_id"]
+            allocation = split.__dict__ | {"expected_payer": expected}
+            await conn.execute(
+                "INSERT INTO payments (payment_id, loan_id, payer, amount_minor, value_date,"
+                " bank_reference, allocation, recorded_micros)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                payment_id,
+                loan_id,
+                payer,
+                amount_minor,
+                value_date,
+                reference,
+                allocation,
+                self.clock.now_micros(),
+            )
+            await self.journal(
+                conn,
+                loan_id,
+                "payment_allocated",
+                version,
+                {
+                    "payment_id": payment_id,
+                    "payer": payer,
+                    "amount_minor": amount_minor,
+                    "value_date": value_date.isoformat(),
+                    "bank_reference": reference,
+                    "quote_id": quote_id,
+                    "allocation": allocation,
+                    "principal_out": after.principal_minor,
+                },
+            )
+            if settled:
+                await self.journal(
+                    conn, loan_id, "settled", version + 1, {"settled_on": value_date.isoformat()}
+                )
+                await conn.execute(
+                    "UPDATE loans SET version = $2 WHERE loan_id = $1", loan_id, version + 1
+                )
+            row: Any = await conn.fetchrow("SELECT * FROM loans WHERE loan_id = $1", loan_id)
+        if settled:
+            await self.announce_settlement(loan_id)
+        return payment_id, split, expected, row
+
+    async def _unmatched(
+        self,
+        loan_id: str,
+        payer: str,
+        currency: str,
+        amount: int,
+        value_date: dt.date,
+        reference: str,
+        reason: str,
+    ) -> None:
+        await self.pool.execute(
+            "INSERT INTO unmatched_payments (loan_id, payer, amount_minor, currency, value_date,"
+            " bank_reference, reason, recorded_micros) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            loan_id,
+            payer,
+            amount,
+            currency,
+            value_date.isoformat(),
+            reference,
+            reason,
+            self.clock.now_micros(),
+        )
+
+    async def quote(self, loan_id: str, valid_until: dt.date) -> tuple[str, int]:
+        loan = await self.loan(loan_id)
+        if loan["state"] != "open":
+            raise FailedPrecondition(f"loan {loan_id} is {loan['state']}")
+        if valid_until < self.clock.now().date():
+            raise InvalidArgument("valid_until", "must not be in the past")
+        amount = as_of(loan, max(valid_until, loan["accrued_until"])).total_minor
+        quote_id = f"QTE-{uuid.uuid4().hex[:12].upper()}"
+        await self.pool.execute(
+            "INSERT INTO quotes (quote_id, loan_id, amount_minor, valid_until, created_micros)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            quote_id,
+            loan_id,
+            amount,
+            valid_until,
+            self.clock.now_micros(),
+        )
+        return quote_id, amount
+
+    async def announce_settlement(self, loan_id: str) -> None:
+        """Orders marks the order settled; lending restores the facility. Retried until done."""
+        loan = await self.loan(loan_id)
+        reply = await self.nc.request(
+            pledge_subject(self.prefix, Action.SETTLE),
+            orders_pb2.PledgeCommand(
+                order_id=loan["order_id"], application_id=loan_id
+            ).SerializeToString(),
+            timeout=10,
+        )
+        result = orders_pb2.PledgeResult.FromString(reply.data)
+        if not result.ok and "settled" not in result.reason:
+            log.warning("orders did not settle %s: %s", loan["order_id"], result.reason)
+        await self.js.publish(
+            f"{self.prefix}.repayment.settled",
+            json.dumps(
+                {
+                    "loan_id": loan_id,
+                    "facility_id": loan["facility_id"],
+                    "principal_minor": loan["principal_minor"],
+                }
+            ).encode(),
+            headers={"Nats-Msg-Id": f"settled-{loan_id}"},
+            timeout=5,
+        )
+        await self.pool.execute("UPDATE loans SET announced = true WHERE loan_id = $1", loan_id)
+
+    async def sweep(self) -> None:
+        """Days past due and buckets as of the clock; a bucket change is journaled and announced."""
+        today = self.clock.now().date()
+        for loan in await self.pool.fetch(
+            "SELECT * FROM loans WHERE state = 'open' AND due_date < $1", today
+        ):
+            dpd = days_past_due(as_of(loan, today), loan["due_date"], today)
+            bucket = bucket_for(dpd)
+            if bucket == loan["bucket"]:
+                continue
+            async with self.pool.acquire() as conn, conn.transaction():
+                version = loan["version"] + 1
+                await conn.execute(
+                    "UPDATE loans SET bucket = $2, version = $4,"
+                    " max_days_past_due = greatest(max_days_past_due, $3) WHERE loan_id = $1",
+                    loan["loan_id"],
+                    bucket,
+                    dpd,
+                    version,
+                )
+                await self.journal(
+                    conn,
+                    loan["loan_id"],
+                    "delinquency",
+                    version,
+                    {
+                        "bucket": bucket,
+                        "days_past_due": dpd,
+                        "as_of": today.isoformat(),
+                    },
+                )
+            await self.nc.publish(
+                f"{self.prefix}.repayment.delinquency",
+                json.dumps(
+                    {"loan_id": loan["loan_id"], "bucket": bucket, "days_past_due": dpd}
+                ).encode(),
+            )
+        for loan in await self.pool.fetch(
+            "SELECT loan_id FROM loans WHERE state = 'settled' AND NOT announced"
+        ):
+            await self.announce_settlement(loan["loan_id"])
+
+    async def history(self, subcontractor: str) -> dict[str, int]:
+        row: Any = await self.pool.fetchrow(
+            "SELECT count(*) FILTER (WHERE state = 'settled' AND max_days_past_due = 0) AS on_time,"
+            " coalesce(max(max_days_past_due), 0) AS worst,"
+            " count(*) FILTER (WHERE max_days_past_due > 90) AS defaults"
+            " FROM loans WHERE subcontractor_id = $1",
+            subcontractor,
+        )
+        return {
+            "repaid_on_time": row["on_time"],
+            "max_days_past_due": row["worst"],
+            "defaults": row["defaults"],
+        }

@@ -1,0 +1,217 @@
+"""``scf.repayment.v1.RepaymentService``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from services.gen.scf.repayment.v1 import repayment_pb2, repayment_pb2_grpc
+from services.repayment.calc import bucket_for, days_past_due
+from services.repayment.loans import LoanBook, as_of
+from services.runtime.errors import InvalidArgument, PermissionDenied
+from services.runtime.identity import Identity, Role, current_identity, require_role
+from services.runtime.money import Money, parse_money
+
+__all__ = ["RepaymentServicer"]
+
+
+def _m(currency: str, minor: int) -> repayment_pb2.Money:
+    return repayment_pb2.Money(amount=Money(currency, minor).major(), currency=currency)
+
+
+def _date(value: str, field: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise InvalidArgument(field, f"{value!r} is not a date like 2027-04-30") from None
+
+
+def _may_read(who: Identity, loan: Any) -> None:
+    if who.role in (Role.AUDITOR, Role.OPERATOR, Role.SERVICE):
+        return
+    if who.party_id in (loan["subcontractor_id"], loan["buyer_id"]):
+        return
+    if who.role is Role.UNDERWRITER and who.organization == loan["bank"]:
+        return
+    raise PermissionDenied(f"{who.party_id} is not a party to loan {loan['loan_id']}")
+
+
+class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
+    def __init__(self, book: LoanBook) -> None:
+        self.book = book
+
+    def loan_view(self, loan: Any) -> repayment_pb2.Loan:
+        today = self.book.clock.now().date()
+        c = loan["currency"]
+        b = (
+            as_of(loan, max(today, loan["accrued_until"]))
+            if loan["state"] == "open"
+            else as_of(loan, loan["accrued_until"])
+        )
+        dpd = days_past_due(b, loan["due_date"], today)
+        return repayment_pb2.Loan(
+            loan_id=loan["loan_id"],
+            subcontractor_id=loan["subcontractor_id"],
+            bank=loan["bank"],
+            buyer_id=loan["buyer_id"],
+            order_id=loan["order_id"],
+            principal=_m(c, loan["principal_minor"]),
+            rate_bps=loan["rate_bps"],
+            penalty_rate_bps=loan["penalty_rate_bps"],
+            day_count=loan["day_count"],
+            disbursed_on=loan["disbursed_on"].isoformat(),
+            due_date=loan["due_date"].isoformat(),
+            state=loan["state"],
+            principal_outstanding=_m(c, b.principal_minor),
+            interest_owed=_m(c, b.interest_minor),
+            penalty_owed=_m(c, b.penalty_minor),
+            total_owed=_m(c, b.total_minor),
+            days_past_due=dpd,
+            bucket=bucket_for(dpd),
+            as_of=today.isoformat(),
+        )
+
+    async def _readable(self, loan_id: str) -> Any:
+        loan = await self.book.loan(loan_id)
+        _may_read(current_identity(), loan)
+        return loan
+
+    async def RecordPayment(
+        self, request: repayment_pb2.RecordPaymentRequest, context: Any
+    ) -> repayment_pb2.RecordPaymentResponse:
+        require_role(Role.OPERATOR)
+        if not request.loan_id:
+            raise InvalidArgument("loan_id", "required")
+        if not request.payer:
+            raise InvalidArgument("payer", "required")
+        amount = parse_money(request.amount.amount, request.amount.currency, "amount")
+        value_date = _date(request.value_date, "value_date")
+        payment_id, split, expected, loan = await self.book.record_payment(
+            request.loan_id,
+            request.payer,
+            amount.currency,
+            amount.minor,
+            value_date,
+            request.bank_reference,
+            request.quote_id,
+        )
+        c = amount.currency
+        return repayment_pb2.RecordPaymentResponse(
+            payment_id=payment_id,
+            penalty=_m(c, split.penalty_minor),
+            fees=_m(c, split.fees_minor),
+            interest=_m(c, split.interest_minor),
+            principal=_m(c, split.principal_minor),
+            surplus=_m(c, split.surplus_minor),
+            expected_payer=expected,
+            loan=self.loan_view(loan),
+        )
+
+    async def GetLoan(
+        self, request: repayment_pb2.GetLoanRequest, context: Any
+    ) -> repayment_pb2.GetLoanResponse:
+        return repayment_pb2.GetLoanResponse(
+            loan=self.loan_view(await self._readable(request.loan_id))
+        )
+
+    async def GetSchedule(
+        self, request: repayment_pb2.GetScheduleRequest, context: Any
+    ) -> repayment_pb2.GetScheduleResponse:
+        loan = await self._readable(request.loan_id)
+        rows = await self.book.pool.fetch(
+            "SELECT * FROM schedule_lines WHERE loan_id = $1 ORDER BY number", request.loan_id
+        )
+        c = loan["currency"]
+        return repayment_pb2.GetScheduleResponse(
+            lines=[
+                repayment_pb2.ScheduleLine(
+                    number=r["number"],
+                    due=r["due"].isoformat(),
+                    principal=_m(c, r["principal"]),
+                    interest=_m(c, r["interest"]),
+                    total=_m(c, r["principal"] + r["interest"]),
+                )
+                for r in rows
+            ]
+        )
+
+    async def GetStatement(
+        self, request: repayment_pb2.GetStatementRequest, context: Any
+    ) -> repayment_pb2.GetStatementResponse:
+        loan = await self._readable(request.loan_id)
+        c = loan["currency"]
+        lines = [
+            repayment_pb2.StatementLine(
+                date=loan["disbursed_on"].isoformat(),
+                kind="disbursed",
+                amount=_m(c, loan["principal_minor"]),
+                reference=loan["loan_id"],
+            )
+        ]
+        payments = await self.book.pool.fetch(
+            "SELECT * FROM payments WHERE loan_id = $1 ORDER BY value_date, recorded_micros",
+            request.loan_id,
+        )
+        for p in payments:
+            day, a = p["value_date"].isoformat(), p["allocation"]
+            lines.append(
+                repayment_pb2.StatementLine(
+                    date=day,
+                    kind=f"payment from {p['payer']}",
+                    amount=_m(c, p["amount_minor"]),
+                    reference=p["bank_reference"],
+                )
+            )
+            for part in ("penalty", "fees", "interest", "principal", "surplus"):
+                if a[f"{part}_minor"]:
+                    kind = (
+                        "surplus to the subcontractor"
+                        if part == "surplus"
+                        else f"allocated to {part}"
+                    )
+                    lines.append(
+                        repayment_pb2.StatementLine(
+                            date=day,
+                            kind=kind,
+                            amount=_m(c, a[f"{part}_minor"]),
+                            reference=p["payment_id"],
+                        )
+                    )
+        if loan["state"] == "settled":
+            lines.append(
+                repayment_pb2.StatementLine(
+                    date=lines[-1].date, kind="settled", reference=loan["loan_id"]
+                )
+            )
+        return repayment_pb2.GetStatementResponse(loan=self.loan_view(loan), lines=lines)
+
+    async def QuotePayoff(
+        self, request: repayment_pb2.QuotePayoffRequest, context: Any
+    ) -> repayment_pb2.QuotePayoffResponse:
+        loan = await self._readable(request.loan_id)
+        valid_until = _date(request.valid_until, "valid_until")
+        quote_id, amount = await self.book.quote(loan["loan_id"], valid_until)
+        return repayment_pb2.QuotePayoffResponse(
+            quote_id=quote_id,
+            amount=_m(loan["currency"], amount),
+            valid_until=valid_until.isoformat(),
+        )
+
+    async def ListUnmatched(
+        self, request: repayment_pb2.ListUnmatchedRequest, context: Any
+    ) -> repayment_pb2.ListUnmatchedResponse:
+        require_role(Role.OPERATOR)
+        rows = await self.book.pool.fetch("SELECT * FROM unmatched_payments ORDER BY id")
+        return repayment_pb2.ListUnmatchedResponse(
+            payments=[
+                repayment_pb2.UnmatchedPayment(
+                    loan_id=r["loan_id"],
+                    payer=r["payer"],
+                    amount=_m(r["currency"], r["amount_minor"]),
+                    value_date=r["value_date"],
+                    bank_reference=r["bank_reference"],
+                    reason=r["reason"],
+                )
+                for r in rows
+            ]
+        )

@@ -1,0 +1,207 @@
+"""Repayment over the real services: a loan from disbursement to settlement."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import grpc
+import pytest
+
+from services.gen.scf.lending.v1 import lending_pb2
+from services.gen.scf.orders.v1 import orders_pb2
+from services.gen.scf.repayment.v1 import repayment_pb2, repayment_pb2_grpc
+from services.repayment.calc import interest
+from services.repayment.service import SPEC as REPAYMENT
+from services.runtime.certs import load_party
+from services.runtime.clock import ManualClock
+from services.runtime.config import Settings
+from services.runtime.grpcserver import client_channel
+from tests.journal.helpers import wait_until
+from tests.lending.helpers import LendingEnv, lending_env
+from tests.support import running
+
+pytestmark = pytest.mark.integration
+
+
+async def _disbursed_loan(env: LendingEnv, ref: str, amount: str = "500000.00") -> tuple[str, str]:
+    await env.facility()
+    oid = await env.confirmed_order(ref)
+    app_id = await env.request(oid, amount)
+    await env.wait_state(app_id, "referred")
+    await env.approve(app_id, "uw-alice", amount, f"a-{ref}")
+    await env.sign_all(await env.get(app_id))
+    await env.wait_state(app_id, "disbursed")
+    return app_id, oid
+
+
+def _pay(
+    loan_id: str, amount: str, day: dt.date, ref: str, payer: str = "citybuild", **kw: Any
+) -> Any:
+    return repayment_pb2.RecordPaymentRequest(
+        loan_id=loan_id, payer=payer, amount=repayment_pb2.Money(amount=amount, currency="CNY"),
+        value_date=day.isoformat(), bank_reference=ref, **kw,
+    )  # fmt: skip
+
+
+async def test_paid_at_due_date_settles_order_and_restores_facility(settings: Settings) -> None:
+    clock = ManualClock(dt.datetime.now(dt.UTC))
+    async with lending_env(settings) as env, running(REPAYMENT, settings, clock=clock):
+        loan_id, oid = await _disbursed_loan(env, "PO-P1")
+        addr = settings.endpoint("repayment").grpc_addr
+        async with (
+            client_channel(addr, load_party(settings.certs_dir, "operator")) as op_ch,
+            client_channel(addr, load_party(settings.certs_dir, "acme-builders")) as sub_ch,
+        ):
+            operator = repayment_pb2_grpc.RepaymentServiceStub(op_ch)
+            borrower = repayment_pb2_grpc.RepaymentServiceStub(sub_ch)
+
+            async def opened() -> bool:
+                try:
+                    await borrower.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id))
+                    return True
+                except grpc.aio.AioRpcError:
+                    return False
+
+            await wait_until(opened, what="the loan opened from lending's disbursement")
+            loan = (await borrower.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id))).loan
+            [line] = (
+                await borrower.GetSchedule(repayment_pb2.GetScheduleRequest(loan_id=loan_id))
+            ).lines
+            start, due = (
+                dt.date.fromisoformat(loan.disbursed_on),
+                dt.date.fromisoformat(loan.due_date),
+            )
+            expected_interest = interest(50_000_000, 600, start, due, "ACT/365")
+            assert (line.principal.amount, line.interest.amount) == (
+                "500000.00", f"{expected_interest / 100:.2f}",
+            )  # fmt: skip
+
+            clock.advance(due - clock.now().date())
+            today = clock.now().date()
+            with pytest.raises(
+                grpc.aio.AioRpcError
+            ) as info:  # only the account's operator reports payments
+                await borrower.RecordPayment(_pay(loan_id, "1.00", today, "x"))
+            assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            for request, code in [
+                (
+                    _pay(loan_id, "1.00", today + dt.timedelta(days=1), "f1"),
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                ),
+                (_pay(loan_id, "0", today, "f2"), grpc.StatusCode.INVALID_ARGUMENT),
+                (
+                    repayment_pb2.RecordPaymentRequest(
+                        loan_id=loan_id,
+                        payer="citybuild",
+                        amount=repayment_pb2.Money(amount="1.00", currency="USD"),
+                        value_date=today.isoformat(),
+                        bank_reference="f3",
+                    ),
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                ),
+                (_pay("APP-UNKNOWN", "10.00", today, "u1"), grpc.StatusCode.NOT_FOUND),
+            ]:
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await operator.RecordPayment(request)
+                assert info.value.code() == code, info.value.details()
+            unmatched = await operator.ListUnmatched(repayment_pb2.ListUnmatchedRequest())
+            assert [p.bank_reference for p in unmatched.payments] == ["u1"]
+
+            # The buyer pays the whole order amount into the supervised account.
+            paid = await operator.RecordPayment(_pay(loan_id, "4000000.00", today, "BANKREF-1"))
+            assert paid.expected_payer
+            assert paid.interest.amount == f"{expected_interest / 100:.2f}"
+            assert paid.principal.amount == "500000.00" and paid.penalty.amount == "0.00"
+            total = 400_000_000 - 50_000_000 - expected_interest
+            assert paid.surplus.amount == f"{total / 100:.2f}"
+            assert paid.loan.state == "settled"
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await operator.RecordPayment(_pay(loan_id, "4000000.00", today, "BANKREF-1"))
+            assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await operator.RecordPayment(_pay(loan_id, "5.00", today, "BANKREF-2"))
+            assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+            statement = await borrower.GetStatement(
+                repayment_pb2.GetStatementRequest(loan_id=loan_id)
+            )
+            kinds = [line.kind for line in statement.lines]
+            assert kinds[0] == "disbursed" and kinds[-1] == "settled"
+            assert "surplus to the subcontractor" in kinds
+
+        sub = env.orders.stub("acme-builders")
+
+        async def order_settled() -> bool:
+            order = (await sub.GetOrder(orders_pb2.GetOrderRequest(order_id=oid))).order
+            return order.state == orders_pb2.ORDER_STATE_SETTLED
+
+        await wait_until(order_settled, what="orders to mark the order settled")
+
+        async def facility_restored() -> bool:
+            facilities = await env.lending("acme-builders").ListFacilities(
+                lending_pb2.ListFacilitiesRequest()
+            )
+            return facilities.facilities[0].drawn.amount == "0.00"
+
+        await wait_until(facility_restored, what="lending to restore the facility")
+
+
+async def test_overdue_then_payoff_with_penalty(settings: Settings) -> None:
+    clock = ManualClock(dt.datetime.now(dt.UTC))
+    async with lending_env(settings) as env, running(REPAYMENT, settings, clock=clock):
+        loan_id, _ = await _disbursed_loan(env, "PO-P2")
+        addr = settings.endpoint("repayment").grpc_addr
+        async with client_channel(addr, load_party(settings.certs_dir, "operator")) as channel:
+            repayment = repayment_pb2_grpc.RepaymentServiceStub(channel)
+
+            async def opened() -> bool:
+                try:
+                    await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id))
+                    return True
+                except grpc.aio.AioRpcError:
+                    return False
+
+            await wait_until(opened, what="the loan opened")
+            loan = (await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id))).loan
+            due = dt.date.fromisoformat(loan.due_date)
+            clock.advance(due - clock.now().date() + dt.timedelta(days=45))
+
+            async def delinquent() -> bool:
+                got = (await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id))).loan
+                return got.bucket == "31-60" and got.days_past_due == 45
+
+            await wait_until(delinquent, what="45 days past due")
+            loan = (await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id))).loan
+            penalty = interest(50_000_000, 900, due, due + dt.timedelta(days=45), "ACT/365")
+            assert loan.penalty_owed.amount == f"{penalty / 100:.2f}" and penalty > 0
+            today = clock.now().date()
+            quote = await repayment.QuotePayoff(
+                repayment_pb2.QuotePayoffRequest(
+                    loan_id=loan_id, valid_until=(today + dt.timedelta(days=3)).isoformat()
+                )
+            )
+            late = today + dt.timedelta(days=4)
+            clock.advance(dt.timedelta(days=4))
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await repayment.RecordPayment(
+                    _pay(loan_id, quote.amount.amount, late, "Q-LATE", quote_id=quote.quote_id)
+                )
+            assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "expired" in (
+                info.value.details() or ""
+            )
+            fresh = await repayment.QuotePayoff(
+                repayment_pb2.QuotePayoffRequest(loan_id=loan_id, valid_until=late.isoformat())
+            )
+            paid = await repayment.RecordPayment(
+                _pay(
+                    loan_id,
+                    fresh.amount.amount,
+                    late,
+                    "Q-1",
+                    payer="acme-builders",
+                    quote_id=fresh.quote_id,
+                )
+            )
+            assert paid.loan.state == "settled" and not paid.expected_payer
+            assert paid.penalty.amount != "0.00" and paid.surplus.amount == "0.00"
