@@ -53,8 +53,7 @@ async def _story(platform: Platform, out: Console) -> int:
             out.print("[red]a call without a certificate was accepted[/]")
             return 1
     code = await _order(platform, out)
-    code = code or await _finance(platform, out)
-    return code or await _journal(platform, out)
+    return code or await _finance(platform, out)
 
 
 async def _order(platform: Platform, out: Console) -> int:
@@ -137,11 +136,52 @@ async def _order(platform: Platform, out: Console) -> int:
 
 
 async def _finance(platform: Platform, out: Console) -> int:
-    """Steps 4 to 7: request, score, two underwriters, signatures, disbursement."""
+    """Steps 4 to 7 (financing) and 10 to 11 (repayment)."""
     from services.cli.demo_lending import finance
+    from services.cli.demo_repayment import repay
 
     order_id, _ = platform.demo_order  # type: ignore[attr-defined]
-    return await finance(platform.settings, out, order_id)
+    first = await finance(platform.settings, out, order_id)
+    out.print("(a second order is registered, confirmed and financed the same way, quietly)")
+    second_order = await _register_and_confirm(platform.settings, "FB-2027-002")
+    second = await finance(platform.settings, out, second_order, quiet=True)
+    platform.demo_loans = (first, second)  # type: ignore[attr-defined]
+    code = await _journal(platform, out)
+    return code or await repay(platform.settings, out, first, second)
+
+
+async def _register_and_confirm(settings: Settings, reference: str) -> str:
+    addr = settings.endpoint("orders").grpc_addr
+    sub_tls = load_party(settings.certs_dir, "acme-builders")
+    buyer_tls = load_party(settings.certs_dir, "citybuild")
+    async with client_channel(addr, sub_tls) as sub_ch, client_channel(addr, buyer_tls) as buy_ch:
+        sub = orders_pb2_grpc.OrdersServiceStub(sub_ch)
+        buyer = orders_pb2_grpc.OrdersServiceStub(buy_ch)
+        money = orders_pb2.Money(amount="4000000.00", currency="CNY")
+        order = (
+            await sub.RegisterOrder(
+                orders_pb2.RegisterOrderRequest(
+                    buyer_id="citybuild",
+                    amount=money,
+                    issue_date="2027-01-05",
+                    due_date="2027-04-30",
+                    line_items=[
+                        orders_pb2.LineItem(description="pumps", quantity=1, unit_price=money)
+                    ],
+                    contract_sha256=hashlib.sha256(reference.encode()).digest(),
+                    reference=reference,
+                    idempotency_key=f"demo-{reference}",
+                ),
+                timeout=10,
+            )
+        ).order
+        await buyer.ConfirmOrder(
+            orders_pb2.ConfirmOrderRequest(
+                order_id=order.order_id, idempotency_key=f"demo-c-{reference}"
+            ),
+            timeout=10,
+        )
+    return str(order.order_id)
 
 
 async def _journal(platform: Platform, out: Console) -> int:

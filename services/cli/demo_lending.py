@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import io
 import json
 from typing import Any
 
@@ -36,7 +37,10 @@ async def _wait(stub: Any, application_id: str, *states: str) -> Any:
     raise TimeoutError(f"application {application_id} never reached {states}")
 
 
-async def finance(settings: Settings, out: Console, order_id: str) -> int:
+async def finance(settings: Settings, out: Console, order_id: str, quiet: bool = False) -> str:
+    """Finance ``order_id`` to disbursement; returns the application id."""
+    if quiet:
+        out = Console(file=io.StringIO())
     addr = settings.endpoint("lending").grpc_addr
     channels = {p: client_channel(addr, load_party(settings.certs_dir, p)) for p in PARTIES}
     try:
@@ -48,28 +52,31 @@ async def finance(settings: Settings, out: Console, order_id: str) -> int:
         out.rule("4. bank-north grants acme-builders a facility; acme-builders asks for financing")
         expires = (dt.date.today() + dt.timedelta(days=365)).isoformat()
         facility = (
-            await lending["uw-alice"].CreateFacility(
+            await lending["uw-alice"].CreateFacility(  # the same key: created once
                 lending_pb2.CreateFacilityRequest(
                     subcontractor_id="acme-builders",
                     limit=lending_pb2.Money(amount="5000000.00", currency="CNY"),
-                    expires_on=expires, spread_bps=200, idempotency_key="demo-facility",
+                    expires_on=expires,
+                    spread_bps=200,
+                    idempotency_key="demo-facility",
                 ),
                 timeout=10,
             )
-        ).facility  # fmt: skip
+        ).facility
         out.print(
             f"facility {facility.facility_id}: limit {facility.limit.amount} CNY until {expires}"
         )
         app = (
             await lending["acme-builders"].RequestFinancing(
                 lending_pb2.RequestFinancingRequest(
-                    order_id=order_id, bank="bank-north",
+                    order_id=order_id,
+                    bank="bank-north",
                     amount=lending_pb2.Money(amount="2000000.00", currency="CNY"),
-                    idempotency_key="demo-finance-1",
+                    idempotency_key=f"demo-finance-{order_id}",
                 ),
                 timeout=10,
             )
-        ).application  # fmt: skip
+        ).application
         out.print(f"application {app.application_id} for 2,000,000.00 CNY against {order_id}")
         app = await _wait(
             lending["acme-builders"], app.application_id, "referred", "approved", "closed"
@@ -84,21 +91,20 @@ async def finance(settings: Settings, out: Console, order_id: str) -> int:
             )
         out.print(show(explained))
         if app.state != "referred":
-            out.print(
-                f"[red]expected a referral, got {app.state} ({decision['recommendation']})[/]"
+            raise RuntimeError(
+                f"expected a referral, got {app.state} ({decision['recommendation']})"
             )
-            return 1
         try:
             await lending["acme-builders"].RequestFinancing(
                 lending_pb2.RequestFinancingRequest(
-                    order_id=order_id, bank="bank-south",
+                    order_id=order_id,
+                    bank="bank-south",
                     amount=lending_pb2.Money(amount="1000000.00", currency="CNY"),
-                    idempotency_key="demo-finance-2",
+                    idempotency_key=f"demo-finance-2-{order_id}",
                 ),
                 timeout=10,
-            )  # fmt: skip
-            out.print("[red]a second financing of a pledged order was accepted[/]")
-            return 1
+            )
+            raise RuntimeError("a second financing of a pledged order was accepted")
         except grpc.aio.AioRpcError as exc:
             out.print(
                 f"a second financing at bank-south is refused: {exc.code().name}: {exc.details()}"
@@ -112,7 +118,9 @@ async def finance(settings: Settings, out: Console, order_id: str) -> int:
         for who in ("uw-alice", "uw-bob"):
             reply = await uw[who].Approve(
                 underwriting_pb2.ApproveRequest(
-                    application_id=app.application_id, terms=terms, idempotency_key=f"demo-{who}"
+                    application_id=app.application_id,
+                    terms=terms,
+                    idempotency_key=f"demo-{who}-{app.application_id}",
                 ),
                 timeout=10,
             )
@@ -125,7 +133,7 @@ async def finance(settings: Settings, out: Console, order_id: str) -> int:
             public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
             await lending[party].RegisterSigningKey(
                 lending_pb2.RegisterSigningKeyRequest(
-                    public_key=public, idempotency_key=f"demo-key-{party}"
+                    public_key=public, idempotency_key=f"demo-key-{party}-{public.hex()[:8]}"
                 ),
                 timeout=10,
             )
@@ -133,7 +141,7 @@ async def finance(settings: Settings, out: Console, order_id: str) -> int:
                 lending_pb2.SignContractRequest(
                     contract_id=app.contract.contract_id,
                     signature=key.sign(app.contract.sha256),
-                    idempotency_key=f"demo-sign-{party}",
+                    idempotency_key=f"demo-sign-{party}-{app.application_id}",
                 ),
                 timeout=10,
             )
@@ -148,7 +156,7 @@ async def finance(settings: Settings, out: Console, order_id: str) -> int:
             f" {app.terms.tenor_days} days; facility drawn {f.drawn.amount},"
             f" available {f.available.amount}"
         )
-        return 0
+        return str(app.application_id)
     finally:
         for channel in channels.values():
             await channel.close()

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.cli.bench_cmds import bench_app
+from services.cli.clock_cmds import clock_app
 from services.cli.journal_cmds import audit_app, journal_app
 from services.cli.order_cmds import order_app
 from services.cli.score_cmds import score_app
@@ -33,6 +34,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(bench_app, name="bench")
 app.add_typer(order_app, name="order")
 app.add_typer(score_app, name="score")
+app.add_typer(clock_app, name="clock")
 
 console = Console(stderr=True)
 out = Console()
@@ -178,6 +180,7 @@ def demo(data_dir: Path | None = DataDirOption) -> None:
         import tempfile
 
         data_dir = Path(tempfile.mkdtemp(prefix="scf-demo-"))
+    os.environ.setdefault("SCF_MODE", "demo")  # the demo moves the platform clock
     settings = settings_for(data_dir)
     try:
         code = run_or_exit(lambda: run_demo(settings, out))

@@ -6,7 +6,7 @@ import datetime as dt
 import time
 from typing import Protocol
 
-__all__ = ["Clock", "ManualClock", "SystemClock"]
+__all__ = ["Clock", "ManualClock", "OffsetClock", "SystemClock"]
 
 
 class Clock(Protocol):
@@ -46,3 +46,17 @@ class ManualClock:
         if delta < dt.timedelta(0):
             raise ValueError("the clock never moves backwards")
         self._now += delta
+
+
+class OffsetClock:
+    """Real time plus an offset: the platform clock of demo and test modes, which
+    an operator moves forward for every service at once (see platform_clock)."""
+
+    def __init__(self) -> None:
+        self.offset_micros = 0
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC) + dt.timedelta(microseconds=self.offset_micros)
+
+    def now_micros(self) -> int:
+        return time.time_ns() // 1000 + self.offset_micros

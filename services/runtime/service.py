@@ -22,16 +22,17 @@ from nats.js import JetStreamContext
 from services.gen.scf.platform.v1 import platform_pb2, platform_pb2_grpc
 from services.runtime.bus import connect_nats
 from services.runtime.certs import load_party
-from services.runtime.clock import Clock, SystemClock
+from services.runtime.clock import Clock, OffsetClock, SystemClock
 from services.runtime.config import ServiceEndpoint, Settings
 from services.runtime.db import apply_migrations, connect_pool
-from services.runtime.errors import ConfigError
+from services.runtime.errors import ConfigError, FailedPrecondition, InvalidArgument
 from services.runtime.grpcserver import GrpcServer, wait_for_signal
-from services.runtime.identity import current_identity
+from services.runtime.identity import Role, current_identity, require_role
 from services.runtime.journal_client import JournalSubjects, Outbox, OutboxRelay
 from services.runtime.keys import Signer, load_or_create_signer
 from services.runtime.logs import setup_logging
 from services.runtime.metrics import serve_metrics
+from services.runtime.platform_clock import advance_platform_clock, follow_platform_clock
 
 __all__ = ["PlatformServicer", "ServiceContext", "ServiceSpec", "main", "run_service"]
 
@@ -70,8 +71,29 @@ class ServiceSpec:
 
 
 class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, ctx: ServiceContext | None = None) -> None:
         self._service = service
+        self.ctx = ctx
+
+    async def AdvanceClock(
+        self, request: platform_pb2.AdvanceClockRequest, context: Any
+    ) -> platform_pb2.AdvanceClockResponse:
+        require_role(Role.OPERATOR)
+        assert self.ctx is not None
+        if self.ctx.settings.mode not in ("demo", "test"):
+            raise FailedPrecondition(
+                "the platform clock moves only in demo and test modes"
+                f" (SCF_MODE is {self.ctx.settings.mode})"
+            )
+        micros = (request.days * 86_400 + request.hours * 3_600) * 1_000_000
+        if micros <= 0:
+            raise InvalidArgument("days", "move the clock forward by at least an hour")
+        offset = await advance_platform_clock(self.ctx.js, self.ctx.settings.nats_prefix, micros)
+        if isinstance(self.ctx.clock, OffsetClock):
+            self.ctx.clock.offset_micros = offset
+        return platform_pb2.AdvanceClockResponse(
+            now=self.ctx.clock.now().isoformat(), offset_micros=offset
+        )
 
     async def WhoAmI(
         self, request: platform_pb2.WhoAmIRequest, context: Any
@@ -114,12 +136,14 @@ async def run_service(
             log.info("applied migrations %s to schema %s", applied, endpoint.schema)
         nc = await connect_nats(settings.nats_url, f"scf-{spec.name}")
         server = GrpcServer(spec.name, endpoint.grpc_addr, tls)
+        platform_servicer = PlatformServicer(spec.name)
         server.add(
             platform_pb2_grpc.add_PlatformServiceServicer_to_server,
-            PlatformServicer(spec.name),
+            platform_servicer,
             "scf.platform.v1.PlatformService",
         )
-        clock = clock or SystemClock()
+        follow = clock is None and settings.mode in ("demo", "test")
+        clock = clock or (OffsetClock() if follow else SystemClock())
         subjects = JournalSubjects(settings.nats_prefix)
         ctx = ServiceContext(
             settings=settings,
@@ -133,6 +157,14 @@ async def run_service(
             outbox=Outbox(signer, clock, endpoint.schema),
             subjects=subjects,
         )
+        platform_servicer.ctx = ctx
+        if follow and isinstance(clock, OffsetClock):
+            ctx.tasks.append(
+                asyncio.create_task(
+                    follow_platform_clock(ctx.js, settings.nats_prefix, clock),
+                    name="platform-clock",
+                )
+            )
         if spec.journals:
             relay = OutboxRelay(pool, ctx.js, subjects, ctx.outbox)
             await relay.setup()

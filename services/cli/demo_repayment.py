@@ -1,0 +1,136 @@
+"""The demo's repayment: the buyer pays at the due date; a second loan runs 45 days overdue."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from services.cli.clock_cmds import advance
+from services.gen.scf.lending.v1 import lending_pb2, lending_pb2_grpc
+from services.gen.scf.orders.v1 import orders_pb2, orders_pb2_grpc
+from services.gen.scf.repayment.v1 import repayment_pb2, repayment_pb2_grpc
+from services.runtime.certs import load_party
+from services.runtime.config import Settings
+from services.runtime.grpcserver import client_channel
+
+
+async def _loan(stub: Any, loan_id: str) -> Any:
+    for _ in range(100):  # until repayment has opened the loan from lending's event
+        try:
+            return (
+                await stub.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id), timeout=5)
+            ).loan
+        except Exception:  # not there yet
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"loan {loan_id} never opened")
+
+
+def statement_table(reply: Any) -> Table:
+    table = Table("date", "what", "amount", "reference", title=f"statement of {reply.loan.loan_id}")
+    for line in reply.lines:
+        amount = f"{line.amount.amount} {line.amount.currency}" if line.amount.currency else ""
+        table.add_row(line.date, line.kind, amount, line.reference)
+    return table
+
+
+async def repay(settings: Settings, out: Console, first_loan: str, second_loan: str) -> int:
+    addr = settings.endpoint("repayment").grpc_addr
+    async with client_channel(addr, load_party(settings.certs_dir, "operator")) as channel:
+        repayment = repayment_pb2_grpc.RepaymentServiceStub(channel)
+        loan = await _loan(repayment, first_loan)
+        await _loan(repayment, second_loan)
+        today = dt.date.fromisoformat(loan.as_of)
+        due = dt.date.fromisoformat(loan.due_date)
+        out.rule("10. The due date comes: the platform clock moves for every service at once")
+        moved = await advance(settings, (due - today).days)
+        out.print(f"platform clock: {moved.now[:10]}")
+        paid = await repayment.RecordPayment(
+            repayment_pb2.RecordPaymentRequest(
+                loan_id=first_loan,
+                payer="citybuild",
+                amount=repayment_pb2.Money(amount="4000000.00", currency="CNY"),
+                value_date=due.isoformat(),
+                bank_reference="SUPV-2027-0001",
+            ),
+            timeout=10,
+        )
+        out.print(
+            f"citybuild pays 4,000,000.00 CNY into the supervised account: interest"
+            f" {paid.interest.amount}, principal {paid.principal.amount}, to acme-builders"
+            f" {paid.surplus.amount}; the loan is {paid.loan.state}"
+        )
+        out.print(
+            statement_table(
+                await repayment.GetStatement(repayment_pb2.GetStatementRequest(loan_id=first_loan))
+            )
+        )
+        out.rule("11. A second loan runs 45 days past due, then is paid off with penalty interest")
+        second = await _loan(repayment, second_loan)
+        second_due = dt.date.fromisoformat(second.due_date)
+        now = dt.date.fromisoformat(moved.now[:10])
+        moved = await advance(settings, (second_due - now).days + 45)
+        for _ in range(100):
+            second = (
+                await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=second_loan))
+            ).loan
+            if second.bucket == "31-60":
+                break
+            await asyncio.sleep(0.1)
+        out.print(
+            f"{second.days_past_due} days past due (bucket {second.bucket}): principal"
+            f" {second.principal_outstanding.amount}, interest {second.interest_owed.amount},"
+            f" penalty {second.penalty_owed.amount} at {second.penalty_rate_bps} bp"
+        )
+        today = dt.date.fromisoformat(moved.now[:10])
+        quote = await repayment.QuotePayoff(
+            repayment_pb2.QuotePayoffRequest(loan_id=second_loan, valid_until=today.isoformat())
+        )
+        paid = await repayment.RecordPayment(
+            repayment_pb2.RecordPaymentRequest(
+                loan_id=second_loan,
+                payer="acme-builders",
+                amount=quote.amount,
+                value_date=today.isoformat(),
+                bank_reference="SUPV-2027-0002",
+                quote_id=quote.quote_id,
+            )
+        )
+        out.print(
+            f"payoff quote {quote.amount.amount} CNY paid: penalty {paid.penalty.amount};"
+            f" loan {paid.loan.state}"
+        )
+        out.print(
+            statement_table(
+                await repayment.GetStatement(repayment_pb2.GetStatementRequest(loan_id=second_loan))
+            )
+        )
+    await _show_settled(settings, out)
+    return 0
+
+
+async def _show_settled(settings: Settings, out: Console) -> None:
+    tls = load_party(settings.certs_dir, "acme-builders")
+    async with (
+        client_channel(settings.endpoint("orders").grpc_addr, tls) as orders_ch,
+        client_channel(settings.endpoint("lending").grpc_addr, tls) as lending_ch,
+    ):
+        orders = orders_pb2_grpc.OrdersServiceStub(orders_ch)
+        lending = lending_pb2_grpc.LendingServiceStub(lending_ch)
+        for _ in range(100):  # settlement reaches orders and lending asynchronously
+            listed = await orders.ListOrders(
+                orders_pb2.ListOrdersRequest(states=[orders_pb2.ORDER_STATE_SETTLED])
+            )
+            facility = (
+                await lending.ListFacilities(lending_pb2.ListFacilitiesRequest())
+            ).facilities[0]
+            if len(listed.orders) == 2 and facility.drawn.amount == "0.00":
+                break
+            await asyncio.sleep(0.1)
+    out.print(
+        f"orders settled: {', '.join(o.order_id for o in listed.orders)};"
+        f" facility drawn {facility.drawn.amount}, available {facility.available.amount}"
+    )

@@ -1,0 +1,74 @@
+"""One clock for the whole platform in demo and test modes.
+
+The offset from real time lives in a JetStream key-value bucket
+(``<PREFIX>_CLOCK``, key ``offset_micros``). Every service follows it, so
+moving it moves due dates for all of them together. Outside those modes
+services read real time and the control is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import nats.errors
+from nats.js import JetStreamContext
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from services.runtime.clock import OffsetClock
+
+__all__ = ["advance_platform_clock", "follow_platform_clock"]
+
+log = logging.getLogger(__name__)
+KEY = "offset_micros"
+
+
+async def _bucket(js: JetStreamContext, prefix: str) -> KeyValue:
+    name = f"{prefix.upper()}_CLOCK"
+    try:
+        return await js.key_value(name)
+    except BucketNotFoundError:
+        return await js.create_key_value(bucket=name, history=1)
+
+
+async def _read(kv: KeyValue) -> int:
+    try:
+        entry = await kv.get(KEY)
+    except KeyNotFoundError:
+        return 0
+    return int(entry.value or b"0")
+
+
+async def follow_platform_clock(js: JetStreamContext, prefix: str, clock: OffsetClock) -> None:
+    """Keep ``clock`` on the platform's offset. Re-reads rather than trusting a
+    watcher alone (nats.py watchers may miss history after a reconnect)."""
+    kv = await _bucket(js, prefix)
+    while True:
+        try:
+            clock.offset_micros = await _read(kv)
+        except (nats.errors.Error, OSError) as exc:
+            log.warning("cannot read the platform clock: %r", exc)
+        await asyncio.sleep(0.2)
+
+
+async def advance_platform_clock(js: JetStreamContext, prefix: str, micros: int) -> int:
+    """Move the platform clock forward by ``micros``; returns the new offset."""
+    if micros <= 0:
+        raise ValueError("the platform clock only moves forward")
+    kv = await _bucket(js, prefix)
+    for _ in range(10):  # optimistic concurrency: another operator may move it too
+        try:
+            entry = await kv.get(KEY)
+            offset = int(entry.value or b"0") + micros
+            await kv.update(KEY, str(offset).encode(), last=entry.revision)
+            return offset
+        except KeyNotFoundError:
+            try:
+                await kv.create(KEY, str(micros).encode())
+                return micros
+            except nats.errors.Error:
+                continue
+        except nats.errors.Error:
+            continue
+    raise RuntimeError("the platform clock is being moved by someone else; try again")
