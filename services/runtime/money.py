@@ -1,4 +1,4 @@
-"""Money: integer minor units and an ISO 4217 code; never a float.
+"""Money: integer minor units and an ISO 4217 code, never binary floating point.
 
 Amounts cross the API as decimal strings in major units ("4000000.00"). A
 string with more decimals than the currency has minor digits is refused, not
