@@ -25,7 +25,7 @@ from typing import Any
 import asyncpg
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.api import AckPolicy
 
 from services.journal.checkpoint import Checkpoint, sign_checkpoint
 from services.journal.encoding import (
@@ -51,7 +51,7 @@ from services.journal.keyset import (
 )
 from services.journal.storage import JournalStore, StoredCheckpoint
 from services.journal.tree import CompactRange
-from services.runtime.bus import ack, ensure_stream, fetch
+from services.runtime.bus import ack, durable_subscription, ensure_stream, fetch
 from services.runtime.clock import Clock
 from services.runtime.faults import crash_point
 from services.runtime.journal_client import (
@@ -179,18 +179,10 @@ class Sequencer:
         try:
             await self.load(genesis_keys)
             await self._republish()
-            durable = "sequencer"
-            stream = self.subjects.submit_stream.name
-            await self.js.add_consumer(
-                stream,
-                ConsumerConfig(
-                    durable_name=durable,
-                    ack_policy=AckPolicy.ALL,
-                    max_ack_pending=self.config.batch_size * 4,
-                    ack_wait=30,
-                ),
-            )
-            sub = await self.js.pull_subscribe_bind(durable, stream=stream)
+            sub = await durable_subscription(
+                self.js, self.subjects.submit_stream.name, "sequencer",
+                ack_policy=AckPolicy.ALL, max_ack_pending=self.config.batch_size * 4,
+            )  # fmt: skip
             self.ready.set()
             while True:
                 msgs = await fetch(sub, self.config.batch_size, self.config.fetch_timeout_s)

@@ -24,7 +24,6 @@ from typing import Any
 import asyncpg
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig
 
 from services.gen.scf.orders.v1 import orders_pb2
 from services.gen.scf.scoring.v1 import scoring_pb2
@@ -32,7 +31,7 @@ from services.lending.policy import auto_decision, contract_document, policy_for
 from services.lending.store import Transitions
 from services.orders.domain import Action
 from services.orders.pledges import pledge_subject
-from services.runtime.bus import StreamSpec, ack, ensure_stream, fetch
+from services.runtime.bus import StreamSpec, ack, durable_subscription, ensure_stream, fetch
 from services.runtime.clock import Clock
 from services.runtime.errors import FailedPrecondition
 from services.runtime.faults import crash_point
@@ -74,17 +73,10 @@ class FlowEngine:
 
     async def restore_facilities(self) -> None:
         """Repayment settled a loan: give its facility the amount back, once."""
-        stream = lending_stream(self.prefix)
-        await self.js.add_consumer(
-            stream.name,
-            ConsumerConfig(
-                durable_name="lending_settled",
-                filter_subject=f"{self.prefix}.repayment.settled",
-                ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=30,
-            ),
-        )
-        sub = await self.js.pull_subscribe_bind("lending_settled", stream=stream.name)
+        sub = await durable_subscription(
+            self.js, lending_stream(self.prefix).name, "lending_settled",
+            f"{self.prefix}.repayment.settled",
+        )  # fmt: skip
         while True:
             for msg in await fetch(sub, 50, 1.0):
                 event = json.loads(msg.data)

@@ -8,13 +8,12 @@ import json
 import logging
 
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig
 
 from services.gen.scf.repayment.v1 import repayment_pb2_grpc
 from services.lending.flow import lending_stream
 from services.repayment.loans import LoanBook
 from services.repayment.servicer import RepaymentServicer
-from services.runtime.bus import ack, ensure_stream, fetch
+from services.runtime.bus import ack, durable_subscription, ensure_stream, fetch
 from services.runtime.service import ServiceContext, ServiceSpec
 
 log = logging.getLogger(__name__)
@@ -24,16 +23,9 @@ async def open_loans(ctx: ServiceContext, book: LoanBook) -> None:
     """Every disbursement from lending opens a loan, exactly once (durable consumer)."""
     stream = lending_stream(ctx.settings.nats_prefix)
     await ensure_stream(ctx.js, stream)
-    await ctx.js.add_consumer(
-        stream.name,
-        ConsumerConfig(
-            durable_name="repayment_disbursed",
-            filter_subject=f"{ctx.settings.nats_prefix}.lending.disbursed",
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=30,
-        ),
+    sub = await durable_subscription(
+        ctx.js, stream.name, "repayment_disbursed", f"{ctx.settings.nats_prefix}.lending.disbursed"
     )
-    sub = await ctx.js.pull_subscribe_bind("repayment_disbursed", stream=stream.name)
     while True:
         for msg in await fetch(sub, 50, 1.0):
             await book.open(json.loads(msg.data))

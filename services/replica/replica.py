@@ -24,7 +24,7 @@ import asyncpg
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy
 
 from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
 from services.journal.checkpoint import CheckpointError, SignedNote, parse_note
@@ -33,7 +33,7 @@ from services.journal.hashing import leaf_hash
 from services.journal.storage import JournalStore, StoredCheckpoint
 from services.journal.verify import JournalVerifier, VerificationError
 from services.journal.witness import cosign
-from services.runtime.bus import ack, ensure_stream, fetch
+from services.runtime.bus import ack, durable_subscription, ensure_stream, fetch
 from services.runtime.clock import Clock
 from services.runtime.journal_client import AuditClient, JournalSubjects
 from services.runtime.keys import Signer
@@ -124,19 +124,10 @@ class Replica:
             log.error("replica %s is stopped by its alarm: %s", self.bank, self.alarm.problem)
             return
         await ensure_stream(self.js, self.subjects.journal_stream)
-        stream = self.subjects.journal_stream.name
-        durable = f"replica_{self.bank.replace('-', '_')}"
-        await self.js.add_consumer(
-            stream,
-            ConsumerConfig(
-                durable_name=durable,
-                ack_policy=AckPolicy.ALL,
-                deliver_policy=DeliverPolicy.ALL,
-                max_ack_pending=20_000,
-                ack_wait=30,
-            ),
-        )
-        sub = await self.js.pull_subscribe_bind(durable, stream=stream)
+        sub = await durable_subscription(
+            self.js, self.subjects.journal_stream.name, f"replica_{self.bank.replace('-', '_')}",
+            ack_policy=AckPolicy.ALL, max_ack_pending=20_000,
+        )  # fmt: skip
         gossip = await self.nc.subscribe(self.subjects.replica_checkpoints(), cb=self._on_peer_note)
         asked = 0.0
         try:

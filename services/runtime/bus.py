@@ -9,19 +9,27 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import nats
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.errors import NotFoundError
 
 from services.runtime.errors import ConfigError
 from services.runtime.metrics import NATS_REDELIVERIES
 
-__all__ = ["StreamSpec", "ack", "connect_nats", "ensure_stream", "fetch"]
+__all__ = ["StreamSpec", "ack", "connect_nats", "durable_subscription", "ensure_stream", "fetch"]
 
 log = logging.getLogger(__name__)
 
@@ -116,3 +124,29 @@ async def ack(msg: Msg) -> None:
         await msg.ack()
     except nats.errors.Error as exc:
         log.warning("ack failed (%r); the message will be redelivered", exc)
+
+
+async def durable_subscription(
+    js: JetStreamContext,
+    stream: str,
+    durable: str,
+    filter_subject: str | None = None,
+    *,
+    ack_policy: AckPolicy = AckPolicy.EXPLICIT,
+    ack_wait: float = 30,
+    max_ack_pending: int = 1000,
+) -> Any:
+    """Create (or update) a durable pull consumer explicitly, then bind to it:
+    ``pull_subscribe`` alone would not update an existing consumer (nats.py #603)."""
+    await js.add_consumer(
+        stream,
+        ConsumerConfig(
+            durable_name=durable,
+            filter_subject=filter_subject,
+            ack_policy=ack_policy,
+            ack_wait=ack_wait,
+            max_ack_pending=max_ack_pending,
+            deliver_policy=DeliverPolicy.ALL,
+        ),
+    )
+    return await js.pull_subscribe_bind(durable, stream=stream)

@@ -23,7 +23,6 @@ from typing import Any
 import asyncpg
 import nats.errors
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from services.gen.scf.journal.v1 import journal_pb2_grpc
 from services.journal.encoding import (
@@ -34,7 +33,7 @@ from services.journal.encoding import (
     unpack_records,
 )
 from services.journal.keyset import canonical_json
-from services.runtime.bus import StreamSpec, ack, ensure_stream, fetch
+from services.runtime.bus import StreamSpec, ack, durable_subscription, ensure_stream, fetch
 from services.runtime.certs import PartyCert
 from services.runtime.clock import Clock
 from services.runtime.faults import crash_point
@@ -257,20 +256,12 @@ class OutboxRelay:
         return int(n)
 
     async def _confirm_loop(self, subject: str, kind: str) -> None:
-        durable = f"relay_{self.producer}_{kind}"
-        stream = self.subjects.journal_stream.name
-        config = ConsumerConfig(
-            durable_name=durable,
-            filter_subject=subject,
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            max_ack_pending=10_000,
-            # A restarted relay's old pull request can swallow a message;
-            # it comes back after ack_wait, so keep that short.
-            ack_wait=5,
-        )
-        await self.js.add_consumer(stream, config)
-        sub = await self.js.pull_subscribe_bind(durable, stream=stream)
+        # A restarted relay's old pull request can swallow a message; it comes
+        # back after ack_wait, so keep that short.
+        sub = await durable_subscription(
+            self.js, self.subjects.journal_stream.name, f"relay_{self.producer}_{kind}", subject,
+            ack_wait=5, max_ack_pending=10_000,
+        )  # fmt: skip
         while True:
             msgs = await fetch(sub, self.batch, 1.0)
             if not msgs:
