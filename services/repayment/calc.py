@@ -199,18 +199,26 @@ class Balances:
     principal_minor: int
     interest_minor: int
     penalty_minor: int
+    fees_minor: int = 0
 
     @property
     def total_minor(self) -> int:
-        return self.principal_minor + self.interest_minor + self.penalty_minor
+        return self.principal_minor + self.interest_minor + self.penalty_minor + self.fees_minor
 
 
 def accrue(
-    b: Balances, to: dt.date, rate_bps: int, penalty_rate_bps: int, due: dt.date, basis: str
+    b: Balances,
+    to: dt.date,
+    rate_bps: int,
+    penalty_rate_bps: int,
+    due: dt.date,
+    basis: str,
+    penalty_from: dt.date | None = None,
 ) -> Balances:
     """Move the balances forward to ``to``: interest on the outstanding principal
-    up to the due date, penalty interest on it from the day after the due date.
-    Each segment is rounded once (half-even); accrual never runs backwards."""
+    up to the due date, penalty interest on it from the day after ``penalty_from``
+    (the due date, or the end of a grace period). Each segment is rounded once
+    (half-even); accrual never runs backwards."""
     if to <= b.until:
         return b
     owed_interest = 0
@@ -218,12 +226,13 @@ def accrue(
     if end > b.until:
         owed_interest = interest(b.principal_minor, rate_bps, b.until, end, basis)
     penalty = 0
-    start = max(b.until, due)
+    start = max(b.until, penalty_from or due)
     if to > start:
         penalty = interest(b.principal_minor, penalty_rate_bps, start, to, basis)
     return Balances(
-        to, b.principal_minor, b.interest_minor + owed_interest, b.penalty_minor + penalty
-    )
+        to, b.principal_minor, b.interest_minor + owed_interest, b.penalty_minor + penalty,
+        b.fees_minor,
+    )  # fmt: skip
 
 
 def days_past_due(b: Balances, due: dt.date, today: dt.date) -> int:

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 import uuid
+from fractions import Fraction
 from typing import Any
 
 import asyncpg
@@ -24,6 +25,7 @@ from services.repayment.calc import (
     bullet_schedule,
     days_past_due,
 )
+from services.repayment.products import product_for
 from services.runtime.clock import Clock
 from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.runtime.journal_client import Outbox
@@ -31,7 +33,6 @@ from services.runtime.journal_client import Outbox
 __all__ = ["LoanBook", "balances_of"]
 
 log = logging.getLogger(__name__)
-DAY_COUNT = "ACT/365"
 
 
 def penalty_rate(rate_bps: int) -> int:
@@ -41,18 +42,29 @@ def penalty_rate(rate_bps: int) -> int:
 
 def balances_of(loan: Any) -> Balances:
     return Balances(
-        loan["accrued_until"], loan["principal_out"], loan["interest_owed"], loan["penalty_owed"]
+        loan["accrued_until"],
+        loan["principal_out"],
+        loan["interest_owed"],
+        loan["penalty_owed"],
+        loan["fees_owed"],
     )
 
 
+def overdue_from(loan: Any) -> dt.date:
+    """The last day before the loan counts as past due: the due date plus grace."""
+    result: dt.date = loan["due_date"] + dt.timedelta(days=loan["grace_days"])
+    return result
+
+
 def as_of(loan: Any, day: dt.date) -> Balances:
-    return accrue(
+    return accrue(  # penalty interest starts once the grace period is over
         balances_of(loan),
         day,
         loan["rate_bps"],
         loan["penalty_rate_bps"],
         loan["due_date"],
         loan["day_count"],
+        overdue_from(loan),
     )
 
 
@@ -90,14 +102,16 @@ class LoanBook:
         disbursed = dt.datetime.fromtimestamp(event["disbursed_micros"] / 1_000_000, dt.UTC).date()
         due = dt.date.fromisoformat(event["due_date"])
         principal, rate = int(event["principal_minor"]), int(event["rate_bps"])
-        lines = bullet_schedule(principal, rate, disbursed, due, DAY_COUNT)
+        product = product_for(event["bank"])
+        lines = bullet_schedule(principal, rate, disbursed, due, product.day_count)
+        fee = round(Fraction(principal * product.arrangement_fee_bps, 10_000))
         async with self.pool.acquire() as conn, conn.transaction():
             inserted = await conn.fetchval(
                 "INSERT INTO loans (loan_id, subcontractor_id, bank, buyer_id, order_id,"
                 " facility_id, currency, principal_minor, rate_bps, penalty_rate_bps, day_count,"
-                " disbursed_on, due_date, accrued_until, principal_out, created_micros)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $12, $8, $14)"
-                " ON CONFLICT DO NOTHING RETURNING 1",
+                " disbursed_on, due_date, accrued_until, principal_out, created_micros, fees_owed,"
+                " grace_days, late_fee_minor) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+                " $12, $13, $12, $8, $14, $15, $16, $17) ON CONFLICT DO NOTHING RETURNING 1",
                 loan_id,
                 event["subcontractor_id"],
                 event["bank"],
@@ -108,10 +122,13 @@ class LoanBook:
                 principal,
                 rate,
                 penalty_rate(rate),
-                DAY_COUNT,
+                product.day_count,
                 disbursed,
                 due,
                 self.clock.now_micros(),
+                fee,
+                product.grace_days,
+                product.late_fee_minor,
             )
             if not inserted:
                 return False
@@ -133,7 +150,9 @@ class LoanBook:
                     "currency": event["currency"],
                     "rate_bps": rate,
                     "penalty_rate_bps": penalty_rate(rate),
-                    "day_count": DAY_COUNT,
+                    "day_count": product.day_count,
+                    "arrangement_fee_minor": fee,
+                    "grace_days": product.grace_days,
                     "disbursed_on": disbursed.isoformat(),
                     "due_date": due.isoformat(),
                     "schedule": [
@@ -209,7 +228,7 @@ class LoanBook:
             split = allocate(
                 amount_minor,
                 balances.penalty_minor,
-                0,
+                balances.fees_minor,
                 balances.interest_minor,
                 balances.principal_minor,
             )
@@ -218,12 +237,13 @@ class LoanBook:
                 balances.principal_minor - split.principal_minor,
                 balances.interest_minor - split.interest_minor,
                 balances.penalty_minor - split.penalty_minor,
+                balances.fees_minor - split.fees_minor,
             )
             settled = after.total_minor == 0
             version = loan["version"] + 1
             await conn.execute(
                 "UPDATE loans SET accrued_until = $2, principal_out = $3, interest_owed = $4,"
-                " penalty_owed = $5, state = $6, version = $7 WHERE loan_id = $1",
+                " penalty_owed = $5, state = $6, version = $7, fees_owed = $8 WHERE loan_id = $1",
                 loan_id,
                 after.until,
                 after.principal_minor,
@@ -231,6 +251,7 @@ class LoanBook:
                 after.penalty_minor,
                 "settled" if settled else "open",
                 version,
+                after.fees_minor,
             )
             payment_id = f"PAY-{uuid.uuid4().hex[:12].upper()}"
             expected = payer == loan["buyer_id"]
@@ -351,19 +372,23 @@ class LoanBook:
         for loan in await self.pool.fetch(
             "SELECT * FROM loans WHERE state = 'open' AND due_date < $1", today
         ):
-            dpd = days_past_due(as_of(loan, today), loan["due_date"], today)
+            dpd = days_past_due(as_of(loan, today), overdue_from(loan), today)
             bucket = bucket_for(dpd)
             if bucket == loan["bucket"]:
                 continue
+            # The product's late fee is charged once, when the loan first falls past due.
+            late_fee = 0 if loan["late_fee_charged"] or dpd == 0 else loan["late_fee_minor"]
             async with self.pool.acquire() as conn, conn.transaction():
                 version = loan["version"] + 1
                 await conn.execute(
-                    "UPDATE loans SET bucket = $2, version = $4,"
+                    "UPDATE loans SET bucket = $2, version = $4, fees_owed = fees_owed + $5,"
+                    " late_fee_charged = late_fee_charged OR $5 > 0,"
                     " max_days_past_due = greatest(max_days_past_due, $3) WHERE loan_id = $1",
                     loan["loan_id"],
                     bucket,
                     dpd,
                     version,
+                    late_fee,
                 )
                 await self.journal(
                     conn,
@@ -374,6 +399,7 @@ class LoanBook:
                         "bucket": bucket,
                         "days_past_due": dpd,
                         "as_of": today.isoformat(),
+                        "late_fee_minor": late_fee,
                     },
                 )
             await self.nc.publish(

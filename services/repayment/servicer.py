@@ -7,7 +7,7 @@ from typing import Any
 
 from services.gen.scf.repayment.v1 import repayment_pb2, repayment_pb2_grpc
 from services.repayment.calc import bucket_for, days_past_due
-from services.repayment.loans import LoanBook, as_of
+from services.repayment.loans import LoanBook, as_of, overdue_from
 from services.runtime.errors import InvalidArgument, PermissionDenied
 from services.runtime.identity import Identity, Role, current_identity, require_role
 from services.runtime.money import Money, parse_money
@@ -48,7 +48,7 @@ class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
             if loan["state"] == "open"
             else as_of(loan, loan["accrued_until"])
         )
-        dpd = days_past_due(b, loan["due_date"], today)
+        dpd = days_past_due(b, overdue_from(loan), today)
         return repayment_pb2.Loan(
             loan_id=loan["loan_id"],
             subcontractor_id=loan["subcontractor_id"],
@@ -65,6 +65,8 @@ class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
             principal_outstanding=_m(c, b.principal_minor),
             interest_owed=_m(c, b.interest_minor),
             penalty_owed=_m(c, b.penalty_minor),
+            fees_owed=_m(c, b.fees_minor),
+            grace_days=loan["grace_days"],
             total_owed=_m(c, b.total_minor),
             days_past_due=dpd,
             bucket=bucket_for(dpd),

@@ -113,7 +113,9 @@ async def test_paid_at_due_date_settles_order_and_restores_facility(settings: Se
             assert paid.expected_payer
             assert paid.interest.amount == f"{expected_interest / 100:.2f}"
             assert paid.principal.amount == "500000.00" and paid.penalty.amount == "0.00"
-            total = 400_000_000 - 50_000_000 - expected_interest
+            fee = 50_000_000 * 25 // 10_000  # bank-north's arrangement fee: 25 bp
+            assert paid.fees.amount == f"{fee / 100:.2f}"
+            total = 400_000_000 - 50_000_000 - expected_interest - fee
             assert paid.surplus.amount == f"{total / 100:.2f}"
             assert paid.loan.state == "settled"
             with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -165,17 +167,30 @@ async def test_overdue_then_payoff_with_penalty(settings: Settings) -> None:
             await wait_until(opened, what="the loan opened")
             loan = (await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id))).loan
             due = dt.date.fromisoformat(loan.due_date)
-            clock.advance(due - clock.now().date() + dt.timedelta(days=45))
+            assert loan.grace_days == 3  # bank-north's product
+            overdue_from = due + dt.timedelta(days=3)
+            clock.advance(overdue_from - clock.now().date() + dt.timedelta(days=45))
 
             async def delinquent() -> bool:
                 got = (await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id))).loan
-                return got.bucket == "31-60" and got.days_past_due == 45
+                # The sweep has recorded the change of bucket (and charged the late fee).
+                return got.bucket == "31-60" and got.fees_owed.amount == "1750.00"
 
-            await wait_until(delinquent, what="45 days past due")
+            await wait_until(delinquent, what="45 days past due, recorded by the sweep")
             loan = (await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id))).loan
-            penalty = interest(50_000_000, 900, due, due + dt.timedelta(days=45), "ACT/365")
+            penalty = interest(
+                50_000_000, 900, overdue_from, overdue_from + dt.timedelta(days=45), "ACT/365"
+            )
+            assert loan.days_past_due == 45
             assert loan.penalty_owed.amount == f"{penalty / 100:.2f}" and penalty > 0
+            assert loan.fees_owed.amount == "1750.00"  # arrangement fee and one late fee
             today = clock.now().date()
+            # A partial payment: penalty first, then fees, then interest, then principal.
+            partial = await repayment.RecordPayment(_pay(loan_id, "100000.00", today, "PART-1"))
+            assert partial.penalty.amount == f"{penalty / 100:.2f}"
+            assert partial.fees.amount == "1750.00" and partial.surplus.amount == "0.00"
+            assert partial.loan.state == "open" and partial.loan.penalty_owed.amount == "0.00"
+            assert partial.loan.principal_outstanding.amount != "500000.00"
             quote = await repayment.QuotePayoff(
                 repayment_pb2.QuotePayoffRequest(
                     loan_id=loan_id, valid_until=(today + dt.timedelta(days=3)).isoformat()

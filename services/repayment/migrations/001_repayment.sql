@@ -18,6 +18,11 @@ CREATE TABLE loans (
     principal_out     bigint NOT NULL CHECK (principal_out >= 0),
     interest_owed     bigint NOT NULL DEFAULT 0 CHECK (interest_owed >= 0),
     penalty_owed      bigint NOT NULL DEFAULT 0 CHECK (penalty_owed >= 0),
+    fees_owed         bigint NOT NULL DEFAULT 0 CHECK (fees_owed >= 0),
+    -- Days after the due date before the loan counts as past due (the bank's product).
+    grace_days        integer NOT NULL DEFAULT 0 CHECK (grace_days >= 0),
+    late_fee_minor    bigint NOT NULL DEFAULT 0,
+    late_fee_charged  boolean NOT NULL DEFAULT false,
     bucket            text NOT NULL DEFAULT 'current',
     max_days_past_due integer NOT NULL DEFAULT 0,
     -- Settled, and orders and lending told so.

@@ -63,6 +63,8 @@ class Loan(_message.Message):
     DAYS_PAST_DUE_FIELD_NUMBER: _builtins.int
     BUCKET_FIELD_NUMBER: _builtins.int
     AS_OF_FIELD_NUMBER: _builtins.int
+    FEES_OWED_FIELD_NUMBER: _builtins.int
+    GRACE_DAYS_FIELD_NUMBER: _builtins.int
     loan_id: _builtins.str
     subcontractor_id: _builtins.str
     bank: _builtins.str
@@ -79,6 +81,7 @@ class Loan(_message.Message):
     bucket: _builtins.str
     """current, 1-30, 31-60, 61-90 or 90+."""
     as_of: _builtins.str
+    grace_days: _builtins.int
     @_builtins.property
     def principal(self) -> Global___Money: ...
     @_builtins.property
@@ -89,6 +92,8 @@ class Loan(_message.Message):
     def penalty_owed(self) -> Global___Money: ...
     @_builtins.property
     def total_owed(self) -> Global___Money: ...
+    @_builtins.property
+    def fees_owed(self) -> Global___Money: ...
     def __init__(
         self,
         *,
@@ -111,10 +116,12 @@ class Loan(_message.Message):
         days_past_due: _builtins.int = ...,
         bucket: _builtins.str = ...,
         as_of: _builtins.str = ...,
+        fees_owed: Global___Money | None = ...,
+        grace_days: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["interest_owed", b"interest_owed", "penalty_owed", b"penalty_owed", "principal", b"principal", "principal_outstanding", b"principal_outstanding", "total_owed", b"total_owed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fees_owed", b"fees_owed", "interest_owed", b"interest_owed", "penalty_owed", b"penalty_owed", "principal", b"principal", "principal_outstanding", b"principal_outstanding", "total_owed", b"total_owed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "bank", b"bank", "bucket", b"bucket", "buyer_id", b"buyer_id", "day_count", b"day_count", "days_past_due", b"days_past_due", "disbursed_on", b"disbursed_on", "due_date", b"due_date", "interest_owed", b"interest_owed", "loan_id", b"loan_id", "order_id", b"order_id", "penalty_owed", b"penalty_owed", "penalty_rate_bps", b"penalty_rate_bps", "principal", b"principal", "principal_outstanding", b"principal_outstanding", "rate_bps", b"rate_bps", "state", b"state", "subcontractor_id", b"subcontractor_id", "total_owed", b"total_owed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "bank", b"bank", "bucket", b"bucket", "buyer_id", b"buyer_id", "day_count", b"day_count", "days_past_due", b"days_past_due", "disbursed_on", b"disbursed_on", "due_date", b"due_date", "fees_owed", b"fees_owed", "grace_days", b"grace_days", "interest_owed", b"interest_owed", "loan_id", b"loan_id", "order_id", b"order_id", "penalty_owed", b"penalty_owed", "penalty_rate_bps", b"penalty_rate_bps", "principal", b"principal", "principal_outstanding", b"principal_outstanding", "rate_bps", b"rate_bps", "state", b"state", "subcontractor_id", b"subcontractor_id", "total_owed", b"total_owed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

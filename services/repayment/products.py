@@ -1,0 +1,33 @@
+"""Each bank's order-financing product: fees, grace, day count. Pure data.
+
+The arrangement fee is charged when the loan opens (a basis-point share of
+the principal, rounded half-even), the late fee once, when the loan first
+falls past due. Both are paid through the waterfall after penalty interest and
+before interest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Product", "product_for"]
+
+
+@dataclass(frozen=True)
+class Product:
+    arrangement_fee_bps: int = 0
+    late_fee_minor: int = 0
+    grace_days: int = 0
+    day_count: str = "ACT/365"
+
+
+PRODUCTS = {
+    "bank-north": Product(arrangement_fee_bps=25, late_fee_minor=50_000, grace_days=3),
+    "bank-south": Product(
+        arrangement_fee_bps=30, late_fee_minor=80_000, grace_days=0, day_count="ACT/360"
+    ),
+}
+
+
+def product_for(bank: str) -> Product:
+    return PRODUCTS.get(bank, Product())
