@@ -18,6 +18,7 @@ from services.runtime.grpcserver import client_channel
 from services.runtime.metrics import serve_metrics
 from tests.support import free_port, running
 
+
 @pytest.mark.integration
 async def test_metrics_count_rpcs_by_method_and_status(settings: Settings) -> None:
     port = free_port()
