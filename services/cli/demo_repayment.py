@@ -72,7 +72,7 @@ async def repay(settings: Settings, out: Console, first_loan: str, second_loan: 
         second = await _loan(repayment, second_loan)
         second_due = dt.date.fromisoformat(second.due_date)
         now = dt.date.fromisoformat(moved.now[:10])
-        moved = await advance(settings, (second_due - now).days + 45)
+        moved = await advance(settings, (second_due - now).days + second.grace_days + 45)
         for _ in range(100):
             second = (
                 await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=second_loan))
