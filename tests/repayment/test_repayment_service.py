@@ -220,3 +220,40 @@ async def test_overdue_then_payoff_with_penalty(settings: Settings) -> None:
             )
             assert paid.loan.state == "settled" and not paid.expected_payer
             assert paid.penalty.amount != "0.00" and paid.surplus.amount == "0.00"
+
+
+async def test_overdue_across_year_end_and_leap_day(settings: Settings) -> None:
+    """Due 20 February 2028: past due across the month end, into a leap day."""
+    clock = ManualClock(dt.datetime.now(dt.UTC))
+    async with lending_env(settings) as env, running(REPAYMENT, settings, clock=clock):
+        await env.facility()
+        due = dt.date(2028, 2, 20)
+        oid = await env.confirmed_order("PO-LEAP", due_in_days=(due - dt.date.today()).days)
+        app_id = await env.request(oid, "500000.00")
+        await env.wait_state(app_id, "referred")
+        await env.approve(app_id, "uw-alice", "500000.00", "leap")
+        await env.sign_all(await env.get(app_id))
+        await env.wait_state(app_id, "disbursed")
+        addr = settings.endpoint("repayment").grpc_addr
+        async with client_channel(addr, load_party(settings.certs_dir, "operator")) as channel:
+            repayment = repayment_pb2_grpc.RepaymentServiceStub(channel)
+
+            async def opened() -> bool:
+                try:
+                    await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=app_id))
+                    return True
+                except grpc.aio.AioRpcError:
+                    return False
+
+            await wait_until(opened, what="the loan opened")
+            clock.advance(dt.date(2028, 3, 2) - clock.now().date())  # over 29 February
+            loan = (await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=app_id))).loan
+            overdue_from = due + dt.timedelta(days=3)  # bank-north's grace
+            assert loan.days_past_due == (dt.date(2028, 3, 2) - overdue_from).days == 8
+            penalty = interest(50_000_000, 900, overdue_from, dt.date(2028, 3, 2), "ACT/365")
+            assert loan.penalty_owed.amount == f"{penalty / 100:.2f}"
+            start = dt.date.fromisoformat(loan.disbursed_on)
+            assert (
+                loan.interest_owed.amount
+                == f"{interest(50_000_000, 600, start, due, 'ACT/365') / 100:.2f}"
+            )
