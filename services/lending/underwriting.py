@@ -151,10 +151,9 @@ class UnderwritingServicer(underwriting_pb2_grpc.UnderwritingServiceServicer):
     async def Reject(
         self, request: underwriting_pb2.RejectRequest, context: Any
     ) -> underwriting_pb2.RejectResponse:
-        if not request.reason_code:
-            raise InvalidArgument("reason_code", "required, such as R01")
-
         async def step(conn: Any, app: Any, who: Identity) -> Any:
+            if not request.reason_code:
+                raise InvalidArgument("reason_code", "required, such as R01")
             reason = f"{request.reason_code}: {request.text.strip()}".strip(": ")
             return await self.t.move(
                 conn, app, "releasing", "rejected", self.clock.now_micros(), who.party_id,
