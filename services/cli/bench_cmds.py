@@ -132,3 +132,18 @@ def lag(
     with bench_settings() as settings, Console(stderr=True).status("appending"):
         result = asyncio.run(bench_lag(settings, rate, seconds))
     _report("lag", as_dict(result), json_out)
+
+
+@bench_app.command("flows")
+def flows(
+    count: int = typer.Option(200, min=1, max=100_000, help="Flows to run at most."),
+    concurrency: int = typer.Option(20, min=1, max=500),
+    seconds: float = typer.Option(120, min=1, max=1800, help="Stop starting flows after this."),
+    json_out: Path | None = JsonOption,
+) -> None:
+    """Complete order-financing flows (register to disbursed, auto-approved) over mTLS gRPC."""
+    from services.bench.flows_bench import bench_flows
+
+    with bench_settings() as settings, Console(stderr=True).status("running flows"):
+        result = asyncio.run(bench_flows(settings, count, concurrency, seconds))
+    _report("flows", as_dict(result), json_out)

@@ -124,8 +124,18 @@ class FlowEngine:
             list(EXPIRING),
             now,
         )
-        for row in rows:
-            await self.step(row["application_id"], row["state"])
+        # Applications are independent (each step locks its own row), so their
+        # steps run side by side; the calls they wait on are to other services.
+        limit = asyncio.Semaphore(16)
+
+        async def one(row: Any) -> None:
+            async with limit:
+                try:
+                    await self.step(row["application_id"], row["state"])
+                except Exception:  # retried on the next pass; the others go on
+                    log.exception("step of %s failed", row["application_id"])
+
+        await asyncio.gather(*(one(row) for row in rows))
 
     async def step(self, application_id: str, state: str) -> None:
         if state == "requested":
