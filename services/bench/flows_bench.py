@@ -10,6 +10,7 @@ is disbursed. Bounded by a count and a time limit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import time
@@ -54,7 +55,24 @@ class FlowResult:
     steps_p99_ms: dict[str, float]
     errors: int
     machine: str
+    #: CPU seconds each service process used during the run: where the time goes.
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
     error_samples: list[str] = field(default_factory=list)
+
+
+def _cpu(platform: Platform) -> dict[str, float]:
+    import os
+
+    import psutil
+
+    out = {}
+    for name, proc in platform.processes.items():
+        with contextlib.suppress(psutil.Error):
+            t = psutil.Process(proc.process.pid).cpu_times()
+            out[name] = t.user + t.system
+    t = os.times()
+    out["load generator"] = t.user + t.system
+    return out
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -242,9 +260,12 @@ async def bench_flows(
                 except Exception as exc:  # counted and reported, the run goes on
                     errors.append(repr(exc)[:200])
 
+        cpu_before = _cpu(platform)
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
+        cpu_after = _cpu(platform)
+        cpu = {k: round(cpu_after[k] - cpu_before.get(k, 0.0), 2) for k in cpu_after}
         for channel in channels.values():
             await channel.close()
     finally:
@@ -260,5 +281,6 @@ async def bench_flows(
         steps_p99_ms={k: _pct(v, 0.99) for k, v in timings.items()},
         errors=len(errors),
         machine=machine(),
+        cpu_seconds=cpu,
         error_samples=errors[:3],
     )
