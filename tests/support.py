@@ -5,19 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from services.runtime.config import SERVICE_NAMES, ServiceEndpoint, Settings
+from services.runtime.ports import free_ports
 from services.runtime.service import ServiceSpec, run_service
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def unique(prefix: str) -> str:
@@ -27,9 +21,10 @@ def unique(prefix: str) -> str:
 def make_settings(nats_url: str, database_url: str, certs_dir: Path, data_dir: Path) -> Settings:
     """Settings for one test: its own schemas, NATS prefix and ports."""
     tag = unique("t")
+    ports = free_ports(len(SERVICE_NAMES))
     endpoints = {
-        name: ServiceEndpoint(name, f"127.0.0.1:{free_port()}", "", f"{tag}_{name}")
-        for name in SERVICE_NAMES
+        name: ServiceEndpoint(name, f"127.0.0.1:{port}", "", f"{tag}_{name}")
+        for name, port in zip(SERVICE_NAMES, ports, strict=True)
     }
     return Settings(
         data_dir=data_dir,

@@ -18,12 +18,12 @@ from services.bench.journal_bench import (
     signed_batches,
     wait_size,
 )
-from services.bench.servers import free_port
 from services.replica.config import database_beside
 from services.runtime.config import Settings
 from services.runtime.db import connect_pool
 from services.runtime.journal_client import JournalSubjects
 from services.runtime.platform import Platform
+from services.runtime.ports import free_port
 
 BANK = "bank-north"
 

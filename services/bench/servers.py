@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -13,12 +12,7 @@ from pathlib import Path
 from services.runtime.certs import ensure_certificates
 from services.runtime.config import SERVICE_NAMES, ServiceEndpoint, Settings
 from services.runtime.embedded import servers_for
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from services.runtime.ports import free_ports
 
 
 @contextlib.contextmanager
@@ -40,7 +34,7 @@ def bench_settings() -> Iterator[Settings]:
                 log_format="json",
                 mode="test",
                 endpoints={
-                    n: ServiceEndpoint(n, f"127.0.0.1:{free_port()}", "", f"{tag}_{n}")
-                    for n in SERVICE_NAMES
+                    n: ServiceEndpoint(n, f"127.0.0.1:{port}", "", f"{tag}_{n}")
+                    for n, port in zip(SERVICE_NAMES, free_ports(len(SERVICE_NAMES)), strict=True)
                 },
             )

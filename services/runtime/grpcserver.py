@@ -145,7 +145,11 @@ class GrpcServer:
     def __init__(self, service: str, addr: str, tls: PartyCert) -> None:
         self.service = service
         self.addr = addr
-        self.server = grpc.aio.server(interceptors=[_CallerInterceptor(service)])
+        # No SO_REUSEPORT: a second server on the same port must fail to start,
+        # not silently share the port and answer UNIMPLEMENTED to half the calls.
+        self.server = grpc.aio.server(
+            interceptors=[_CallerInterceptor(service)], options=[("grpc.so_reuseport", 0)]
+        )
         credentials = grpc.ssl_server_credentials(
             [(tls.key, tls.cert)], root_certificates=tls.ca, require_client_auth=True
         )

@@ -17,8 +17,9 @@ from services.journal.offline import verify_database
 from services.journal.service import SPEC
 from services.runtime.config import Settings
 from services.runtime.embedded import EmbeddedNats
+from services.runtime.ports import free_port
 from tests.journal.helpers import producer, wait_until
-from tests.support import free_port, running
+from tests.support import running
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,9 @@ from services.replica.config import ReplicaSettings, database_beside
 from services.replica.replica import Replica
 from services.replica.service import run_replica
 from services.runtime.config import Settings
+from services.runtime.ports import free_port
 from tests.journal.helpers import wait_until
-from tests.support import free_port, unique
+from tests.support import unique
 
 
 def replica_settings(settings: Settings, bank: str) -> ReplicaSettings:

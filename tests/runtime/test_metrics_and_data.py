@@ -16,7 +16,8 @@ from services.runtime.config import Settings
 from services.runtime.embedded import EmbeddedPostgres
 from services.runtime.grpcserver import client_channel
 from services.runtime.metrics import serve_metrics
-from tests.support import free_port, running
+from services.runtime.ports import free_port
+from tests.support import running
 
 
 @pytest.mark.integration

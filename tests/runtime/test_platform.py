@@ -105,7 +105,8 @@ async def test_scf_up_runs_everything_and_ctrl_c_stops_it(
     import json
 
     from services.replica.config import database_beside
-    from tests.support import free_port, unique
+    from services.runtime.ports import free_port
+    from tests.support import unique
 
     env = {
         **os.environ,
