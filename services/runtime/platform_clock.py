@@ -29,7 +29,10 @@ async def _bucket(js: JetStreamContext, prefix: str) -> KeyValue:
     try:
         return await js.key_value(name)
     except BucketNotFoundError:
-        return await js.create_key_value(bucket=name, history=1)
+        try:
+            return await js.create_key_value(bucket=name, history=1)
+        except nats.errors.Error:  # another service created it at the same moment
+            return await js.key_value(name)
 
 
 async def _read(kv: KeyValue) -> int:
@@ -43,12 +46,15 @@ async def _read(kv: KeyValue) -> int:
 async def follow_platform_clock(js: JetStreamContext, prefix: str, clock: OffsetClock) -> None:
     """Keep ``clock`` on the platform's offset. Re-reads rather than trusting a
     watcher alone (nats.py watchers may miss history after a reconnect)."""
-    kv = await _bucket(js, prefix)
+    kv: KeyValue | None = None
     while True:
         try:
+            if kv is None:
+                kv = await _bucket(js, prefix)
             clock.offset_micros = await _read(kv)
-        except (nats.errors.Error, OSError) as exc:
+        except (nats.errors.Error, OSError) as exc:  # NATS away: keep the last offset, retry
             log.warning("cannot read the platform clock: %r", exc)
+            kv = None
         await asyncio.sleep(0.2)
 
 
