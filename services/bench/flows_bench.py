@@ -83,7 +83,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def bench_flows(
-    settings: Settings, flows: int, concurrency: int, limit_s: float
+    settings: Settings, flows: int, concurrency: int, run_seconds: float
 ) -> FlowResult:
     from services.runtime.certs import ensure_certificates
 
@@ -120,7 +120,7 @@ async def bench_flows(
         for p, key in keys.items():
             await register_key(lending[p], p, key)
         today = dt.date.today()
-        deadline = time.perf_counter() + limit_s
+        deadline = time.perf_counter() + run_seconds
         queue: asyncio.Queue[int] = asyncio.Queue()
         for i in range(flows):
             queue.put_nowait(i)
