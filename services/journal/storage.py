@@ -10,7 +10,7 @@ import asyncpg
 
 from services.journal.encoding import BatchProof, Entry, Statement
 from services.journal.keyset import PLATFORM_PRODUCER, KeySet
-from services.journal.tree import CompactRange, NodeId, nodes_for, range_hash
+from services.journal.tree import CompactRange, NodeId, nodes_for, perfect_nodes, range_hash
 
 __all__ = ["JournalStore", "StoredCheckpoint"]
 
@@ -84,13 +84,8 @@ class JournalStore:
         return {(r["level"], r["idx"]): r["hash"] for r in rows}
 
     async def load_tree(self, size: int) -> CompactRange:
-        if size == 0:
-            return CompactRange()
-        from services.journal.tree import perfect_nodes
-
-        ids = perfect_nodes(0, size)
-        got = await self.nodes(ids)
-        return CompactRange(size, [(level, got[(level, idx)]) for level, idx in ids])
+        nodes = await self.nodes(perfect_nodes(0, size)) if size else {}
+        return CompactRange.from_nodes(size, nodes)
 
     async def last_leaf_hash(self) -> bytes | None:
         h = await self.pool.fetchval("SELECT leaf_hash FROM entries ORDER BY seq DESC LIMIT 1")
@@ -157,8 +152,6 @@ class JournalStore:
 
     async def root_at(self, size: int) -> bytes:
         """MTH of the first ``size`` stored entries, from stored tree nodes."""
-        from services.journal.tree import perfect_nodes
-
         return range_hash(0, size, await self.nodes(perfect_nodes(0, size)))
 
     async def add_cosignature(self, size: int, witness: str, line: str) -> None:

@@ -8,7 +8,7 @@ nodes, so a root or a proof costs O(log n) stored nodes, fetched in one read.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from services.journal.hashing import EMPTY_ROOT, node_hash
@@ -119,14 +119,12 @@ class CompactRange:
     frontier: list[tuple[int, bytes]] = field(default_factory=list)
 
     @classmethod
-    def from_nodes(
-        cls, size: int, fetch: Callable[[list[NodeId]], Mapping[NodeId, bytes]]
-    ) -> CompactRange:
+    def from_nodes(cls, size: int, nodes: Mapping[NodeId, bytes]) -> CompactRange:
+        """The frontier of a tree of ``size`` leaves, from its stored perfect nodes
+        (``perfect_nodes(0, size)`` says which)."""
         if size == 0:
             return cls()
-        ids = perfect_nodes(0, size)
-        got = fetch(ids)
-        return cls(size, [(level, got[(level, idx)]) for level, idx in ids])
+        return cls(size, [(level, nodes[(level, idx)]) for level, idx in perfect_nodes(0, size)])
 
     def append(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
         """Add a leaf hash; returns (level, index, hash) of every node it completes."""

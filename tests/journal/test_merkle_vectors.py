@@ -110,7 +110,7 @@ def test_generated_proofs_verify(size: int, data: st.DataObject) -> None:
 
 def test_frontier_reload_matches() -> None:
     tree, nodes = _build([bytes([i]) for i in range(37)])
-    again = CompactRange.from_nodes(37, lambda ids: {i: nodes[i] for i in ids})
+    again = CompactRange.from_nodes(37, nodes)
     assert again.root() == tree.root()
     assert again.append(b"x" * 32) == tree.append(b"x" * 32)
 

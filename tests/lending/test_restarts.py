@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
 
+from services.lending.flow import lending_stream
+from services.runtime.certs import load_party
 from services.runtime.clock import ManualClock
 from services.runtime.config import Settings
+from services.runtime.grpcserver import client_channel
 from services.runtime.platform import Platform
 from services.scoring.service import SPEC as SCORING
 from tests.lending.helpers import LendingEnv, lending_env
-from tests.orders.helpers import OrdersEnv, orders_env
+from tests.orders.helpers import orders_env
 from tests.support import running
 
 pytestmark = pytest.mark.integration
@@ -30,10 +37,12 @@ async def _events(settings: Settings, subject: str) -> list[str]:
         await conn.close()
 
 
-@pytest.mark.parametrize("point", ["lending.after_pledge", "lending.after_score"])
-async def test_lending_killed_mid_step_resumes_without_repeating(
+@contextlib.asynccontextmanager
+async def crashing_lending(
     settings: Settings, point: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> AsyncIterator[tuple[LendingEnv, Callable[[], Awaitable[None]]]]:
+    """Lending as a subprocess that dies at ``point``, and a way to await that
+    death and start it again (without the crash point)."""
     platform = Platform(settings, services=("lending",))
     try:
         async with orders_env(settings) as orders, running(SCORING, settings):
@@ -41,44 +50,69 @@ async def test_lending_killed_mid_step_resumes_without_repeating(
             platform.spawn("lending")
             await platform.wait_ready("lending")
             monkeypatch.delenv("SCF_CRASH_AT")
-            env = _env(orders)
-            await env.facility()
-            oid = await env.confirmed_order("PO-K1")
-            app_id = await env.request(oid, "2000000.00")
-            code = await _exit(platform)
-            assert code == 99
-            platform.spawn("lending")
-            await platform.wait_ready("lending")
-            env = _env(orders)
-            app = await env.wait_state(app_id, "referred")
-            assert app.decision_id == f"DEC-{app_id}"
-            events = await _events(settings, f"order/{oid}")
-            assert events.count("order.pledged") == 1
-            journaled_app = await _events(settings, f"application/{app_id}")
-            assert journaled_app.count("score.decided") == 1
-            assert journaled_app.count("application.pledged") <= 1
+            addr = settings.endpoint("lending").grpc_addr
+            async with contextlib.AsyncExitStack() as stack:
+                orders.lending_channels = {  # type: ignore[attr-defined]
+                    p: await stack.enter_async_context(
+                        client_channel(addr, load_party(settings.certs_dir, p))
+                    )
+                    for p in ("acme-builders", "citybuild", "uw-alice", "uw-bob")
+                }
+
+                async def restart_after_crash() -> None:
+                    process = platform.processes["lending"].process
+                    assert await asyncio.wait_for(asyncio.to_thread(process.wait), 30) == 99
+                    platform.spawn("lending")
+                    await platform.wait_ready("lending")
+
+                yield LendingEnv(orders), restart_after_crash
     finally:
         platform.stop()
 
 
-def _env(orders: OrdersEnv) -> LendingEnv:
-    """Channels to the lending process (a subprocess here)."""
-    from services.runtime.certs import load_party
-    from services.runtime.grpcserver import client_channel
+@pytest.mark.parametrize("point", ["lending.after_pledge", "lending.after_score"])
+async def test_lending_killed_mid_step_resumes_without_repeating(
+    settings: Settings, point: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with crashing_lending(settings, point, monkeypatch) as (env, restart_after_crash):
+        await env.facility()
+        oid = await env.confirmed_order("PO-K1")
+        app_id = await env.request(oid, "2000000.00")
+        await restart_after_crash()
+        app = await env.wait_state(app_id, "referred")
+        assert app.decision_id == f"DEC-{app_id}"
+        assert (await _events(settings, f"order/{oid}")).count("order.pledged") == 1
+        journaled_app = await _events(settings, f"application/{app_id}")
+        assert journaled_app.count("score.decided") == 1
+        assert journaled_app.count("application.pledged") == 1
+        assert journaled_app.count("application.scored") == 1
 
-    addr = orders.settings.endpoint("lending").grpc_addr
-    orders.lending_channels = {  # type: ignore[attr-defined]
-        p: client_channel(addr, load_party(orders.settings.certs_dir, p))
-        for p in ("acme-builders", "citybuild", "uw-alice", "uw-bob")
-    }
-    return LendingEnv(orders)
 
-
-async def _exit(platform: Platform) -> int:
-    import asyncio
-
-    process = platform.processes["lending"].process
-    return await asyncio.wait_for(asyncio.to_thread(process.wait), 30)
+async def test_lending_killed_after_disbursing_announces_once(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with crashing_lending(settings, "lending.before_announce", monkeypatch) as (
+        env,
+        restart_after_crash,
+    ):
+        await env.facility()
+        oid = await env.confirmed_order("PO-K2")
+        app_id = await env.request(oid, "500000.00")
+        await env.wait_state(app_id, "referred")
+        assert await env.approve(app_id, "uw-alice", "500000.00", "a") == "approved"
+        await env.sign_all(await env.get(app_id))
+        await restart_after_crash()  # disbursed and committed, not yet announced
+        app = await env.wait_state(app_id, "disbursed")
+        assert app.outcome == "disbursed"
+        prefix = env.settings.nats_prefix
+        stream = lending_stream(prefix).name
+        js = env.orders.nc.jetstream()
+        sub = await js.subscribe(f"{prefix}.lending.disbursed", stream=stream)
+        event = json.loads((await sub.next_msg(timeout=10)).data)
+        assert event["application_id"] == app_id
+        assert (await js.stream_info(stream)).state.messages == 1  # announced once
+        events = await _events(settings, f"application/{app_id}")
+        assert events.count("application.disbursed") == 1
 
 
 async def test_offers_expire_and_release(settings: Settings) -> None:
@@ -94,45 +128,3 @@ async def test_offers_expire_and_release(settings: Settings) -> None:
         assert app.outcome == "expired"
         events = await _events(settings, f"order/{oid}")
         assert events[-1] == "order.released"
-
-
-@pytest.mark.parametrize("point", ["lending.before_announce"])
-async def test_lending_killed_after_disbursing_announces_once(
-    settings: Settings, point: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import json
-
-    from services.lending.flow import lending_stream
-
-    platform = Platform(settings, services=("lending",))
-    try:
-        async with orders_env(settings) as orders, running(SCORING, settings):
-            monkeypatch.setenv("SCF_CRASH_AT", point)
-            platform.spawn("lending")
-            await platform.wait_ready("lending")
-            monkeypatch.delenv("SCF_CRASH_AT")
-            env = _env(orders)
-            await env.facility()
-            oid = await env.confirmed_order("PO-K2")
-            app_id = await env.request(oid, "500000.00")
-            await env.wait_state(app_id, "referred")
-            assert await env.approve(app_id, "uw-alice", "500000.00", "a") == "approved"
-            await env.sign_all(await env.get(app_id))
-            assert await _exit(platform) == 99  # disbursed and committed, not yet announced
-            platform.spawn("lending")
-            await platform.wait_ready("lending")
-            env = _env(orders)
-            app = await env.wait_state(app_id, "disbursed")
-            assert app.outcome == "disbursed"
-            stream = lending_stream(settings.nats_prefix).name
-            sub = await orders.nc.jetstream().subscribe(
-                f"{settings.nats_prefix}.lending.disbursed", stream=stream
-            )
-            event = json.loads((await sub.next_msg(timeout=10)).data)
-            assert event["application_id"] == app_id
-            info = await orders.nc.jetstream().stream_info(stream)
-            assert info.state.messages == 1  # announced once, whatever the crash
-            events = await _events(settings, f"application/{app_id}")
-            assert events.count("application.disbursed") == 1
-    finally:
-        platform.stop()

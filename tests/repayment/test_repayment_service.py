@@ -35,6 +35,20 @@ async def _disbursed_loan(env: LendingEnv, ref: str, amount: str = "500000.00") 
     return app_id, oid
 
 
+async def _opened(repayment: Any, loan_id: str) -> None:
+    """Until repayment has opened the loan from lending's disbursement event."""
+
+    async def opened() -> bool:
+        try:
+            await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id))
+            return True
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.NOT_FOUND
+            return False
+
+    await wait_until(opened, what=f"loan {loan_id} opened")
+
+
 def _pay(
     loan_id: str, amount: str, day: dt.date, ref: str, payer: str = "citybuild", **kw: Any
 ) -> Any:
@@ -56,14 +70,7 @@ async def test_paid_at_due_date_settles_order_and_restores_facility(settings: Se
             operator = repayment_pb2_grpc.RepaymentServiceStub(op_ch)
             borrower = repayment_pb2_grpc.RepaymentServiceStub(sub_ch)
 
-            async def opened() -> bool:
-                try:
-                    await borrower.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id))
-                    return True
-                except grpc.aio.AioRpcError:
-                    return False
-
-            await wait_until(opened, what="the loan opened from lending's disbursement")
+            await _opened(borrower, loan_id)
             loan = (await borrower.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id))).loan
             [line] = (
                 await borrower.GetSchedule(repayment_pb2.GetScheduleRequest(loan_id=loan_id))
@@ -157,14 +164,7 @@ async def test_overdue_then_payoff_with_penalty(settings: Settings) -> None:
         async with client_channel(addr, load_party(settings.certs_dir, "operator")) as channel:
             repayment = repayment_pb2_grpc.RepaymentServiceStub(channel)
 
-            async def opened() -> bool:
-                try:
-                    await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id))
-                    return True
-                except grpc.aio.AioRpcError:
-                    return False
-
-            await wait_until(opened, what="the loan opened")
+            await _opened(repayment, loan_id)
             loan = (await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id))).loan
             due = dt.date.fromisoformat(loan.due_date)
             assert loan.grace_days == 3  # bank-north's product
@@ -238,14 +238,7 @@ async def test_overdue_across_year_end_and_leap_day(settings: Settings) -> None:
         async with client_channel(addr, load_party(settings.certs_dir, "operator")) as channel:
             repayment = repayment_pb2_grpc.RepaymentServiceStub(channel)
 
-            async def opened() -> bool:
-                try:
-                    await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=app_id))
-                    return True
-                except grpc.aio.AioRpcError:
-                    return False
-
-            await wait_until(opened, what="the loan opened")
+            await _opened(repayment, app_id)
             clock.advance(dt.date(2028, 3, 2) - clock.now().date())  # over 29 February
             loan = (await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=app_id))).loan
             overdue_from = due + dt.timedelta(days=3)  # bank-north's grace
