@@ -13,6 +13,8 @@ import pytest
 
 from services.gen.scf.journal.v1 import journal_pb2 as J
 from services.gen.scf.journal.v1 import journal_pb2_grpc as Jg
+from services.gen.scf.leasing.v1 import leasing_pb2 as X
+from services.gen.scf.leasing.v1 import leasing_pb2_grpc as Xg
 from services.gen.scf.lending.v1 import lending_pb2 as L
 from services.gen.scf.lending.v1 import lending_pb2_grpc as Lg
 from services.gen.scf.orders.v1 import orders_pb2 as O
@@ -46,8 +48,9 @@ PARTIES = {
     "auditor": "auditor-reg",
     "operator": "operator",
     "service": "orders",
+    "vendor": "liftco",
 }
-SUB, BUY, UW, LEASE, AUD, OP, SVC = PARTIES
+SUB, BUY, UW, LEASE, AUD, OP, SVC, VEN = PARTIES
 
 READERS = {AUD, UW, OP, SVC}
 # (service, stub, method, request, roles allowed past the gate)
@@ -71,7 +74,7 @@ MATRIX = [
         Lg.LendingServiceStub,
         "CreateFacility",
         L.CreateFacilityRequest(idempotency_key="k"),
-        {UW},
+        {UW, LEASE},
     ),
     (
         "lending",
@@ -85,7 +88,7 @@ MATRIX = [
         Lg.LendingServiceStub,
         "ListFacilities",
         L.ListFacilitiesRequest(),
-        {UW, SUB, AUD, OP},
+        {UW, LEASE, SUB, AUD, OP},
     ),
     (
         "lending",
@@ -108,34 +111,68 @@ MATRIX = [
         L.WithdrawApplicationRequest(application_id="APP-X", idempotency_key="k"),
         {SUB},
     ),
-    ("lending", Ug.UnderwritingServiceStub, "ListApplications", U.ListApplicationsRequest(), {UW}),
+    (
+        "lending",
+        Ug.UnderwritingServiceStub,
+        "ListApplications",
+        U.ListApplicationsRequest(),
+        {UW, LEASE},
+    ),
     (
         "lending",
         Ug.UnderwritingServiceStub,
         "GetApplication",
         U.GetApplicationRequest(application_id="APP-X"),
-        {UW},
+        {UW, LEASE},
     ),
     (
         "lending",
         Ug.UnderwritingServiceStub,
         "Approve",
         U.ApproveRequest(application_id="APP-X", idempotency_key="k"),
-        {UW},
+        {UW, LEASE},
     ),
     (
         "lending",
         Ug.UnderwritingServiceStub,
         "Reject",
         U.RejectRequest(application_id="APP-X", idempotency_key="k"),
-        {UW},
+        {UW, LEASE},
     ),
     (
         "lending",
         Ug.UnderwritingServiceStub,
         "CounterOffer",
         U.CounterOfferRequest(application_id="APP-X", idempotency_key="k"),
-        {UW},
+        {UW, LEASE},
+    ),
+    (
+        "lending",
+        Xg.LeasingServiceStub,
+        "ApplyForLease",
+        X.ApplyForLeaseRequest(idempotency_key="k"),
+        {SUB},
+    ),
+    (
+        "lending",
+        Xg.LeasingServiceStub,
+        "PayVendor",
+        X.PayVendorRequest(lease_id="LSE-X", idempotency_key="k"),
+        {LEASE},
+    ),
+    (
+        "lending",
+        Xg.LeasingServiceStub,
+        "ConfirmDelivery",
+        X.ConfirmDeliveryRequest(lease_id="LSE-X", idempotency_key="k"),
+        {SUB},
+    ),
+    (
+        "lending",
+        Xg.LeasingServiceStub,
+        "ExerciseOption",
+        X.ExerciseOptionRequest(lease_id="LSE-X", option=1, idempotency_key="k"),
+        {SUB},
     ),
     (
         "scoring",

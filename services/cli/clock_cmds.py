@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from typing import Any
 
 import typer
@@ -25,6 +26,20 @@ async def advance(settings: Settings, days: int, hours: int = 0) -> Any:
         return await platform_pb2_grpc.PlatformServiceStub(channel).AdvanceClock(
             platform_pb2.AdvanceClockRequest(days=days, hours=hours), timeout=10
         )
+
+
+async def platform_today(settings: Settings) -> dt.date:
+    """Today by the platform clock (as the repayment service keeps it)."""
+    from services.gen.scf.platform.v1 import platform_pb2, platform_pb2_grpc
+    from services.runtime.certs import load_party
+    from services.runtime.grpcserver import client_channel
+
+    tls = load_party(settings.certs_dir, "operator")
+    async with client_channel(settings.endpoint("repayment").grpc_addr, tls) as channel:
+        who = await platform_pb2_grpc.PlatformServiceStub(channel).WhoAmI(
+            platform_pb2.WhoAmIRequest(), timeout=10
+        )
+    return dt.date.fromisoformat(who.now[:10])
 
 
 @clock_app.command("advance")

@@ -136,7 +136,9 @@ async def _order(platform: Platform, out: Console) -> int:
 
 
 async def _finance(platform: Platform, out: Console) -> int:
-    """Steps 4 to 7 (financing) and 10 to 11 (repayment)."""
+    """Steps 4 to 7 (financing), 8 to 9 (repayment), 10 (a lease), then the journal,
+    the replicas and the order's proven history."""
+    from services.cli.demo_leasing import lease
     from services.cli.demo_lending import finance
     from services.cli.demo_repayment import repay
 
@@ -146,8 +148,28 @@ async def _finance(platform: Platform, out: Console) -> int:
     second_order = await _register_and_confirm(platform.settings, "FB-2027-002")
     second = await finance(platform.settings, out, second_order, quiet=True)
     platform.demo_loans = (first, second)  # type: ignore[attr-defined]
-    code = await _journal(platform, out)
-    return code or await repay(platform.settings, out, first, second)
+    code = await repay(platform.settings, out, first, second)
+    code = code or await lease(platform.settings, out)
+    code = code or await _journal(platform, out)
+    return code or await _history(platform, out, order_id)
+
+
+async def _history(platform: Platform, out: Console, order_id: str) -> int:
+    settings = platform.settings
+    out.rule(f"13. The whole history of {order_id}, every entry proven")
+    contract = hashlib.sha256(b"Flood barrier steel supply contract, signed PDF").digest()
+    tls = load_party(settings.certs_dir, "citybuild")
+    async with client_channel(settings.endpoint("orders").grpc_addr, tls) as channel:
+        card = await orders_pb2_grpc.OrdersServiceStub(channel).VerifyOrder(
+            orders_pb2.VerifyOrderRequest(order_id=order_id, contract_sha256=contract), timeout=10
+        )
+    check_card(card, bytes.fromhex((settings.keys_dir / "journal.pub").read_text()))
+    state = orders_pb2.OrderState.Name(card.state).removeprefix("ORDER_STATE_").lower()
+    table = Table("entry", "event", "inclusion proof", title=f"{order_id}: {state}")
+    for e in card.entries:
+        table.add_row(str(e.seq), e.event_type, f"{len(e.inclusion_proof)} hashes, verified")
+    out.print(table)
+    return 0
 
 
 async def _register_and_confirm(settings: Settings, reference: str) -> str:
@@ -186,7 +208,7 @@ async def _register_and_confirm(settings: Settings, reference: str) -> str:
 
 async def _journal(platform: Platform, out: Console) -> int:
     settings = platform.settings
-    out.rule("8. The journal, as an auditor sees it")
+    out.rule("11. The journal, as an auditor sees it")
     tls = load_party(settings.certs_dir, "auditor-reg")
     async with client_channel(settings.endpoint("journal").grpc_addr, tls) as channel:
         audit = journal_pb2_grpc.AuditServiceStub(channel)
@@ -219,7 +241,7 @@ async def _journal(platform: Platform, out: Console) -> int:
 
 async def _replicas(platform: Platform, out: Console, size: int) -> int:
     settings = platform.settings
-    out.rule("9. Each bank keeps its own verified replica, and cosigns")
+    out.rule("12. Each bank keeps its own verified replica, and cosigns")
     tls = load_party(settings.certs_dir, "operator")
     table = Table("bank", "entries", "root", "cosigned up to", "lag", "alarm")
     for bank in EXAMPLE_BANKS:

@@ -9,14 +9,13 @@ import json
 from typing import Any
 
 import grpc
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from rich.console import Console
 
 from services.cli.score_cmds import show
 from services.gen.scf.lending.v1 import lending_pb2, lending_pb2_grpc
 from services.gen.scf.scoring.v1 import scoring_pb2, scoring_pb2_grpc
 from services.gen.scf.underwriting.v1 import underwriting_pb2, underwriting_pb2_grpc
+from services.lending.signing import sign_contract
 from services.runtime.certs import load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
@@ -129,21 +128,8 @@ async def finance(settings: Settings, out: Console, order_id: str, quiet: bool =
         app = await _wait(lending["acme-builders"], app.application_id, "approved")
         out.print(f"contract {app.contract.contract_id}, SHA-256 {app.contract.sha256.hex()[:16]}…")
         for party in ("acme-builders", "uw-alice", "citybuild"):
-            key = Ed25519PrivateKey.generate()
-            public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-            await lending[party].RegisterSigningKey(
-                lending_pb2.RegisterSigningKeyRequest(
-                    public_key=public, idempotency_key=f"demo-key-{party}-{public.hex()[:8]}"
-                ),
-                timeout=10,
-            )
-            await lending[party].SignContract(
-                lending_pb2.SignContractRequest(
-                    contract_id=app.contract.contract_id,
-                    signature=key.sign(app.contract.sha256),
-                    idempotency_key=f"demo-sign-{party}-{app.application_id}",
-                ),
-                timeout=10,
+            await sign_contract(
+                lending[party], party, app.contract.contract_id, app.contract.sha256, "demo"
             )
             out.print(f"{party} signed")
         app = await _wait(lending["acme-builders"], app.application_id, "disbursed")

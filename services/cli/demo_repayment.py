@@ -45,7 +45,7 @@ async def repay(settings: Settings, out: Console, first_loan: str, second_loan: 
         await _loan(repayment, second_loan)
         today = dt.date.fromisoformat(loan.as_of)
         due = dt.date.fromisoformat(loan.due_date)
-        out.rule("10. The due date comes: the platform clock moves for every service at once")
+        out.rule("8. The due date comes: the platform clock moves for every service at once")
         moved = await advance(settings, (due - today).days)
         out.print(f"platform clock: {moved.now[:10]}")
         paid = await repayment.RecordPayment(
@@ -68,7 +68,7 @@ async def repay(settings: Settings, out: Console, first_loan: str, second_loan: 
                 await repayment.GetStatement(repayment_pb2.GetStatementRequest(loan_id=first_loan))
             )
         )
-        out.rule("11. A second loan runs 45 days past due, then is paid off with penalty interest")
+        out.rule("9. A second loan runs 45 days past due, then is paid off with penalty interest")
         second = await _loan(repayment, second_loan)
         second_due = dt.date.fromisoformat(second.due_date)
         now = dt.date.fromisoformat(moved.now[:10])

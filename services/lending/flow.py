@@ -10,6 +10,13 @@ twice.
     referred -underwriters-> approved | pending_second_approval | offered | releasing
     approved -every signature-> effective -disburse-> disbursed
     any offer past its expiry, a withdrawal, a rejection -> releasing -> closed
+
+A lease (kind ``lease``) has no order to pledge and its money goes to the
+vendor on the lessor's word, so it differs in three steps:
+
+    requested -score-> approved | referred | releasing
+    effective -PayVendor-> vendor_paid -ConfirmDelivery-> in_force (rentals open)
+    in_force -ExerciseOption-> ending -repayment settled-> closed
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from nats.js import JetStreamContext
 
 from services.gen.scf.orders.v1 import orders_pb2
 from services.gen.scf.scoring.v1 import scoring_pb2
+from services.lending.leases import LeaseRequest, lease_contract_document
 from services.lending.policy import auto_decision, contract_document, policy_for
 from services.lending.store import Transitions
 from services.orders.domain import Action
@@ -89,11 +97,36 @@ class FlowEngine:
                             app["facility_id"],
                             app["terms"]["amount_minor"],
                         )
-                        await self.t.move(
+                        app = await self.t.move(
                             conn, app, app["state"], "facility_restored", self.clock.now_micros(),
                             "repayment", restored=True,
                         )  # fmt: skip
+                    if app["kind"] == "lease" and app["state"] in ("in_force", "ending"):
+                        await self._end_lease(conn, app)
                 await ack(msg)
+
+    async def _end_lease(self, conn: Any, app: Any) -> None:
+        """Every rental (and the option price, if owed) is paid: the lease ends as chosen.
+        Paid off without a choice, the residual was paid too: a purchase."""
+        option = app["lease_option"] or "purchase"
+        now = self.clock.now_micros()
+        if option in ("purchase", "terminate"):
+            lease = LeaseRequest.from_json(app["lease"])
+            app = await self.t.move(
+                conn, app, app["state"], "ownership_transferred", now, "lending",
+                reason=f"{lease.asset_description} (serial {lease.serial_number}) passes from"
+                f" {app['bank']} to {app['subcontractor_id']}",
+            )  # fmt: skip
+        elif option == "return":
+            app = await self.t.move(
+                conn, app, app["state"], "asset_returned", now, "lending",
+                reason=f"the asset goes back to {app['bank']}",
+            )  # fmt: skip
+        outcome = {
+            "purchase": "purchased", "return": "returned", "renew": "renewed",
+            "terminate": "terminated",
+        }[option]  # fmt: skip
+        await self.t.move(conn, app, "closed", "lease_ended", now, "lending", outcome=outcome)
 
     async def run(self) -> None:
         await ensure_stream(self.js, lending_stream(self.prefix))
@@ -116,10 +149,12 @@ class FlowEngine:
     async def step_all(self) -> None:
         now = self.clock.now_micros()
         rows = await self.pool.fetch(
-            "SELECT application_id, state FROM applications WHERE state = ANY($1::text[])"
+            "SELECT application_id, state, kind FROM applications"
+            " WHERE (state = ANY($1::text[]) AND NOT (kind = 'lease' AND state = 'effective'))"
             " OR (state = ANY($2::text[]) AND offer_expires_micros > 0"
             "     AND offer_expires_micros < $3)"
-            " OR (state = 'disbursed' AND NOT announced) ORDER BY created_micros LIMIT 100",
+            " OR (state IN ('disbursed', 'in_force') AND NOT announced)"
+            " ORDER BY created_micros LIMIT 100",
             list(STEPPED),
             list(EXPIRING),
             now,
@@ -131,14 +166,16 @@ class FlowEngine:
         async def one(row: Any) -> None:
             async with limit:
                 try:
-                    await self.step(row["application_id"], row["state"])
+                    await self.step(row["application_id"], row["state"], row["kind"])
                 except Exception:  # retried on the next pass; the others go on
                     log.exception("step of %s failed", row["application_id"])
 
         await asyncio.gather(*(one(row) for row in rows))
 
-    async def step(self, application_id: str, state: str) -> None:
-        if state == "requested":
+    async def step(self, application_id: str, state: str, kind: str = "order") -> None:
+        if state == "requested" and kind == "lease":
+            await self._score(application_id)
+        elif state == "requested":
             await self._pledge(application_id)
         elif state == "pledged":
             await self._score(application_id)
@@ -146,7 +183,7 @@ class FlowEngine:
             await self._expire(application_id)
         elif state == "effective":
             await self._disburse(application_id)
-        elif state == "disbursed":
+        elif state in ("disbursed", "in_force"):
             await self._announce(application_id)
         elif state == "releasing":
             await self._release(application_id)
@@ -197,21 +234,29 @@ class FlowEngine:
             "SELECT * FROM facilities WHERE facility_id = $1", app["facility_id"]
         )
         available = facility["limit_minor"] - facility["reserved_minor"] - facility["drawn_minor"]
+        ask = scoring_pb2.ScoreRequest(
+            application_id=application_id,
+            order_id=app["order_id"],
+            bank=app["bank"],
+            facility_available_minor=available,
+        )
+        lease = LeaseRequest.from_json(app["lease"]) if app["kind"] == "lease" else None
+        if lease is not None:
+            ask.lease.CopyFrom(
+                scoring_pb2.LeaseFacts(
+                    lessee_id=app["subcontractor_id"], currency=lease.currency,
+                    price_minor=lease.price_minor, down_payment_minor=lease.down_payment_minor,
+                    residual_minor=lease.residual_minor, term_months=lease.term_months,
+                )
+            )  # fmt: skip
         reply = await self.nc.request(
-            score_subject(self.prefix),
-            scoring_pb2.ScoreRequest(
-                application_id=application_id,
-                order_id=app["order_id"],
-                bank=app["bank"],
-                facility_available_minor=available,
-            ).SerializeToString(),
-            timeout=15,
+            score_subject(self.prefix), ask.SerializeToString(), timeout=15
         )
         result = scoring_pb2.ScoreResult.FromString(reply.data)
         crash_point("lending.after_score")
         async with self.pool.acquire() as conn, conn.transaction():
             app = await self.t.lock(conn, application_id)
-            if app["state"] != "pledged":
+            if app["state"] != ("requested" if lease else "pledged"):
                 return
             now = self.clock.now_micros()
             if not result.ok:
@@ -230,17 +275,24 @@ class FlowEngine:
             app = await self.t.move(
                 conn,
                 app,
-                "pledged",
+                app["state"],
                 "scored",
                 now,
                 "scoring",
                 decision=decision,
                 decision_id=result.decision_id,
             )
-            tenor = min(int(app["order_facts"]["tenor_days"]), int(decision["max_tenor_days"]) or 1)
+            if lease is not None:
+                tenor = lease.term_days
+            else:
+                tenor = min(
+                    int(app["order_facts"]["tenor_days"]), int(decision["max_tenor_days"]) or 1
+                )
             verdict, terms = auto_decision(
                 policy_for(app["bank"]), decision, app["requested_minor"], tenor
             )
+            if verdict == "approve" and tenor > int(decision["max_tenor_days"]):
+                verdict = "refer"  # a lease longer than the grade allows: staff decide
             if verdict == "approve" and terms is not None:
                 await self.approve(conn, app, terms, "policy")
             elif verdict == "decline":
@@ -277,11 +329,17 @@ class FlowEngine:
             facility["facility_id"],
             amount,
         )
-        document, digest = contract_document(
-            {**dict(app), "buyer_id": app["order_facts"]["buyer_id"]}, terms
-        )
+        if app["kind"] == "lease":
+            lease = LeaseRequest.from_json(app["lease"])
+            document, digest = lease_contract_document(dict(app), lease, terms)
+            # Lessee, lessor, and the vendor, who sells the asset to the lessor.
+            signers = [app["subcontractor_id"], app["bank"], lease.vendor_id]
+        else:
+            document, digest = contract_document(
+                {**dict(app), "buyer_id": app["order_facts"]["buyer_id"]}, terms
+            )
+            signers = [app["subcontractor_id"], app["bank"], app["order_facts"]["buyer_id"]]
         contract_id = f"CON-{uuid.uuid4().hex[:12].upper()}"
-        signers = [app["subcontractor_id"], app["bank"], app["order_facts"]["buyer_id"]]
         await conn.execute(
             "INSERT INTO contracts (contract_id, application_id, document, sha256, signers)"
             " VALUES ($1, $2, $3, $4, $5)",
@@ -313,37 +371,29 @@ class FlowEngine:
             app = await self.t.lock(conn, application_id)
             if app["state"] != "effective":
                 return
-            amount = app["reserved_minor"]
-            await conn.execute(
-                "UPDATE facilities SET reserved_minor = reserved_minor - $2,"
-                " drawn_minor = drawn_minor + $2 WHERE facility_id = $1",
-                app["facility_id"],
-                amount,
-            )
-            await self.t.move(
-                conn, app, "disbursed", "disbursed", self.clock.now_micros(), "lending",
-                outcome="disbursed", reserved_minor=0,
-            )  # fmt: skip
+            await self.draw(conn, app, "disbursed", "disbursed", "lending", outcome="disbursed")
         crash_point("lending.before_announce")
         await self._announce(application_id)
+
+    async def draw(
+        self, conn: Any, app: Any, state: str, event: str, by: str, **changes: Any
+    ) -> Any:
+        """The money has gone out: the facility's reservation becomes a drawing."""
+        await conn.execute(
+            "UPDATE facilities SET reserved_minor = reserved_minor - $2,"
+            " drawn_minor = drawn_minor + $2 WHERE facility_id = $1",
+            app["facility_id"],
+            app["reserved_minor"],
+        )
+        return await self.t.move(
+            conn, app, state, event, self.clock.now_micros(), by, reserved_minor=0, **changes
+        )
 
     async def _announce(self, application_id: str) -> None:
         """Tell repayment to open the schedule (JetStream: not lost, deduplicated)."""
         app = await self._get(application_id)
-        event = {
-            "application_id": application_id,
-            "subcontractor_id": app["subcontractor_id"],
-            "bank": app["bank"],
-            "order_id": app["order_id"],
-            "buyer_id": app["order_facts"]["buyer_id"],
-            "due_date": app["order_facts"]["due_date"],
-            "currency": app["currency"],
-            "principal_minor": app["terms"]["amount_minor"],
-            "rate_bps": app["terms"]["rate_bps"],
-            "tenor_days": app["terms"]["tenor_days"],
-            "disbursed_micros": app["updated_micros"],
-            "facility_id": app["facility_id"],
-        }
+        announce = lease_commenced_event if app["kind"] == "lease" else loan_disbursed_event
+        event = announce(app)
         await self.js.publish(
             f"{self.prefix}.lending.disbursed",
             json.dumps(event, sort_keys=True).encode(),
@@ -356,10 +406,11 @@ class FlowEngine:
 
     async def _release(self, application_id: str) -> None:
         app = await self._get(application_id)
-        result = await self._order_command(Action.RELEASE, app)
-        if not result.ok and "not pledged to" not in result.reason:
-            log.warning("release of %s refused: %s", application_id, result.reason)
-            return
+        if app["kind"] == "order":
+            result = await self._order_command(Action.RELEASE, app)
+            if not result.ok and "not pledged to" not in result.reason:
+                log.warning("release of %s refused: %s", application_id, result.reason)
+                return
         async with self.pool.acquire() as conn, conn.transaction():
             app = await self.t.lock(conn, application_id)
             if app["state"] != "releasing":
@@ -374,3 +425,42 @@ class FlowEngine:
             await self.t.move(
                 conn, app, "closed", "closed", self.clock.now_micros(), "lending", reserved_minor=0
             )
+
+
+def loan_disbursed_event(app: Any) -> dict[str, Any]:
+    return {
+        "kind": "loan",
+        "application_id": app["application_id"],
+        "subcontractor_id": app["subcontractor_id"],
+        "bank": app["bank"],
+        "order_id": app["order_id"],
+        "buyer_id": app["order_facts"]["buyer_id"],
+        "due_date": app["order_facts"]["due_date"],
+        "currency": app["currency"],
+        "principal_minor": app["terms"]["amount_minor"],
+        "rate_bps": app["terms"]["rate_bps"],
+        "tenor_days": app["terms"]["tenor_days"],
+        "disbursed_micros": app["updated_micros"],
+        "facility_id": app["facility_id"],
+    }
+
+
+def lease_commenced_event(app: Any) -> dict[str, Any]:
+    """What repayment needs to open a lease's rental schedule."""
+    lease = LeaseRequest.from_json(app["lease"])
+    return {
+        "kind": "lease",
+        "application_id": app["application_id"],
+        "subcontractor_id": app["subcontractor_id"],
+        "bank": app["bank"],
+        "vendor_id": lease.vendor_id,
+        "currency": app["currency"],
+        "principal_minor": app["terms"]["amount_minor"],
+        "rate_bps": app["terms"]["rate_bps"],
+        "periods": lease.periods,
+        "per_year": lease.per_year,
+        "in_advance": lease.in_advance,
+        "residual_minor": lease.residual_minor,
+        "commenced_on": app["commenced_on"].isoformat(),
+        "facility_id": app["facility_id"],
+    }

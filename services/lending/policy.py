@@ -27,6 +27,8 @@ class BankPolicy:
 POLICIES = {
     "bank-north": BankPolicy("bank-north", frozenset({"A", "B"}), 300_000_000, 100_000_000, 350),
     "bank-south": BankPolicy("bank-south", frozenset({"A"}), 100_000_000, 50_000_000, 380),
+    # A leasing company: staff decide above 200,000.00, two of them above 100,000.00.
+    "lease-one": BankPolicy("lease-one", frozenset({"A", "B"}), 20_000_000, 10_000_000, 550),
 }
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+from services.gen.scf.leasing.v1 import leasing_pb2_grpc
 from services.gen.scf.lending.v1 import lending_pb2_grpc
 from services.gen.scf.underwriting.v1 import underwriting_pb2_grpc
 from services.lending.flow import FlowEngine
+from services.lending.leasing import LeasingServicer
 from services.lending.servicer import LendingServicer
 from services.lending.store import Transitions
 from services.lending.underwriting import UnderwritingServicer
@@ -25,6 +27,11 @@ async def setup(ctx: ServiceContext) -> None:
         underwriting_pb2_grpc.add_UnderwritingServiceServicer_to_server,
         UnderwritingServicer(ctx.pool, engine, ctx.clock),
         "scf.underwriting.v1.UnderwritingService",
+    )
+    ctx.server.add(
+        leasing_pb2_grpc.add_LeasingServiceServicer_to_server,
+        LeasingServicer(ctx.pool, ctx.nc, engine, ctx.clock, prefix),
+        "scf.leasing.v1.LeasingService",
     )
     ctx.tasks.append(asyncio.create_task(engine.run(), name="lending-flow"))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -27,7 +28,7 @@ from services.runtime.errors import (
 from services.runtime.idempotency import M, once
 from services.runtime.identity import Identity, Role, current_identity, require_role
 from services.runtime.keys import key_id_of
-from services.runtime.money import parse_money
+from services.runtime.money import Money, parse_money
 
 __all__ = ["LendingServicer", "application_view"]
 
@@ -36,7 +37,32 @@ _SCOREABLE = {
     orders_pb2.ORDER_STATE_DELIVERED,
     orders_pb2.ORDER_STATE_ACCEPTED,
 }
+#: A bank's underwriters and a leasing company's staff: they act for their organisation.
+STAFF = (Role.UNDERWRITER, Role.LEASING)
 CLOSABLE = ("requested", "pledged", "referred", "pending_second_approval", "offered", "approved")
+
+
+async def usable_facility(
+    conn: Any, organization: str, party_id: str, amount: Money, today: dt.date
+) -> Any:
+    """The organisation's facility for the party in the amount's currency, if it
+    is in force and has the amount available; FAILED_PRECONDITION otherwise."""
+    facility = await conn.fetchrow(
+        "SELECT * FROM facilities WHERE bank = $1 AND subcontractor_id = $2 AND currency = $3",
+        organization, party_id, amount.currency,
+    )  # fmt: skip
+    if facility is None:
+        raise FailedPrecondition(f"{organization} has no {amount.currency} facility for {party_id}")
+    if facility["expires_on"] < today:
+        raise FailedPrecondition(
+            f"facility {facility['facility_id']} expired on {facility['expires_on']}"
+        )
+    available = facility["limit_minor"] - facility["reserved_minor"] - facility["drawn_minor"]
+    if amount.minor > available:
+        raise FailedPrecondition(
+            f"facility {facility['facility_id']} has {available} minor units available"
+        )
+    return facility
 
 
 async def application_view(conn: Any, app: Any) -> lending_pb2.Application:
@@ -59,12 +85,15 @@ async def application_view(conn: Any, app: Any) -> lending_pb2.Application:
 def _may_read(who: Identity, app: Any) -> None:
     if who.role in (Role.AUDITOR, Role.OPERATOR) or who.party_id == app["subcontractor_id"]:
         return
-    if who.role is Role.UNDERWRITER and who.organization == app["bank"]:
+    if who.role in STAFF and who.organization == app["bank"]:
         return
     raise PermissionDenied(f"{who.party_id} is not a party to application {app['application_id']}")
 
 
-class LendingServicer(lending_pb2_grpc.LendingServiceServicer):
+class ApplicationCalls:
+    """What the lending and leasing servicers share: idempotent calls that wake the
+    flow engine, and the steps an applicant (borrower or lessee) takes on its own."""
+
     def __init__(
         self, pool: asyncpg.Pool[Any], nc: NATS, engine: FlowEngine, clock: Clock, prefix: str
     ) -> None:
@@ -84,12 +113,37 @@ class LendingServicer(lending_pb2_grpc.LendingServiceServicer):
         self.engine.wake.set()
         return result
 
+    async def _applicant_step(
+        self,
+        application_id: str,
+        kind: str,
+        request: Any,
+        response: type[M],
+        step: Callable[[Any, Any, Identity], Awaitable[Any]],
+        view: Callable[[Any, Any], Awaitable[M]],
+    ) -> M:
+        """Lock the caller's own application of ``kind``, take ``step``, answer ``view``."""
+        who = require_role(Role.SUBCONTRACTOR)
+
+        async def work(conn: Any) -> M:
+            app = await self.t.lock(conn, application_id)
+            if app["kind"] != kind:
+                raise NotFound(f"no {kind} {application_id!r}")
+            if app["subcontractor_id"] != who.party_id:
+                raise PermissionDenied(f"{kind} {application_id} is not {who.party_id}'s")
+            return await view(conn, await step(conn, app, who))
+
+        method = type(request).__name__.removesuffix("Request")
+        return await self._once(who, method, request, response, work)
+
+
+class LendingServicer(ApplicationCalls, lending_pb2_grpc.LendingServiceServicer):
     # -- facilities ------------------------------------------------------------------
 
     async def CreateFacility(
         self, request: lending_pb2.CreateFacilityRequest, context: Any
     ) -> lending_pb2.CreateFacilityResponse:
-        who = require_role(Role.UNDERWRITER)
+        who = require_role(Role.UNDERWRITER, Role.LEASING)
         if not request.subcontractor_id:
             raise InvalidArgument("subcontractor_id", "required")
         limit = parse_money(request.limit.amount, request.limit.currency, "limit")
@@ -143,7 +197,7 @@ class LendingServicer(lending_pb2_grpc.LendingServiceServicer):
         self, request: Any, context: Any
     ) -> lending_pb2.ListFacilitiesResponse:
         who = current_identity()
-        if who.role is Role.UNDERWRITER:
+        if who.role in STAFF:
             rows = await self.pool.fetch(
                 "SELECT * FROM facilities WHERE bank = $1", who.organization
             )
@@ -203,26 +257,9 @@ class LendingServicer(lending_pb2_grpc.LendingServiceServicer):
         }
 
         async def work(conn: Any) -> lending_pb2.RequestFinancingResponse:
-            facility = await conn.fetchrow(
-                "SELECT * FROM facilities WHERE bank = $1 AND subcontractor_id = $2"
-                " AND currency = $3",
-                request.bank, who.party_id, amount.currency,
-            )  # fmt: skip
-            if facility is None:
-                raise FailedPrecondition(
-                    f"{request.bank} has no {amount.currency} facility for {who.party_id}"
-                )
-            if facility["expires_on"] < self.clock.now().date():
-                raise FailedPrecondition(
-                    f"facility {facility['facility_id']} expired on {facility['expires_on']}"
-                )
-            available = (
-                facility["limit_minor"] - facility["reserved_minor"] - facility["drawn_minor"]
+            facility = await usable_facility(
+                conn, request.bank, who.party_id, amount, self.clock.now().date()
             )
-            if amount.minor > available:
-                raise FailedPrecondition(
-                    f"facility {facility['facility_id']} has {available} minor units available"
-                )
             now = self.clock.now_micros()
             application_id = f"APP-{uuid.uuid4().hex[:12].upper()}"
             row = await conn.fetchrow(
@@ -264,19 +301,13 @@ class LendingServicer(lending_pb2_grpc.LendingServiceServicer):
             _may_read(who, app)
             return lending_pb2.GetApplicationResponse(application=await application_view(conn, app))
 
-    async def _borrower_step(self, request: Any, response: type[M], method: str, step: Any) -> M:
-        who = require_role(Role.SUBCONTRACTOR)
-
-        async def work(conn: Any) -> M:
-            app = await self.t.lock(conn, request.application_id)
-            if app["subcontractor_id"] != who.party_id:
-                raise PermissionDenied(
-                    f"application {app['application_id']} is not {who.party_id}'s"
-                )
-            app = await step(conn, app, who)
+    async def _borrower_step(self, request: Any, response: type[M], step: Any) -> M:
+        async def view(conn: Any, app: Any) -> M:
             return response(application=await application_view(conn, app))
 
-        return await self._once(who, method, request, response, work)
+        return await self._applicant_step(
+            request.application_id, "order", request, response, step, view
+        )
 
     async def AcceptOffer(
         self, request: lending_pb2.AcceptOfferRequest, context: Any
@@ -288,9 +319,7 @@ class LendingServicer(lending_pb2_grpc.LendingServiceServicer):
                 )
             return await self.engine.approve(conn, app, dict(app["terms"]), who.party_id)
 
-        return await self._borrower_step(
-            request, lending_pb2.AcceptOfferResponse, "AcceptOffer", step
-        )
+        return await self._borrower_step(request, lending_pb2.AcceptOfferResponse, step)
 
     async def DeclineOffer(
         self, request: lending_pb2.DeclineOfferRequest, context: Any
@@ -305,9 +334,7 @@ class LendingServicer(lending_pb2_grpc.LendingServiceServicer):
                 outcome="declined", reason="the subcontractor declined the counter-offer",
             )  # fmt: skip
 
-        return await self._borrower_step(
-            request, lending_pb2.DeclineOfferResponse, "DeclineOffer", step
-        )
+        return await self._borrower_step(request, lending_pb2.DeclineOfferResponse, step)
 
     async def WithdrawApplication(
         self, request: lending_pb2.WithdrawApplicationRequest, context: Any
@@ -322,9 +349,7 @@ class LendingServicer(lending_pb2_grpc.LendingServiceServicer):
                 outcome="withdrawn", reason="withdrawn by the subcontractor",
             )  # fmt: skip
 
-        return await self._borrower_step(
-            request, lending_pb2.WithdrawApplicationResponse, "WithdrawApplication", step
-        )
+        return await self._borrower_step(request, lending_pb2.WithdrawApplicationResponse, step)
 
     # -- signatures ------------------------------------------------------------------------
 
@@ -373,17 +398,7 @@ class LendingServicer(lending_pb2_grpc.LendingServiceServicer):
                 raise FailedPrecondition(
                     f"application is {app['state']}; the contract is not open for signing"
                 )
-            borrower, bank, buyer = contract["signers"]
-            if who.party_id == borrower:
-                signer = borrower
-            elif who.role is Role.UNDERWRITER and who.organization == bank:
-                signer = bank
-            elif who.party_id == buyer:
-                signer = buyer
-            else:
-                raise PermissionDenied(
-                    f"{who.party_id} is not a party to contract {contract['contract_id']}"
-                )
+            signer = _signer_for(who, contract)
             key = await conn.fetchrow(
                 "SELECT * FROM signing_keys WHERE party_id = $1", who.party_id
             )
@@ -416,9 +431,8 @@ class LendingServicer(lending_pb2_grpc.LendingServiceServicer):
                 "SELECT count(*) FROM signatures WHERE contract_id = $1", contract["contract_id"]
             )
             now = self.clock.now_micros()
-            app = await self.t.move(
-                conn, app, "approved", f"signed_by_{_role_of(signer, contract)}", now, who.party_id
-            )
+            role = SIGNER_ROLES[app["kind"]][list(contract["signers"]).index(signer)]
+            app = await self.t.move(conn, app, "approved", f"signed_by_{role}", now, who.party_id)
             if count == len(contract["signers"]):
                 app = await self.t.move(conn, app, "effective", "effective", now, "lending")
             return lending_pb2.SignContractResponse(application=await application_view(conn, app))
@@ -428,5 +442,16 @@ class LendingServicer(lending_pb2_grpc.LendingServiceServicer):
         )
 
 
-def _role_of(signer: str, contract: Any) -> str:
-    return ("borrower", "lender", "buyer")[list(contract["signers"]).index(signer)]
+#: What each of a contract's three signers is, by kind of application.
+SIGNER_ROLES = {"order": ("borrower", "lender", "buyer"), "lease": ("lessee", "lessor", "vendor")}
+
+
+def _signer_for(who: Identity, contract: Any) -> str:
+    """Which signer the caller is: the borrower or lessee and the third party sign
+    as themselves; any staff member of the lending organisation signs for it."""
+    party, organization, third = contract["signers"]
+    if who.party_id in (party, third):
+        return str(who.party_id)
+    if who.role in STAFF and who.organization == organization:
+        return str(organization)
+    raise PermissionDenied(f"{who.party_id} is not a party to contract {contract['contract_id']}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from services.gen.scf.lending.v1 import lending_pb2
@@ -76,6 +77,13 @@ def application_proto(
     return app
 
 
+#: The columns whose new value a transition's journal entry carries.
+JOURNALED_COLUMNS = (
+    "outcome", "reason", "terms", "approvals", "decision_id", "contract_id", "lease_option",
+    "vendor_payment_reference", "commenced_on",
+)  # fmt: skip
+
+
 class Transitions:
     """Moves an application from state to state, journaling each move once."""
 
@@ -112,10 +120,16 @@ class Transitions:
             "order_id": row["order_id"],
             "bank": row["bank"],
         }
-        for key in ("outcome", "reason", "terms", "approvals", "decision_id", "contract_id"):
+        if row["kind"] == "lease":
+            payload["kind"] = "lease"
+        for key in JOURNALED_COLUMNS:
             if key in changes:
                 value = changes[key]
-                payload[key] = list(value) if isinstance(value, (list, tuple)) else value
+                if isinstance(value, (list, tuple)):
+                    value = list(value)
+                elif isinstance(value, dt.date):
+                    value = value.isoformat()
+                payload[key] = value
         await self.outbox.add(
             conn,
             subject=f"application/{row['application_id']}",

@@ -9,6 +9,7 @@ import asyncpg
 from services.gen.scf.underwriting.v1 import underwriting_pb2, underwriting_pb2_grpc
 from services.journal.keyset import canonical_json
 from services.lending.flow import DAY_MICROS, FlowEngine
+from services.lending.leases import LeaseRequest
 from services.lending.policy import policy_for
 from services.lending.store import money_pb
 from services.runtime.clock import Clock
@@ -24,6 +25,7 @@ DECIDABLE = ("referred", "pending_second_approval")
 
 def _item(app: Any, seqs: list[int]) -> underwriting_pb2.QueueItem:
     m = money_pb(app["currency"], app["requested_minor"])
+    facts = app["lease"] if app["kind"] == "lease" else app["order_facts"]
     return underwriting_pb2.QueueItem(
         application_id=app["application_id"],
         subcontractor_id=app["subcontractor_id"],
@@ -33,7 +35,7 @@ def _item(app: Any, seqs: list[int]) -> underwriting_pb2.QueueItem:
         decision_json=canonical_json(app["decision"]).decode() if app["decision"] else "",
         approvals=list(app["approvals"]),
         journal_seqs=seqs,
-        order_json=canonical_json(app["order_facts"]).decode() if app["order_facts"] else "",
+        order_json=canonical_json(facts).decode() if facts else "",
     )
 
 
@@ -55,7 +57,7 @@ class UnderwritingServicer(underwriting_pb2_grpc.UnderwritingServiceServicer):
     async def ListApplications(
         self, request: underwriting_pb2.ListApplicationsRequest, context: Any
     ) -> underwriting_pb2.ListApplicationsResponse:
-        who = require_role(Role.UNDERWRITER)
+        who = require_role(Role.UNDERWRITER, Role.LEASING)
         states = list(request.states) or list(DECIDABLE)
         rows = await self.pool.fetch(
             "SELECT * FROM applications WHERE bank = $1 AND state = ANY($2::text[])"
@@ -68,7 +70,7 @@ class UnderwritingServicer(underwriting_pb2_grpc.UnderwritingServiceServicer):
     async def GetApplication(
         self, request: underwriting_pb2.GetApplicationRequest, context: Any
     ) -> underwriting_pb2.GetApplicationResponse:
-        who = require_role(Role.UNDERWRITER)
+        who = require_role(Role.UNDERWRITER, Role.LEASING)
         app = await self.pool.fetchrow(
             "SELECT * FROM applications WHERE application_id = $1", request.application_id
         )
@@ -79,7 +81,7 @@ class UnderwritingServicer(underwriting_pb2_grpc.UnderwritingServiceServicer):
         return underwriting_pb2.GetApplicationResponse(application=_item(app, seqs))
 
     async def _decide(self, request: Any, response: type[M], method: str, step: Any) -> M:
-        who = require_role(Role.UNDERWRITER)
+        who = require_role(Role.UNDERWRITER, Role.LEASING)
 
         async def work(conn: Any) -> M:
             app = await self.t.lock(conn, request.application_id)
@@ -107,13 +109,17 @@ class UnderwritingServicer(underwriting_pb2_grpc.UnderwritingServiceServicer):
             raise InvalidArgument("terms.amount.amount", "more than the subcontractor asked for")
         if not 0 < terms.rate_bps <= 5000:
             raise InvalidArgument("terms.rate_bps", "1 to 5000 basis points")
-        if not 0 < terms.tenor_days <= 730:
+        tenor = terms.tenor_days
+        if app["kind"] == "lease":  # the term is the lessee's, in the contract already
+            term_days = LeaseRequest.from_json(app["lease"]).term_days
+            if tenor not in (0, term_days):
+                raise InvalidArgument(
+                    "terms.tenor_days", f"the lease runs {term_days} days; give 0 or that"
+                )
+            tenor = term_days
+        elif not 0 < tenor <= 730:
             raise InvalidArgument("terms.tenor_days", "1 to 730 days")
-        return {
-            "amount_minor": money.minor,
-            "rate_bps": terms.rate_bps,
-            "tenor_days": terms.tenor_days,
-        }
+        return {"amount_minor": money.minor, "rate_bps": terms.rate_bps, "tenor_days": tenor}
 
     async def Approve(
         self, request: underwriting_pb2.ApproveRequest, context: Any

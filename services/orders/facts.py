@@ -33,11 +33,33 @@ class FactsResponder:
 
     async def _on_message(self, msg: Msg) -> None:
         try:
-            facts = await self.facts(orders_pb2.OrderFactsQuery.FromString(msg.data).order_id)
+            query = orders_pb2.OrderFactsQuery.FromString(msg.data)
+            if query.order_id:
+                facts = await self.facts(query.order_id)
+            else:
+                facts = await self.party_facts(query.subcontractor_id, query.currency)
         except Exception:  # a malformed query gets "not found", never silence
             log.exception("order facts query failed")
             facts = orders_pb2.OrderFacts(found=False)
         await msg.respond(facts.SerializeToString())
+
+    async def party_facts(self, subcontractor_id: str, currency: str) -> orders_pb2.OrderFacts:
+        """A subcontractor's record without an order in view (a lessee's)."""
+        row: Any = await self.pool.fetchrow(
+            "SELECT count(*) FILTER (WHERE state = 'settled') AS completed,"
+            " coalesce(avg(amount_minor) FILTER (WHERE state <> 'cancelled'), 0) AS usual,"
+            " coalesce(sum(amount_minor) FILTER (WHERE pledge_application IS NOT NULL), 0)"
+            "   AS open"
+            " FROM orders WHERE subcontractor_id = $1 AND currency = $2",
+            subcontractor_id,
+            currency,
+        )
+        return orders_pb2.OrderFacts(
+            found=bool(subcontractor_id),
+            completed_orders=row["completed"],
+            usual_amount_minor=int(row["usual"]),
+            open_exposure_minor=int(row["open"]),
+        )
 
     async def facts(self, order_id: str) -> orders_pb2.OrderFacts:
         try:

@@ -19,6 +19,7 @@ __all__ = [
     "Balances",
     "Line",
     "accrue",
+    "add_months",
     "allocate",
     "annuity_schedule",
     "bucket_for",
@@ -81,7 +82,7 @@ def bullet_schedule(
     return [Line(1, due, principal_minor, interest(principal_minor, rate_bps, start, due, basis))]
 
 
-def _add_months(d: dt.date, months: int) -> dt.date:
+def add_months(d: dt.date, months: int) -> dt.date:
     month = d.month - 1 + months
     year = d.year + month // 12
     month = month % 12 + 1
@@ -127,7 +128,7 @@ def annuity_schedule(
     lines = []
     balance = principal_minor
     for n in range(1, periods + 1):
-        due = _add_months(start, months * (n - 1 if in_advance else n))
+        due = add_months(start, months * (n - 1 if in_advance else n))
         # In advance the first rental is paid before any interest accrues.
         owed_interest = 0 if in_advance and n == 1 else _round(balance * i)
         # The last rental takes the rounding, so the lines add up to the principal.
@@ -135,7 +136,7 @@ def annuity_schedule(
         lines.append(Line(n, due, principal, owed_interest))
         balance -= principal
     if residual_minor:
-        end = _add_months(start, months * periods)
+        end = add_months(start, months * periods)
         owed_interest = _round(balance * i) if in_advance else 0
         lines.append(Line(periods + 1, end, balance, owed_interest))
     return lines

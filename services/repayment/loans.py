@@ -25,6 +25,7 @@ from services.repayment.calc import (
     bullet_schedule,
     days_past_due,
 )
+from services.repayment.leases import LeaseBook
 from services.repayment.products import product_for
 from services.runtime.clock import Clock
 from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -84,6 +85,7 @@ class LoanBook:
         self.outbox = outbox
         self.clock = clock
         self.prefix = prefix
+        self.leases = LeaseBook(self)
 
     async def journal(
         self, conn: Any, loan_id: str, event: str, version: int, payload: dict[str, Any]
@@ -98,6 +100,8 @@ class LoanBook:
 
     async def open(self, event: dict[str, Any]) -> bool:
         """Open the loan of a disbursement; False when it is open already."""
+        if event.get("kind") == "lease":
+            return await self.leases.open(event)
         loan_id = event["application_id"]
         disbursed = dt.datetime.fromtimestamp(event["disbursed_micros"] / 1_000_000, dt.UTC).date()
         due = dt.date.fromisoformat(event["due_date"])
@@ -211,50 +215,28 @@ class LoanBook:
                     loan_id, payer, currency, amount_minor, value_date, reference, problem.message
                 )
                 raise problem
-            balances = as_of(loan, max(value_date, loan["accrued_until"]))
-            if quote_id:
-                quote = await conn.fetchrow(
-                    "SELECT * FROM quotes WHERE quote_id = $1 AND loan_id = $2", quote_id, loan_id
+            if loan["kind"] == "lease":
+                split, changes = await self.leases.apply_payment(
+                    conn, loan, amount_minor, value_date, quote_id
                 )
-                if quote is None:
-                    raise NotFound(f"no quote {quote_id!r} for loan {loan_id}")
-                if value_date > quote["valid_until"]:
-                    raise FailedPrecondition(f"quote {quote_id} expired on {quote['valid_until']}")
-                if amount_minor < quote["amount_minor"]:
-                    raise FailedPrecondition(
-                        f"the quote asks for {quote['amount_minor']} minor units"
-                    )
-                balances = as_of(loan, quote["valid_until"])
-            split = allocate(
-                amount_minor,
-                balances.penalty_minor,
-                balances.fees_minor,
-                balances.interest_minor,
-                balances.principal_minor,
-            )
-            after = Balances(
-                balances.until,
-                balances.principal_minor - split.principal_minor,
-                balances.interest_minor - split.interest_minor,
-                balances.penalty_minor - split.penalty_minor,
-                balances.fees_minor - split.fees_minor,
-            )
-            settled = after.total_minor == 0
+            else:
+                split, changes = await self._apply_loan_payment(
+                    conn, loan, amount_minor, value_date, quote_id
+                )
+            settled = changes.pop("settled")
             version = loan["version"] + 1
+            columns = {**changes, "state": "settled" if settled else "open", "version": version}
             await conn.execute(
-                "UPDATE loans SET accrued_until = $2, principal_out = $3, interest_owed = $4,"
-                " penalty_owed = $5, state = $6, version = $7, fees_owed = $8 WHERE loan_id = $1",
+                "UPDATE loans SET "
+                + ", ".join(f"{c} = ${n}" for n, c in enumerate(columns, start=2))
+                + " WHERE loan_id = $1",
                 loan_id,
-                after.until,
-                after.principal_minor,
-                after.interest_minor,
-                after.penalty_minor,
-                "settled" if settled else "open",
-                version,
-                after.fees_minor,
+                *columns.values(),
             )
             payment_id = f"PAY-{uuid.uuid4().hex[:12].upper()}"
-            expected = payer == loan["buyer_id"]
+            expected = payer == (
+                loan["subcontractor_id"] if loan["kind"] == "lease" else loan["buyer_id"]
+            )
             allocation = split.__dict__ | {"expected_payer": expected}
             await conn.execute(
                 "INSERT INTO payments (payment_id, loan_id, payer, amount_minor, value_date,"
@@ -282,7 +264,7 @@ class LoanBook:
                     "bank_reference": reference,
                     "quote_id": quote_id,
                     "allocation": allocation,
-                    "principal_out": after.principal_minor,
+                    "principal_out": changes["principal_out"],
                 },
             )
             if settled:
@@ -296,6 +278,52 @@ class LoanBook:
         if settled:
             await self.announce_settlement(loan_id)
         return payment_id, split, expected, row
+
+    async def _apply_loan_payment(
+        self, conn: Any, loan: Any, amount_minor: int, value_date: dt.date, quote_id: str
+    ) -> tuple[Allocation, dict[str, Any]]:
+        """Order financing: accrue to the value date (or the quote's), then the waterfall."""
+        balances = as_of(loan, max(value_date, loan["accrued_until"]))
+        if quote_id:
+            quote = await self.valid_quote(conn, loan, quote_id, value_date, amount_minor)
+            balances = as_of(loan, quote["valid_until"])
+        split = allocate(
+            amount_minor,
+            balances.penalty_minor,
+            balances.fees_minor,
+            balances.interest_minor,
+            balances.principal_minor,
+        )
+        after = Balances(
+            balances.until,
+            balances.principal_minor - split.principal_minor,
+            balances.interest_minor - split.interest_minor,
+            balances.penalty_minor - split.penalty_minor,
+            balances.fees_minor - split.fees_minor,
+        )
+        return split, {
+            "accrued_until": after.until,
+            "principal_out": after.principal_minor,
+            "interest_owed": after.interest_minor,
+            "penalty_owed": after.penalty_minor,
+            "fees_owed": after.fees_minor,
+            "settled": after.total_minor == 0,
+        }
+
+    @staticmethod
+    async def valid_quote(
+        conn: Any, loan: Any, quote_id: str, value_date: dt.date, amount_minor: int
+    ) -> Any:
+        quote = await conn.fetchrow(
+            "SELECT * FROM quotes WHERE quote_id = $1 AND loan_id = $2", quote_id, loan["loan_id"]
+        )
+        if quote is None:
+            raise NotFound(f"no quote {quote_id!r} for loan {loan['loan_id']}")
+        if value_date > quote["valid_until"]:
+            raise FailedPrecondition(f"quote {quote_id} expired on {quote['valid_until']}")
+        if amount_minor < quote["amount_minor"]:
+            raise FailedPrecondition(f"the quote asks for {quote['amount_minor']} minor units")
+        return quote
 
     async def _unmatched(
         self,
@@ -326,7 +354,10 @@ class LoanBook:
             raise FailedPrecondition(f"loan {loan_id} is {loan['state']}")
         if valid_until < self.clock.now().date():
             raise InvalidArgument("valid_until", "must not be in the past")
-        amount = as_of(loan, max(valid_until, loan["accrued_until"])).total_minor
+        if loan["kind"] == "lease":
+            amount = await self.leases.quote_amount(loan, valid_until)
+        else:
+            amount = as_of(loan, max(valid_until, loan["accrued_until"])).total_minor
         quote_id = f"QTE-{uuid.uuid4().hex[:12].upper()}"
         await self.pool.execute(
             "INSERT INTO quotes (quote_id, loan_id, amount_minor, valid_until, created_micros)"
@@ -342,16 +373,17 @@ class LoanBook:
     async def announce_settlement(self, loan_id: str) -> None:
         """Orders marks the order settled; lending restores the facility. Retried until done."""
         loan = await self.loan(loan_id)
-        reply = await self.nc.request(
-            pledge_subject(self.prefix, Action.SETTLE),
-            orders_pb2.PledgeCommand(
-                order_id=loan["order_id"], application_id=loan_id
-            ).SerializeToString(),
-            timeout=10,
-        )
-        result = orders_pb2.PledgeResult.FromString(reply.data)
-        if not result.ok and "settled" not in result.reason:
-            log.warning("orders did not settle %s: %s", loan["order_id"], result.reason)
+        if loan["kind"] == "loan":  # a lease has no order behind it
+            reply = await self.nc.request(
+                pledge_subject(self.prefix, Action.SETTLE),
+                orders_pb2.PledgeCommand(
+                    order_id=loan["order_id"], application_id=loan_id
+                ).SerializeToString(),
+                timeout=10,
+            )
+            result = orders_pb2.PledgeResult.FromString(reply.data)
+            if not result.ok and "settled" not in result.reason:
+                log.warning("orders did not settle %s: %s", loan["order_id"], result.reason)
         await self.js.publish(
             f"{self.prefix}.repayment.settled",
             json.dumps(
@@ -369,8 +401,15 @@ class LoanBook:
     async def sweep(self) -> None:
         """Days past due and buckets as of the clock; a bucket change is journaled and announced."""
         today = self.clock.now().date()
+        for lease in await self.pool.fetch(
+            "SELECT * FROM loans l WHERE state = 'open' AND kind = 'lease' AND (bucket <> 'current'"
+            " OR EXISTS (SELECT 1 FROM schedule_lines s WHERE s.loan_id = l.loan_id"
+            " AND NOT s.waived AND s.paid < s.principal + s.interest AND s.due < $1))",
+            today,
+        ):
+            await self.leases.sweep(lease, today)
         for loan in await self.pool.fetch(
-            "SELECT * FROM loans WHERE state = 'open' AND due_date < $1", today
+            "SELECT * FROM loans WHERE state = 'open' AND kind = 'loan' AND due_date < $1", today
         ):
             dpd = days_past_due(as_of(loan, today), overdue_from(loan), today)
             bucket = bucket_for(dpd)

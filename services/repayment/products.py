@@ -2,8 +2,8 @@
 
 The arrangement fee is charged when the loan opens (a basis-point share of
 the principal, rounded half-even), the late fee once, when the loan first
-falls past due. Both are paid through the waterfall after penalty interest and
-before interest.
+falls past due (for a lease: on each rental that falls late). Both are paid
+through the waterfall after penalty interest and before interest.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ PRODUCTS = {
     "bank-south": Product(
         arrangement_fee_bps=30, late_fee_minor=80_000, grace_days=0, day_count="ACT/360"
     ),
+    # A leasing company: a late fee on every rental that falls late, five days' grace.
+    "lease-one": Product(late_fee_minor=20_000, grace_days=5),
 }
 
 

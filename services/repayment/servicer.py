@@ -31,7 +31,7 @@ def _may_read(who: Identity, loan: Any) -> None:
         return
     if who.party_id in (loan["subcontractor_id"], loan["buyer_id"]):
         return
-    if who.role is Role.UNDERWRITER and who.organization == loan["bank"]:
+    if who.role in (Role.UNDERWRITER, Role.LEASING) and who.organization == loan["bank"]:
         return
     raise PermissionDenied(f"{who.party_id} is not a party to loan {loan['loan_id']}")
 
@@ -40,17 +40,25 @@ class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
     def __init__(self, book: LoanBook) -> None:
         self.book = book
 
-    def loan_view(self, loan: Any) -> repayment_pb2.Loan:
+    async def loan_view(self, loan: Any) -> repayment_pb2.Loan:
+        """The loan or lease with its balances as of the clock (as of its last
+        accrual once settled)."""
         today = self.book.clock.now().date()
+        day = today if loan["state"] == "open" else loan["accrued_until"]
+        if loan["kind"] == "lease":
+            p = await self.book.leases.position(loan, day)
+            owed = (p.principal_minor, p.interest_due_minor, p.penalty_minor, p.fees_minor)
+            total, due, dpd = p.total_minor, p.due_minor, p.days_past_due
+        else:
+            b = as_of(loan, max(day, loan["accrued_until"]))
+            owed = (b.principal_minor, b.interest_minor, b.penalty_minor, b.fees_minor)
+            total, dpd = b.total_minor, days_past_due(b, overdue_from(loan), today)
+            due = total if today >= loan["due_date"] else 0
         c = loan["currency"]
-        b = (
-            as_of(loan, max(today, loan["accrued_until"]))
-            if loan["state"] == "open"
-            else as_of(loan, loan["accrued_until"])
-        )
-        dpd = days_past_due(b, overdue_from(loan), today)
+        principal, interest, penalty, fees = (_m(c, amount) for amount in owed)
         return repayment_pb2.Loan(
             loan_id=loan["loan_id"],
+            kind=loan["kind"],
             subcontractor_id=loan["subcontractor_id"],
             bank=loan["bank"],
             buyer_id=loan["buyer_id"],
@@ -62,12 +70,13 @@ class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
             disbursed_on=loan["disbursed_on"].isoformat(),
             due_date=loan["due_date"].isoformat(),
             state=loan["state"],
-            principal_outstanding=_m(c, b.principal_minor),
-            interest_owed=_m(c, b.interest_minor),
-            penalty_owed=_m(c, b.penalty_minor),
-            fees_owed=_m(c, b.fees_minor),
+            principal_outstanding=principal,
+            interest_owed=interest,
+            penalty_owed=penalty,
+            fees_owed=fees,
             grace_days=loan["grace_days"],
-            total_owed=_m(c, b.total_minor),
+            total_owed=_m(c, total),
+            due_now=_m(c, due),
             days_past_due=dpd,
             bucket=bucket_for(dpd),
             as_of=today.isoformat(),
@@ -106,14 +115,14 @@ class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
             principal=_m(c, split.principal_minor),
             surplus=_m(c, split.surplus_minor),
             expected_payer=expected,
-            loan=self.loan_view(loan),
+            loan=await self.loan_view(loan),
         )
 
     async def GetLoan(
         self, request: repayment_pb2.GetLoanRequest, context: Any
     ) -> repayment_pb2.GetLoanResponse:
         return repayment_pb2.GetLoanResponse(
-            loan=self.loan_view(await self._readable(request.loan_id))
+            loan=await self.loan_view(await self._readable(request.loan_id))
         )
 
     async def GetSchedule(
@@ -132,6 +141,8 @@ class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
                     principal=_m(c, r["principal"]),
                     interest=_m(c, r["interest"]),
                     total=_m(c, r["principal"] + r["interest"]),
+                    paid=_m(c, r["paid"]),
+                    waived=r["waived"],
                 )
                 for r in rows
             ]
@@ -185,7 +196,7 @@ class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
                     date=lines[-1].date, kind="settled", reference=loan["loan_id"]
                 )
             )
-        return repayment_pb2.GetStatementResponse(loan=self.loan_view(loan), lines=lines)
+        return repayment_pb2.GetStatementResponse(loan=await self.loan_view(loan), lines=lines)
 
     async def QuotePayoff(
         self, request: repayment_pb2.QuotePayoffRequest, context: Any

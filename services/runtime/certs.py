@@ -45,6 +45,11 @@ EXAMPLE_PARTIES: tuple[PartySpec, ...] = (
     PartySpec("uw-bob", Role.UNDERWRITER, "bank-north"),
     PartySpec("uw-carol", Role.UNDERWRITER, "bank-south"),
     PartySpec("lease-one", Role.LEASING, "lease-one"),
+    # The leasing company's staff: two, for four eyes.
+    PartySpec("ls-dana", Role.LEASING, "lease-one"),
+    PartySpec("ls-erik", Role.LEASING, "lease-one"),
+    PartySpec("liftco", Role.VENDOR, "liftco"),
+    PartySpec("pumpmart", Role.VENDOR, "pumpmart"),
     PartySpec("auditor-reg", Role.AUDITOR, "regulator"),
     # Each bank's journal replica reads the journal as an auditor of its bank.
     PartySpec("replica-bank-north", Role.AUDITOR, "bank-north"),

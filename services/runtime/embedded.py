@@ -76,10 +76,11 @@ class EmbeddedNats:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             files = list(ports_dir.glob(f"*_{self.process.pid}.ports"))
-            if files:
-                ports = json.loads(files[0].read_text())
-                self.url = ports["nats"][0]
-                return self.url
+            text = files[0].read_text() if files else ""
+            if text:  # the server creates the file, then writes it: an empty read is early
+                with contextlib.suppress(ValueError):
+                    self.url = json.loads(text)["nats"][0]
+                    return self.url
             if self.process.poll() is not None:
                 raise ConfigError("SCF_NATS_URL", f"embedded nats-server exited; see {log_file}")
             time.sleep(0.02)

@@ -25,6 +25,8 @@ class Role(enum.StrEnum):
     BUYER = "buyer"
     UNDERWRITER = "underwriter"
     LEASING = "leasing"
+    #: Sells equipment that a leasing company buys and leases out.
+    VENDOR = "vendor"
     AUDITOR = "auditor"
     OPERATOR = "operator"
     SERVICE = "service"

@@ -104,6 +104,7 @@ class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
             role=who.role.value,
             organization=who.organization,
             service=self._service,
+            now=(self.ctx.clock if self.ctx else SystemClock()).now().isoformat(),
         )
 
 

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from services.gen.scf.orders.v1 import orders_pb2
-from services.runtime.errors import FailedPrecondition, NotFound
+from services.gen.scf.scoring.v1 import scoring_pb2
+from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.runtime.money import parse_money
 
-__all__ = ["RepaymentHistory", "inputs_for"]
+__all__ = ["RepaymentHistory", "inputs_for", "lease_inputs_for"]
 
 _RATIO = Decimal("0.0001")
 _SCOREABLE = {
@@ -69,3 +70,28 @@ def inputs_for(
         "buyer_concentration": _ratio(facts.open_exposure_on_buyer_minor + amount, exposure),
     }
     return inputs, amount
+
+
+#: A lessee with no orders yet is scored as if the asset cost this many usual orders.
+NO_HISTORY_RATIO = "100.0000"
+
+
+def lease_inputs_for(
+    lease: scoring_pb2.LeaseFacts, facts: orders_pb2.OrderFacts, history: RepaymentHistory
+) -> tuple[dict[str, str], int]:
+    """The lease scorecard's inputs, and the amount financed (price less down payment)."""
+    price = lease.price_minor
+    if price <= 0 or not 0 <= lease.down_payment_minor < price or lease.term_months <= 0:
+        raise InvalidArgument("lease", "a positive price, a down payment below it, a term")
+    usual = facts.usual_amount_minor
+    inputs = {
+        "price_to_usual_order": _ratio(price, usual) if usual > 0 else NO_HISTORY_RATIO,
+        "completed_orders": str(facts.completed_orders),
+        "repaid_on_time": str(history.repaid_on_time),
+        "max_days_past_due": str(history.max_days_past_due),
+        "defaults": str(history.defaults),
+        "down_payment_share": _ratio(lease.down_payment_minor, price),
+        "term_months": str(lease.term_months),
+        "residual_share": _ratio(lease.residual_minor, price),
+    }
+    return inputs, price - lease.down_payment_minor

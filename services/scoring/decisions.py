@@ -22,9 +22,9 @@ from services.orders.facts import facts_subject
 from services.runtime.clock import Clock
 from services.runtime.errors import InvalidArgument, SCFError
 from services.runtime.journal_client import Outbox
-from services.scoring.characteristics import RepaymentHistory, inputs_for
+from services.scoring.characteristics import RepaymentHistory, inputs_for, lease_inputs_for
 from services.scoring.scorecard import score
-from services.scoring.storage import ScoringStore
+from services.scoring.storage import LEASE_MODEL, ORDER_MODEL, ScoringStore
 
 __all__ = ["ScoreHandler", "score_subject"]
 
@@ -75,21 +75,35 @@ class ScoreHandler:
         except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
             return RepaymentHistory()
 
+    async def _facts(self, query: orders_pb2.OrderFactsQuery) -> orders_pb2.OrderFacts:
+        reply = await self.nc.request(
+            facts_subject(self.prefix), query.SerializeToString(), timeout=5
+        )
+        return orders_pb2.OrderFacts.FromString(reply.data)
+
     async def decide(self, request: scoring_pb2.ScoreRequest) -> scoring_pb2.ScoreResult:
         if not request.application_id:
             raise InvalidArgument("application_id", "required")
         existing = await self.store.decision_for(request.application_id)
         if existing is not None:
             return existing
-        reply = await self.nc.request(
-            facts_subject(self.prefix),
-            orders_pb2.OrderFactsQuery(order_id=request.order_id).SerializeToString(),
-            timeout=5,
-        )
-        facts = orders_pb2.OrderFacts.FromString(reply.data)
-        history = await self._history(facts.order.subcontractor_id)
-        inputs, amount = inputs_for(facts, history, self.clock.now().date())
-        card = await self.store.active_model()
+        if request.HasField("lease"):
+            lease = request.lease
+            facts = await self._facts(
+                orders_pb2.OrderFactsQuery(
+                    subcontractor_id=lease.lessee_id, currency=lease.currency
+                )
+            )
+            subcontractor = lease.lessee_id
+            history = await self._history(subcontractor)
+            inputs, amount = lease_inputs_for(lease, facts, history)
+            card = await self.store.active_model(LEASE_MODEL)
+        else:
+            facts = await self._facts(orders_pb2.OrderFactsQuery(order_id=request.order_id))
+            subcontractor = facts.order.subcontractor_id
+            history = await self._history(subcontractor)
+            inputs, amount = inputs_for(facts, history, self.clock.now().date())
+            card = await self.store.active_model(ORDER_MODEL)
         facility = (
             request.facility_available_minor
             if request.HasField("facility_available_minor")
@@ -101,7 +115,7 @@ class ScoreHandler:
             "decision_id": decision_id,
             "application_id": request.application_id,
             "order_id": request.order_id,
-            "subcontractor_id": facts.order.subcontractor_id,
+            "subcontractor_id": subcontractor,
             "bank": request.bank,
             **decision.as_json(),
         }

@@ -22,7 +22,8 @@ __all__ = ["ScoringServicer", "journal_model_load"]
 def _may_read(who: Identity, decision: dict[str, Any]) -> None:
     if who.role in (Role.AUDITOR, Role.OPERATOR, Role.SERVICE):
         return
-    if who.role is Role.UNDERWRITER and who.organization == decision.get("bank"):
+    staff = who.role in (Role.UNDERWRITER, Role.LEASING)
+    if staff and who.organization == decision.get("bank"):
         return
     raise PermissionDenied(f"{who.party_id} may not read decisions of {decision.get('bank')}")
 
@@ -51,7 +52,7 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         who = current_identity()
         decision = await self.store.decision(request.decision_id)
         _may_read(who, decision)
-        card = await self.store.model(decision["version"])
+        card = await self.store.model(decision["version"], decision["model"])
         inputs = decision["inputs"]
         return scoring_pb2.ExplainResponse(
             decision_id=request.decision_id,
@@ -94,7 +95,7 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
             )
         recorded = json.loads(entry.statement.payload)
         _may_read(who, recorded)
-        card = await self.store.model(recorded["version"])
+        card = await self.store.model(recorded["version"], recorded["model"])
         try:
             again = rescore(card, recorded["inputs"]).as_json()
         except InputError as exc:
@@ -145,10 +146,8 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         self, request: scoring_pb2.ListModelsRequest, context: Any
     ) -> scoring_pb2.ListModelsResponse:
         current_identity()
-        models = await self.store.models()
-        return scoring_pb2.ListModelsResponse(
-            models=[
-                scoring_pb2.Model(model=m, version=v, sha256=h, in_force=i == 0)
-                for i, (m, v, h) in enumerate(models)
-            ]
-        )
+        listed, seen = [], set()
+        for m, v, h in await self.store.models():  # newest first: the first of a family is in force
+            listed.append(scoring_pb2.Model(model=m, version=v, sha256=h, in_force=m not in seen))
+            seen.add(m)
+        return scoring_pb2.ListModelsResponse(models=listed)

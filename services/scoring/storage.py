@@ -11,7 +11,11 @@ from services.journal.keyset import canonical_json
 from services.runtime.errors import FailedPrecondition, NotFound
 from services.scoring.scorecard import Scorecard, load_scorecard
 
-__all__ = ["ScoringStore"]
+__all__ = ["LEASE_MODEL", "ORDER_MODEL", "ScoringStore"]
+
+#: The scorecard families: order financing, and financial leases.
+ORDER_MODEL = "scf-expert"
+LEASE_MODEL = "scf-lease"
 
 
 class ScoringStore:
@@ -19,21 +23,25 @@ class ScoringStore:
         self.pool = pool
         self._cards: dict[str, Scorecard] = {}
 
-    async def model(self, version: str) -> Scorecard:
-        if version not in self._cards:
-            body = await self.pool.fetchval("SELECT body FROM models WHERE version = $1", version)
+    async def model(self, version: str, model: str = ORDER_MODEL) -> Scorecard:
+        key = f"{model}/{version}"
+        if key not in self._cards:
+            body = await self.pool.fetchval(
+                "SELECT body FROM models WHERE model = $1 AND version = $2", model, version
+            )
             if body is None:
-                raise NotFound(f"no scorecard version {version!r}")
-            self._cards[version] = load_scorecard(body)
-        return self._cards[version]
+                raise NotFound(f"no {model} scorecard version {version!r}")
+            self._cards[key] = load_scorecard(body)
+        return self._cards[key]
 
-    async def active_model(self) -> Scorecard:
+    async def active_model(self, model: str = ORDER_MODEL) -> Scorecard:
+        """The version of ``model`` loaded last: each model family has one in force."""
         version = await self.pool.fetchval(
-            "SELECT version FROM models ORDER BY loaded_seq DESC LIMIT 1"
+            "SELECT version FROM models WHERE model = $1 ORDER BY loaded_seq DESC LIMIT 1", model
         )
         if version is None:
-            raise FailedPrecondition("no scorecard is loaded")
-        return await self.model(version)
+            raise FailedPrecondition(f"no {model} scorecard is loaded")
+        return await self.model(version, model)
 
     async def models(self) -> list[tuple[str, str, str]]:
         rows = await self.pool.fetch(
@@ -44,7 +52,9 @@ class ScoringStore:
     @staticmethod
     async def add_model(conn: Any, card: Scorecard) -> bool:
         """Store a new version; False when that version is stored already."""
-        existing = await conn.fetchval("SELECT sha256 FROM models WHERE version = $1", card.version)
+        existing = await conn.fetchval(
+            "SELECT sha256 FROM models WHERE model = $1 AND version = $2", card.model, card.version
+        )
         if existing is not None:
             if existing != card.sha256:
                 raise FailedPrecondition(

@@ -8,13 +8,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
 from services.gen.scf.lending.v1 import lending_pb2, lending_pb2_grpc
 from services.gen.scf.orders.v1 import orders_pb2
 from services.gen.scf.underwriting.v1 import underwriting_pb2, underwriting_pb2_grpc
 from services.lending.service import SPEC as LENDING
+from services.lending.signing import sign_contract
 from services.runtime.config import Settings
 from services.scoring.service import SPEC as SCORING
 from tests.journal.helpers import wait_until
@@ -121,19 +119,8 @@ class LendingEnv:
 
     async def sign_all(self, app: lending_pb2.Application) -> lending_pb2.Application:
         for party in ("acme-builders", "uw-alice", "citybuild"):
-            key = Ed25519PrivateKey.generate()
-            public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-            await self.lending(party).RegisterSigningKey(
-                lending_pb2.RegisterSigningKeyRequest(
-                    public_key=public, idempotency_key=f"key-{party}-{public.hex()[:8]}"
-                )
-            )
-            reply = await self.lending(party).SignContract(
-                lending_pb2.SignContractRequest(
-                    contract_id=app.contract.contract_id,
-                    signature=key.sign(app.contract.sha256),
-                    idempotency_key=f"sign-{party}-{app.application_id}",
-                )
+            reply = await sign_contract(
+                self.lending(party), party, app.contract.contract_id, app.contract.sha256
             )
             app = reply.application
         return app

@@ -74,10 +74,10 @@ class OrdersEnv:
         )
         return orders_pb2.PledgeResult.FromString(reply.data)
 
-    async def sql(self, query: str, *args: Any) -> Any:
+    async def sql(self, query: str, *args: Any, service: str = "orders") -> Any:
         conn = await asyncpg.connect(self.settings.database_url)
         try:
-            await conn.execute(f'SET search_path TO "{self.settings.endpoint("orders").schema}"')
+            await conn.execute(f'SET search_path TO "{self.settings.endpoint(service).schema}"')
             return await conn.fetch(query, *args)
         finally:
             await conn.close()

@@ -78,7 +78,9 @@ async def test_decide_explain_recompute(settings: Settings) -> None:
 
         await wait_until(journaled, what="the decision journaled")
         events = await _journal_events(env, settings)
-        assert events.count("score.decided") == 1 and events.count("scoring.model_loaded") == 1
+        assert (
+            events.count("score.decided") == 1 and events.count("scoring.model_loaded") == 2
+        )  # order and lease scorecards
 
         addr = settings.endpoint("scoring").grpc_addr
         async with client_channel(addr, load_party(settings.certs_dir, "uw-alice")) as channel:
@@ -138,7 +140,10 @@ async def test_model_loading(settings: Settings) -> None:
                 info.value.details() or ""
             )
             models = await scoring.ListModels(scoring_pb2.ListModelsRequest())
-            assert [(m.version, m.in_force) for m in models.models] == [("1.0.0", True)]
+            assert sorted((m.model, m.version, m.in_force) for m in models.models) == [
+                ("scf-expert", "1.0.0", True),
+                ("scf-lease", "1.0.0", True),
+            ]
 
             body = json.loads(MODEL.read_text())
             body["version"] = "1.1.0"
@@ -148,9 +153,10 @@ async def test_model_loading(settings: Settings) -> None:
             )
             assert loaded.version == "1.1.0"
             models = await scoring.ListModels(scoring_pb2.ListModelsRequest())
-            assert [(m.version, m.in_force) for m in models.models] == [
-                ("1.1.0", True),
-                ("1.0.0", False),
+            assert [(m.model, m.version, m.in_force) for m in models.models] == [
+                ("scf-expert", "1.1.0", True),
+                ("scf-lease", "1.0.0", True),  # the other family keeps its version in force
+                ("scf-expert", "1.0.0", False),
             ]
 
         sub, buyer = env.stub("acme-builders"), env.stub("citybuild")
@@ -161,7 +167,9 @@ async def test_model_loading(settings: Settings) -> None:
         assert json.loads(result.decision_json)["points"]["buyer_rating"] == 75
 
         async def loaded_journaled() -> bool:
-            return (await _journal_events(env, settings)).count("scoring.model_loaded") == 2
+            return (await _journal_events(env, settings)).count(
+                "scoring.model_loaded"
+            ) == 3  # two bundled, one loaded here
 
         await wait_until(loaded_journaled, what="the model load journaled")
 

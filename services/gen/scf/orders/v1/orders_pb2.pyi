@@ -796,15 +796,25 @@ class OrderFactsQuery(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
+    SUBCONTRACTOR_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
+    subcontractor_id: _builtins.str
+    """Without an order: the facts about a subcontractor alone (a lessee), in
+    one currency: found, completed_orders, usual_amount_minor and
+    open_exposure_minor are set; order and buyer fields are not.
+    """
+    currency: _builtins.str
     def __init__(
         self,
         *,
         order_id: _builtins.str = ...,
+        subcontractor_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_id", b"order_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "order_id", b"order_id", "subcontractor_id", b"subcontractor_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

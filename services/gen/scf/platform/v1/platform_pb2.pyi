@@ -84,14 +84,19 @@ class WhoAmIResponse(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     ORGANIZATION_FIELD_NUMBER: _builtins.int
     SERVICE_FIELD_NUMBER: _builtins.int
+    NOW_FIELD_NUMBER: _builtins.int
     party_id: _builtins.str
     """The party id (certificate common name)."""
     role: _builtins.str
-    """subcontractor, buyer, underwriter, leasing, auditor, operator or service."""
+    """subcontractor, buyer, underwriter, leasing, vendor, auditor, operator or service."""
     organization: _builtins.str
     """The party's organisation: an underwriter's bank, otherwise its company."""
     service: _builtins.str
     """The name of the service that answered."""
+    now: _builtins.str
+    """The time by the service's clock (ISO 8601): the platform clock in demo
+    and test modes, which an operator may have moved forward.
+    """
     def __init__(
         self,
         *,
@@ -99,10 +104,11 @@ class WhoAmIResponse(_message.Message):
         role: _builtins.str = ...,
         organization: _builtins.str = ...,
         service: _builtins.str = ...,
+        now: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["organization", b"organization", "party_id", b"party_id", "role", b"role", "service", b"service"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["now", b"now", "organization", b"organization", "party_id", b"party_id", "role", b"role", "service", b"service"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -65,6 +65,8 @@ class Loan(_message.Message):
     AS_OF_FIELD_NUMBER: _builtins.int
     FEES_OWED_FIELD_NUMBER: _builtins.int
     GRACE_DAYS_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    DUE_NOW_FIELD_NUMBER: _builtins.int
     loan_id: _builtins.str
     subcontractor_id: _builtins.str
     bank: _builtins.str
@@ -82,6 +84,8 @@ class Loan(_message.Message):
     """current, 1-30, 31-60, 61-90 or 90+."""
     as_of: _builtins.str
     grace_days: _builtins.int
+    kind: _builtins.str
+    """loan (order financing, one bullet) or lease (rentals)."""
     @_builtins.property
     def principal(self) -> Global___Money: ...
     @_builtins.property
@@ -94,6 +98,12 @@ class Loan(_message.Message):
     def total_owed(self) -> Global___Money: ...
     @_builtins.property
     def fees_owed(self) -> Global___Money: ...
+    @_builtins.property
+    def due_now(self) -> Global___Money:
+        """What is due and unpaid today: for a lease, the rentals fallen due plus
+        penalty and fees; principal_outstanding counts every rental to come.
+        """
+
     def __init__(
         self,
         *,
@@ -118,10 +128,12 @@ class Loan(_message.Message):
         as_of: _builtins.str = ...,
         fees_owed: Global___Money | None = ...,
         grace_days: _builtins.int = ...,
+        kind: _builtins.str = ...,
+        due_now: Global___Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["fees_owed", b"fees_owed", "interest_owed", b"interest_owed", "penalty_owed", b"penalty_owed", "principal", b"principal", "principal_outstanding", b"principal_outstanding", "total_owed", b"total_owed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["due_now", b"due_now", "fees_owed", b"fees_owed", "interest_owed", b"interest_owed", "penalty_owed", b"penalty_owed", "principal", b"principal", "principal_outstanding", b"principal_outstanding", "total_owed", b"total_owed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "bank", b"bank", "bucket", b"bucket", "buyer_id", b"buyer_id", "day_count", b"day_count", "days_past_due", b"days_past_due", "disbursed_on", b"disbursed_on", "due_date", b"due_date", "fees_owed", b"fees_owed", "grace_days", b"grace_days", "interest_owed", b"interest_owed", "loan_id", b"loan_id", "order_id", b"order_id", "penalty_owed", b"penalty_owed", "penalty_rate_bps", b"penalty_rate_bps", "principal", b"principal", "principal_outstanding", b"principal_outstanding", "rate_bps", b"rate_bps", "state", b"state", "subcontractor_id", b"subcontractor_id", "total_owed", b"total_owed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "bank", b"bank", "bucket", b"bucket", "buyer_id", b"buyer_id", "day_count", b"day_count", "days_past_due", b"days_past_due", "disbursed_on", b"disbursed_on", "due_date", b"due_date", "due_now", b"due_now", "fees_owed", b"fees_owed", "grace_days", b"grace_days", "interest_owed", b"interest_owed", "kind", b"kind", "loan_id", b"loan_id", "order_id", b"order_id", "penalty_owed", b"penalty_owed", "penalty_rate_bps", b"penalty_rate_bps", "principal", b"principal", "principal_outstanding", b"principal_outstanding", "rate_bps", b"rate_bps", "state", b"state", "subcontractor_id", b"subcontractor_id", "total_owed", b"total_owed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -136,14 +148,22 @@ class ScheduleLine(_message.Message):
     PRINCIPAL_FIELD_NUMBER: _builtins.int
     INTEREST_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
+    PAID_FIELD_NUMBER: _builtins.int
+    WAIVED_FIELD_NUMBER: _builtins.int
     number: _builtins.int
     due: _builtins.str
+    waived: _builtins.bool
+    """A returned asset's residual line, or one replaced by a renewal."""
     @_builtins.property
     def principal(self) -> Global___Money: ...
     @_builtins.property
     def interest(self) -> Global___Money: ...
     @_builtins.property
     def total(self) -> Global___Money: ...
+    @_builtins.property
+    def paid(self) -> Global___Money:
+        """What has been paid on the line (a lease's rentals are paid line by line)."""
+
     def __init__(
         self,
         *,
@@ -152,10 +172,12 @@ class ScheduleLine(_message.Message):
         principal: Global___Money | None = ...,
         interest: Global___Money | None = ...,
         total: Global___Money | None = ...,
+        paid: Global___Money | None = ...,
+        waived: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["interest", b"interest", "principal", b"principal", "total", b"total"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["interest", b"interest", "paid", b"paid", "principal", b"principal", "total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["due", b"due", "interest", b"interest", "number", b"number", "principal", b"principal", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["due", b"due", "interest", b"interest", "number", b"number", "paid", b"paid", "principal", b"principal", "total", b"total", "waived", b"waived"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -304,6 +304,7 @@ class ScoreRequest(_message.Message):
     ORDER_ID_FIELD_NUMBER: _builtins.int
     BANK_FIELD_NUMBER: _builtins.int
     FACILITY_AVAILABLE_MINOR_FIELD_NUMBER: _builtins.int
+    LEASE_FIELD_NUMBER: _builtins.int
     application_id: _builtins.str
     order_id: _builtins.str
     bank: _builtins.str
@@ -311,6 +312,10 @@ class ScoreRequest(_message.Message):
     """What the subcontractor's facility at that bank has available, in the
     order's currency; absent when there is no facility limit to apply.
     """
+    @_builtins.property
+    def lease(self) -> Global___LeaseFacts:
+        """Set for a lease (order_id is then empty): scored with the lease model."""
+
     def __init__(
         self,
         *,
@@ -318,16 +323,53 @@ class ScoreRequest(_message.Message):
         order_id: _builtins.str = ...,
         bank: _builtins.str = ...,
         facility_available_minor: _builtins.int | None = ...,
+        lease: Global___LeaseFacts | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_facility_available_minor", b"_facility_available_minor", "facility_available_minor", b"facility_available_minor"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_facility_available_minor", b"_facility_available_minor", "facility_available_minor", b"facility_available_minor", "lease", b"lease"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_facility_available_minor", b"_facility_available_minor", "application_id", b"application_id", "bank", b"bank", "facility_available_minor", b"facility_available_minor", "order_id", b"order_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_facility_available_minor", b"_facility_available_minor", "application_id", b"application_id", "bank", b"bank", "facility_available_minor", b"facility_available_minor", "lease", b"lease", "order_id", b"order_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__facility_available_minor: _TypeAlias = _typing.Literal["facility_available_minor"]  # noqa: Y015
     _WhichOneofArgType__facility_available_minor: _TypeAlias = _typing.Literal["_facility_available_minor", b"_facility_available_minor"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__facility_available_minor) -> _WhichOneofReturnType__facility_available_minor | None: ...
 
 Global___ScoreRequest: _TypeAlias = ScoreRequest  # noqa: Y015
+
+@_typing.final
+class LeaseFacts(_message.Message):
+    """What a lease application says about itself, in minor units of one currency."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LESSEE_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    PRICE_MINOR_FIELD_NUMBER: _builtins.int
+    DOWN_PAYMENT_MINOR_FIELD_NUMBER: _builtins.int
+    RESIDUAL_MINOR_FIELD_NUMBER: _builtins.int
+    TERM_MONTHS_FIELD_NUMBER: _builtins.int
+    lessee_id: _builtins.str
+    currency: _builtins.str
+    price_minor: _builtins.int
+    down_payment_minor: _builtins.int
+    residual_minor: _builtins.int
+    term_months: _builtins.int
+    def __init__(
+        self,
+        *,
+        lessee_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        price_minor: _builtins.int = ...,
+        down_payment_minor: _builtins.int = ...,
+        residual_minor: _builtins.int = ...,
+        term_months: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "down_payment_minor", b"down_payment_minor", "lessee_id", b"lessee_id", "price_minor", b"price_minor", "residual_minor", b"residual_minor", "term_months", b"term_months"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeaseFacts: _TypeAlias = LeaseFacts  # noqa: Y015
 
 @_typing.final
 class ScoreResult(_message.Message):

@@ -86,6 +86,7 @@ class QueueItem(_message.Message):
     decision_json: _builtins.str
     """The scoring decision as JSON: score, PD, grade, reasons, recommendation."""
     order_json: _builtins.str
+    """The order's facts as JSON; for a lease, the asset and the lease asked for."""
     @_builtins.property
     def requested(self) -> Global___Money: ...
     @_builtins.property

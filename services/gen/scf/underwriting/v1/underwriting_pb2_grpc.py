@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class UnderwritingServiceStub:
-    """UnderwritingService is a bank underwriter's queue. An underwriter sees and
+    """UnderwritingService is a bank underwriter's queue, and a leasing company's
+    staff's queue of lease applications (the same rules, with "bank" meaning
+    the leasing company). An underwriter sees and
     decides only its own bank's applications (the bank is the organisation in
     the underwriter's certificate). Above the bank's four-eyes amount an
     approval takes effect only when a second, different underwriter of the same
@@ -67,7 +69,9 @@ class UnderwritingServiceStub:
 
 
 class UnderwritingServiceServicer:
-    """UnderwritingService is a bank underwriter's queue. An underwriter sees and
+    """UnderwritingService is a bank underwriter's queue, and a leasing company's
+    staff's queue of lease applications (the same rules, with "bank" meaning
+    the leasing company). An underwriter sees and
     decides only its own bank's applications (the bank is the organisation in
     the underwriter's certificate). Above the bank's four-eyes amount an
     approval takes effect only when a second, different underwriter of the same
@@ -149,7 +153,9 @@ def add_UnderwritingServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class UnderwritingService:
-    """UnderwritingService is a bank underwriter's queue. An underwriter sees and
+    """UnderwritingService is a bank underwriter's queue, and a leasing company's
+    staff's queue of lease applications (the same rules, with "bank" meaning
+    the leasing company). An underwriter sees and
     decides only its own bank's applications (the bank is the organisation in
     the underwriter's certificate). Above the bank's four-eyes amount an
     approval takes effect only when a second, different underwriter of the same

@@ -27,7 +27,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class UnderwritingServiceStub:
-    """UnderwritingService is a bank underwriter's queue. An underwriter sees and
+    """UnderwritingService is a bank underwriter's queue, and a leasing company's
+    staff's queue of lease applications (the same rules, with "bank" meaning
+    the leasing company). An underwriter sees and
     decides only its own bank's applications (the bank is the organisation in
     the underwriter's certificate). Above the bank's four-eyes amount an
     approval takes effect only when a second, different underwriter of the same
@@ -57,7 +59,9 @@ class UnderwritingServiceStub:
 
 @_typing.type_check_only
 class UnderwritingServiceAsyncStub(UnderwritingServiceStub):
-    """UnderwritingService is a bank underwriter's queue. An underwriter sees and
+    """UnderwritingService is a bank underwriter's queue, and a leasing company's
+    staff's queue of lease applications (the same rules, with "bank" meaning
+    the leasing company). An underwriter sees and
     decides only its own bank's applications (the bank is the organisation in
     the underwriter's certificate). Above the bank's four-eyes amount an
     approval takes effect only when a second, different underwriter of the same
@@ -83,7 +87,9 @@ class UnderwritingServiceAsyncStub(UnderwritingServiceStub):
     """CounterOffer other terms; the subcontractor accepts or declines."""
 
 class UnderwritingServiceServicer(metaclass=_abc_1.ABCMeta):
-    """UnderwritingService is a bank underwriter's queue. An underwriter sees and
+    """UnderwritingService is a bank underwriter's queue, and a leasing company's
+    staff's queue of lease applications (the same rules, with "bank" meaning
+    the leasing company). An underwriter sees and
     decides only its own bank's applications (the bank is the organisation in
     the underwriter's certificate). Above the bank's four-eyes amount an
     approval takes effect only when a second, different underwriter of the same
