@@ -102,13 +102,13 @@ class FlowEngine:
                             "repayment", restored=True,
                         )  # fmt: skip
                     if app["kind"] == "lease" and app["state"] in ("in_force", "ending"):
-                        await self._end_lease(conn, app)
+                        await self._end_lease(conn, app, event.get("lease_option", ""))
                 await ack(msg)
 
-    async def _end_lease(self, conn: Any, app: Any) -> None:
+    async def _end_lease(self, conn: Any, app: Any, settled_option: str) -> None:
         """Every rental (and the option price, if owed) is paid: the lease ends as chosen.
         Paid off without a choice, the residual was paid too: a purchase."""
-        option = app["lease_option"] or "purchase"
+        option = app["lease_option"] or settled_option or "purchase"
         now = self.clock.now_micros()
         if option in ("purchase", "terminate"):
             lease = LeaseRequest.from_json(app["lease"])

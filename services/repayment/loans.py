@@ -391,6 +391,9 @@ class LoanBook:
                     "loan_id": loan_id,
                     "facility_id": loan["facility_id"],
                     "principal_minor": loan["principal_minor"],
+                    # A lease's end as repayment applied it (lending may not have
+                    # recorded the choice yet if it crashed after asking).
+                    "lease_option": loan["lease_option"],
                 }
             ).encode(),
             headers={"Nats-Msg-Id": f"settled-{loan_id}"},
