@@ -111,7 +111,10 @@ async def run_replica(
     try:
         await apply_migrations(pool, SCHEMA, "services.journal")
         await apply_migrations(pool, SCHEMA, "services.replica")
-        nc = await connect_nats(settings.nats_url, f"scf-replica-{rs.bank}")
+        nc = await connect_nats(
+            settings.nats_url, f"scf-replica-{rs.bank}", user=settings.nats_user,
+            password=settings.nats_password,
+        )  # fmt: skip
         replica = Replica(
             bank=rs.bank,
             pool=pool,

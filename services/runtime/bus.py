@@ -34,7 +34,9 @@ __all__ = ["StreamSpec", "ack", "connect_nats", "durable_subscription", "ensure_
 log = logging.getLogger(__name__)
 
 
-async def connect_nats(url: str, name: str, *, connect_timeout: float = 5.0) -> NATS:
+async def connect_nats(
+    url: str, name: str, *, connect_timeout: float = 5.0, user: str = "", password: str = ""
+) -> NATS:
     """Connect, failing with the setting's name when the server does not answer."""
 
     async def on_error(exc: Exception) -> None:
@@ -52,6 +54,7 @@ async def connect_nats(url: str, name: str, *, connect_timeout: float = 5.0) -> 
                 reconnect_time_wait=0.5,
                 allow_reconnect=True,
                 error_cb=on_error,
+                **({"user": user, "password": password} if user else {}),
             ),
             timeout=connect_timeout * 2,
         )

@@ -57,6 +57,10 @@ class Settings:
     #: "production", "demo" or "test" (``SCF_MODE``): only demo and test may move the clock.
     mode: str
     endpoints: Mapping[str, ServiceEndpoint] = field(default_factory=dict)
+    #: This process's NATS user and password (``SCF_NATS_USER``, ``SCF_NATS_PASSWORD``);
+    #: empty when the server asks for none.
+    nats_user: str = ""
+    nats_password: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -95,6 +99,8 @@ class Settings:
             log_format=log_format,
             mode=mode,
             endpoints=endpoints,
+            nats_user=env.get("SCF_NATS_USER", ""),
+            nats_password=env.get("SCF_NATS_PASSWORD", ""),
         )
 
     def endpoint(self, service: str) -> ServiceEndpoint:
@@ -114,6 +120,8 @@ class Settings:
             "SCF_KEYS_DIR": str(self.keys_dir),
             "SCF_LOG_FORMAT": self.log_format,
             "SCF_MODE": self.mode,
+            "SCF_NATS_USER": self.nats_user,
+            "SCF_NATS_PASSWORD": self.nats_password,
         }
         for ep in self.endpoints.values():
             upper = ep.name.upper()

@@ -57,6 +57,8 @@ class EmbeddedNats:
     #: -1: a free port chosen by the server. A fixed port lets a restarted
     #: server take back its clients (tests that crash NATS use one).
     port: int = -1
+    #: When set, the server requires the platform's users (nats_auth.py).
+    auth_secret: str = ""
     process: subprocess.Popen[bytes] | None = None
     url: str = ""
 
@@ -67,6 +69,14 @@ class EmbeddedNats:
         for stale in ports_dir.glob("*.ports"):
             stale.unlink()
         log_file = self.store_dir / "nats-server.log"
+        if self.auth_secret:
+            from services.runtime.nats_auth import server_authorization
+
+            conf = self.store_dir / "auth.conf"
+            fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(server_authorization(self.auth_secret))
+            extra_args = ("-c", str(conf), *extra_args)
         args = [
             nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js",
             "-sd", str(self.store_dir / "jetstream"), "--ports_file_dir", str(ports_dir),

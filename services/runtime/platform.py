@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -29,6 +30,7 @@ from services.runtime.db import connect_pool
 from services.runtime.embedded import EmbeddedNats, EmbeddedPostgres
 from services.runtime.errors import ConfigError
 from services.runtime.grpcserver import client_channel
+from services.runtime.nats_auth import ADMIN, REPLICA, nats_password
 
 __all__ = ["Platform", "ServiceProcess", "read_state"]
 
@@ -59,6 +61,8 @@ class Platform:
     #: Banks whose journal replica runs beside the platform (as `replica-<bank>`).
     replicas: tuple[str, ...] = ()
     nats: EmbeddedNats | None = None
+    #: The secret the embedded NATS's passwords derive from (nats_auth.py).
+    nats_secret: str = ""
     postgres: EmbeddedPostgres | None = None
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
 
@@ -80,18 +84,27 @@ class Platform:
             raise ConfigError("SCF_DATA_DIR", f"{data} is not writable")
         ensure_certificates(self.settings.certs_dir)
         nats_url, db_url = self.settings.nats_url, self.settings.database_url
+        user, password = self.settings.nats_user, self.settings.nats_password
         if not nats_url:
-            self.nats = EmbeddedNats(data / "nats")
+            self.nats_secret = _nats_secret(data / "nats")
+            self.nats = EmbeddedNats(data / "nats", auth_secret=self.nats_secret)
             nats_url = self.nats.start()
+            user, password = ADMIN, nats_password(self.nats_secret, ADMIN)
         if not db_url:
             self.postgres = EmbeddedPostgres(data / "pg")
             db_url = self.postgres.start()
-        self.settings = dataclasses.replace(self.settings, nats_url=nats_url, database_url=db_url)
+        self.settings = dataclasses.replace(
+            self.settings, nats_url=nats_url, database_url=db_url, nats_user=user,
+            nats_password=password,
+        )  # fmt: skip
         return self.settings
 
     async def probe_servers(self) -> None:
         """Fail fast, naming the setting, when NATS or PostgreSQL does not answer."""
-        nc = await connect_nats(self.settings.nats_url, "scf-probe", connect_timeout=2.0)
+        nc = await connect_nats(
+            self.settings.nats_url, "scf-probe", connect_timeout=2.0,
+            user=self.settings.nats_user, password=self.settings.nats_password,
+        )  # fmt: skip
         await nc.close()
         pool = await connect_pool(self.settings.database_url, "public", max_size=1)
         await pool.close()
@@ -121,6 +134,12 @@ class Platform:
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"{name}.log"
         env = {**os.environ, **self.settings.to_env(), "SCF_LOG_FORMAT": "json"}
+        if self.nats_secret:  # each process gets its own NATS user, never the secret
+            user = REPLICA if name.startswith("replica-") else name
+            env |= {
+                "SCF_NATS_USER": user,
+                "SCF_NATS_PASSWORD": nats_password(self.nats_secret, user),
+            }
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(
                 self.command(name),
@@ -207,3 +226,14 @@ def read_state(settings: Settings) -> dict[str, object] | None:
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     return state
+
+
+def _nats_secret(directory: Path) -> str:
+    """The embedded NATS's user secret: made once, kept beside its store (0600)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "users.secret"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path.read_text().strip()

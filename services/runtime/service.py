@@ -135,7 +135,10 @@ async def run_service(
         applied += await apply_migrations(pool, endpoint.schema, spec.package)
         if applied:
             log.info("applied migrations %s to schema %s", applied, endpoint.schema)
-        nc = await connect_nats(settings.nats_url, f"scf-{spec.name}")
+        nc = await connect_nats(
+            settings.nats_url, f"scf-{spec.name}", user=settings.nats_user,
+            password=settings.nats_password,
+        )  # fmt: skip
         server = GrpcServer(spec.name, endpoint.grpc_addr, tls)
         platform_servicer = PlatformServicer(spec.name)
         server.add(

@@ -1,0 +1,134 @@
+"""NATS users per service: the platform runs under them, and none can speak for another."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from pathlib import Path
+
+import grpc
+import nats
+import nats.errors
+import pytest
+from nats.aio.msg import Msg
+
+from services.gen.scf.orders.v1 import orders_pb2, orders_pb2_grpc
+from services.runtime.certs import load_party
+from services.runtime.config import Settings
+from services.runtime.grpcserver import client_channel
+from services.runtime.nats_auth import PUBLISH, nats_password, server_authorization
+from services.runtime.platform import Platform
+from tests.journal.helpers import wait_until
+from tests.orders.helpers import CONTRACT, register_request
+
+pytestmark = pytest.mark.integration
+
+
+def test_every_service_has_a_user_and_the_config_is_json() -> None:
+    config = server_authorization("s3cret")
+    users = json.loads(config.removeprefix("authorization "))["users"]
+    names = {u["user"] for u in users}
+    assert {"journal", "orders", "scoring", "lending", "repayment", "replica", "admin"} == names
+    assert len({u["password"] for u in users}) == len(users)  # one password each
+    for user, subjects in PUBLISH.items():
+        mine = {s for s in subjects if s.count(".") >= 1 and not s.startswith("*.journal.submit")}
+        # a service publishes its own events, and nothing of another's under its events' names
+        others = {f"*.{name}.>" for name in PUBLISH if name != user}
+        assert not mine & others, user
+
+
+async def test_the_platform_runs_under_its_users_and_none_speaks_for_another(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # The supervisor starts its own NATS with users (as `scf up` does), on a
+    # data directory of this test's own.
+    platform = Platform(dataclasses.replace(settings, nats_url="", data_dir=tmp_path / "p"))
+    try:
+        await platform.start()
+        s = platform.settings
+        assert s.nats_user == "admin"
+
+        # Orders, the journal and their relays work under their own users: an order
+        # registered and confirmed comes back journaled.
+        addr = s.endpoint("orders").grpc_addr
+        async with (
+            client_channel(addr, load_party(s.certs_dir, "acme-builders")) as sub_ch,
+            client_channel(addr, load_party(s.certs_dir, "citybuild")) as buy_ch,
+        ):
+            oid = (
+                await orders_pb2_grpc.OrdersServiceStub(sub_ch).RegisterOrder(
+                    register_request("PO-NATS-1")
+                )
+            ).order.order_id
+            buyer = orders_pb2_grpc.OrdersServiceStub(buy_ch)
+            await buyer.ConfirmOrder(
+                orders_pb2.ConfirmOrderRequest(order_id=oid, idempotency_key="c")
+            )
+
+            async def journaled() -> bool:
+                try:
+                    card = await buyer.VerifyOrder(
+                        orders_pb2.VerifyOrderRequest(order_id=oid, contract_sha256=CONTRACT)
+                    )
+                except grpc.aio.AioRpcError:  # not yet in a checkpoint
+                    return False
+                return len(card.entries) == 2
+
+            await wait_until(journaled, what="the order's two entries journaled")
+
+        secret, prefix = platform.nats_secret, s.nats_prefix
+        refusals: list[str] = []
+
+        async def on_error(exc: Exception) -> None:
+            refusals.append(str(exc))
+
+        orders = await nats.connect(
+            s.nats_url, user="orders", password=nats_password(secret, "orders"), error_cb=on_error
+        )
+        admin = await nats.connect(
+            s.nats_url, user="admin", password=nats_password(secret, "admin")
+        )
+        try:
+            seen: asyncio.Queue[Msg] = asyncio.Queue()
+
+            async def arrived(msg: Msg) -> None:
+                await seen.put(msg)
+
+            forged = tuple(
+                f"{prefix}.{subject}"
+                for subject in (
+                    "lending.disbursed", "repayment.settled", "journal.submit.lending",
+                    "journal.entries.orders",
+                )
+            )  # fmt: skip
+            own = f"{prefix}.orders.nats_test"
+            for subject in (*forged, own):
+                await admin.subscribe(subject, cb=arrived)
+            await admin.flush()
+            for subject in forged:
+                await orders.publish(subject, b"forged by orders")
+            await orders.publish(own, b"its own")
+            await orders.flush()
+            # One connection's messages arrive in order: the first to arrive is the
+            # allowed one, so none of the forged ones went through.
+            first = await asyncio.wait_for(seen.get(), 10)
+            assert (first.subject, first.data) == (own, b"its own")
+            assert seen.empty()
+
+            async def all_refused() -> bool:
+                return len(refusals) >= len(forged)
+
+            await wait_until(all_refused, 10, "the server's permission refusals")
+            assert all("permissions violation" in r.lower() for r in refusals), refusals
+
+            with pytest.raises(nats.errors.Error):
+                await nats.connect(
+                    s.nats_url, user="orders", password="wrong", max_reconnect_attempts=0,
+                    allow_reconnect=False, connect_timeout=2,
+                )  # fmt: skip
+        finally:
+            await orders.close()
+            await admin.close()
+    finally:
+        platform.stop()
