@@ -25,6 +25,8 @@ class ReplicaSettings:
     database_url: str
     #: The replica's certificate (``replica-<bank>``), a party of role auditor.
     party_id: str
+    #: ``SCF_REPLICA_<BANK>_LISTEN_ADDR``: what the server binds, when not grpc_addr.
+    listen_addr: str = ""
 
     @classmethod
     def from_env(
@@ -44,7 +46,10 @@ class ReplicaSettings:
         )
         if not url:
             raise ConfigError(f"SCF_REPLICA_{key}_DATABASE_URL", "not set, and no SCF_DATABASE_URL")
-        return cls(bank=bank, grpc_addr=addr, database_url=url, party_id=f"replica-{bank}")
+        return cls(
+            bank=bank, grpc_addr=addr, database_url=url, party_id=f"replica-{bank}",
+            listen_addr=env.get(f"SCF_REPLICA_{key}_LISTEN_ADDR", ""),
+        )  # fmt: skip
 
 
 def database_beside(dsn: str, database: str) -> str:

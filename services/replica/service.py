@@ -113,7 +113,7 @@ async def run_replica(
         await apply_migrations(pool, SCHEMA, "services.replica")
         nc = await connect_nats(
             settings.nats_url, f"scf-replica-{rs.bank}", user=settings.nats_user,
-            password=settings.nats_password,
+            password=settings.nats_password, ca_file=settings.certs_dir / "ca.pem",
         )  # fmt: skip
         replica = Replica(
             bank=rs.bank,
@@ -128,7 +128,7 @@ async def run_replica(
         )
         if started is not None:
             started.append(replica)
-        server = GrpcServer(f"replica-{rs.bank}", rs.grpc_addr, tls)
+        server = GrpcServer(f"replica-{rs.bank}", rs.listen_addr or rs.grpc_addr, tls)
         server.add(
             journal_pb2_grpc.add_AuditServiceServicer_to_server,
             AuditServicer(JournalStore(pool), anchor),

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -35,9 +37,20 @@ log = logging.getLogger(__name__)
 
 
 async def connect_nats(
-    url: str, name: str, *, connect_timeout: float = 5.0, user: str = "", password: str = ""
+    url: str,
+    name: str,
+    *,
+    connect_timeout: float = 5.0,
+    user: str = "",
+    password: str = "",
+    ca_file: Path | None = None,
 ) -> NATS:
-    """Connect, failing with the setting's name when the server does not answer."""
+    """Connect, failing with the setting's name when the server does not answer.
+
+    ``tls://`` servers are verified against ``ca_file`` (the platform CA)."""
+    options: dict[str, Any] = {"user": user, "password": password} if user else {}
+    if "tls://" in url and ca_file is not None:
+        options["tls"] = ssl.create_default_context(cafile=str(ca_file))
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats error: %s", exc)
@@ -54,7 +67,7 @@ async def connect_nats(
                 reconnect_time_wait=0.5,
                 allow_reconnect=True,
                 error_cb=on_error,
-                **({"user": user, "password": password} if user else {}),
+                **options,
             ),
             timeout=connect_timeout * 2,
         )

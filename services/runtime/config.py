@@ -34,6 +34,13 @@ class ServiceEndpoint:
     metrics_addr: str
     #: PostgreSQL schema the service owns (``SCF_<NAME>_SCHEMA``).
     schema: str
+    #: host:port the gRPC server binds (``SCF_<NAME>_LISTEN_ADDR``), when it differs from
+    #: where others reach it (a container behind a Kubernetes Service); empty: grpc_addr.
+    listen_addr: str = ""
+
+    @property
+    def bind_addr(self) -> str:
+        return self.listen_addr or self.grpc_addr
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,10 @@ class Settings:
             schema = env.get(f"SCF_{upper}_SCHEMA", name)
             if not schema.replace("_", "").isalnum():
                 raise ConfigError(f"SCF_{upper}_SCHEMA", f"must be an identifier, got {schema!r}")
-            endpoints[name] = ServiceEndpoint(name, grpc_addr, metrics_addr, schema)
+            listen_addr = env.get(f"SCF_{upper}_LISTEN_ADDR", "")
+            if listen_addr:
+                _check_addr(f"SCF_{upper}_LISTEN_ADDR", listen_addr)
+            endpoints[name] = ServiceEndpoint(name, grpc_addr, metrics_addr, schema, listen_addr)
         return cls(
             data_dir=data_dir,
             nats_url=env.get("SCF_NATS_URL", ""),
@@ -128,6 +138,7 @@ class Settings:
             env[f"SCF_{upper}_ADDR"] = ep.grpc_addr
             env[f"SCF_{upper}_METRICS_ADDR"] = ep.metrics_addr
             env[f"SCF_{upper}_SCHEMA"] = ep.schema
+            env[f"SCF_{upper}_LISTEN_ADDR"] = ep.listen_addr
         return env
 
 

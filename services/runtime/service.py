@@ -137,9 +137,9 @@ async def run_service(
             log.info("applied migrations %s to schema %s", applied, endpoint.schema)
         nc = await connect_nats(
             settings.nats_url, f"scf-{spec.name}", user=settings.nats_user,
-            password=settings.nats_password,
+            password=settings.nats_password, ca_file=settings.certs_dir / "ca.pem",
         )  # fmt: skip
-        server = GrpcServer(spec.name, endpoint.grpc_addr, tls)
+        server = GrpcServer(spec.name, endpoint.bind_addr, tls)
         platform_servicer = PlatformServicer(spec.name)
         server.add(
             platform_pb2_grpc.add_PlatformServiceServicer_to_server,

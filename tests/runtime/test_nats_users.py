@@ -132,3 +132,29 @@ async def test_the_platform_runs_under_its_users_and_none_speaks_for_another(
             await admin.close()
     finally:
         platform.stop()
+
+
+async def test_services_reach_a_tls_only_nats_with_the_platform_ca(
+    certs_dir: Path, tmp_path: Path
+) -> None:
+    from services.runtime.bus import connect_nats
+    from services.runtime.embedded import EmbeddedNats
+    from services.runtime.errors import ConfigError
+
+    server = EmbeddedNats(tmp_path / "nats")
+    party = certs_dir / "parties"
+    cert, key = party / "journal.pem", party / "journal.key"  # names 127.0.0.1
+    url = server.start(extra_args=("--tls", "--tlscert", str(cert), "--tlskey", str(key)))
+    try:
+        tls_url = url.replace("nats://", "tls://")
+        nc = await connect_nats(tls_url, "tls-test", ca_file=certs_dir / "ca.pem")
+        try:
+            reply = await nc.request("$JS.API.INFO", b"", timeout=5)
+            assert b"memory" in reply.data  # a JetStream answer, over TLS
+        finally:
+            await nc.close()
+        # Without the platform CA the server's certificate is not trusted.
+        with pytest.raises(ConfigError, match="SCF_NATS_URL"):
+            await connect_nats(tls_url, "tls-test", connect_timeout=1)
+    finally:
+        server.stop()

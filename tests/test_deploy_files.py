@@ -1,0 +1,145 @@
+"""deploy/: the files parse, name every service, and give each the settings the code reads."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from services.replica.config import EXAMPLE_BANKS, ReplicaSettings
+from services.runtime.certs import ensure_certificates
+from services.runtime.config import SERVICE_NAMES, Settings
+from services.runtime.embedded import nats_server_binary
+from services.runtime.nats_auth import ADMIN, PUBLISH, REPLICA, deploy_users_conf, password_variable
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+USERS = (*PUBLISH, ADMIN)
+#: What every platform process reads: the keys Settings writes for a child process.
+SHARED = set(Settings.from_env({}).to_env()) - {"SCF_NATS_USER", "SCF_NATS_PASSWORD"}
+
+
+def _filled(env: dict[str, str]) -> dict[str, str]:
+    """Compose's ${VARIABLE} references replaced by a stand-in value."""
+    return {k: re.sub(r"\$\{[A-Z_]+\}", "secret", str(v)) for k, v in env.items()}
+
+
+def _replica_keys(bank: str) -> set[str]:
+    key = bank.upper().replace("-", "_")
+    return {f"SCF_REPLICA_{key}_ADDR", f"SCF_REPLICA_{key}_DATABASE_URL"}
+
+
+def test_nats_users_file_is_generated_from_the_code() -> None:
+    assert (DEPLOY / "nats" / "users.conf").read_text() == deploy_users_conf()
+
+
+def test_nats_cluster_config_is_valid_for_nats_server(tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    ensure_certificates(certs)
+    env = {
+        **os.environ,
+        "NATS_SERVER_NAME": "scf-nats-0",
+        "NATS_TLS_CERT": str(certs / "parties" / "journal.pem"),
+        "NATS_TLS_KEY": str(certs / "parties" / "journal.key"),
+        "NATS_TLS_CA": str(certs / "ca.pem"),
+        **{password_variable(u): "pw" for u in USERS},
+    }
+
+    def check(environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [nats_server_binary(), "-t", "-c", str(DEPLOY / "nats" / "nats-cluster.conf")],
+            env=environment, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+
+    result = check(env)
+    assert result.returncode == 0, result.stderr
+    del env[password_variable("lending")]  # every user's password must be given
+    assert check(env).returncode != 0
+
+
+def test_compose_runs_every_service_and_replica_with_its_settings() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services: dict[str, Any] = compose["services"]
+    for name in SERVICE_NAMES:
+        service = services[name]
+        assert service["command"] == [f"services.{name}"]
+        env = service["environment"]
+        assert set(env) >= SHARED, SHARED - set(env)
+        assert env["SCF_NATS_USER"] == name
+        assert env["SCF_NATS_PASSWORD"] == f"${{{password_variable(name)}}}"
+        settings = Settings.from_env(_filled(env))
+        assert settings.endpoint(name).bind_addr.startswith("0.0.0.0:")
+        assert (
+            settings.endpoint(name).grpc_addr
+            == f"{name}:{settings.endpoint(name).grpc_addr.split(':')[1]}"
+        )
+    for bank in EXAMPLE_BANKS:
+        service = services[f"replica-{bank}"]
+        assert service["command"] == ["services.replica", "--bank", bank]
+        env = _filled(service["environment"])
+        assert _replica_keys(bank) <= set(env) and env["SCF_NATS_USER"] == REPLICA
+        replica = ReplicaSettings.from_env(bank, "", env)
+        assert replica.listen_addr.startswith("0.0.0.0:") and bank in replica.database_url
+    nodes = [s for n, s in services.items() if n.startswith("scf-nats-")]
+    assert len(nodes) == 3
+    for node in nodes:
+        assert {password_variable(u) for u in USERS} <= set(node["environment"])
+
+
+def _kustomized() -> list[dict[str, Any]]:
+    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    docs: list[dict[str, Any]] = []
+    for resource in kustomization["resources"]:
+        docs += [d for d in yaml.safe_load_all((DEPLOY / resource).read_text()) if d]
+    for generator in kustomization["configMapGenerator"]:
+        for f in generator.get("files", []) + generator.get("envs", []):
+            assert (DEPLOY / f).is_file(), f
+    return docs
+
+
+def _platform_env() -> dict[str, str]:
+    lines = (DEPLOY / "k8s" / "platform.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def test_kubernetes_manifests_run_every_service_and_replica_with_its_settings() -> None:
+    docs = _kustomized()
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    services = {d["metadata"]["name"] for d in docs if d["kind"] == "Service"}
+    config = _platform_env()
+    # The database URL comes from a Secret; everything else shared from the ConfigMap.
+    assert SHARED - {"SCF_DATABASE_URL"} <= set(config), SHARED - set(config)
+    for name in SERVICE_NAMES:
+        assert name in services
+        [container] = deployments[name]["spec"]["template"]["spec"]["containers"]
+        assert container["args"] == [f"services.{name}"]
+        sources = {next(iter(s.values()))["name"] for s in container["envFrom"]}
+        assert sources == {"scf-platform", "scf-db"}
+        env = {e["name"]: e for e in container["env"]}
+        assert env["SCF_NATS_USER"]["value"] == name
+        secret = env["SCF_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert (secret["name"], secret["key"]) == ("scf-nats-users", password_variable(name))
+        settings = Settings.from_env({**config, "SCF_DATABASE_URL": "postgresql://x@db/scf"})
+        port = int(settings.endpoint(name).bind_addr.rsplit(":", 1)[1])
+        assert {"name": "grpc", "containerPort": port} in container["ports"]
+    for bank in EXAMPLE_BANKS:
+        [container] = deployments[f"replica-{bank}"]["spec"]["template"]["spec"]["containers"]
+        assert container["args"] == ["services.replica", "--bank", bank]
+        names = {e["name"] for e in container["env"]}
+        assert _replica_keys(bank) <= names and f"replica-{bank}" in services
+    [nats] = [d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "scf-nats"]
+    assert nats["spec"]["replicas"] == 3
+
+
+@pytest.mark.parametrize("example", ["env/platform.env.example", "k8s/secrets.example.yaml"])
+def test_examples_name_every_secret_and_setting(example: str) -> None:
+    text = (DEPLOY / example).read_text()
+    for user in USERS:
+        assert password_variable(user) in text
+    if example.endswith(".env.example"):
+        for key in SHARED | {"SCF_NATS_USER", "SCF_NATS_PASSWORD"} | _replica_keys("bank-north"):
+            assert f"{key}=" in text, key
