@@ -394,11 +394,12 @@ class LendingServicer(ApplicationCalls, lending_pb2_grpc.LendingServiceServicer)
             if contract is None:
                 raise NotFound(f"no contract {request.contract_id!r}")
             app = await self.t.lock(conn, contract["application_id"])
+            # Who may sign first: a stranger learns nothing of the contract's state.
+            signer = _signer_for(who, contract)
             if app["state"] != "approved" or app["contract_id"] != contract["contract_id"]:
                 raise FailedPrecondition(
                     f"application is {app['state']}; the contract is not open for signing"
                 )
-            signer = _signer_for(who, contract)
             key = await conn.fetchrow(
                 "SELECT * FROM signing_keys WHERE party_id = $1", who.party_id
             )
