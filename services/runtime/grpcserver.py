@@ -69,6 +69,19 @@ def status_for(exc: SCFError) -> status_pb2.Status:
     )
 
 
+def refuse_nul(message: Any, path: str = "") -> None:
+    """A NUL character in any text field is refused here, once for every RPC:
+    PostgreSQL cannot store it, and no identifier or amount contains one."""
+    for field, value in message.ListFields():
+        name = f"{path}{field.name}"
+        values = value if field.is_repeated else [value]
+        for item in values:
+            if isinstance(item, str) and "\x00" in item:
+                raise InvalidArgument(name, "must not contain a NUL character")
+            if hasattr(item, "ListFields"):
+                refuse_nul(item, f"{name}.")
+
+
 def _identity_of(context: Any) -> ident.Identity:
     pems = list(context.auth_context().get("x509_pem_cert") or ())
     if not pems:
@@ -99,6 +112,7 @@ class _CallerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 token = None
                 try:
                     token = ident.set_identity(_identity_of(context))
+                    refuse_nul(request)
                     return await inner(request, context)
                 except SCFError as exc:
                     code = exc.code.name
@@ -120,6 +134,7 @@ class _CallerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 token = None
                 try:
                     token = ident.set_identity(_identity_of(context))
+                    refuse_nul(request)
                     async for item in inner_stream(request, context):
                         yield item
                 except SCFError as exc:

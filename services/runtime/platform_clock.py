@@ -17,6 +17,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from services.runtime.clock import OffsetClock
+from services.runtime.errors import FailedPrecondition
 
 __all__ = ["advance_platform_clock", "follow_platform_clock"]
 
@@ -58,6 +59,10 @@ async def follow_platform_clock(js: JetStreamContext, prefix: str, clock: Offset
         await asyncio.sleep(0.2)
 
 
+#: How far demos and tests may move the clock, all moves together: a century.
+MAX_OFFSET_MICROS = 100 * 366 * 86_400 * 1_000_000
+
+
 async def advance_platform_clock(js: JetStreamContext, prefix: str, micros: int) -> int:
     """Move the platform clock forward by ``micros``; returns the new offset."""
     if micros <= 0:
@@ -67,6 +72,10 @@ async def advance_platform_clock(js: JetStreamContext, prefix: str, micros: int)
         try:
             entry = await kv.get(KEY)
             offset = int(entry.value or b"0") + micros
+            if offset > MAX_OFFSET_MICROS:
+                raise FailedPrecondition(
+                    "the platform clock is a century ahead already; start a fresh platform"
+                )
             await kv.update(KEY, str(offset).encode(), last=entry.revision)
             return offset
         except KeyNotFoundError:

@@ -85,6 +85,10 @@ class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
                 "the platform clock moves only in demo and test modes"
                 f" (SCF_MODE is {self.ctx.settings.mode})"
             )
+        if request.days > 3650:
+            raise InvalidArgument("days", "at most 3650 days at a time")
+        if request.hours > 23:
+            raise InvalidArgument("hours", "0 to 23; use days for more")
         micros = (request.days * 86_400 + request.hours * 3_600) * 1_000_000
         if micros <= 0:
             raise InvalidArgument("days", "move the clock forward by at least an hour")
