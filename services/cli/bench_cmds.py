@@ -144,6 +144,30 @@ def flows(
     """Complete order-financing flows (register to disbursed, auto-approved) over mTLS gRPC."""
     from services.bench.flows_bench import bench_flows
 
-    with bench_settings() as settings, Console(stderr=True).status("running flows"):
-        result = asyncio.run(bench_flows(settings, count, concurrency, seconds))
+    with bench_settings() as settings, _progress() as progress:
+        task = progress.add_task("flows disbursed", total=count)
+
+        def advance(done: int) -> None:
+            progress.update(task, completed=done)
+
+        result = asyncio.run(bench_flows(settings, count, concurrency, seconds, advance))
     _report("flows", as_dict(result), json_out)
+
+
+@bench_app.command("faults")
+def faults(
+    count: int = typer.Option(300, min=10, max=100_000, help="Flows to run."),
+    concurrency: int = typer.Option(20, min=1, max=500),
+    seconds: float = typer.Option(600, min=1, max=3600, help="Stop starting flows after this."),
+    json_out: Path | None = JsonOption,
+) -> None:
+    """Flows while every service, a replica, PostgreSQL and NATS fail in turn; then
+    check that nothing was lost or done twice (docs/reliability.md)."""
+    from services.bench.faults_bench import run_faults
+    from services.bench.servers import own_servers_settings
+
+    with own_servers_settings() as settings, Console(stderr=True).status("flows under faults"):
+        report = asyncio.run(run_faults(settings, count, concurrency, seconds))
+    _report("faults", {**as_dict(report), "ok": report.ok}, json_out)
+    if not report.ok:
+        raise typer.Exit(1)

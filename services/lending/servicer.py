@@ -362,18 +362,28 @@ class LendingServicer(ApplicationCalls, lending_pb2_grpc.LendingServiceServicer)
         key_id = key_id_of(request.public_key)
 
         async def work(conn: Any) -> lending_pb2.RegisterSigningKeyResponse:
-            await conn.execute(
+            in_force = await conn.fetchval(
+                "SELECT public_key FROM signing_keys WHERE party_id = $1 FOR UPDATE", who.party_id
+            )
+            if in_force is not None and bytes(in_force) == request.public_key:
+                # The key in force already: nothing changes, nothing to journal.
+                return lending_pb2.RegisterSigningKeyResponse(key_id=key_id)
+            version = await conn.fetchval(
                 "INSERT INTO signing_keys (party_id, public_key, key_id) VALUES ($1, $2, $3)"
-                " ON CONFLICT (party_id) DO UPDATE SET public_key = $2, key_id = $3",
+                " ON CONFLICT (party_id) DO UPDATE SET public_key = $2, key_id = $3,"
+                " version = signing_keys.version + 1 RETURNING version",
                 who.party_id, request.public_key, key_id,
             )  # fmt: skip
             await self.t.outbox.add(
                 conn,
                 subject=f"party/{who.party_id}",
                 event_type="party.signing_key_registered",
-                payload={"party_id": who.party_id, "public_key": request.public_key.hex()},
-                idempotency_key=f"party/{who.party_id}/key/{key_id.hex()[:32]}",
-            )
+                payload={
+                    "party_id": who.party_id, "public_key": request.public_key.hex(),
+                    "version": version,
+                },
+                idempotency_key=f"party/{who.party_id}/key/v{version}",
+            )  # fmt: skip
             return lending_pb2.RegisterSigningKeyResponse(key_id=key_id)
 
         return await self._once(

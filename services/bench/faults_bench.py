@@ -1,0 +1,261 @@
+"""`scf bench faults`: the flows load while processes and servers fail, then the proof
+that nothing was lost or done twice.
+
+During a run of complete flows (clients repeating unanswered calls with the
+same idempotency keys, as real clients do) the faults strike one after
+another, each when a share of the flows has finished: ``kill -9`` of every
+service in turn and of a bank's replica (each restarted at once, as a
+supervisor would), PostgreSQL stopped as by a crash and restarted, and the
+NATS server killed and restarted. Then, once the platform is quiet:
+
+- every flow that was started finished, and each exactly once: one
+  application per flow, one loan per disbursement;
+- no statement is missing or doubled: every service's every outbox row is
+  the journal entry it was assigned, and every entry has its row;
+- the journal verifies from the root key alone (`scf audit verify`);
+- both banks' replicas hold the whole journal, with the same root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from services.bench.flows_bench import ReplicaLag, journal_size
+from services.bench.journal_bench import machine
+from services.bench.load import FlowLoad
+from services.gen.scf.replica.v1 import replica_pb2, replica_pb2_grpc
+from services.journal.offline import verify_database
+from services.replica.config import EXAMPLE_BANKS
+from services.runtime.certs import load_party
+from services.runtime.config import SERVICE_NAMES, Settings
+from services.runtime.grpcserver import client_channel
+from services.runtime.platform import Platform
+
+__all__ = ["ALL_FAULTS", "FaultReport", "run_faults"]
+
+PRODUCERS = tuple(s for s in SERVICE_NAMES if s != "journal")
+ALL_FAULTS = (*SERVICE_NAMES, "replica-bank-north", "postgres", "nats")
+
+
+@dataclass
+class FaultReport:
+    flows_started: int
+    flows_finished: int
+    faults: list[dict[str, Any]]
+    client_retries: int
+    seconds: float
+    applications: int
+    disbursed: int
+    loans: int
+    journal_entries_verified: int
+    statements_checked: int
+    statements_missing: int
+    entries_without_statement: int
+    replicas: dict[str, dict[str, Any]]
+    errors: list[str] = field(default_factory=list)
+    machine: str = ""
+
+    @property
+    def ok(self) -> bool:
+        sizes = {r["tree_size"] for r in self.replicas.values()}
+        roots = {r["root"] for r in self.replicas.values()}
+        return (
+            self.flows_finished == self.flows_started == self.applications == self.disbursed
+            and self.loans == self.disbursed
+            and self.statements_missing == 0
+            and self.entries_without_statement == 0
+            and sizes == {self.journal_entries_verified}
+            and len(roots) == 1
+            and not self.errors
+        )
+
+
+async def _inject(platform: Platform, target: str) -> None:
+    if target in platform.processes:
+        proc = platform.processes[target]
+        os.kill(proc.process.pid, signal.SIGKILL)
+        await asyncio.to_thread(proc.process.wait)
+        platform.spawn(target)
+        await platform.wait_ready(target, timeout=60)
+    elif target == "postgres":
+        assert platform.postgres is not None, "the fault run needs the embedded PostgreSQL"
+        await asyncio.to_thread(platform.postgres.restart, "immediate")
+    elif target == "nats":
+        assert platform.nats is not None, "the fault run needs the embedded NATS"
+        await asyncio.to_thread(platform.nats.kill)
+        await asyncio.to_thread(platform.nats.start)
+    else:
+        raise ValueError(f"unknown fault target {target!r}")
+
+
+async def _quiet(settings: Settings, disbursed: int, timeout: float) -> None:
+    """Until every statement is journaled and repayment holds every loan."""
+    deadline = time.monotonic() + timeout
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        while True:
+            pending = 0
+            for s in PRODUCERS:
+                schema = settings.endpoint(s).schema
+                pending += await conn.fetchval(
+                    f'SELECT count(*) FROM "{schema}".outbox WHERE journal_seq IS NULL'
+                )
+            loans = await conn.fetchval(
+                f'SELECT count(*) FROM "{settings.endpoint("repayment").schema}".loans'
+            )
+            if pending == 0 and loans >= disbursed:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not quiet: {pending} statements pending, {loans} loans")
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+
+
+async def _ledger(settings: Settings) -> dict[str, int]:
+    """Counts that show nothing was lost or doubled."""
+    journal = settings.endpoint("journal").schema
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        lending = settings.endpoint("lending").schema
+        out = {
+            "applications": await conn.fetchval(f'SELECT count(*) FROM "{lending}".applications'),
+            "disbursed": await conn.fetchval(
+                f"SELECT count(*) FROM \"{lending}\".applications WHERE state = 'disbursed'"
+            ),
+            "loans": await conn.fetchval(
+                f'SELECT count(*) FROM "{settings.endpoint("repayment").schema}".loans'
+            ),
+            "statements": 0,
+            "missing": 0,
+            "orphans": 0,
+        }
+        for s in PRODUCERS:
+            schema = settings.endpoint(s).schema
+            out["statements"] += await conn.fetchval(f'SELECT count(*) FROM "{schema}".outbox')
+            # A row whose entry is not in the journal, or not at the seq it was given.
+            out["missing"] += await conn.fetchval(
+                f'SELECT count(*) FROM "{schema}".outbox o LEFT JOIN "{journal}".entries e'
+                " ON e.producer = $1 AND e.idempotency_key = o.idempotency_key"
+                " WHERE e.seq IS NULL OR o.journal_seq IS DISTINCT FROM e.seq",
+                s,
+            )
+            # An entry in the service's name that no state change of the service wrote.
+            out["orphans"] += await conn.fetchval(
+                f'SELECT count(*) FROM "{journal}".entries e WHERE e.producer = $1'
+                f' AND NOT EXISTS (SELECT 1 FROM "{schema}".outbox o'
+                " WHERE o.idempotency_key = e.idempotency_key)",
+                s,
+            )
+        return out
+    finally:
+        await conn.close()
+
+
+async def _replicas(platform: Platform, size: int, timeout: float) -> dict[str, dict[str, Any]]:
+    tls = load_party(platform.settings.certs_dir, "operator")
+    out: dict[str, dict[str, Any]] = {}
+    for bank in EXAMPLE_BANKS:
+        async with client_channel(platform.addr_of(f"replica-{bank}"), tls) as channel:
+            stub = replica_pb2_grpc.ReplicaServiceStub(channel)
+            deadline = time.monotonic() + timeout
+            while True:
+                status = await stub.GetStatus(replica_pb2.GetStatusRequest(), timeout=5)
+                if status.tree_size >= size or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+            out[bank] = {
+                "tree_size": status.tree_size,
+                "root": status.root_hash.hex(),
+                "alarm": status.alarm.problem if status.HasField("alarm") else "",
+            }
+    return out
+
+
+async def run_faults(
+    settings: Settings,
+    flows: int,
+    concurrency: int,
+    run_seconds: float,
+    faults: tuple[str, ...] = ALL_FAULTS,
+) -> FaultReport:
+    platform = Platform(settings, replicas=EXAMPLE_BANKS)
+    await platform.start()
+    injected: list[dict[str, Any]] = []
+    try:
+        load = FlowLoad(platform.settings, flows, concurrency, run_seconds, retry=True)
+        finished = asyncio.Condition()
+
+        def progress(done: int) -> None:
+            async def notify() -> None:
+                async with finished:
+                    finished.notify_all()
+
+            asyncio.get_running_loop().create_task(notify())
+
+        load.on_progress = progress
+
+        async def injector() -> None:
+            # Fault k strikes once k/(F+1) of the flows have finished.
+            for k, target in enumerate(faults, start=1):
+                threshold = k * flows // (len(faults) + 1)
+                async with finished:
+                    await finished.wait_for(lambda t=threshold: len(load.disbursed) >= t)  # type: ignore[misc]
+                started = time.perf_counter()
+                await _inject(platform, target)
+                injected.append(
+                    {"fault": "restart" if target in ("postgres", "nats") else "kill -9",
+                     "target": target, "after_flows": len(load.disbursed),
+                     "recovery_s": round(time.perf_counter() - started, 2)}
+                )  # fmt: skip
+
+        lag = ReplicaLag(platform)
+        stop = asyncio.Event()
+        sampler = asyncio.create_task(lag.sample(stop))
+        started = time.perf_counter()
+        faults_task = asyncio.create_task(injector())
+        await load.run()
+        if not faults_task.done():  # the flows ended (errors, time) before every fault
+            faults_task.cancel()
+        errors = list(load.errors)
+        try:
+            await faults_task
+        except asyncio.CancelledError:
+            errors.append(f"only {len(injected)} of {len(faults)} faults struck")
+        seconds = time.perf_counter() - started
+        stop.set()
+        await sampler
+        await _quiet(platform.settings, len(load.disbursed), timeout=120)
+        size = await journal_size(platform.settings)
+        root = bytes.fromhex((platform.settings.keys_dir / "platform-root.pub").read_text())
+        report = await verify_database(
+            platform.settings.database_url, platform.settings.endpoint("journal").schema, root
+        )
+        ledger = await _ledger(platform.settings)
+        replicas = await _replicas(platform, size, timeout=120)
+    finally:
+        platform.stop()
+    return FaultReport(
+        flows_started=load.started,
+        flows_finished=len(load.disbursed),
+        faults=injected,
+        client_retries=load.retries,
+        seconds=round(seconds, 1),
+        applications=ledger["applications"],
+        disbursed=ledger["disbursed"],
+        loans=ledger["loans"],
+        journal_entries_verified=report.entries,
+        statements_checked=ledger["statements"],
+        statements_missing=ledger["missing"],
+        entries_without_statement=ledger["orphans"],
+        replicas=replicas,
+        errors=errors[:5],
+        machine=machine(),
+    )
