@@ -49,6 +49,9 @@ class FaultReport:
     flows_started: int
     flows_finished: int
     faults: list[dict[str, Any]]
+    #: Processes the supervisor started again: the killed ones, and those that
+    #: exited on their own when PostgreSQL or NATS went away.
+    process_restarts: int
     client_retries: int
     seconds: float
     applications: int
@@ -82,7 +85,8 @@ async def _inject(platform: Platform, target: str) -> None:
         proc = platform.processes[target]
         os.kill(proc.process.pid, signal.SIGKILL)
         await asyncio.to_thread(proc.process.wait)
-        platform.spawn(target)
+        # As the supervisor running beside would (one event loop: no race).
+        platform.respawn_dead()
         await platform.wait_ready(target, timeout=60)
     elif target == "postgres":
         assert platform.postgres is not None, "the fault run needs the embedded PostgreSQL"
@@ -219,20 +223,26 @@ async def run_faults(
         lag = ReplicaLag(platform)
         stop = asyncio.Event()
         sampler = asyncio.create_task(lag.sample(stop))
+        supervisor = asyncio.create_task(platform.supervise(stop))
         started = time.perf_counter()
         faults_task = asyncio.create_task(injector())
+        # The flows go on until every fault has struck and the platform recovered.
+        load.more = lambda: not faults_task.done()
         await load.run()
-        if not faults_task.done():  # the flows ended (errors, time) before every fault
+        if not faults_task.done():  # the time limit ended the flows before every fault
             faults_task.cancel()
         errors = list(load.errors)
         try:
             await faults_task
         except asyncio.CancelledError:
             errors.append(f"only {len(injected)} of {len(faults)} faults struck")
+        except Exception as exc:  # a fault that could not be injected or recovered from
+            errors.append(f"fault {len(injected) + 1} failed: {exc!r}"[:300])
         seconds = time.perf_counter() - started
+        await _quiet(platform.settings, len(load.disbursed), timeout=120)
         stop.set()
         await sampler
-        await _quiet(platform.settings, len(load.disbursed), timeout=120)
+        restarts = await supervisor
         size = await journal_size(platform.settings)
         root = bytes.fromhex((platform.settings.keys_dir / "platform-root.pub").read_text())
         report = await verify_database(
@@ -246,6 +256,7 @@ async def run_faults(
         flows_started=load.started,
         flows_finished=len(load.disbursed),
         faults=injected,
+        process_restarts=len(restarts),
         client_retries=load.retries,
         seconds=round(seconds, 1),
         applications=ledger["applications"],

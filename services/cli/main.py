@@ -102,14 +102,11 @@ def up(
         out.print("running; Ctrl-C stops everything")
         while True:
             time.sleep(0.5)
-            for name, proc in list(platform.processes.items()):
-                if not proc.alive:
-                    console.print(f"[yellow]{name} exited with code {proc.process.returncode}[/]")
-                    if restart:
-                        platform.spawn(name)
-                        platform.write_state()
-                        pid = platform.processes[name].process.pid
-                        console.print(f"restarted {name} (pid {pid})")
+            codes = {n: p.process.returncode for n, p in platform.processes.items() if not p.alive}
+            for name in platform.respawn_dead() if restart else list(codes):
+                pid = platform.processes[name].process.pid
+                how = f"restarted (pid {pid})" if restart else "not restarted"
+                console.print(f"[yellow]{name} exited with code {codes[name]}[/]; {how}")
     except KeyboardInterrupt:
         console.print("stopping")
     finally:

@@ -253,6 +253,9 @@ class FlowEngine:
             score_subject(self.prefix), ask.SerializeToString(), timeout=15
         )
         result = scoring_pb2.ScoreResult.FromString(reply.data)
+        if result.code == "UNAVAILABLE":  # scoring could not ask; no decision: ask again later
+            log.warning("scoring of %s unavailable: %s", application_id, result.reason)
+            return
         crash_point("lending.after_score")
         async with self.pool.acquire() as conn, conn.transaction():
             app = await self.t.lock(conn, application_id)

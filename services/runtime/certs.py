@@ -41,6 +41,8 @@ EXAMPLE_PARTIES: tuple[PartySpec, ...] = (
     PartySpec("delta-pumps", Role.SUBCONTRACTOR, "delta-pumps"),
     PartySpec("citybuild", Role.BUYER, "citybuild"),
     PartySpec("harbor-works", Role.BUYER, "harbor-works"),
+    PartySpec("metro-transit", Role.BUYER, "metro-transit"),
+    PartySpec("riverside-power", Role.BUYER, "riverside-power"),
     PartySpec("uw-alice", Role.UNDERWRITER, "bank-north"),
     PartySpec("uw-bob", Role.UNDERWRITER, "bank-north"),
     PartySpec("uw-carol", Role.UNDERWRITER, "bank-south"),

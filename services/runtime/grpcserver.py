@@ -16,7 +16,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
+import asyncpg
 import grpc
+import nats.errors
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -69,6 +71,25 @@ def status_for(exc: SCFError) -> status_pb2.Status:
     )
 
 
+#: Failures of what a call depends on (its database, another service over NATS)
+#: rather than of the call: UNAVAILABLE, which a client retries with the same
+#: idempotency key.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError,
+    ConnectionError,
+    nats.errors.NoRespondersError,
+    nats.errors.TimeoutError,
+    nats.errors.ConnectionClosedError,
+)
+
+
+def unavailable(exc: BaseException) -> str:
+    return f"a service this call needs is unavailable ({type(exc).__name__}); retry"
+
+
 def refuse_nul(message: Any, path: str = "") -> None:
     """A NUL character in any text field is refused here, once for every RPC:
     PostgreSQL cannot store it, and no identifier or amount contains one."""
@@ -117,6 +138,9 @@ class _CallerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 except SCFError as exc:
                     code = exc.code.name
                     await context.abort_with_status(rpc_status.to_status(status_for(exc)))
+                except TRANSIENT as exc:
+                    code = "UNAVAILABLE"
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, unavailable(exc))
                 finally:
                     if token is not None:
                         ident.reset_identity(token)
@@ -140,6 +164,9 @@ class _CallerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 except SCFError as exc:
                     code = exc.code.name
                     await context.abort_with_status(rpc_status.to_status(status_for(exc)))
+                except TRANSIENT as exc:
+                    code = "UNAVAILABLE"
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, unavailable(exc))
                 finally:
                     if token is not None:
                         ident.reset_identity(token)

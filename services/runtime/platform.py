@@ -41,6 +41,7 @@ class ServiceProcess:
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    started_at: float = field(default_factory=time.monotonic)
 
     @property
     def alive(self) -> bool:
@@ -154,6 +155,30 @@ class Platform:
             )
         self.processes[name] = ServiceProcess(name, process, log_path)
         return self.processes[name]
+
+    def respawn_dead(self) -> list[str]:
+        """Start again every process that died, as a crash-only service's
+        supervisor does: services exit when a background task fails (their
+        database or NATS went away) and resume from their database. Not sooner
+        than a second after the last start, so a service that cannot start yet
+        (its database is still down) does not spin."""
+        restarted = []
+        for name, proc in list(self.processes.items()):
+            if not proc.alive and time.monotonic() - proc.started_at >= 1.0:
+                self.spawn(name)
+                restarted.append(name)
+        if restarted:
+            self.write_state()
+        return restarted
+
+    async def supervise(self, stop: asyncio.Event) -> list[str]:
+        """Respawn dead processes until ``stop``; returns what was restarted."""
+        restarted: list[str] = []
+        while not stop.is_set():
+            restarted += self.respawn_dead()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+        return restarted
 
     async def wait_ready(self, name: str, timeout: float = 30.0) -> None:
         """Until the service answers its health check as SERVING."""

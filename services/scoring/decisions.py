@@ -57,6 +57,8 @@ class ScoreHandler:
             result = await self.decide(scoring_pb2.ScoreRequest.FromString(msg.data))
         except SCFError as exc:
             result = scoring_pb2.ScoreResult(ok=False, code=exc.code.name, reason=exc.message)
+        except (nats.errors.Error, TimeoutError) as exc:  # orders or repayment away: no decision
+            result = scoring_pb2.ScoreResult(ok=False, code="UNAVAILABLE", reason=repr(exc))
         except Exception as exc:  # a malformed request is answered, never dropped
             log.exception("score request failed")
             result = scoring_pb2.ScoreResult(ok=False, code="INVALID_ARGUMENT", reason=repr(exc))

@@ -302,4 +302,6 @@ async def test_list_orders_pages_filters_and_visibility(settings: Settings) -> N
         assert {b.buyer_id: b.rating for b in buyers.buyers} == {
             "citybuild": "AA",
             "harbor-works": "A",
+            "metro-transit": "AAA",
+            "riverside-power": "AA",
         }
