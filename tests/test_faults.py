@@ -33,3 +33,18 @@ async def test_nothing_is_lost_or_done_twice_when_everything_fails_once(
     assert len({r["root"] for r in report.replicas.values()}) == 1
     assert not any(r["alarm"] for r in report.replicas.values())
     assert report.ok
+
+
+async def test_a_nats_node_dies_and_returns_under_load(settings: Settings, tmp_path: Path) -> None:
+    from services.bench.faults_bench import CLUSTER_FAULTS, run_cluster_faults
+
+    own = dataclasses.replace(settings, nats_url="", database_url="", data_dir=tmp_path)
+    report = await run_cluster_faults(own, flows=30, concurrency=6, run_seconds=240)
+    assert [f["target"] for f in report.faults] == list(CLUSTER_FAULTS)
+    assert report.errors == []
+    # The streams keep three copies; with a node back, all three are current again.
+    assert report.stream_copies == {"configured": 3, "current": 3}
+    assert report.flows_finished == report.flows_started >= 30
+    assert report.applications == report.disbursed == report.loans == report.flows_finished
+    assert report.statements_missing == 0 and report.entries_without_statement == 0
+    assert report.ok

@@ -19,6 +19,7 @@ NATS server killed and restarted. Then, once the platform is quiet:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import time
@@ -35,13 +36,16 @@ from services.journal.offline import verify_database
 from services.replica.config import EXAMPLE_BANKS
 from services.runtime.certs import load_party
 from services.runtime.config import SERVICE_NAMES, Settings
+from services.runtime.embedded import EmbeddedNatsCluster
 from services.runtime.grpcserver import client_channel
 from services.runtime.platform import Platform
 
-__all__ = ["ALL_FAULTS", "FaultReport", "run_faults"]
+__all__ = ["ALL_FAULTS", "CLUSTER_FAULTS", "FaultReport", "run_cluster_faults", "run_faults"]
 
 PRODUCERS = tuple(s for s in SERVICE_NAMES if s != "journal")
 ALL_FAULTS = (*SERVICE_NAMES, "replica-bank-north", "postgres", "nats")
+#: On the three-node cluster: a node dies, the platform goes on, the node comes back.
+CLUSTER_FAULTS = ("nats-node-0 down", "nats-node-0 up")
 
 
 @dataclass
@@ -62,6 +66,8 @@ class FaultReport:
     statements_missing: int
     entries_without_statement: int
     replicas: dict[str, dict[str, Any]]
+    #: The journal stream's copies in JetStream, and how many are current.
+    stream_copies: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     machine: str = ""
 
@@ -80,8 +86,12 @@ class FaultReport:
         )
 
 
-async def _inject(platform: Platform, target: str) -> None:
-    if target in platform.processes:
+async def _inject(platform: Platform, target: str, cluster: EmbeddedNatsCluster | None) -> None:
+    if target.startswith("nats-node-"):  # "nats-node-<i> down" or "... up"
+        assert cluster is not None, "node faults need the three-node cluster"
+        node, _, how = target.removeprefix("nats-node-").partition(" ")
+        await asyncio.to_thread(cluster.kill if how == "down" else cluster.restart, int(node))
+    elif target in platform.processes:
         proc = platform.processes[target]
         os.kill(proc.process.pid, signal.SIGKILL)
         await asyncio.to_thread(proc.process.wait)
@@ -163,6 +173,26 @@ async def _ledger(settings: Settings) -> dict[str, int]:
         await conn.close()
 
 
+async def _stream_copies(settings: Settings) -> dict[str, int]:
+    from services.runtime.bus import connect_nats
+    from services.runtime.journal_client import JournalSubjects
+
+    nc = await connect_nats(
+        settings.nats_url, "scf-fault-check", user=settings.nats_user,
+        password=settings.nats_password,
+    )  # fmt: skip
+    try:
+        info = await nc.jetstream().stream_info(
+            JournalSubjects(settings.nats_prefix).journal_stream.name
+        )
+        current = 1 + sum(
+            1 for r in (info.cluster.replicas if info.cluster else None) or [] if r.current
+        )
+        return {"configured": info.config.num_replicas or 1, "current": current}
+    finally:
+        await nc.close()
+
+
 async def _replicas(platform: Platform, size: int, timeout: float) -> dict[str, dict[str, Any]]:
     tls = load_party(platform.settings.certs_dir, "operator")
     out: dict[str, dict[str, Any]] = {}
@@ -189,6 +219,7 @@ async def run_faults(
     concurrency: int,
     run_seconds: float,
     faults: tuple[str, ...] = ALL_FAULTS,
+    cluster: EmbeddedNatsCluster | None = None,
 ) -> FaultReport:
     platform = Platform(settings, replicas=EXAMPLE_BANKS)
     await platform.start()
@@ -213,9 +244,10 @@ async def run_faults(
                 async with finished:
                     await finished.wait_for(lambda t=threshold: len(load.disbursed) >= t)  # type: ignore[misc]
                 started = time.perf_counter()
-                await _inject(platform, target)
+                await _inject(platform, target, cluster)
                 injected.append(
-                    {"fault": "restart" if target in ("postgres", "nats") else "kill -9",
+                    {"fault": "kill -9"
+                     if target in platform.processes or target.endswith(" down") else "restart",
                      "target": target, "after_flows": len(load.disbursed),
                      "recovery_s": round(time.perf_counter() - started, 2)}
                 )  # fmt: skip
@@ -249,6 +281,7 @@ async def run_faults(
             platform.settings.database_url, platform.settings.endpoint("journal").schema, root
         )
         ledger = await _ledger(platform.settings)
+        copies = await _stream_copies(platform.settings)
         replicas = await _replicas(platform, size, timeout=120)
     finally:
         platform.stop()
@@ -267,6 +300,43 @@ async def run_faults(
         statements_missing=ledger["missing"],
         entries_without_statement=ledger["orphans"],
         replicas=replicas,
+        stream_copies=copies,
         errors=errors[:5],
         machine=machine(),
     )
+
+
+async def run_cluster_faults(
+    settings: Settings, flows: int, concurrency: int, run_seconds: float
+) -> FaultReport:
+    """The flows on a three-node NATS cluster whose streams keep three copies,
+    while one node is killed and later started again."""
+    cluster = EmbeddedNatsCluster(settings.data_dir / "nats-cluster")
+    url = await asyncio.to_thread(cluster.start)
+    try:
+        await _jetstream_ready(url)
+        on_cluster = dataclasses.replace(settings, nats_url=url, stream_replicas=3)
+        return await run_faults(
+            on_cluster, flows, concurrency, run_seconds, CLUSTER_FAULTS, cluster=cluster
+        )
+    finally:
+        await asyncio.to_thread(cluster.stop)
+
+
+async def _jetstream_ready(url: str, timeout: float = 30) -> None:
+    """Until the cluster has elected its JetStream meta leader."""
+    from services.runtime.bus import connect_nats
+
+    nc = await connect_nats(url, "scf-cluster-probe")
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await nc.jetstream().account_info()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+    finally:
+        await nc.close()

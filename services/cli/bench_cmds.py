@@ -159,15 +159,19 @@ def faults(
     count: int = typer.Option(300, min=10, max=100_000, help="Flows to run."),
     concurrency: int = typer.Option(20, min=1, max=500),
     seconds: float = typer.Option(600, min=1, max=3600, help="Stop starting flows after this."),
+    cluster: bool = typer.Option(
+        False, help="On a three-node NATS cluster, one node killed and brought back instead."
+    ),
     json_out: Path | None = JsonOption,
 ) -> None:
     """Flows while every service, a replica, PostgreSQL and NATS fail in turn; then
     check that nothing was lost or done twice (docs/reliability.md)."""
-    from services.bench.faults_bench import run_faults
+    from services.bench.faults_bench import run_cluster_faults, run_faults
     from services.bench.servers import own_servers_settings
 
+    run = run_cluster_faults if cluster else run_faults
     with own_servers_settings() as settings, Console(stderr=True).status("flows under faults"):
-        report = asyncio.run(run_faults(settings, count, concurrency, seconds))
+        report = asyncio.run(run(settings, count, concurrency, seconds))
     _report("faults", {**as_dict(report), "ok": report.ok}, json_out)
     if not report.ok:
         raise typer.Exit(1)

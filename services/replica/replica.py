@@ -123,7 +123,7 @@ class Replica:
         if self.alarm is not None:
             log.error("replica %s is stopped by its alarm: %s", self.bank, self.alarm.problem)
             return
-        await ensure_stream(self.js, self.subjects.journal_stream)
+        await ensure_stream(self.js, self.subjects.journal_stream, update=False)
         sub = await durable_subscription(
             self.js, self.subjects.journal_stream.name, f"replica_{self.bank.replace('-', '_')}",
             ack_policy=AckPolicy.ALL, max_ack_pending=20_000,

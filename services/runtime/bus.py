@@ -60,7 +60,8 @@ async def connect_nats(
         # also covers the first connect), so bound the first connect here.
         return await asyncio.wait_for(
             nats.connect(
-                url,
+                # A cluster: several URLs, comma-separated (the client takes a list).
+                [u.strip() for u in url.split(",") if u.strip()],
                 name=name,
                 connect_timeout=connect_timeout,
                 max_reconnect_attempts=-1,
@@ -75,6 +76,20 @@ async def connect_nats(
         raise ConfigError("SCF_NATS_URL", f"cannot connect to NATS at {url}: {exc!r}") from None
 
 
+_stream_replicas = 1
+
+
+def set_stream_replicas(replicas: int) -> None:
+    """How many copies JetStream keeps of every stream and bucket the platform
+    creates (``SCF_STREAM_REPLICAS``: 3 on a three-node cluster). Set once, at start-up."""
+    global _stream_replicas
+    _stream_replicas = replicas
+
+
+def stream_replicas() -> int:
+    return _stream_replicas
+
+
 @dataclass(frozen=True)
 class StreamSpec:
     """A JetStream stream the platform relies on."""
@@ -85,11 +100,14 @@ class StreamSpec:
     max_age_s: float = 0
     max_msgs: int = -1
     duplicate_window_s: float = 120
-    replicas: int = 1
+    #: Copies JetStream keeps; None: the platform's setting (set_stream_replicas).
+    replicas: int | None = None
 
 
-async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
-    """Create the stream, or update it when its configuration differs."""
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, update: bool = True) -> None:
+    """Create the stream, or update it when its configuration differs (unless
+    ``update`` is False: a reader that starts first creates the stream it reads,
+    but never reconfigures the one its owner made)."""
     wanted = StreamConfig(
         name=spec.name,
         subjects=list(spec.subjects),
@@ -98,7 +116,7 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
         max_age=spec.max_age_s,
         max_msgs=spec.max_msgs,
         duplicate_window=spec.duplicate_window_s,
-        num_replicas=spec.replicas,
+        num_replicas=spec.replicas or _stream_replicas,
     )
     try:
         info = await js.stream_info(spec.name)
@@ -107,10 +125,11 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
         log.info("created stream %s", spec.name)
         return
     current = info.config
-    if (
+    if update and (
         sorted(current.subjects or []) != sorted(spec.subjects)
         or (current.max_msgs or -1) != spec.max_msgs
         or float(current.max_age or 0) != float(spec.max_age_s)
+        or (current.num_replicas or 1) != wanted.num_replicas
     ):
         await js.update_stream(wanted)
         log.info("updated stream %s", spec.name)

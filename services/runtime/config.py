@@ -68,6 +68,8 @@ class Settings:
     #: empty when the server asks for none.
     nats_user: str = ""
     nats_password: str = ""
+    #: Copies of each JetStream stream (``SCF_STREAM_REPLICAS``): 3 on a three-node cluster.
+    stream_replicas: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -109,6 +111,7 @@ class Settings:
             log_format=log_format,
             mode=mode,
             endpoints=endpoints,
+            stream_replicas=_stream_replicas(env.get("SCF_STREAM_REPLICAS", "1")),
             nats_user=env.get("SCF_NATS_USER", ""),
             nats_password=env.get("SCF_NATS_PASSWORD", ""),
         )
@@ -130,6 +133,7 @@ class Settings:
             "SCF_KEYS_DIR": str(self.keys_dir),
             "SCF_LOG_FORMAT": self.log_format,
             "SCF_MODE": self.mode,
+            "SCF_STREAM_REPLICAS": str(self.stream_replicas),
             "SCF_NATS_USER": self.nats_user,
             "SCF_NATS_PASSWORD": self.nats_password,
         }
@@ -140,6 +144,12 @@ class Settings:
             env[f"SCF_{upper}_SCHEMA"] = ep.schema
             env[f"SCF_{upper}_LISTEN_ADDR"] = ep.listen_addr
         return env
+
+
+def _stream_replicas(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 5:
+        raise ConfigError("SCF_STREAM_REPLICAS", f"1 to 5 (JetStream's limit), got {value!r}")
+    return int(value)
 
 
 def _check_addr(setting: str, addr: str) -> None:

@@ -19,7 +19,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,45 @@ class EmbeddedNats:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+@dataclass
+class EmbeddedNatsCluster:
+    """Three (or ``size``) JetStream nodes on loopback, routed to each other."""
+
+    root: Path
+    size: int = 3
+    nodes: list[EmbeddedNats] = field(default_factory=list)
+    _args: list[tuple[str, ...]] = field(default_factory=list)
+
+    def start(self) -> str:
+        """Start every node; returns the comma-separated client URLs."""
+        from services.runtime.ports import free_ports
+
+        ports = free_ports(2 * self.size)
+        clients, routes = ports[: self.size], ports[self.size :]
+        route_list = ",".join(f"nats://127.0.0.1:{p}" for p in routes)
+        for i in range(self.size):
+            node = EmbeddedNats(self.root / f"n{i}", port=clients[i])
+            args = (
+                "--server_name", f"n{i}", "--cluster_name", "scf",
+                "--cluster", f"nats://127.0.0.1:{routes[i]}", "--routes", route_list,
+            )  # fmt: skip
+            node.start(extra_args=args)
+            self.nodes.append(node)
+            self._args.append(args)
+        return ",".join(node.url for node in self.nodes)
+
+    def kill(self, i: int) -> None:
+        self.nodes[i].kill()
+
+    def restart(self, i: int) -> None:
+        """Start node ``i`` again on its ports and store, as after a crash."""
+        self.nodes[i].start(extra_args=self._args[i])
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
 
 
 @dataclass

@@ -16,6 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from services.runtime.bus import stream_replicas
 from services.runtime.clock import OffsetClock
 from services.runtime.errors import FailedPrecondition
 
@@ -31,7 +32,7 @@ async def _bucket(js: JetStreamContext, prefix: str) -> KeyValue:
         return await js.key_value(name)
     except BucketNotFoundError:
         try:
-            return await js.create_key_value(bucket=name, history=1)
+            return await js.create_key_value(bucket=name, history=1, replicas=stream_replicas())
         except nats.errors.Error:  # another service created it at the same moment
             return await js.key_value(name)
 
