@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck protos check-protos up clean
+.PHONY: demo test lint typecheck protos check-protos up clean faults
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+## make faults: the long fault runs of docs/reliability.md (several minutes);
+## `make test` runs short ones (tests/test_faults.py).
+faults: $(STAMP)
+	$(BIN)/scf bench faults --count 300 --concurrency 20 --json faults.json
+	$(BIN)/scf bench faults --cluster --count 300 --concurrency 20 --json faults-cluster.json
 
 ## make protos: regenerate services/gen from protos/.
 protos: $(STAMP)

@@ -18,6 +18,7 @@ from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
 from services.runtime.platform import Platform
 from services.scoring.service import SPEC as SCORING
+from tests.journal.helpers import wait_until
 from tests.lending.helpers import LendingEnv, lending_env
 from tests.orders.helpers import orders_env
 from tests.support import running
@@ -26,8 +27,21 @@ pytestmark = pytest.mark.integration
 
 
 async def _events(settings: Settings, subject: str) -> list[str]:
+    """The journal's event types on ``subject``, once every statement lending and
+    orders wrote so far is journaled (the relays publish asynchronously)."""
     conn = await asyncpg.connect(settings.database_url)
     try:
+
+        async def all_journaled() -> bool:
+            pending = 0
+            for service in ("orders", "lending", "scoring"):
+                pending += await conn.fetchval(
+                    f'SELECT count(*) FROM "{settings.endpoint(service).schema}".outbox'
+                    " WHERE journal_seq IS NULL"
+                )
+            return bool(pending == 0)
+
+        await wait_until(all_journaled, what="every statement journaled")
         schema = settings.endpoint("journal").schema
         rows = await conn.fetch(
             f'SELECT event_type FROM "{schema}".entries WHERE subject = $1 ORDER BY seq', subject
