@@ -222,41 +222,11 @@ class LendingServicer(ApplicationCalls, lending_pb2_grpc.LendingServiceServicer)
         if not request.bank:
             raise InvalidArgument("bank", "required")
         amount = parse_money(request.amount.amount, request.amount.currency, "amount")
-        reply = await self.nc.request(
-            facts_subject(self.prefix),
-            orders_pb2.OrderFactsQuery(order_id=request.order_id).SerializeToString(),
-            timeout=5,
-        )
-        facts = orders_pb2.OrderFacts.FromString(reply.data)
-        if not facts.found:
-            raise NotFound(f"no order {request.order_id!r}")
-        order = facts.order
-        if order.subcontractor_id != who.party_id:
-            raise PermissionDenied(f"order {order.order_id} is not {who.party_id}'s")
-        if order.state not in _SCOREABLE:
-            state = orders_pb2.OrderState.Name(order.state).removeprefix("ORDER_STATE_").lower()
-            raise FailedPrecondition(
-                f"order {order.order_id} is {state}; only a confirmed order is financed"
-            )
-        if order.HasField("pledge"):
-            raise FailedPrecondition(
-                f"order {order.order_id} already backs application {order.pledge.application_id}"
-                f" at {order.pledge.bank}"
-            )
-        order_amount = parse_money(order.amount.amount, order.amount.currency, "order.amount")
-        if amount.currency != order_amount.currency:
-            raise InvalidArgument("amount.currency", f"the order is in {order_amount.currency}")
-        if amount.minor > order_amount.minor:
-            raise InvalidArgument("amount.amount", f"more than the order's {order.amount.amount}")
-        due = dt.date.fromisoformat(order.due_date)
-        facts_json = {
-            "buyer_id": order.buyer_id,
-            "due_date": order.due_date,
-            "order_amount_minor": order_amount.minor,
-            "tenor_days": max(1, (due - self.clock.now().date()).days),
-        }
 
         async def work(conn: Any) -> lending_pb2.RequestFinancingResponse:
+            # Inside the idempotent unit: a retry of a request that went through
+            # replays its answer, rather than finding its own pledge in the way.
+            facts_json = await self._financeable(who, request, amount)
             facility = await usable_facility(
                 conn, request.bank, who.party_id, amount, self.clock.now().date()
             )
@@ -287,6 +257,44 @@ class LendingServicer(ApplicationCalls, lending_pb2_grpc.LendingServiceServicer)
         return await self._once(
             who, "RequestFinancing", request, lending_pb2.RequestFinancingResponse, work
         )
+
+    async def _financeable(
+        self, who: Identity, request: lending_pb2.RequestFinancingRequest, amount: Money
+    ) -> dict[str, Any]:
+        """The order's facts when it may back this financing; the refusal otherwise."""
+        reply = await self.nc.request(
+            facts_subject(self.prefix),
+            orders_pb2.OrderFactsQuery(order_id=request.order_id).SerializeToString(),
+            timeout=5,
+        )
+        facts = orders_pb2.OrderFacts.FromString(reply.data)
+        if not facts.found:
+            raise NotFound(f"no order {request.order_id!r}")
+        order = facts.order
+        if order.subcontractor_id != who.party_id:
+            raise PermissionDenied(f"order {order.order_id} is not {who.party_id}'s")
+        if order.state not in _SCOREABLE:
+            state = orders_pb2.OrderState.Name(order.state).removeprefix("ORDER_STATE_").lower()
+            raise FailedPrecondition(
+                f"order {order.order_id} is {state}; only a confirmed order is financed"
+            )
+        if order.HasField("pledge"):
+            raise FailedPrecondition(
+                f"order {order.order_id} already backs application {order.pledge.application_id}"
+                f" at {order.pledge.bank}"
+            )
+        order_amount = parse_money(order.amount.amount, order.amount.currency, "order.amount")
+        if amount.currency != order_amount.currency:
+            raise InvalidArgument("amount.currency", f"the order is in {order_amount.currency}")
+        if amount.minor > order_amount.minor:
+            raise InvalidArgument("amount.amount", f"more than the order's {order.amount.amount}")
+        due = dt.date.fromisoformat(order.due_date)
+        return {
+            "buyer_id": order.buyer_id,
+            "due_date": order.due_date,
+            "order_amount_minor": order_amount.minor,
+            "tenor_days": max(1, (due - self.clock.now().date()).days),
+        }
 
     async def GetApplication(
         self, request: lending_pb2.GetApplicationRequest, context: Any

@@ -99,6 +99,9 @@ async def test_auto_approval(settings: Settings) -> None:
         assert json.loads(app.decision_json)["recommendation"] == "approve"
         assert app.terms.amount.amount == "2000000.00" and app.terms.rate_bps == 350 + 250
         assert list(app.approvals) == []
+        # A client that never saw the answer asks again, the order pledged by now:
+        # it gets the same application, not "the order already backs one".
+        assert await env.request(oid, "2000000.00") == app_id
 
 
 async def test_reject_releases_pledge_and_facility(settings: Settings) -> None:
