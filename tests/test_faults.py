@@ -11,7 +11,8 @@ import pytest
 from services.bench.faults_bench import ALL_FAULTS, run_faults
 from services.runtime.config import Settings
 
-pytestmark = pytest.mark.integration
+# Each run starts its own PostgreSQL and NATS, and waits out every fault's recovery.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
 async def test_nothing_is_lost_or_done_twice_when_everything_fails_once(

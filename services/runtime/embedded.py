@@ -69,18 +69,22 @@ class EmbeddedNats:
         for stale in ports_dir.glob("*.ports"):
             stale.unlink()
         log_file = self.store_dir / "nats-server.log"
+        # One node, no replicas: write every message to disk before acknowledging
+        # it, so that a publisher's ack survives kill -9 (by default JetStream
+        # buffers writes and syncs every two minutes; see docs/reliability.md).
+        store = json.dumps(str(self.store_dir / "jetstream"))
+        config = f"jetstream {{\n  store_dir: {store}\n  sync_interval: always\n}}\n"
         if self.auth_secret:
             from services.runtime.nats_auth import server_authorization
 
-            conf = self.store_dir / "auth.conf"
-            fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(server_authorization(self.auth_secret))
-            extra_args = ("-c", str(conf), *extra_args)
+            config += server_authorization(self.auth_secret)
+        conf = self.store_dir / "server.conf"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(config)
         args = [
-            nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js",
-            "-sd", str(self.store_dir / "jetstream"), "--ports_file_dir", str(ports_dir),
-            "-l", str(log_file), *extra_args,
+            nats_server_binary(), "-c", str(conf), "-a", "127.0.0.1", "-p", str(self.port),
+            "--ports_file_dir", str(ports_dir), "-l", str(log_file), *extra_args,
         ]  # fmt: skip
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
