@@ -12,7 +12,7 @@ from services.bench.faults_bench import ALL_FAULTS, run_faults
 from services.runtime.config import Settings
 
 # Each run starts its own PostgreSQL and NATS, and waits out every fault's recovery.
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.integration, pytest.mark.own_servers, pytest.mark.timeout(600)]
 
 
 async def test_nothing_is_lost_or_done_twice_when_everything_fails_once(
