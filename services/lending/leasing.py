@@ -136,27 +136,14 @@ class LeasingServicer(ApplicationCalls, leasing_pb2_grpc.LeasingServiceServicer)
             facility = await usable_facility(
                 conn, request.lessor, who.party_id, financed, self.clock.now().date()
             )
-            now = self.clock.now_micros()
-            lease_id = f"LSE-{uuid.uuid4().hex[:12].upper()}"
-            row = await conn.fetchrow(
-                "INSERT INTO applications (application_id, kind, subcontractor_id, bank, order_id,"
-                " facility_id, currency, requested_minor, state, lease, created_micros,"
-                " updated_micros) VALUES ($1, 'lease', $2, $3, '', $4, $5, $6, 'requested', $7,"
-                " $8, $8) RETURNING *",
-                lease_id, who.party_id, request.lessor, facility["facility_id"], lease.currency,
-                lease.financed_minor, lease.as_json(), now,
-            )  # fmt: skip
-            await self.t.outbox.add(
-                conn,
-                subject=f"application/{lease_id}",
-                event_type="application.requested",
-                payload={
-                    "application_id": lease_id, "kind": "lease", "subcontractor_id": who.party_id,
-                    "bank": request.lessor, "facility_id": facility["facility_id"],
-                    "currency": lease.currency, "requested_minor": lease.financed_minor,
-                    "lease": lease.as_json(), "version": 1,
-                },
-                idempotency_key=f"application/{lease_id}/v1",
+            common = {
+                "kind": "lease", "subcontractor_id": who.party_id, "bank": request.lessor,
+                "facility_id": facility["facility_id"], "currency": lease.currency,
+                "requested_minor": lease.financed_minor, "lease": lease.as_json(),
+            }  # fmt: skip
+            row = await self.t.open(
+                conn, f"LSE-{uuid.uuid4().hex[:12].upper()}", self.clock.now_micros(),
+                {**common, "order_id": ""}, common,
             )  # fmt: skip
             return leasing_pb2.ApplyForLeaseResponse(lease=await lease_view(conn, row))
 

@@ -230,27 +230,14 @@ class LendingServicer(ApplicationCalls, lending_pb2_grpc.LendingServiceServicer)
             facility = await usable_facility(
                 conn, request.bank, who.party_id, amount, self.clock.now().date()
             )
-            now = self.clock.now_micros()
-            application_id = f"APP-{uuid.uuid4().hex[:12].upper()}"
-            row = await conn.fetchrow(
-                "INSERT INTO applications (application_id, subcontractor_id, bank, order_id,"
-                " facility_id, currency, requested_minor, state, order_facts, created_micros,"
-                " updated_micros) VALUES ($1, $2, $3, $4, $5, $6, $7, 'requested', $8, $9, $9)"
-                " RETURNING *",
-                application_id, who.party_id, request.bank, request.order_id,
-                facility["facility_id"], amount.currency, amount.minor, facts_json, now,
-            )  # fmt: skip
-            await self.t.outbox.add(
-                conn,
-                subject=f"application/{application_id}",
-                event_type="application.requested",
-                payload={
-                    "application_id": application_id, "subcontractor_id": who.party_id,
-                    "bank": request.bank, "order_id": request.order_id,
-                    "facility_id": facility["facility_id"], "currency": amount.currency,
-                    "requested_minor": amount.minor, "version": 1,
-                },
-                idempotency_key=f"application/{application_id}/v1",
+            common = {
+                "subcontractor_id": who.party_id, "bank": request.bank,
+                "order_id": request.order_id, "facility_id": facility["facility_id"],
+                "currency": amount.currency, "requested_minor": amount.minor,
+            }  # fmt: skip
+            row = await self.t.open(
+                conn, f"APP-{uuid.uuid4().hex[:12].upper()}", self.clock.now_micros(),
+                {**common, "order_facts": facts_json}, common,
             )  # fmt: skip
             return lending_pb2.RequestFinancingResponse(application=application_proto(row))
 

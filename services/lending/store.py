@@ -90,6 +90,32 @@ class Transitions:
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox
 
+    async def open(
+        self,
+        conn: Any,
+        application_id: str,
+        now: int,
+        columns: dict[str, Any],
+        journaled: dict[str, Any],
+    ) -> Any:
+        """Insert a new application in state ``requested`` and journal it as version 1;
+        ``journaled`` is what the entry says beyond its id and the version."""
+        names = ["application_id", "state", "created_micros", "updated_micros", *columns]
+        values = [application_id, "requested", now, now, *columns.values()]
+        row = await conn.fetchrow(
+            f"INSERT INTO applications ({', '.join(names)})"
+            f" VALUES ({', '.join(f'${i}' for i in range(1, len(names) + 1))}) RETURNING *",
+            *values,
+        )
+        await self.outbox.add(
+            conn,
+            subject=f"application/{application_id}",
+            event_type="application.requested",
+            payload={"application_id": application_id, **journaled, "version": 1},
+            idempotency_key=f"application/{application_id}/v1",
+        )
+        return row
+
     @staticmethod
     async def lock(conn: Any, application_id: str) -> Any:
         row = await conn.fetchrow(
