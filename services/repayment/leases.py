@@ -7,7 +7,7 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from services.repayment.calc import Allocation, annuity_schedule, bucket_for
-from services.repayment.products import product_for
+from services.repayment.products import penalty_rate, product_for
 from services.repayment.rentals import (
     Rental,
     allocate_rentals,
@@ -84,8 +84,6 @@ class LeaseBook:
             in_advance=bool(event["in_advance"]), residual_minor=residual,
         )  # fmt: skip
         product = product_for(event["bank"])
-        from services.repayment.loans import penalty_rate
-
         async with self.book.pool.acquire() as conn, conn.transaction():
             inserted = await conn.fetchval(
                 "INSERT INTO loans (loan_id, kind, subcontractor_id, bank, buyer_id, order_id,"

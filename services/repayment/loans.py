@@ -26,7 +26,7 @@ from services.repayment.calc import (
     days_past_due,
 )
 from services.repayment.leases import LeaseBook
-from services.repayment.products import product_for
+from services.repayment.products import penalty_rate, product_for
 from services.runtime.clock import Clock
 from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.runtime.journal_client import Outbox
@@ -34,11 +34,6 @@ from services.runtime.journal_client import Outbox
 __all__ = ["LoanBook", "balances_of"]
 
 log = logging.getLogger(__name__)
-
-
-def penalty_rate(rate_bps: int) -> int:
-    """Penalty interest on overdue principal: the loan's rate plus half again."""
-    return rate_bps * 3 // 2
 
 
 def balances_of(loan: Any) -> Balances:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Product", "product_for"]
+__all__ = ["Product", "penalty_rate", "product_for"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,11 @@ PRODUCTS = {
     # A leasing company: a late fee on every rental that falls late, five days' grace.
     "lease-one": Product(late_fee_minor=20_000, grace_days=5),
 }
+
+
+def penalty_rate(rate_bps: int) -> int:
+    """Penalty interest on overdue amounts: the loan's (or lease's) rate plus half again."""
+    return rate_bps * 3 // 2
 
 
 def product_for(bank: str) -> Product:
