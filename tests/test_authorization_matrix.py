@@ -193,7 +193,7 @@ async def test_every_rpc_as_every_party(settings: Settings) -> None:
 
 
 async def test_no_rpc_answers_a_caller_without_a_certificate(settings: Settings) -> None:
-    async with lease_env(settings) as env:
+    async with lease_env(settings):
         before = await _statements(settings)
         ids = {"order": "ORD-X", "application": "APP-X", "lease": "LSE-X", "contract": "CON-X"}
         ca = (settings.certs_dir / "ca.pem").read_bytes()
@@ -213,7 +213,6 @@ async def test_no_rpc_answers_a_caller_without_a_certificate(settings: Settings)
                 await channel.close()
         assert answered == []
         assert await _statements(settings) == before
-        del env
 
 
 def test_the_matrix_covers_every_rpc() -> None:

@@ -13,7 +13,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import asyncpg
 
@@ -145,7 +144,3 @@ async def bench_flows(
         cpu_seconds={k: round(cpu_after[k] - cpu_before.get(k, 0.0), 2) for k in cpu_after},
         error_samples=load.errors[:3],
     )
-
-
-def as_dict(result: Any) -> dict[str, Any]:
-    return dict(result.__dict__)

@@ -280,13 +280,14 @@ class LeasingServicer(ApplicationCalls, leasing_pb2_grpc.LeasingServiceServicer)
         )
         answer = json.loads(reply.data)
         if not answer["ok"]:
-            raise _error(answer["code"], answer["reason"])
+            raise _error(answer["code"], answer["reason"], answer.get("field") or "option")
         return bool(answer["settled"])
 
 
-def _error(code: str, reason: str) -> SCFError:
+def _error(code: str, reason: str, field: str) -> SCFError:
+    """Repayment's refusal, as this call's own."""
     if code == "NOT_FOUND":
         return NotFound(reason)
     if code == "INVALID_ARGUMENT":
-        return InvalidArgument("quote_id" if "quote" in reason else "option", reason)
+        return InvalidArgument(field, reason)
     return FailedPrecondition(reason)

@@ -69,7 +69,8 @@ async def setup(ctx: ServiceContext) -> None:
             )  # fmt: skip
             reply: dict[str, Any] = {"ok": True, "settled": settled}
         except SCFError as exc:
-            reply = {"ok": False, "code": exc.code.name, "reason": exc.message}
+            field = getattr(exc, "field", "")
+            reply = {"ok": False, "code": exc.code.name, "reason": exc.message, "field": field}
         except (ValueError, KeyError, TypeError) as exc:
             reply = {"ok": False, "code": "INVALID_ARGUMENT", "reason": f"malformed: {exc!r}"}
         await msg.respond(json.dumps(reply).encode())

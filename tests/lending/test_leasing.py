@@ -308,6 +308,16 @@ async def test_renewal_turns_the_residual_into_further_rentals(settings: Setting
         renewal.renewal_periods = 2
         renewal.idempotency_key = "renew-2"
         await env.leasing("acme-builders").ExerciseOption(renewal)
+        # One choice per lease: a purchase after the renewal is refused.
+        await refused(
+            env.leasing("acme-builders").ExerciseOption(
+                leasing_pb2.ExerciseOptionRequest(
+                    lease_id=lease.lease_id, option=leasing_pb2.END_OPTION_PURCHASE,
+                    idempotency_key="buy-after-renewing",
+                )
+            ),
+            grpc.StatusCode.FAILED_PRECONDITION,
+        )  # fmt: skip
         lines = await env.schedule(lease.lease_id)
         assert [line.number for line in lines] == [1, 2, 3, 4, 5, 6, 7] and lines[4].waived
         assert minor(lines[5].principal) + minor(lines[6].principal) == 2_000_000

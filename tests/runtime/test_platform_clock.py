@@ -56,6 +56,13 @@ async def test_every_service_follows_the_platform_clock(settings: Settings) -> N
         await wait_until(followed, what="repayment to follow the clock moved through orders")
         again = await _advance(settings, "repayment", "operator", 1)
         assert again.offset_micros == 46 * 86_400 * 1_000_000
+        # Too far at once is refused, and the clock stays where it was.
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await _advance(settings, "orders", "operator", 3651)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (await _advance(settings, "orders", "operator", 1)).offset_micros == (
+            47 * 86_400 * 1_000_000
+        )
 
 
 async def test_refused_in_production_mode(settings: Settings) -> None:

@@ -1,0 +1,34 @@
+"""A NUL character anywhere in a request's text is refused, naming the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.gen.scf.leasing.v1 import leasing_pb2
+from services.gen.scf.orders.v1 import orders_pb2
+from services.runtime.errors import InvalidArgument
+from services.runtime.grpcserver import refuse_nul
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (orders_pb2.RegisterOrderRequest(reference="PO\x001"), "reference"),
+        (
+            orders_pb2.RegisterOrderRequest(line_items=[orders_pb2.LineItem(description="a\x00")]),
+            "line_items.description",
+        ),
+        (
+            leasing_pb2.ApplyForLeaseRequest(asset=leasing_pb2.Asset(vendor_id="x\x00")),
+            "asset.vendor_id",
+        ),
+    ],
+)
+def test_nul_is_refused_with_its_field(request_: object, field: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        refuse_nul(request_)
+    assert info.value.field == field
+
+
+def test_text_without_nul_passes() -> None:
+    refuse_nul(orders_pb2.RegisterOrderRequest(reference="PO-1", contract_sha256=b"\x00" * 32))
