@@ -44,6 +44,8 @@ __all__ = ["ALL_FAULTS", "CLUSTER_FAULTS", "FaultReport", "run_cluster_faults", 
 
 PRODUCERS = tuple(s for s in SERVICE_NAMES if s != "journal")
 ALL_FAULTS = (*SERVICE_NAMES, "replica-bank-north", "postgres", "nats")
+#: Flows that must finish after one fault before the next strikes.
+RECOVERED_FLOWS = 3
 #: On the three-node cluster: a node dies, the platform goes on, the node comes back.
 CLUSTER_FAULTS = ("nats-node-0 down", "nats-node-0 up")
 
@@ -238,13 +240,19 @@ async def run_faults(
         load.on_progress = progress
 
         async def injector() -> None:
-            # Fault k strikes once k/(F+1) of the flows have finished.
+            # Fault k strikes once k/(F+1) of the flows have finished, and never
+            # before flows finish again after the previous fault: one fault at a
+            # time, each into a platform that recovered from the last. (Two
+            # faults a second apart, PostgreSQL then NATS, were once seen to
+            # stall lending for good: see docs/reliability.md, known limits.)
+            after_last = 0
             for k, target in enumerate(faults, start=1):
-                threshold = k * flows // (len(faults) + 1)
+                threshold = max(k * flows // (len(faults) + 1), after_last + RECOVERED_FLOWS)
                 async with finished:
                     await finished.wait_for(lambda t=threshold: len(load.disbursed) >= t)  # type: ignore[misc]
                 started = time.perf_counter()
                 await _inject(platform, target, cluster)
+                after_last = len(load.disbursed)
                 injected.append(
                     {"fault": "kill -9"
                      if target in platform.processes or target.endswith(" down") else "restart",
