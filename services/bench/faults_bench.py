@@ -111,28 +111,48 @@ async def _inject(platform: Platform, target: str, cluster: EmbeddedNatsCluster 
         raise ValueError(f"unknown fault target {target!r}")
 
 
-async def _quiet(settings: Settings, disbursed: int, timeout: float) -> None:
+async def _quiet(platform: Platform, disbursed: int, timeout: float) -> None:
     """Until every statement is journaled and repayment holds every loan."""
+    settings = platform.settings
     deadline = time.monotonic() + timeout
     conn = await asyncpg.connect(settings.database_url)
     try:
         while True:
-            pending = 0
-            for s in PRODUCERS:
-                schema = settings.endpoint(s).schema
-                pending += await conn.fetchval(
-                    f'SELECT count(*) FROM "{schema}".outbox WHERE journal_seq IS NULL'
-                )
+            pending = await _pending(conn, settings)
             loans = await conn.fetchval(
                 f'SELECT count(*) FROM "{settings.endpoint("repayment").schema}".loans'
             )
-            if pending == 0 and loans >= disbursed:
+            if not any(pending.values()) and loans >= disbursed:
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"not quiet: {pending} statements pending, {loans} loans")
+                raise TimeoutError(
+                    f"not quiet: statements pending {pending}, {loans} of {disbursed} loans;"
+                    f" {await _stacks(platform)}"
+                )
             await asyncio.sleep(0.2)
     finally:
         await conn.close()
+
+
+async def _pending(conn: Any, settings: Settings) -> dict[str, int]:
+    """Per service: statements not yet journaled (refused ones count: they never will be)."""
+    return {
+        s: await conn.fetchval(
+            f'SELECT count(*) FROM "{settings.endpoint(s).schema}".outbox WHERE journal_seq IS NULL'
+        )
+        for s in PRODUCERS
+    }
+
+
+async def _stacks(platform: Platform) -> str:
+    """What a platform that will not go quiet is doing: each process's asyncio
+    stacks go to its log (SIGUSR1), and the answer says which are alive."""
+    for proc in platform.processes.values():
+        if proc.alive:
+            os.kill(proc.process.pid, signal.SIGUSR1)
+    await asyncio.sleep(1)  # the dumps are written by each process's own loop
+    alive = {name: proc.alive for name, proc in platform.processes.items()}
+    return f"processes alive {alive}; task stacks in {platform.settings.data_dir / 'logs'}"
 
 
 async def _ledger(settings: Settings) -> dict[str, int]:
@@ -279,7 +299,7 @@ async def run_faults(
         except Exception as exc:  # a fault that could not be injected or recovered from
             errors.append(f"fault {len(injected) + 1} failed: {exc!r}"[:300])
         seconds = time.perf_counter() - started
-        await _quiet(platform.settings, len(load.disbursed), timeout=120)
+        await _quiet(platform, len(load.disbursed), timeout=120)
         stop.set()
         await sampler
         restarts = await supervisor

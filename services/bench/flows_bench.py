@@ -24,6 +24,7 @@ from services.runtime.certs import load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
 from services.runtime.platform import Platform
+from services.runtime.waiting import wait_event
 
 __all__ = ["FlowResult", "ReplicaLag", "bench_flows", "journal_size"]
 
@@ -91,8 +92,7 @@ class ReplicaLag:
                     with contextlib.suppress(Exception):  # a replica may be down (faults)
                         status = await stub.GetStatus(replica_pb2.GetStatusRequest(), timeout=2)
                         self.samples[bank].append(status.lag_entries)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.5)
+                await wait_event(stop, 0.5)
 
     def summary(self) -> dict[str, float]:
         out: dict[str, float] = {}

@@ -48,7 +48,8 @@ class AdminServicer(journal_pb2_grpc.JournalAdminServiceServicer):
         self, request: Any, context: Any
     ) -> journal_pb2.RequestCheckpointResponse:
         require_role(Role.OPERATOR)
-        cp = await asyncio.wait_for(self.sequencer.request_checkpoint(), _WAIT_S)
+        async with asyncio.timeout(_WAIT_S):
+            cp = await self.sequencer.request_checkpoint()
         return journal_pb2.RequestCheckpointResponse(checkpoint=cp.note, tree_size=cp.tree_size)
 
     async def RegisterKey(

@@ -22,7 +22,6 @@ vendor on the lessor's word, so it differs in three steps:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import uuid
@@ -41,8 +40,9 @@ from services.orders.domain import Action
 from services.orders.pledges import pledge_subject
 from services.runtime.bus import StreamSpec, ack, durable_subscription, ensure_stream, fetch
 from services.runtime.clock import Clock
-from services.runtime.errors import FailedPrecondition
+from services.runtime.errors import TRANSIENT, FailedPrecondition
 from services.runtime.faults import crash_point
+from services.runtime.waiting import wait_event
 from services.scoring.decisions import score_subject
 
 __all__ = ["FlowEngine", "lending_stream"]
@@ -87,23 +87,29 @@ class FlowEngine:
         )  # fmt: skip
         while True:
             for msg in await fetch(sub, 50, 1.0):
-                event = json.loads(msg.data)
-                async with self.pool.acquire() as conn, conn.transaction():
-                    app = await self.t.lock(conn, event["loan_id"])
-                    if not app["restored"]:
-                        await conn.execute(
-                            "UPDATE facilities SET drawn_minor = drawn_minor - $2"
-                            " WHERE facility_id = $1",
-                            app["facility_id"],
-                            app["terms"]["amount_minor"],
-                        )
-                        app = await self.t.move(
-                            conn, app, app["state"], "facility_restored", self.clock.now_micros(),
-                            "repayment", restored=True,
-                        )  # fmt: skip
-                    if app["kind"] == "lease" and app["state"] in ("in_force", "ending"):
-                        await self._end_lease(conn, app, event.get("lease_option", ""))
+                try:
+                    await self._restore(json.loads(msg.data))
+                except TRANSIENT as exc:  # unacknowledged: it comes again
+                    log.warning("facility restore deferred: %r", exc)
+                    continue
                 await ack(msg)
+
+    async def _restore(self, event: dict[str, Any]) -> None:
+        """One settlement: the facility's amount back (once), and a lease ended."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            app = await self.t.lock(conn, event["loan_id"])
+            if not app["restored"]:
+                await conn.execute(
+                    "UPDATE facilities SET drawn_minor = drawn_minor - $2 WHERE facility_id = $1",
+                    app["facility_id"],
+                    app["terms"]["amount_minor"],
+                )
+                app = await self.t.move(
+                    conn, app, app["state"], "facility_restored", self.clock.now_micros(),
+                    "repayment", restored=True,
+                )  # fmt: skip
+            if app["kind"] == "lease" and app["state"] in ("in_force", "ending"):
+                await self._end_lease(conn, app, event.get("lease_option", ""))
 
     async def _end_lease(self, conn: Any, app: Any, settled_option: str) -> None:
         """Every rental (and the option price, if owed) is paid: the lease ends as chosen.
@@ -130,11 +136,10 @@ class FlowEngine:
 
     async def run(self) -> None:
         await ensure_stream(self.js, lending_stream(self.prefix))
-        restorer = asyncio.create_task(self.restore_facilities())
-        try:
-            await self._loop()
-        finally:
-            restorer.cancel()
+        # A task group: if either fails, both stop, and so does the service.
+        async with asyncio.TaskGroup() as both:
+            both.create_task(self.restore_facilities())
+            both.create_task(self._loop())
 
     async def _loop(self) -> None:
         while True:
@@ -143,8 +148,7 @@ class FlowEngine:
                 await self.step_all()
             except Exception:  # one bad step must not stop the others; it is retried
                 log.exception("lending step failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=0.5)
+            await wait_event(self.wake, 0.5)
 
     async def step_all(self) -> None:
         now = self.clock.now_micros()

@@ -25,6 +25,8 @@ from services.runtime.grpcserver import GrpcServer, wait_for_signal
 from services.runtime.identity import Role, require_role
 from services.runtime.journal_client import JournalSubjects, audit_client
 from services.runtime.keys import load_or_create_signer
+from services.runtime.logs import install_stack_dumps
+from services.runtime.waiting import SHUTDOWN_S, exit_if_stuck
 
 __all__ = ["ReplicaServicer", "root_key", "run_replica"]
 
@@ -100,6 +102,8 @@ async def run_replica(
     started: list[Replica] | None = None,
 ) -> None:
     rs = replica_settings
+    if stop is None:  # its own process: stacks on SIGUSR1/SIGUSR2 for the operator
+        install_stack_dumps()
     anchor = root_key(settings)
     tls = load_party(settings.certs_dir, rs.party_id)
     witness = load_or_create_signer(settings.keys_dir, f"witness-{rs.bank}")
@@ -151,6 +155,8 @@ async def run_replica(
             task.result()  # an error ends the process; an alarm leaves it serving
             await (wait_for_signal() if stop is None else stop.wait())
     finally:
+        if stop is None:
+            exit_if_stuck(SHUTDOWN_S)
         if server is not None:
             await server.stop()
         if task is not None:

@@ -58,8 +58,8 @@ async def connect_nats(
     try:
         # The client retries an unreachable server forever (max_reconnect_attempts
         # also covers the first connect), so bound the first connect here.
-        return await asyncio.wait_for(
-            nats.connect(
+        async with asyncio.timeout(connect_timeout * 2):
+            return await nats.connect(
                 # A cluster: several URLs, comma-separated (the client takes a list).
                 [u.strip() for u in url.split(",") if u.strip()],
                 name=name,
@@ -69,9 +69,7 @@ async def connect_nats(
                 allow_reconnect=True,
                 error_cb=on_error,
                 **options,
-            ),
-            timeout=connect_timeout * 2,
-        )
+            )
     except Exception as exc:  # nats raises several unrelated types for "cannot connect"
         raise ConfigError("SCF_NATS_URL", f"cannot connect to NATS at {url}: {exc!r}") from None
 

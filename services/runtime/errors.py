@@ -17,9 +17,12 @@ turns them into statuses in one place, so no handler catches broadly.
 
 from __future__ import annotations
 
+import asyncpg
 import grpc
+import nats.errors
 
 __all__ = [
+    "TRANSIENT",
     "AlreadyExists",
     "ConfigError",
     "FailedPrecondition",
@@ -80,3 +83,18 @@ class AlreadyExists(SCFError):
 
 class Unauthenticated(SCFError):
     code = grpc.StatusCode.UNAUTHENTICATED
+
+
+#: Failures of what a call depends on (its database, another service over NATS)
+#: rather than of the call: UNAVAILABLE, which a client retries with the same
+#: idempotency key.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError,
+    ConnectionError,
+    nats.errors.NoRespondersError,
+    nats.errors.TimeoutError,
+    nats.errors.ConnectionClosedError,
+)

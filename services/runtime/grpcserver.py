@@ -16,9 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
-import asyncpg
 import grpc
-import nats.errors
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -28,6 +26,7 @@ from grpc_status import rpc_status
 from services.runtime import identity as ident
 from services.runtime.certs import PartyCert
 from services.runtime.errors import (
+    TRANSIENT,
     ConfigError,
     FailedPrecondition,
     InvalidArgument,
@@ -69,21 +68,6 @@ def status_for(exc: SCFError) -> status_pb2.Status:
     return status_pb2.Status(
         code=getattr(code_pb2, exc.code.name), message=exc.message, details=[detail]
     )
-
-
-#: Failures of what a call depends on (its database, another service over NATS)
-#: rather than of the call: UNAVAILABLE, which a client retries with the same
-#: idempotency key.
-TRANSIENT: tuple[type[BaseException], ...] = (
-    asyncpg.exceptions.PostgresConnectionError,
-    asyncpg.exceptions.InterfaceError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.OperatorInterventionError,
-    ConnectionError,
-    nats.errors.NoRespondersError,
-    nats.errors.TimeoutError,
-    nats.errors.ConnectionClosedError,
-)
 
 
 def unavailable(exc: BaseException) -> str:

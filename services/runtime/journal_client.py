@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -36,12 +37,22 @@ from services.journal.keyset import canonical_json
 from services.runtime.bus import StreamSpec, ack, durable_subscription, ensure_stream, fetch
 from services.runtime.certs import PartyCert
 from services.runtime.clock import Clock
+from services.runtime.errors import TRANSIENT
 from services.runtime.faults import crash_point
 from services.runtime.grpcserver import client_channel
 from services.runtime.keys import Signer
+from services.runtime.logs import dump_tasks
 from services.runtime.metrics import OUTBOX_BACKLOG
+from services.runtime.waiting import wait_event
 
-__all__ = ["AuditClient", "JournalSubjects", "Outbox", "OutboxRelay", "audit_client"]
+__all__ = [
+    "AuditClient",
+    "JournalSubjects",
+    "Outbox",
+    "OutboxRelay",
+    "RelayStalled",
+    "audit_client",
+]
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +156,17 @@ class Outbox:
         await conn.execute("SELECT pg_notify($1, '')", self.channel)
 
 
+#: What the relay outlasts by trying again: the database or NATS away, or a
+#: statement PostgreSQL refused for now.
+_RETRIED: tuple[type[BaseException], ...] = (
+    *TRANSIENT, OSError, asyncpg.PostgresError, nats.errors.Error,
+)  # fmt: skip
+
+
+class RelayStalled(RuntimeError):
+    """A relay loop waited far longer than any of its steps can take."""
+
+
 class OutboxRelay:
     """Publishes a service's outbox to the journal and records the outcome."""
 
@@ -158,6 +180,7 @@ class OutboxRelay:
         batch: int = 1000,
         statements_per_message: int = 256,
         retry_after_s: float = 5.0,
+        stall_s: float = 60.0,
     ) -> None:
         self.pool = pool
         self.js = js
@@ -168,7 +191,11 @@ class OutboxRelay:
         self.batch = batch
         self.per_message = statements_per_message
         self.retry_after_s = retry_after_s
+        self.stall_s = stall_s
         self._wake = asyncio.Event()
+        self._listener: Any = None
+        #: When each loop last came round (time.monotonic()).
+        self._rounds: dict[str, float] = {}
 
     async def setup(self) -> None:
         await ensure_stream(self.js, self.subjects.submit_stream)
@@ -176,19 +203,45 @@ class OutboxRelay:
 
     async def run(self) -> None:
         await self.setup()
-        listener = await self.pool.acquire()
-        # LISTEN needs a connection of its own: releasing it would UNLISTEN.
-        await listener.add_listener(self.channel, self._on_notify)
+        await self._listen()
         try:
-            await asyncio.gather(
-                self._publish_loop(),
-                self._confirm_loop(self.subjects.entries(self.producer), "entries"),
-                self._confirm_loop(self.subjects.refusals(self.producer), "refusals"),
-            )
+            # A task group: when one loop fails, the others stop with it.
+            async with asyncio.TaskGroup() as loops:
+                loops.create_task(self._publish_loop())
+                loops.create_task(
+                    self._confirm_loop(self.subjects.entries(self.producer), "entries")
+                )
+                loops.create_task(
+                    self._confirm_loop(self.subjects.refusals(self.producer), "refusals")
+                )
+                loops.create_task(self._watch())
+        except ExceptionGroup as failed:  # the first loop's failure is the relay's
+            raise failed.exceptions[0] from None
         finally:
-            with contextlib.suppress(Exception):
+            await self._unlisten()
+
+    async def _listen(self) -> None:
+        """LISTEN on a connection of its own (releasing it would UNLISTEN); again
+        on a new one when PostgreSQL restarted, or the relay would only poll."""
+        if self._listening():
+            return
+        await self._unlisten()
+        self._listener = await self.pool.acquire()
+        await self._listener.add_listener(self.channel, self._on_notify)
+
+    def _listening(self) -> bool:
+        try:
+            return self._listener is not None and not self._listener.is_closed()
+        except asyncpg.InterfaceError:  # the pool took back a connection it lost
+            return False
+
+    async def _unlisten(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(*TRANSIENT):
                 await listener.remove_listener(self.channel, self._on_notify)
-            await self.pool.release(listener)
+            with contextlib.suppress(*TRANSIENT):
+                await self.pool.release(listener)
 
     def _on_notify(self, *args: Any) -> None:
         self._wake.set()
@@ -234,20 +287,40 @@ class OutboxRelay:
         )
         return len(sent)
 
+    def _round(self, loop: str) -> None:
+        self._rounds[loop] = time.monotonic()
+
+    async def _watch(self) -> None:
+        """Every loop comes round within seconds, whether NATS and PostgreSQL
+        answer or fail. One that has not for ``stall_s`` waits on something that
+        will never come: stop the relay, and with it the service, so that its
+        supervisor starts it afresh rather than leave statements unjournaled."""
+        while True:
+            await asyncio.sleep(self.stall_s / 4)
+            now = time.monotonic()
+            stuck = sorted(name for name, at in self._rounds.items() if now - at > self.stall_s)
+            if stuck:
+                dump_tasks()
+                raise RelayStalled(
+                    f"{self.producer}'s outbox relay: {', '.join(stuck)} made no round"
+                    f" in {self.stall_s:.0f} s"
+                )
+
     async def _publish_loop(self) -> None:
         while True:
+            self._round("publish")
             self._wake.clear()
+            # The database or NATS away: try again shortly; the pool reconnects.
             try:
+                await self._listen()
                 published = await self.publish_pending()
-            except (OSError, asyncpg.PostgresError, nats.errors.Error) as exc:
+                OUTBOX_BACKLOG.labels(self.producer).set(await self._backlog())
+            except _RETRIED as exc:
                 log.warning("outbox relay: %r", exc)
                 published = 0
-            backlog = await self._backlog()
-            OUTBOX_BACKLOG.labels(self.producer).set(backlog)
             if published == self.batch:
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=min(1.0, self.retry_after_s))
+            await wait_event(self._wake, min(1.0, self.retry_after_s))
 
     async def _backlog(self) -> int:
         n = await self.pool.fetchval(
@@ -263,6 +336,7 @@ class OutboxRelay:
             ack_wait=5, max_ack_pending=10_000,
         )  # fmt: skip
         while True:
+            self._round(kind)
             msgs = await fetch(sub, self.batch, 1.0)
             if not msgs:
                 continue
@@ -276,11 +350,15 @@ class OutboxRelay:
                     h = m.headers or {}
                     why = str(h.get(HDR_REASON) or "refused")
                     updates.extend((key, None, why) for key in h.get(HDR_KEYS, "").split("\n"))
-            await self.pool.executemany(
-                "UPDATE outbox SET journal_seq = coalesce($2, journal_seq),"
-                " refused_reason = coalesce($3, refused_reason) WHERE idempotency_key = $1",
-                updates,
-            )
+            try:
+                await self.pool.executemany(
+                    "UPDATE outbox SET journal_seq = coalesce($2, journal_seq),"
+                    " refused_reason = coalesce($3, refused_reason) WHERE idempotency_key = $1",
+                    updates,
+                )
+            except TRANSIENT as exc:  # unacknowledged: they come again after ack_wait
+                log.warning("outbox relay could not record %s: %r", kind, exc)
+                continue
             for m in msgs:
                 await ack(m)
             if kind == "refusals":

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import faulthandler
 import json
 import logging
+import signal
 import sys
 import time
+from typing import Any, TextIO
 
-__all__ = ["setup_logging"]
+__all__ = ["dump_tasks", "install_stack_dumps", "setup_logging"]
 
 
 class _JsonFormatter(logging.Formatter):
@@ -40,3 +44,35 @@ def setup_logging(service: str, fmt: str = "auto", level: int = logging.INFO) ->
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("nats").setLevel(logging.WARNING)
+
+
+def dump_tasks(out: TextIO | None = None) -> None:
+    """Write every asyncio task's stack: where each one waits right now."""
+    out = out or sys.stderr
+    tasks = sorted(asyncio.all_tasks(), key=lambda t: t.get_name())
+    print(f"--- {len(tasks)} asyncio tasks ---", file=out)
+    for task in tasks:
+        print(f"task {task.get_name()}:", file=out)
+        # Down the chain of awaits, to what the task waits on; by hand, because
+        # Task.get_stack shows only the outermost coroutine (and print_stack
+        # fails on compiled ones).
+        awaited: Any = task.get_coro()
+        for _ in range(50):
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+            if frame is not None:
+                code = frame.f_code
+                print(f"  {code.co_filename}:{frame.f_lineno} in {code.co_name}", file=out)
+            else:
+                print(f"  {awaited!r}", file=out)
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+            if awaited is None:
+                break
+    out.flush()
+
+
+def install_stack_dumps() -> None:
+    """``kill -USR1 <pid>`` dumps the asyncio tasks' stacks to the log (a service
+    alive but idle); ``kill -USR2`` dumps the threads' stacks, even when the
+    event loop itself is blocked. For the operator's "why is it stuck"."""
+    faulthandler.register(signal.SIGUSR2, file=sys.stderr, all_threads=True)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)

@@ -32,6 +32,7 @@ from services.runtime.errors import ConfigError
 from services.runtime.grpcserver import client_channel
 from services.runtime.nats_auth import ADMIN, REPLICA, nats_password
 from services.runtime.ports import free_ports
+from services.runtime.waiting import wait_event
 
 __all__ = ["Platform", "ServiceProcess", "read_state"]
 
@@ -176,8 +177,7 @@ class Platform:
         restarted: list[str] = []
         while not stop.is_set():
             restarted += self.respawn_dead()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
+            await wait_event(stop, 0.5)
         return restarted
 
     async def wait_ready(self, name: str, timeout: float = 30.0) -> None:

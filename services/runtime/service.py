@@ -30,9 +30,10 @@ from services.runtime.grpcserver import GrpcServer, wait_for_signal
 from services.runtime.identity import Role, current_identity, require_role
 from services.runtime.journal_client import JournalSubjects, Outbox, OutboxRelay
 from services.runtime.keys import Signer, load_or_create_signer
-from services.runtime.logs import setup_logging
+from services.runtime.logs import install_stack_dumps, setup_logging
 from services.runtime.metrics import serve_metrics
 from services.runtime.platform_clock import advance_platform_clock, follow_platform_clock
+from services.runtime.waiting import SHUTDOWN_S, exit_if_stuck
 
 __all__ = ["PlatformServicer", "ServiceContext", "ServiceSpec", "main", "run_service"]
 
@@ -122,6 +123,8 @@ async def run_service(
 ) -> None:
     """Run until ``stop`` is set (or a signal arrives when ``stop`` is None)."""
     endpoint = settings.endpoint(spec.name)
+    if stop is None:  # its own process (not a test's task): the operator may ask
+        install_stack_dumps()
     if not settings.nats_url:
         raise ConfigError("SCF_NATS_URL", "not set: start the platform with `scf up`, or set it")
     if not settings.database_url:
@@ -193,6 +196,8 @@ async def run_service(
             raise RuntimeError(f"{failed.get_name()} stopped") from failed.exception()
         log.info("%s stopping", spec.name)
     finally:
+        if stop is None:  # its own process: it goes down within SHUTDOWN_S, whatever hangs
+            exit_if_stuck(SHUTDOWN_S)
         if server is not None:
             await server.stop()
         if ctx is not None:

@@ -36,6 +36,8 @@ class Producer:
     outbox: Outbox
     js: Any
     subjects: JournalSubjects
+    #: The relay's task, when the producer runs one.
+    relay: asyncio.Task[None] | None = None
 
     async def append(self, n: int, subject: str = "order/ORD-1", start: int = 0) -> list[str]:
         keys = [f"k-{i}" for i in range(start, start + n)]
@@ -83,7 +85,7 @@ async def producer(
         await r.setup()
         task = asyncio.create_task(r.run())
     try:
-        yield Producer(pool, outbox, js, subjects)
+        yield Producer(pool, outbox, js, subjects, task)
     finally:
         if task is not None:
             task.cancel()
