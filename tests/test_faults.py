@@ -20,9 +20,7 @@ async def test_nothing_is_lost_or_done_twice_when_everything_fails_once(
 ) -> None:
     # Servers of its own (the run crashes them), and this test's own schemas.
     own = dataclasses.replace(settings, nats_url="", database_url="", data_dir=tmp_path)
-    # The single NATS node's kill -9 stays in `make faults` only: after it, lending
-    # was twice seen to stall (docs/reliability.md, known limits).
-    faults = tuple(f for f in ALL_FAULTS if f != "nats")
+    faults = ALL_FAULTS
     report = await run_faults(own, flows=30, concurrency=6, run_seconds=240, faults=faults)
     assert [f["target"] for f in report.faults] == list(faults)
     assert report.errors == []

@@ -94,6 +94,8 @@ class SequencerConfig:
     #: ...or once the oldest uncovered entry is this old.
     checkpoint_interval_s: float = 0.5
     fetch_timeout_s: float = 0.2
+    #: A submission fetched but not acknowledged (its sequencer died) comes again after this.
+    ack_wait_s: float = 10.0
 
 
 class Sequencer:
@@ -179,9 +181,14 @@ class Sequencer:
         try:
             await self.load(genesis_keys)
             await self._republish()
+            # Each message acknowledged by itself once journaled: with AckPolicy.ALL,
+            # a restarted sequencer's first acknowledgement also acknowledged what
+            # its predecessor had fetched and died holding, and that was never
+            # journaled. Unacknowledged, it comes again after ack_wait.
             sub = await durable_subscription(
                 self.js, self.subjects.submit_stream.name, "sequencer",
-                ack_policy=AckPolicy.ALL, max_ack_pending=self.config.batch_size * 4,
+                ack_policy=AckPolicy.EXPLICIT, ack_wait=self.config.ack_wait_s,
+                max_ack_pending=self.config.batch_size * 4,
             )  # fmt: skip
             self.ready.set()
             while True:
@@ -211,9 +218,11 @@ class Sequencer:
         journaled = await self._journaled(batches)
         accepted, key_refusals = self._sequence(batches, set(journaled))
         refused += key_refusals
+        crash_point("sequencer.before_commit")
         await self._commit(accepted, refusals=refused)
         crash_point("sequencer.after_commit")
-        await ack(msgs[-1])  # AckPolicy.ALL: acknowledges the whole fetch
+        for m in msgs:
+            await ack(m)
         if refused:
             await self._publish_refusals(refused)
         if journaled:

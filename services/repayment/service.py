@@ -18,6 +18,7 @@ from services.repayment.servicer import RepaymentServicer
 from services.runtime.bus import ack, durable_subscription, ensure_stream, fetch
 from services.runtime.errors import SCFError
 from services.runtime.service import ServiceContext, ServiceSpec
+from services.runtime.waiting import pause
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ async def sweep(book: LoanBook) -> None:
             await book.sweep()
         except Exception:  # retried on the next pass; a failure must not stop the sweeper
             log.exception("repayment sweep failed")
-        await asyncio.sleep(1.0)
+        await pause(1.0)
 
 
 async def setup(ctx: ServiceContext) -> None:

@@ -30,6 +30,7 @@ from nats.js.errors import NotFoundError
 
 from services.runtime.errors import ConfigError
 from services.runtime.metrics import NATS_REDELIVERIES
+from services.runtime.waiting import pause, stop_if_cancelled
 
 __all__ = ["StreamSpec", "ack", "connect_nats", "durable_subscription", "ensure_stream", "fetch"]
 
@@ -140,10 +141,14 @@ async def fetch(sub: JetStreamContext.PullSubscription, batch: int, timeout: flo
     try:
         msgs: list[Msg] = await sub.fetch(batch, timeout=timeout)
     except TimeoutError:  # nats raises its own TimeoutError or asyncio's
-        return []
+        msgs = []
     except nats.errors.Error as exc:
         log.warning("fetch failed (%r); retrying", exc)
-        await asyncio.sleep(0.5)
+        await pause(0.5)
+        msgs = []
+    # The fetch waits with wait_for, which may have swallowed a cancellation.
+    stop_if_cancelled()
+    if not msgs:
         return []
     redelivered = sum(1 for m in msgs if m.metadata.num_delivered > 1)
     if redelivered:
@@ -170,16 +175,30 @@ async def durable_subscription(
     max_ack_pending: int = 1000,
 ) -> Any:
     """Create (or update) a durable pull consumer explicitly, then bind to it:
-    ``pull_subscribe`` alone would not update an existing consumer (nats.py #603)."""
-    await js.add_consumer(
-        stream,
-        ConsumerConfig(
-            durable_name=durable,
-            filter_subject=filter_subject,
-            ack_policy=ack_policy,
-            ack_wait=ack_wait,
-            max_ack_pending=max_ack_pending,
-            deliver_policy=DeliverPolicy.ALL,
-        ),
+    ``pull_subscribe`` alone would not update an existing consumer (nats.py #603).
+
+    NATS cannot change a consumer's ack policy; a consumer made with another
+    one (by an earlier version) is replaced by one that starts after the last
+    message the old one had acknowledged."""
+    config = ConsumerConfig(
+        durable_name=durable,
+        filter_subject=filter_subject,
+        ack_policy=ack_policy,
+        ack_wait=ack_wait,
+        max_ack_pending=max_ack_pending,
+        deliver_policy=DeliverPolicy.ALL,
     )
+    try:
+        existing = await js.consumer_info(stream, durable)
+    except NotFoundError:
+        existing = None
+    if existing is not None and existing.config.ack_policy != ack_policy:
+        await js.delete_consumer(stream, durable)
+        config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+        config.opt_start_seq = existing.ack_floor.stream_seq + 1 if existing.ack_floor else 1
+        log.info("replaced consumer %s (ack policy %s)", durable, existing.config.ack_policy)
+    elif existing is not None:  # where it starts cannot be updated either
+        config.deliver_policy = existing.config.deliver_policy
+        config.opt_start_seq = existing.config.opt_start_seq
+    await js.add_consumer(stream, config)
     return await js.pull_subscribe_bind(durable, stream=stream)

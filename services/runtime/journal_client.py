@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -249,7 +250,7 @@ class OutboxRelay:
     async def publish_pending(self) -> int:
         """Publish one batch of due rows; returns how many were published."""
         rows = await self.pool.fetch(
-            "SELECT id, statement FROM outbox"
+            "SELECT id, statement, published_at FROM outbox"
             " WHERE journal_seq IS NULL AND refused_reason IS NULL"
             " AND (published_at IS NULL OR published_at < now() - make_interval(secs => $1))"
             " ORDER BY id LIMIT $2",
@@ -266,7 +267,7 @@ class OutboxRelay:
                 self.js.publish(
                     subject,
                     self.outbox.sign([bytes(r["statement"]) for r in group]).encode(),
-                    headers={"Nats-Msg-Id": f"{self.producer}:{group[0]['id']}-{group[-1]['id']}"},
+                    headers={"Nats-Msg-Id": self._message_id(group)},
                     timeout=5,
                 )
                 for group in groups
@@ -305,6 +306,17 @@ class OutboxRelay:
                     f"{self.producer}'s outbox relay: {', '.join(stuck)} made no round"
                     f" in {self.stall_s:.0f} s"
                 )
+
+    def _message_id(self, group: list[Any]) -> str:
+        """The first publication's id is fixed, so JetStream drops the copy a
+        relay that died before recording it sends again. A retry (published,
+        never confirmed: the journal lost it) gets an id of its own, or JetStream
+        would drop it too, for the two minutes of its duplicate window. The
+        journal itself journals a statement once, whatever arrives twice."""
+        first, last = group[0]["id"], group[-1]["id"]
+        if all(r["published_at"] is None for r in group):
+            return f"{self.producer}:{first}-{last}"
+        return f"{self.producer}:{first}-{last}:retry-{uuid.uuid4().hex[:12]}"
 
     async def _publish_loop(self) -> None:
         while True:

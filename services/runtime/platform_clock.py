@@ -8,7 +8,6 @@ services read real time and the control is refused.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import nats.errors
@@ -19,6 +18,7 @@ from nats.js.kv import KeyValue
 from services.runtime.bus import stream_replicas
 from services.runtime.clock import OffsetClock
 from services.runtime.errors import FailedPrecondition
+from services.runtime.waiting import pause
 
 __all__ = ["advance_platform_clock", "follow_platform_clock"]
 
@@ -57,7 +57,7 @@ async def follow_platform_clock(js: JetStreamContext, prefix: str, clock: Offset
         except (nats.errors.Error, OSError) as exc:  # NATS away: keep the last offset, retry
             log.warning("cannot read the platform clock: %r", exc)
             kv = None
-        await asyncio.sleep(0.2)
+        await pause(0.2)
 
 
 #: How far demos and tests may move the clock, all moves together: a century.

@@ -6,7 +6,10 @@ cancellation arrives as the inner await completes: the cancel is lost
 set often then runs on after its service asked it to stop, and the service's
 shutdown waits for it forever: alive, serving nothing, its relay gone.
 ``asyncio.timeout`` keeps the cancellation, so every bounded wait of the
-platform goes through here.
+platform goes through here. Libraries still use ``wait_for`` inside (nats-py's
+fetch and request), so every loop also asks, each time round, whether it was
+asked to stop (:func:`stop_if_cancelled`): the request is still counted on
+the task even when ``wait_for`` swallowed the exception.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import sys
 
 from services.runtime.logs import dump_tasks
 
-__all__ = ["SHUTDOWN_S", "exit_if_stuck", "wait_event"]
+__all__ = ["SHUTDOWN_S", "exit_if_stuck", "pause", "stop_if_cancelled", "wait_event"]
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +31,23 @@ log = logging.getLogger(__name__)
 SHUTDOWN_S = 15.0
 
 
+def stop_if_cancelled() -> None:
+    """Raise CancelledError if this task was asked to stop, though a library's
+    ``wait_for`` returned normally instead of raising it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def pause(seconds: float) -> None:
+    """A loop's rest between rounds, which ends the loop if it was asked to stop."""
+    stop_if_cancelled()
+    await asyncio.sleep(seconds)
+
+
 async def wait_event(event: asyncio.Event, timeout: float) -> bool:
     """Until ``event`` is set or ``timeout`` seconds pass; whether it was set."""
+    stop_if_cancelled()
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout):
             await event.wait()

@@ -68,6 +68,7 @@ async def producer(
     relay: bool = True,
     key_name: str | None = None,
     schema: str | None = None,
+    retry_after_s: float = 2.0,
 ) -> AsyncIterator[Producer]:
     schema = schema or settings.endpoint(name).schema
     pool = await connect_pool(settings.database_url, schema)
@@ -81,7 +82,7 @@ async def producer(
     outbox = Outbox(signer, SystemClock(), schema)
     task = None
     if relay:
-        r = OutboxRelay(pool, js, subjects, outbox, retry_after_s=2.0)
+        r = OutboxRelay(pool, js, subjects, outbox, retry_after_s=retry_after_s)
         await r.setup()
         task = asyncio.create_task(r.run())
     try:
