@@ -193,12 +193,30 @@ async def test_early_termination_with_a_quote(settings: Settings) -> None:
 
         await pay_rentals_through(env, lease.lease_id, 3, "E")
         today = env.clock.now().date()
-        quote = await env.repayment("acme-builders").QuotePayoff(
+        short = await env.repayment("acme-builders").QuotePayoff(
             repayment_pb2.QuotePayoffRequest(loan_id=lease.lease_id, valid_until=today.isoformat())
+        )
+        week = (today + dt.timedelta(days=7)).isoformat()
+        quote = await env.repayment("acme-builders").QuotePayoff(
+            repayment_pb2.QuotePayoffRequest(loan_id=lease.lease_id, valid_until=week)
         )
         # Every rental to come, without the interest it has not earned.
         future = [line for line in lines if line.number > 3]
+        assert minor(quote.amount) == minor(short.amount)
         assert minor(quote.amount) == sum(minor(line.principal) for line in future)
+
+        # A day later the short quote has expired: refused, saying so, nothing changed.
+        env.move_to(today + dt.timedelta(days=1))
+        expired = await refused(
+            env.leasing("acme-builders").ExerciseOption(
+                leasing_pb2.ExerciseOptionRequest(
+                    lease_id=lease.lease_id, option=leasing_pb2.END_OPTION_PURCHASE,
+                    quote_id=short.quote_id, idempotency_key="early-expired-quote",
+                )
+            ),
+            grpc.StatusCode.FAILED_PRECONDITION,
+        )  # fmt: skip
+        assert f"quote {short.quote_id} expired on {today.isoformat()}" in expired
 
         for option in (leasing_pb2.END_OPTION_RETURN, leasing_pb2.END_OPTION_PURCHASE):
             await refused(
