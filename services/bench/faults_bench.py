@@ -262,9 +262,7 @@ async def run_faults(
         async def injector() -> None:
             # Fault k strikes once k/(F+1) of the flows have finished, and never
             # before flows finish again after the previous fault: one fault at a
-            # time, each into a platform that recovered from the last. (Two
-            # faults a second apart, PostgreSQL then NATS, were once seen to
-            # stall lending for good: see docs/reliability.md, known limits.)
+            # time, each into a platform that recovered from the last.
             after_last = 0
             for k, target in enumerate(faults, start=1):
                 threshold = max(k * flows // (len(faults) + 1), after_last + RECOVERED_FLOWS)
