@@ -92,6 +92,9 @@ class FlowEngine:
                 except TRANSIENT as exc:  # unacknowledged: it comes again
                     log.warning("facility restore deferred: %r", exc)
                     continue
+                except Exception:  # nor does one bad settlement stop the others
+                    log.exception("settlement %s not applied; it will come again", msg.data[:200])
+                    continue
                 await ack(msg)
 
     async def _restore(self, event: dict[str, Any]) -> None:

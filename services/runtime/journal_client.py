@@ -227,8 +227,14 @@ class OutboxRelay:
         if self._listening():
             return
         await self._unlisten()
-        self._listener = await self.pool.acquire()
-        await self._listener.add_listener(self.channel, self._on_notify)
+        conn = await self.pool.acquire()
+        try:
+            await conn.add_listener(self.channel, self._on_notify)
+        except BaseException:
+            with contextlib.suppress(*TRANSIENT):
+                await self.pool.release(conn)
+            raise
+        self._listener = conn
 
     def _listening(self) -> bool:
         try:
