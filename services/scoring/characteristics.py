@@ -15,7 +15,7 @@ from services.gen.scf.scoring.v1 import scoring_pb2
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.runtime.money import parse_money
 
-__all__ = ["RepaymentHistory", "inputs_for", "lease_inputs_for"]
+__all__ = ["RepaymentHistory", "check_lease", "check_order", "inputs_for", "lease_inputs_for"]
 
 _RATIO = Decimal("0.0001")
 _SCOREABLE = {
@@ -40,19 +40,25 @@ def _ratio(numerator: int, denominator: int) -> str:
     return str((Decimal(numerator) / Decimal(denominator)).quantize(_RATIO, ROUND_HALF_EVEN))
 
 
+def check_order(facts: orders_pb2.OrderFacts) -> str:
+    """Whether the order can be scored at all; its state's name in the scorecard."""
+    if not facts.found:
+        raise NotFound("scoring cannot find the order")
+    state = _SCOREABLE.get(facts.order.state)
+    if state is None:
+        name = orders_pb2.OrderState.Name(facts.order.state).removeprefix("ORDER_STATE_").lower()
+        raise FailedPrecondition(
+            f"order {facts.order.order_id} is {name}; only a confirmed order is scored"
+        )
+    return state
+
+
 def inputs_for(
     facts: orders_pb2.OrderFacts, history: RepaymentHistory, today: dt.date
 ) -> tuple[dict[str, str], int]:
     """The characteristic values for an order, and its amount in minor units."""
-    if not facts.found:
-        raise NotFound("scoring cannot find the order")
+    state = check_order(facts)
     order = facts.order
-    state = _SCOREABLE.get(order.state)
-    if state is None:
-        name = orders_pb2.OrderState.Name(order.state).removeprefix("ORDER_STATE_").lower()
-        raise FailedPrecondition(
-            f"order {order.order_id} is {name}; only a confirmed order is scored"
-        )
     amount = parse_money(order.amount.amount, order.amount.currency, "order.amount").minor
     usual = facts.usual_amount_minor or amount  # no other orders yet: this one is the usual
     exposure = facts.open_exposure_minor + amount
@@ -76,13 +82,19 @@ def inputs_for(
 NO_HISTORY_RATIO = "100.0000"
 
 
+def check_lease(lease: scoring_pb2.LeaseFacts) -> None:
+    """Whether the lease's terms can be scored at all."""
+    price = lease.price_minor
+    if price <= 0 or not 0 <= lease.down_payment_minor < price or lease.term_months <= 0:
+        raise InvalidArgument("lease", "a positive price, a down payment below it, a term")
+
+
 def lease_inputs_for(
     lease: scoring_pb2.LeaseFacts, facts: orders_pb2.OrderFacts, history: RepaymentHistory
 ) -> tuple[dict[str, str], int]:
     """The lease scorecard's inputs, and the amount financed (price less down payment)."""
+    check_lease(lease)
     price = lease.price_minor
-    if price <= 0 or not 0 <= lease.down_payment_minor < price or lease.term_months <= 0:
-        raise InvalidArgument("lease", "a positive price, a down payment below it, a term")
     usual = facts.usual_amount_minor
     inputs = {
         "price_to_usual_order": _ratio(price, usual) if usual > 0 else NO_HISTORY_RATIO,

@@ -22,7 +22,13 @@ from services.orders.facts import facts_subject
 from services.runtime.clock import Clock
 from services.runtime.errors import InvalidArgument, SCFError
 from services.runtime.journal_client import Outbox
-from services.scoring.characteristics import RepaymentHistory, inputs_for, lease_inputs_for
+from services.scoring.characteristics import (
+    RepaymentHistory,
+    check_lease,
+    check_order,
+    inputs_for,
+    lease_inputs_for,
+)
 from services.scoring.scorecard import score
 from services.scoring.storage import LEASE_MODEL, ORDER_MODEL, ScoringStore
 
@@ -65,17 +71,16 @@ class ScoreHandler:
         await msg.respond(result.SerializeToString())
 
     async def _history(self, subcontractor: str) -> RepaymentHistory:
-        """The repayment record; none yet when repayment does not answer."""
-        try:
-            reply = await self.nc.request(
-                history_subject(self.prefix), subcontractor.encode(), timeout=2
-            )
-            body = json.loads(reply.data)
-            return RepaymentHistory(
-                int(body["repaid_on_time"]), int(body["max_days_past_due"]), int(body["defaults"])
-            )
-        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
-            return RepaymentHistory()
+        """The repayment record. When repayment does not answer, this raises
+        (and the request is answered UNAVAILABLE): a borrower is never scored
+        as one without a record because the record was out of reach."""
+        reply = await self.nc.request(
+            history_subject(self.prefix), subcontractor.encode(), timeout=2
+        )
+        body = json.loads(reply.data)
+        return RepaymentHistory(
+            int(body["repaid_on_time"]), int(body["max_days_past_due"]), int(body["defaults"])
+        )
 
     async def _facts(self, query: orders_pb2.OrderFactsQuery) -> orders_pb2.OrderFacts:
         reply = await self.nc.request(
@@ -97,11 +102,13 @@ class ScoreHandler:
                 )
             )
             subcontractor = lease.lessee_id
+            check_lease(lease)  # a refusal needs no record: refuse before asking repayment
             history = await self._history(subcontractor)
             inputs, amount = lease_inputs_for(lease, facts, history)
             card = await self.store.active_model(LEASE_MODEL)
         else:
             facts = await self._facts(orders_pb2.OrderFactsQuery(order_id=request.order_id))
+            check_order(facts)
             subcontractor = facts.order.subcontractor_id
             history = await self._history(subcontractor)
             inputs, amount = inputs_for(facts, history, self.clock.now().date())

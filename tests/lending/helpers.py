@@ -13,6 +13,7 @@ from services.gen.scf.orders.v1 import orders_pb2
 from services.gen.scf.underwriting.v1 import underwriting_pb2, underwriting_pb2_grpc
 from services.lending.service import SPEC as LENDING
 from services.lending.signing import sign_contract
+from services.repayment.service import SPEC as REPAYMENT
 from services.runtime.config import Settings
 from services.scoring.service import SPEC as SCORING
 from tests.journal.helpers import wait_until
@@ -127,7 +128,11 @@ class LendingEnv:
 
 
 @contextlib.asynccontextmanager
-async def lending_env(settings: Settings, **lending_kwargs: Any) -> AsyncIterator[LendingEnv]:
+async def lending_env(
+    settings: Settings, *, repayment_clock: Any = None, **lending_kwargs: Any
+) -> AsyncIterator[LendingEnv]:
+    """Orders, scoring, repayment (scoring needs a borrower's record) and lending;
+    repayment on ``repayment_clock``, or on lending's clock when it has one."""
     from services.runtime.certs import load_party
     from services.runtime.grpcserver import client_channel
     from tests.orders.helpers import PARTIES
@@ -135,6 +140,7 @@ async def lending_env(settings: Settings, **lending_kwargs: Any) -> AsyncIterato
     async with (
         orders_env(settings) as env,
         running(SCORING, settings),
+        running(REPAYMENT, settings, clock=repayment_clock or lending_kwargs.get("clock")),
         running(LENDING, settings, **lending_kwargs),
         contextlib.AsyncExitStack() as stack,
     ):

@@ -16,14 +16,12 @@ from services.gen.scf.repayment.v1 import repayment_pb2, repayment_pb2_grpc
 from services.gen.scf.underwriting.v1 import underwriting_pb2, underwriting_pb2_grpc
 from services.journal.encoding import decode_statement
 from services.lending.signing import sign_contract
-from services.repayment.service import SPEC as REPAYMENT
 from services.runtime.certs import load_party
 from services.runtime.clock import ManualClock
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
 from tests.journal.helpers import wait_until
 from tests.lending.helpers import LendingEnv, lending_env
-from tests.support import running
 
 LEASE_PARTIES = (
     "acme-builders", "delta-pumps", "citybuild", "ls-dana", "ls-erik", "lease-one", "liftco",
@@ -214,7 +212,6 @@ async def lease_env(settings: Settings) -> AsyncIterator[LeaseEnv]:
     clock = ManualClock(dt.datetime.now(dt.UTC))
     async with (
         lending_env(settings, clock=clock) as env,
-        running(REPAYMENT, settings, clock=clock),
         contextlib.AsyncExitStack() as stack,
     ):
 

@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from services.lending.flow import lending_stream
+from services.repayment.service import SPEC as REPAYMENT
 from services.runtime.certs import load_party
 from services.runtime.clock import ManualClock
 from services.runtime.config import Settings
@@ -59,7 +60,11 @@ async def crashing_lending(
     death and start it again (without the crash point)."""
     platform = Platform(settings, services=("lending",))
     try:
-        async with orders_env(settings) as orders, running(SCORING, settings):
+        async with (
+            orders_env(settings) as orders,
+            running(SCORING, settings),
+            running(REPAYMENT, settings),
+        ):
             monkeypatch.setenv("SCF_CRASH_AT", point)
             platform.spawn("lending")
             await platform.wait_ready("lending")

@@ -12,14 +12,12 @@ from services.gen.scf.lending.v1 import lending_pb2
 from services.gen.scf.orders.v1 import orders_pb2
 from services.gen.scf.repayment.v1 import repayment_pb2, repayment_pb2_grpc
 from services.repayment.calc import interest
-from services.repayment.service import SPEC as REPAYMENT
 from services.runtime.certs import load_party
 from services.runtime.clock import ManualClock
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
 from tests.journal.helpers import wait_until
 from tests.lending.helpers import LendingEnv, lending_env
-from tests.support import running
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +58,7 @@ def _pay(
 
 async def test_paid_at_due_date_settles_order_and_restores_facility(settings: Settings) -> None:
     clock = ManualClock(dt.datetime.now(dt.UTC))
-    async with lending_env(settings) as env, running(REPAYMENT, settings, clock=clock):
+    async with lending_env(settings, repayment_clock=clock) as env:
         loan_id, oid = await _disbursed_loan(env, "PO-P1")
         addr = settings.endpoint("repayment").grpc_addr
         async with (
@@ -158,7 +156,7 @@ async def test_paid_at_due_date_settles_order_and_restores_facility(settings: Se
 
 async def test_overdue_then_payoff_with_penalty(settings: Settings) -> None:
     clock = ManualClock(dt.datetime.now(dt.UTC))
-    async with lending_env(settings) as env, running(REPAYMENT, settings, clock=clock):
+    async with lending_env(settings, repayment_clock=clock) as env:
         loan_id, _ = await _disbursed_loan(env, "PO-P2")
         addr = settings.endpoint("repayment").grpc_addr
         async with client_channel(addr, load_party(settings.certs_dir, "operator")) as channel:
@@ -225,7 +223,7 @@ async def test_overdue_then_payoff_with_penalty(settings: Settings) -> None:
 async def test_overdue_across_year_end_and_leap_day(settings: Settings) -> None:
     """Due 20 February 2028: past due across the month end, into a leap day."""
     clock = ManualClock(dt.datetime.now(dt.UTC))
-    async with lending_env(settings) as env, running(REPAYMENT, settings, clock=clock):
+    async with lending_env(settings, repayment_clock=clock) as env:
         await env.facility()
         due = dt.date(2028, 2, 20)
         oid = await env.confirmed_order("PO-LEAP", due_in_days=(due - dt.date.today()).days)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -13,6 +14,7 @@ import pytest
 
 from services.gen.scf.orders.v1 import orders_pb2
 from services.gen.scf.scoring.v1 import scoring_pb2, scoring_pb2_grpc
+from services.repayment.service import SPEC as REPAYMENT
 from services.runtime.certs import load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
@@ -49,7 +51,11 @@ async def _journal_events(env: OrdersEnv, settings: Settings) -> list[str]:
 
 
 async def test_decide_explain_recompute(settings: Settings) -> None:
-    async with orders_env(settings) as env, running(SCORING, settings):
+    async with (
+        orders_env(settings) as env,
+        running(SCORING, settings),
+        contextlib.AsyncExitStack() as later,
+    ):
         sub, buyer = env.stub("acme-builders"), env.stub("citybuild")
         oid = (await sub.RegisterOrder(register_request("PO-S1"))).order.order_id
         refused = await _ask(env, application_id="APP-0", order_id=oid, bank="bank-north")
@@ -61,6 +67,11 @@ async def test_decide_explain_recompute(settings: Settings) -> None:
         unknown = await _ask(env, application_id="APP-X", order_id="ORD-NONE", bank="bank-north")
         assert not unknown.ok and unknown.code == "NOT_FOUND"
         await buyer.ConfirmOrder(orders_pb2.ConfirmOrderRequest(order_id=oid, idempotency_key="c"))
+
+        # Repayment away: no decision without the borrower's record, and none kept.
+        away = await _ask(env, application_id="APP-1", order_id=oid, bank="bank-north")
+        assert not away.ok and away.code == "UNAVAILABLE" and not away.decision_id
+        await later.enter_async_context(running(REPAYMENT, settings))
 
         first = await _ask(
             env, application_id="APP-1", order_id=oid, bank="bank-north",
@@ -124,7 +135,11 @@ async def test_decide_explain_recompute(settings: Settings) -> None:
 
 
 async def test_model_loading(settings: Settings) -> None:
-    async with orders_env(settings) as env, running(SCORING, settings):
+    async with (
+        orders_env(settings) as env,
+        running(SCORING, settings),
+        running(REPAYMENT, settings),
+    ):
         addr = settings.endpoint("scoring").grpc_addr
         async with client_channel(addr, load_party(settings.certs_dir, "operator")) as channel:
             scoring = scoring_pb2_grpc.ScoringServiceStub(channel)
