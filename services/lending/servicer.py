@@ -16,6 +16,7 @@ from services.gen.scf.lending.v1 import lending_pb2, lending_pb2_grpc
 from services.gen.scf.orders.v1 import orders_pb2
 from services.lending.flow import FlowEngine
 from services.lending.store import Transitions, application_proto, facility_proto
+from services.orders.convert import FINANCEABLE_STATES
 from services.orders.facts import facts_subject
 from services.runtime.clock import Clock
 from services.runtime.errors import (
@@ -32,11 +33,6 @@ from services.runtime.money import Money, parse_money
 
 __all__ = ["LendingServicer", "application_view"]
 
-_SCOREABLE = {
-    orders_pb2.ORDER_STATE_CONFIRMED,
-    orders_pb2.ORDER_STATE_DELIVERED,
-    orders_pb2.ORDER_STATE_ACCEPTED,
-}
 #: A bank's underwriters and a leasing company's staff: they act for their organisation.
 STAFF = (Role.UNDERWRITER, Role.LEASING)
 CLOSABLE = ("requested", "pledged", "referred", "pending_second_approval", "offered", "approved")
@@ -260,7 +256,7 @@ class LendingServicer(ApplicationCalls, lending_pb2_grpc.LendingServiceServicer)
         order = facts.order
         if order.subcontractor_id != who.party_id:
             raise PermissionDenied(f"order {order.order_id} is not {who.party_id}'s")
-        if order.state not in _SCOREABLE:
+        if order.state not in FINANCEABLE_STATES:
             state = orders_pb2.OrderState.Name(order.state).removeprefix("ORDER_STATE_").lower()
             raise FailedPrecondition(
                 f"order {order.order_id} is {state}; only a confirmed order is financed"

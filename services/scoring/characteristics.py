@@ -12,17 +12,13 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 from services.gen.scf.orders.v1 import orders_pb2
 from services.gen.scf.scoring.v1 import scoring_pb2
+from services.orders.convert import FINANCEABLE_STATES
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.runtime.money import parse_money
 
 __all__ = ["RepaymentHistory", "check_lease", "check_order", "inputs_for", "lease_inputs_for"]
 
 _RATIO = Decimal("0.0001")
-_SCOREABLE = {
-    orders_pb2.ORDER_STATE_CONFIRMED: "confirmed",
-    orders_pb2.ORDER_STATE_DELIVERED: "delivered",
-    orders_pb2.ORDER_STATE_ACCEPTED: "accepted",
-}
 
 
 @dataclass(frozen=True)
@@ -44,7 +40,7 @@ def check_order(facts: orders_pb2.OrderFacts) -> str:
     """Whether the order can be scored at all; its state's name in the scorecard."""
     if not facts.found:
         raise NotFound("scoring cannot find the order")
-    state = _SCOREABLE.get(facts.order.state)
+    state = FINANCEABLE_STATES.get(facts.order.state)
     if state is None:
         name = orders_pb2.OrderState.Name(facts.order.state).removeprefix("ORDER_STATE_").lower()
         raise FailedPrecondition(
