@@ -164,6 +164,11 @@ _RETRIED: tuple[type[BaseException], ...] = (
 )  # fmt: skip
 
 
+#: A statement the journal has not confirmed is sent again after retry_after_s,
+#: then after twice that, and so on, doubling at most this many times.
+RETRY_DOUBLINGS = 6
+
+
 class RelayStalled(RuntimeError):
     """A relay loop waited far longer than any of its steps can take."""
 
@@ -256,12 +261,14 @@ class OutboxRelay:
     async def publish_pending(self) -> int:
         """Publish one batch of due rows; returns how many were published."""
         rows = await self.pool.fetch(
-            "SELECT id, statement, published_at FROM outbox"
+            "SELECT id, statement, attempts FROM outbox"
             " WHERE journal_seq IS NULL AND refused_reason IS NULL"
-            " AND (published_at IS NULL OR published_at < now() - make_interval(secs => $1))"
+            " AND (published_at IS NULL OR published_at < now()"
+            "      - make_interval(secs => $1 * power(2, least(attempts - 1, $3))))"
             " ORDER BY id LIMIT $2",
             self.retry_after_s,
             self.batch,
+            RETRY_DOUBLINGS,
         )
         if not rows:
             return 0
@@ -290,7 +297,9 @@ class OutboxRelay:
         if len(sent) < len(rows):
             log.warning("%d outbox publishes failed; retrying", len(rows) - len(sent))
         await self.pool.execute(
-            "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", sent
+            "UPDATE outbox SET published_at = now(), attempts = attempts + 1"
+            " WHERE id = ANY($1::bigint[])",
+            sent,
         )
         return len(sent)
 
@@ -320,7 +329,7 @@ class OutboxRelay:
         would drop it too, for the two minutes of its duplicate window. The
         journal itself journals a statement once, whatever arrives twice."""
         first, last = group[0]["id"], group[-1]["id"]
-        if all(r["published_at"] is None for r in group):
+        if all(r["attempts"] == 0 for r in group):
             return f"{self.producer}:{first}-{last}"
         return f"{self.producer}:{first}-{last}:retry-{uuid.uuid4().hex[:12]}"
 
