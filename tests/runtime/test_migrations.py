@@ -18,7 +18,11 @@ async def test_migrations_apply_once_into_own_schema(servers: Servers) -> None:
     pool = await connect_pool(servers.database_url, schema)
     try:
         first = await apply_migrations(pool, schema, "services.runtime")
-        assert first == ["services.runtime/001_outbox.sql", "services.runtime/002_idempotency.sql"]
+        assert first == [
+            "services.runtime/001_outbox.sql",
+            "services.runtime/002_idempotency.sql",
+            "services.runtime/003_outbox_attempts.sql",
+        ]
         assert await apply_migrations(pool, schema, "services.runtime") == []
         table = await pool.fetchval(
             "SELECT table_schema FROM information_schema.tables WHERE table_name = 'outbox'"
