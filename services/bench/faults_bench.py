@@ -118,10 +118,13 @@ async def _quiet(platform: Platform, disbursed: int, timeout: float) -> None:
     conn = await asyncpg.connect(settings.database_url)
     try:
         while True:
-            pending = await _pending(conn, settings)
-            loans = await conn.fetchval(
-                f'SELECT count(*) FROM "{settings.endpoint("repayment").schema}".loans'
-            )
+            # One snapshot: a loan counted here has its statement counted too (they
+            # are written together), so the last loans' statements are waited for.
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                loans = await conn.fetchval(
+                    f'SELECT count(*) FROM "{settings.endpoint("repayment").schema}".loans'
+                )
+                pending = await _pending(conn, settings)
             if not any(pending.values()) and loans >= disbursed:
                 return
             if time.monotonic() > deadline:
