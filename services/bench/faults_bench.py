@@ -150,10 +150,17 @@ async def _pending(conn: Any, settings: Settings) -> dict[str, int]:
 async def _stacks(platform: Platform) -> str:
     """What a platform that will not go quiet is doing: each process's asyncio
     stacks go to its log (SIGUSR1), and the answer says which are alive."""
-    for proc in platform.processes.values():
-        if proc.alive:
-            os.kill(proc.process.pid, signal.SIGUSR1)
-    await asyncio.sleep(1)  # the dumps are written by each process's own loop
+    procs = [p for p in platform.processes.values() if p.alive]
+    sizes = [p.log_path.stat().st_size for p in procs]
+    for proc in procs:
+        os.kill(proc.process.pid, signal.SIGUSR1)
+    # Each process writes its dump from its own loop: until every log has grown.
+    deadline = time.monotonic() + 5
+    while True:
+        grown = all(p.log_path.stat().st_size > n for p, n in zip(procs, sizes, strict=True))
+        if grown or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
     alive = {name: proc.alive for name, proc in platform.processes.items()}
     return f"processes alive {alive}; task stacks in {platform.settings.data_dir / 'logs'}"
 
