@@ -62,6 +62,7 @@ from services.runtime.journal_client import (
     JournalSubjects,
 )
 from services.runtime.keys import Signer
+from services.runtime.waiting import LoopWatch, run_together
 
 __all__ = ["Sequencer", "SequencerConfig"]
 
@@ -96,6 +97,10 @@ class SequencerConfig:
     fetch_timeout_s: float = 0.2
     #: A submission fetched but not acknowledged (its sequencer died) comes again after this.
     ack_wait_s: float = 10.0
+    #: A round (fetch, commit, publish) takes a second at most, NATS and PostgreSQL
+    #: answering or failing; one that takes this long hangs: the journal exits,
+    #: to be restarted, rather than stay up journaling nothing.
+    stall_s: float = 60.0
 
 
 class Sequencer:
@@ -191,19 +196,24 @@ class Sequencer:
                 max_ack_pending=self.config.batch_size * 4,
             )  # fmt: skip
             self.ready.set()
-            while True:
-                msgs = await fetch(sub, self.config.batch_size, self.config.fetch_timeout_s)
-                if self._unpublished:
-                    await self._republish()
-                if msgs:
-                    await self.process(msgs)
-                elif self._checkpoint_due():
-                    await self._commit([], force_checkpoint=True)
-                if self._checkpoint_waiters:
-                    await self._answer_checkpoint_requests()
+            watch = LoopWatch("the journal's sequencer", self.config.stall_s)
+            await run_together(self._consume(sub, watch), watch.watch())
         finally:
             if self._lock_conn is not None:
                 await self.pool.release(self._lock_conn)
+
+    async def _consume(self, sub: Any, watch: LoopWatch) -> None:
+        while True:
+            watch.round("sequencing")
+            msgs = await fetch(sub, self.config.batch_size, self.config.fetch_timeout_s)
+            if self._unpublished:
+                await self._republish()
+            if msgs:
+                await self.process(msgs)
+            elif self._checkpoint_due():
+                await self._commit([], force_checkpoint=True)
+            if self._checkpoint_waiters:
+                await self._answer_checkpoint_requests()
 
     async def process(self, msgs: Sequence[Msg]) -> None:
         """Journal everything in one fetch: one transaction, then acknowledgements."""

@@ -42,7 +42,7 @@ from services.runtime.bus import StreamSpec, ack, durable_subscription, ensure_s
 from services.runtime.clock import Clock
 from services.runtime.errors import TRANSIENT, FailedPrecondition
 from services.runtime.faults import crash_point
-from services.runtime.waiting import wait_event
+from services.runtime.waiting import run_together, wait_event
 from services.scoring.decisions import score_subject
 
 __all__ = ["FlowEngine", "lending_stream"]
@@ -139,10 +139,8 @@ class FlowEngine:
 
     async def run(self) -> None:
         await ensure_stream(self.js, lending_stream(self.prefix))
-        # A task group: if either fails, both stop, and so does the service.
-        async with asyncio.TaskGroup() as both:
-            both.create_task(self.restore_facilities())
-            both.create_task(self._loop())
+        # If either fails, both stop, and so does the service.
+        await run_together(self.restore_facilities(), self._loop())
 
     async def _loop(self) -> None:
         while True:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -42,16 +41,14 @@ from services.runtime.errors import TRANSIENT
 from services.runtime.faults import crash_point
 from services.runtime.grpcserver import client_channel
 from services.runtime.keys import Signer
-from services.runtime.logs import dump_tasks
 from services.runtime.metrics import OUTBOX_BACKLOG
-from services.runtime.waiting import wait_event
+from services.runtime.waiting import LoopWatch, run_together, wait_event
 
 __all__ = [
     "AuditClient",
     "JournalSubjects",
     "Outbox",
     "OutboxRelay",
-    "RelayStalled",
     "audit_client",
 ]
 
@@ -169,10 +166,6 @@ _RETRIED: tuple[type[BaseException], ...] = (
 RETRY_DOUBLINGS = 6
 
 
-class RelayStalled(RuntimeError):
-    """A relay loop waited far longer than any of its steps can take."""
-
-
 class OutboxRelay:
     """Publishes a service's outbox to the journal and records the outcome."""
 
@@ -197,11 +190,11 @@ class OutboxRelay:
         self.batch = batch
         self.per_message = statements_per_message
         self.retry_after_s = retry_after_s
-        self.stall_s = stall_s
         self._wake = asyncio.Event()
         self._listener: Any = None
-        #: When each loop last came round (time.monotonic()).
-        self._rounds: dict[str, float] = {}
+        #: Each loop comes round within seconds, whether NATS and PostgreSQL answer
+        #: or fail; one that has not for stall_s stops the relay (and its service).
+        self.loops = LoopWatch(f"{self.producer}'s outbox relay", stall_s)
 
     async def setup(self) -> None:
         await ensure_stream(self.js, self.subjects.submit_stream)
@@ -211,18 +204,12 @@ class OutboxRelay:
         await self.setup()
         await self._listen()
         try:
-            # A task group: when one loop fails, the others stop with it.
-            async with asyncio.TaskGroup() as loops:
-                loops.create_task(self._publish_loop())
-                loops.create_task(
-                    self._confirm_loop(self.subjects.entries(self.producer), "entries")
-                )
-                loops.create_task(
-                    self._confirm_loop(self.subjects.refusals(self.producer), "refusals")
-                )
-                loops.create_task(self._watch())
-        except ExceptionGroup as failed:  # the first loop's failure is the relay's
-            raise failed.exceptions[0] from None
+            await run_together(
+                self._publish_loop(),
+                self._confirm_loop(self.subjects.entries(self.producer), "entries"),
+                self._confirm_loop(self.subjects.refusals(self.producer), "refusals"),
+                self.loops.watch(),
+            )
         finally:
             await self._unlisten()
 
@@ -303,25 +290,6 @@ class OutboxRelay:
         )
         return len(sent)
 
-    def _round(self, loop: str) -> None:
-        self._rounds[loop] = time.monotonic()
-
-    async def _watch(self) -> None:
-        """Every loop comes round within seconds, whether NATS and PostgreSQL
-        answer or fail. One that has not for ``stall_s`` waits on something that
-        will never come: stop the relay, and with it the service, so that its
-        supervisor starts it afresh rather than leave statements unjournaled."""
-        while True:
-            await asyncio.sleep(self.stall_s / 4)
-            now = time.monotonic()
-            stuck = sorted(name for name, at in self._rounds.items() if now - at > self.stall_s)
-            if stuck:
-                dump_tasks()
-                raise RelayStalled(
-                    f"{self.producer}'s outbox relay: {', '.join(stuck)} made no round"
-                    f" in {self.stall_s:.0f} s"
-                )
-
     def _message_id(self, group: list[Any]) -> str:
         """The first publication's id is fixed, so JetStream drops the copy a
         relay that died before recording it sends again. A retry (published,
@@ -335,7 +303,7 @@ class OutboxRelay:
 
     async def _publish_loop(self) -> None:
         while True:
-            self._round("publish")
+            self.loops.round("publish")
             self._wake.clear()
             # The database or NATS away: try again shortly; the pool reconnects.
             try:
@@ -363,7 +331,7 @@ class OutboxRelay:
             ack_wait=5, max_ack_pending=10_000,
         )  # fmt: skip
         while True:
-            self._round(kind)
+            self.loops.round(kind)
             msgs = await fetch(sub, self.batch, 1.0)
             if not msgs:
                 continue

@@ -19,10 +19,22 @@ import contextlib
 import faulthandler
 import logging
 import sys
+import time
+from collections.abc import Coroutine
+from typing import Any
 
 from services.runtime.logs import dump_tasks
 
-__all__ = ["SHUTDOWN_S", "exit_if_stuck", "pause", "stop_if_cancelled", "wait_event"]
+__all__ = [
+    "SHUTDOWN_S",
+    "LoopWatch",
+    "Stalled",
+    "exit_if_stuck",
+    "pause",
+    "run_together",
+    "stop_if_cancelled",
+    "wait_event",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,3 +79,45 @@ def exit_if_stuck(seconds: float) -> None:
 def _dump_stuck() -> None:
     log.error("shutdown is stuck; the tasks follow, then the process exits")
     dump_tasks()
+
+
+async def run_together(*loops: Coroutine[Any, Any, Any]) -> None:
+    """Run ``loops`` until one fails; the others stop with it, and its error is
+    raised as itself (not wrapped in an ExceptionGroup)."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for loop in loops:
+                group.create_task(loop)
+    except ExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+
+
+class Stalled(RuntimeError):
+    """A loop waited far longer than any of its rounds can take."""
+
+
+class LoopWatch:
+    """Long-running loops say when they come round; :meth:`watch` fails once one
+    has not for ``stall_s``. Such a loop waits on something that will never come
+    (an answer lost in a library, a lock never released): better that its
+    service exits and its supervisor starts it afresh than that it stays alive
+    doing nothing."""
+
+    def __init__(self, owner: str, stall_s: float) -> None:
+        self.owner = owner
+        self.stall_s = stall_s
+        self._rounds: dict[str, float] = {}
+
+    def round(self, loop: str) -> None:
+        self._rounds[loop] = time.monotonic()
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.stall_s / 4)
+            now = time.monotonic()
+            stuck = sorted(name for name, at in self._rounds.items() if now - at > self.stall_s)
+            if stuck:
+                dump_tasks()
+                raise Stalled(
+                    f"{self.owner}: {', '.join(stuck)} made no round in {self.stall_s:.0f} s"
+                )

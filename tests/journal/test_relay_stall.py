@@ -11,8 +11,9 @@ import pytest
 from services.runtime.clock import SystemClock
 from services.runtime.config import Settings
 from services.runtime.db import apply_migrations, connect_pool
-from services.runtime.journal_client import JournalSubjects, Outbox, OutboxRelay, RelayStalled
+from services.runtime.journal_client import JournalSubjects, Outbox, OutboxRelay
 from services.runtime.keys import load_or_create_signer
+from services.runtime.waiting import Stalled
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +35,7 @@ async def test_a_relay_whose_loop_hangs_stops_saying_which(settings: Settings) -
         tx = blocker.transaction()
         await tx.start()
         await blocker.execute("LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE")
-        with pytest.raises(RelayStalled, match="publish made no round in 2 s"):
+        with pytest.raises(Stalled, match="outbox relay: publish made no round in 2 s"):
             async with asyncio.timeout(30):
                 await relay.run()
         await tx.rollback()
