@@ -156,24 +156,38 @@ class LeaseBook:
             position.rentals, valid_until, position.penalty_minor, position.fees_minor
         )
 
+    async def _delinquency(
+        self, conn: Any, loan: Any, today: dt.date
+    ) -> tuple[list[Any], int, str] | None:
+        """The rentals newly late, days past due and bucket, if any of them changed."""
+        late_lines = await conn.fetch(
+            "SELECT number FROM schedule_lines WHERE loan_id = $1 AND NOT late_fee_charged"
+            " AND NOT waived AND paid < principal + interest AND due + $2::integer < $3",
+            loan["loan_id"], loan["grace_days"], today,
+        )  # fmt: skip
+        rentals = await self.rentals(conn, loan["loan_id"])
+        dpd = rentals_days_past_due(rentals, today, loan["grace_days"])
+        bucket = bucket_for(dpd)
+        if bucket == loan["bucket"] and not late_lines:
+            return None
+        return list(late_lines), dpd, bucket
+
     async def sweep(self, loan: Any, today: dt.date) -> None:
-        """Days past due and bucket; the product's late fee on each rental as it falls late."""
+        """Days past due and bucket; the product's late fee on each rental as it falls late.
+        Read first: a lease whose standing has not changed costs no lock and no write."""
+        async with self.book.pool.acquire() as conn:
+            if await self._delinquency(conn, loan, today) is None:
+                return
         async with self.book.pool.acquire() as conn, conn.transaction():
             loan = await conn.fetchrow(
                 "SELECT * FROM loans WHERE loan_id = $1 FOR UPDATE", loan["loan_id"]
             )
             if loan["state"] != "open":
                 return
-            late_lines = await conn.fetch(
-                "SELECT number FROM schedule_lines WHERE loan_id = $1 AND NOT late_fee_charged"
-                " AND NOT waived AND paid < principal + interest AND due + $2::integer < $3",
-                loan["loan_id"], loan["grace_days"], today,
-            )  # fmt: skip
-            rentals = await self.rentals(conn, loan["loan_id"])
-            dpd = rentals_days_past_due(rentals, today, loan["grace_days"])
-            bucket = bucket_for(dpd)
-            if bucket == loan["bucket"] and not late_lines:
+            change = await self._delinquency(conn, loan, today)  # again, under the lock
+            if change is None:
                 return
+            late_lines, dpd, bucket = change
             late_fee = loan["late_fee_minor"] * len(late_lines)
             version = loan["version"] + 1
             await conn.execute(
