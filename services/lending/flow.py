@@ -22,12 +22,14 @@ vendor on the lessor's word, so it differs in three steps:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
 from typing import Any
 
 import asyncpg
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
@@ -92,8 +94,10 @@ class FlowEngine:
                 except TRANSIENT as exc:  # unacknowledged: it comes again
                     log.warning("facility restore deferred: %r", exc)
                     continue
-                except Exception:  # nor does one bad settlement stop the others
-                    log.exception("settlement %s not applied; it will come again", msg.data[:200])
+                except Exception:  # it would fail alike each time: logged, set aside
+                    log.exception("settlement %s cannot be applied; set aside", msg.data[:200])
+                    with contextlib.suppress(nats.errors.Error):
+                        await msg.term()
                     continue
                 await ack(msg)
 

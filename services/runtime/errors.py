@@ -91,8 +91,7 @@ class Unauthenticated(SCFError):
 TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.InterfaceError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.OperatorInterventionError,  # shutting down, not yet accepting
     ConnectionError,
     nats.errors.NoRespondersError,
     nats.errors.TimeoutError,

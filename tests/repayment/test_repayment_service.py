@@ -113,6 +113,12 @@ async def test_paid_at_due_date_settles_order_and_restores_facility(settings: Se
             unmatched = await operator.ListUnmatched(repayment_pb2.ListUnmatchedRequest())
             assert [p.bank_reference for p in unmatched.payments] == ["u1"]
 
+            # Settlements lending cannot apply (malformed, or of no loan) come
+            # first: they are set aside, and the real one still restores the facility.
+            js = env.orders.nc.jetstream()
+            for junk in (b"{not json", b'{"loan_id": "APP-NONE"}', b"{}"):
+                await js.publish(f"{settings.nats_prefix}.repayment.settled", junk)
+
             # The buyer pays the whole order amount into the supervised account.
             paid = await operator.RecordPayment(_pay(loan_id, "4000000.00", today, "BANKREF-1"))
             assert paid.expected_payer
