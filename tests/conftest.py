@@ -14,7 +14,7 @@ import pytest
 from services.runtime.certs import ensure_certificates
 from services.runtime.config import Settings
 from services.runtime.embedded import servers_for
-from tests.support import make_settings
+from tests.support import make_settings, provision_for
 
 
 @dataclass(frozen=True)
@@ -44,5 +44,8 @@ def certs_dir(session_dir: Path) -> Path:
 
 
 @pytest.fixture
-def settings(servers: Servers, certs_dir: Path, tmp_path: Path) -> Settings:
-    return make_settings(servers.nats_url, servers.database_url, certs_dir, tmp_path)
+async def settings(servers: Servers, certs_dir: Path, tmp_path: Path) -> Settings:
+    """One test's settings, its streams and consumers made as the operator makes them."""
+    made = make_settings(servers.nats_url, servers.database_url, certs_dir, tmp_path)
+    await provision_for(made)
+    return made

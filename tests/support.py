@@ -8,6 +8,7 @@ import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from services.runtime.config import SERVICE_NAMES, ServiceEndpoint, Settings
 from services.runtime.ports import free_ports
@@ -43,6 +44,46 @@ def with_endpoint(settings: Settings, name: str, **changes: str) -> Settings:
     endpoints = dict(settings.endpoints)
     endpoints[name] = dataclasses.replace(endpoints[name], **changes)
     return dataclasses.replace(settings, endpoints=endpoints)
+
+
+async def provision_for(settings: Settings) -> None:
+    """As the operator does before services start: every stream, consumer and bucket."""
+    from services.runtime.bus import connect_nats
+    from services.runtime.provision import provision
+
+    nc = await connect_nats(
+        settings.nats_url, "scf-test-provision", user=settings.nats_user,
+        password=settings.nats_password,
+    )  # fmt: skip
+    try:
+        await provision(nc.jetstream(), settings.nats_prefix, (*settings.banks, "bank-east"))
+    finally:
+        await nc.close()
+
+
+def messenger_as(settings: Settings, nc: Any, service: str) -> Any:
+    """A Messenger signing as ``service`` (the test plays that service), checking
+    answers against the journal's key set."""
+    from services.runtime.certs import load_party
+    from services.runtime.journal_client import audit_client
+    from services.runtime.keys import load_or_create_signer
+    from services.runtime.messaging import Messenger
+    from services.runtime.peer_keys import PeerKeys
+
+    tls = load_party(settings.certs_dir, service)
+    peers = PeerKeys(audit_client(settings.endpoint("journal").grpc_addr, tls), settings.keys_dir)
+    return Messenger(nc, load_or_create_signer(settings.keys_dir, service), peers)
+
+
+async def ask(messenger: Any, subject: str, request: Any, reply_type: Any, server: str) -> Any:
+    """A signed request; a refusal comes back as the reply's ``error``, as sent."""
+    from services.contracts.errors import to_wire
+    from services.runtime.errors import SCFError
+
+    try:
+        return await messenger.request(subject, request, reply_type, server=server, timeout=10)
+    except SCFError as exc:
+        return reply_type(error=to_wire(exc))
 
 
 @contextlib.asynccontextmanager

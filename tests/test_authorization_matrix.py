@@ -87,7 +87,6 @@ def matrix(ids: dict[str, str]) -> list[tuple[str, Any, str, Any, frozenset[str]
         ("orders", Og.OrdersServiceStub, "VerifyOrder", O.VerifyOrderRequest(order_id=oid, contract_sha256=CONTRACT), ANYONE),
         ("orders", Og.OrdersServiceStub, "ListBuyers", O.ListBuyersRequest(), ANYONE),
         ("orders", Pg.PlatformServiceStub, "WhoAmI", P.WhoAmIRequest(), ANYONE),
-        ("orders", Pg.PlatformServiceStub, "AdvanceClock", P.AdvanceClockRequest(), frozenset({OP})),
         ("scoring", Sg.ScoringServiceStub, "Explain", S.ExplainRequest(decision_id=f"DEC-{app}"), frozenset({SUB, UW, AUD, OP})),
         ("scoring", Sg.ScoringServiceStub, "Recompute", S.RecomputeRequest(decision_id=f"DEC-{app}"), frozenset({SUB, UW, AUD, OP})),
         ("scoring", Sg.ScoringServiceStub, "LoadModel", S.LoadModelRequest(scorecard_json="{", **key), frozenset({OP})),

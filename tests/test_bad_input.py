@@ -39,7 +39,7 @@ from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
 from services.scoring.service import SPEC as SCORING
 from tests.orders.helpers import register_request
-from tests.support import running
+from tests.support import provision_for, running
 
 pytestmark = pytest.mark.integration
 
@@ -64,6 +64,7 @@ class Platform:
         s = self.settings
         sub = load_party(s.certs_dir, "acme-builders")
         operator = load_party(s.certs_dir, "operator")
+        await provision_for(s)
         async with (
             running(JOURNAL, s),
             running(ORDERS, s),
@@ -252,7 +253,6 @@ MUTATING = [
     ("orders", orders_pb2_grpc.OrdersServiceStub, "RecordDelivery", "acme-builders"),
     ("orders", orders_pb2_grpc.OrdersServiceStub, "AcceptDelivery", "citybuild"),
     ("orders", orders_pb2_grpc.OrdersServiceStub, "CancelOrder", "acme-builders"),
-    ("orders", platform_pb2_grpc.PlatformServiceStub, "AdvanceClock", "operator"),
     ("scoring", scoring_pb2_grpc.ScoringServiceStub, "LoadModel", "operator"),
     ("lending", lending_pb2_grpc.LendingServiceStub, "CreateFacility", "uw-alice"),
     ("lending", lending_pb2_grpc.LendingServiceStub, "RequestFinancing", "acme-builders"),

@@ -15,10 +15,10 @@ from services.replica.config import EXAMPLE_BANKS, ReplicaSettings
 from services.runtime.certs import ensure_certificates
 from services.runtime.config import SERVICE_NAMES, Settings
 from services.runtime.embedded import nats_server_binary
-from services.runtime.nats_auth import ADMIN, PUBLISH, REPLICA, deploy_users_conf, password_variable
+from services.runtime.nats_auth import deploy_users_conf, password_variable, users
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
-USERS = (*PUBLISH, ADMIN)
+USERS = tuple(users("scf"))
 #: What every platform process reads: the keys Settings writes for a child process.
 SHARED = set(Settings.from_env({}).to_env()) - {"SCF_NATS_USER", "SCF_NATS_PASSWORD"}
 
@@ -81,7 +81,7 @@ def test_compose_runs_every_service_and_replica_with_its_settings() -> None:
         service = services[f"replica-{bank}"]
         assert service["command"] == ["services.replica", "--bank", bank]
         env = _filled(service["environment"])
-        assert _replica_keys(bank) <= set(env) and env["SCF_NATS_USER"] == REPLICA
+        assert _replica_keys(bank) <= set(env) and env["SCF_NATS_USER"] == f"replica-{bank}"
         replica = ReplicaSettings.from_env(bank, "", env)
         assert replica.listen_addr.startswith("0.0.0.0:") and bank in replica.database_url
     nodes = [s for n, s in services.items() if n.startswith("scf-nats-")]

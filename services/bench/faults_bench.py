@@ -206,17 +206,15 @@ async def _ledger(settings: Settings) -> dict[str, int]:
 
 
 async def _stream_copies(settings: Settings) -> dict[str, int]:
+    from services.contracts.subjects import Subjects
     from services.runtime.bus import connect_nats
-    from services.runtime.journal_client import JournalSubjects
 
     nc = await connect_nats(
         settings.nats_url, "scf-fault-check", user=settings.nats_user,
         password=settings.nats_password,
     )  # fmt: skip
     try:
-        info = await nc.jetstream().stream_info(
-            JournalSubjects(settings.nats_prefix).journal_stream.name
-        )
+        info = await nc.jetstream().stream_info(Subjects(settings.nats_prefix).journal_stream.name)
         current = 1 + sum(
             1 for r in (info.cluster.replicas if info.cluster else None) or [] if r.current
         )

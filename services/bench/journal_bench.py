@@ -12,6 +12,7 @@ from typing import Any
 
 import nats
 
+from services.contracts.subjects import Subjects
 from services.journal.checkpoint import Checkpoint, sign_checkpoint
 from services.journal.encoding import (
     GENESIS_PREV_HASH,
@@ -27,7 +28,6 @@ from services.journal.offline import EXPORT_MAGIC, REC_CHECKPOINT, REC_ENTRY, RE
 from services.journal.tree import CompactRange
 from services.runtime.config import SERVICE_NAMES, Settings
 from services.runtime.db import connect_pool
-from services.runtime.journal_client import JournalSubjects
 from services.runtime.keys import Signer, load_or_create_signer
 from services.runtime.platform import Platform
 
@@ -90,7 +90,7 @@ class AppendResult:
     machine: str
 
 
-async def publish_batches(js: Any, subjects: JournalSubjects, batches: list[SignedBatch]) -> None:
+async def publish_batches(js: Any, subjects: Subjects, batches: list[SignedBatch]) -> None:
     """Publish pre-signed batches, 50 in flight at a time."""
     for chunk in range(0, len(batches), 50):
         await asyncio.gather(
@@ -132,7 +132,7 @@ async def fill_journal(
     pool = await connect_pool(settings.database_url, settings.endpoint("journal").schema)
     try:
         started = time.perf_counter()
-        await publish_batches(nc.jetstream(), JournalSubjects(settings.nats_prefix), batches)
+        await publish_batches(nc.jetstream(), Subjects(settings.nats_prefix), batches)
         published = time.perf_counter() - started
         await wait_size(pool, n + 1, started + max(300.0, n / 500), progress)
         return published, time.perf_counter() - started

@@ -18,10 +18,10 @@ from services.bench.journal_bench import (
     signed_batches,
     wait_size,
 )
+from services.contracts.subjects import Subjects
 from services.replica.config import database_beside
 from services.runtime.config import Settings
 from services.runtime.db import connect_pool
-from services.runtime.journal_client import JournalSubjects
 from services.runtime.platform import Platform
 from services.runtime.ports import free_port
 
@@ -102,7 +102,7 @@ async def bench_lag(settings: Settings, rate: int, seconds: float) -> LagResult:
     try:
         nc = await nats.connect(settings.nats_url)
         js = nc.jetstream()
-        subjects = JournalSubjects(settings.nats_prefix)
+        subjects = Subjects(settings.nats_prefix)
         journal = await connect_pool(settings.database_url, settings.endpoint("journal").schema)
         replica = await connect_pool(dsn, "journal")
         stop = asyncio.Event()

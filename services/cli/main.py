@@ -21,14 +21,16 @@ from services.cli.journal_cmds import audit_app, journal_app
 from services.cli.order_cmds import order_app
 from services.cli.score_cmds import score_app
 from services.replica.config import EXAMPLE_BANKS
-from services.runtime.certs import EXAMPLE_PARTIES, ensure_certificates
+from services.runtime.certs import EXAMPLE_PARTIES, ensure_certificates, serves
 from services.runtime.config import Settings
 from services.runtime.errors import ConfigError
 from services.runtime.platform import Platform, read_state
 
 app = typer.Typer(help="SCF supply-chain financing platform.", no_args_is_help=True)
 certs_app = typer.Typer(help="Certificates of the platform CA.", no_args_is_help=True)
+nats_app = typer.Typer(help="The operator's NATS set-up.", no_args_is_help=True)
 app.add_typer(certs_app, name="certs")
+app.add_typer(nats_app, name="nats")
 app.add_typer(journal_app, name="journal")
 app.add_typer(audit_app, name="audit")
 app.add_typer(bench_app, name="bench")
@@ -59,17 +61,74 @@ def settings_for(data_dir: Path | None) -> Settings:
 DataDirOption = typer.Option(None, "--data-dir", help="Overrides SCF_DATA_DIR.")
 
 
+ServiceHostOption = typer.Option(
+    [],
+    "--service-host",
+    help="SERVICE=HOST: a host name (or address) a service or replica is reached at,"
+    " written into its certificate beside its own name and loopback; repeatable"
+    " (journal=journal.scf.svc).",
+)
+
+
+def _service_hosts(values: list[str]) -> dict[str, list[str]]:
+    servers = {p.party_id for p in EXAMPLE_PARTIES if serves(p)}
+    hosts: dict[str, list[str]] = {}
+    for value in values:
+        service, sep, host = value.partition("=")
+        if not sep or not host or service not in servers:
+            console.print(
+                f"[red]error:[/red] --service-host {value!r}: SERVICE=HOST, SERVICE one of"
+                f" {', '.join(sorted(servers))}"
+            )
+            raise typer.Exit(2)
+        hosts.setdefault(service, []).append(host)
+    return hosts
+
+
 @certs_app.command("init")
-def certs_init(data_dir: Path | None = DataDirOption) -> None:
-    """Create the platform CA and certificates for the services and example parties."""
+def certs_init(
+    data_dir: Path | None = DataDirOption, service_host: list[str] = ServiceHostOption
+) -> None:
+    """Create the platform CA and certificates for the services and example parties.
+
+    Service (and replica) certificates name the hosts they serve at; every other
+    party's certificate is for client authentication only."""
     settings = settings_for(data_dir)
-    issued = run_or_exit(lambda: ensure_certificates(settings.certs_dir))
+    hosts = _service_hosts(service_host)
+    issued = run_or_exit(lambda: ensure_certificates(settings.certs_dir, service_hosts=hosts))
     table = Table("party", "role", "organisation", "issued now")
     for spec in EXAMPLE_PARTIES:
         table.add_row(spec.party_id, spec.role.value, spec.organization,
                       "yes" if spec.party_id in issued else "")  # fmt: skip
     out.print(table)
     out.print(f"certificates in {settings.certs_dir}")
+
+
+@nats_app.command("init")
+def nats_init(data_dir: Path | None = DataDirOption) -> None:
+    """As the operator's NATS user: create or update every stream, consumer and
+    bucket (services may only bind to them). Run before the services start."""
+    from services.runtime.bus import connect_nats, set_stream_replicas
+    from services.runtime.provision import provision
+
+    settings = settings_for(data_dir)
+
+    async def init() -> None:
+        nc = await connect_nats(
+            settings.nats_url, "scf-nats-init", user=settings.nats_user,
+            password=settings.nats_password, ca_file=settings.certs_dir / "ca.pem",
+        )  # fmt: skip
+        try:
+            set_stream_replicas(settings.stream_replicas)
+            await provision(nc.jetstream(), settings.nats_prefix, settings.banks)
+        finally:
+            await nc.close()
+
+    if not settings.nats_url:
+        console.print("[red]error:[/red] SCF_NATS_URL: not set (the NATS to set up)")
+        raise typer.Exit(2)
+    run_or_exit(lambda: asyncio.run(init()))
+    out.print(f"streams, consumers and buckets in place for prefix {settings.nats_prefix}")
 
 
 def _services_table(platform: Platform) -> Table:

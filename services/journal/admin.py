@@ -8,6 +8,7 @@ from typing import Any
 
 from nats.js import JetStreamContext
 
+from services.contracts.subjects import Subjects
 from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
 from services.journal.encoding import Statement, sign_batch
 from services.journal.keyset import (
@@ -21,7 +22,6 @@ from services.journal.sequencer import Sequencer
 from services.journal.storage import JournalStore
 from services.runtime.errors import FailedPrecondition, InvalidArgument
 from services.runtime.identity import Role, require_role
-from services.runtime.journal_client import JournalSubjects
 from services.runtime.keys import Signer, key_id_of
 
 __all__ = ["AdminServicer"]
@@ -35,7 +35,7 @@ class AdminServicer(journal_pb2_grpc.JournalAdminServiceServicer):
         sequencer: Sequencer,
         store: JournalStore,
         js: JetStreamContext,
-        subjects: JournalSubjects,
+        subjects: Subjects,
         root: Signer,
     ) -> None:
         self.sequencer = sequencer

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,8 +26,10 @@ from typing import Any
 import asyncpg
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy
 
+from services.contracts.envelope import seal
+from services.contracts.subjects import HDR_FIRST_SEQ, HDR_LAST_SEQ, Subjects
+from services.gen.scf.bus.v1 import bus_pb2
 from services.journal.checkpoint import Checkpoint, sign_checkpoint
 from services.journal.encoding import (
     GENESIS_PREV_HASH,
@@ -51,17 +54,11 @@ from services.journal.keyset import (
 )
 from services.journal.storage import JournalStore, StoredCheckpoint
 from services.journal.tree import CompactRange
-from services.runtime.bus import ack, durable_subscription, ensure_stream, fetch
+from services.runtime.bus import ack, bind, fetch
 from services.runtime.clock import Clock
 from services.runtime.faults import crash_point
-from services.runtime.journal_client import (
-    HDR_FIRST_SEQ,
-    HDR_KEYS,
-    HDR_LAST_SEQ,
-    HDR_REASON,
-    JournalSubjects,
-)
 from services.runtime.keys import Signer
+from services.runtime.messaging import purpose_of, real_time_micros
 from services.runtime.waiting import LoopWatch, run_together
 
 __all__ = ["Sequencer", "SequencerConfig"]
@@ -95,8 +92,6 @@ class SequencerConfig:
     #: ...or once the oldest uncovered entry is this old.
     checkpoint_interval_s: float = 0.5
     fetch_timeout_s: float = 0.2
-    #: A submission fetched but not acknowledged (its sequencer died) comes again after this.
-    ack_wait_s: float = 10.0
     #: A round (fetch, commit, publish) takes a second at most, NATS and PostgreSQL
     #: answering or failing; one that takes this long hangs: the journal exits,
     #: to be restarted, rather than stay up journaling nothing.
@@ -108,7 +103,7 @@ class Sequencer:
         self,
         pool: asyncpg.Pool[Any],
         js: JetStreamContext,
-        subjects: JournalSubjects,
+        subjects: Subjects,
         journal_signer: Signer,
         root_signer: Signer,
         clock: Clock,
@@ -180,8 +175,6 @@ class Sequencer:
     # -- the loop ---------------------------------------------------------
 
     async def run(self, genesis_keys: dict[str, bytes]) -> None:
-        await ensure_stream(self.js, self.subjects.submit_stream)
-        await ensure_stream(self.js, self.subjects.journal_stream)
         await self._take_leadership()
         try:
             await self.load(genesis_keys)
@@ -190,11 +183,8 @@ class Sequencer:
             # a restarted sequencer's first acknowledgement also acknowledged what
             # its predecessor had fetched and died holding, and that was never
             # journaled. Unacknowledged, it comes again after ack_wait.
-            sub = await durable_subscription(
-                self.js, self.subjects.submit_stream.name, "sequencer",
-                ack_policy=AckPolicy.EXPLICIT, ack_wait=self.config.ack_wait_s,
-                max_ack_pending=self.config.batch_size * 4,
-            )  # fmt: skip
+            # (the operator's consumer: explicit acks, ack_wait 10 s; contracts.subjects)
+            sub = await bind(self.js, self.subjects.sequencer)
             self.ready.set()
             watch = LoopWatch("the journal's sequencer", self.config.stall_s)
             await run_together(self._consume(sub, watch), watch.watch())
@@ -218,15 +208,19 @@ class Sequencer:
     async def process(self, msgs: Sequence[Msg]) -> None:
         """Journal everything in one fetch: one transaction, then acknowledgements."""
         batches: list[SignedBatch] = []
+        submitters: list[str] = []
         refused: list[Refusal] = []
         for m in msgs:
+            # Who submitted it is the subject it came on: only that service's
+            # NATS user may publish there. A refusal goes back to it alone.
+            submitter = m.subject.rsplit(".", 1)[-1]
             try:
                 batches.append(decode_batch(m.data))
+                submitters.append(submitter)
             except EncodingError as exc:
-                producer = m.subject.rsplit(".", 1)[-1]
-                refused.append(Refusal(producer, (), f"malformed: {exc}", m.data))
+                refused.append(Refusal(submitter, (), f"malformed: {exc}", m.data))
         journaled = await self._journaled(batches)
-        accepted, key_refusals = self._sequence(batches, set(journaled))
+        accepted, key_refusals = self._sequence(batches, set(journaled), submitters)
         refused += key_refusals
         crash_point("sequencer.before_commit")
         await self._commit(accepted, refusals=refused)
@@ -258,14 +252,21 @@ class Sequencer:
         self,
         batches: Sequence[SignedBatch],
         journaled: set[tuple[str, str]] | None = None,
+        submitters: Sequence[str] | None = None,
     ) -> tuple[list[Accepted], list[Refusal]]:
-        """Check and sequence in memory; the caller commits."""
+        """Check and sequence in memory; the caller commits. ``submitters``: the
+        producer whose subject each batch came on (None: the journal's own)."""
         journaled = set() if journaled is None else journaled
         accepted: list[Accepted] = []
         refused: list[Refusal] = []
         now = self.clock.now_micros()
-        for batch in batches:
+        for i, batch in enumerate(batches):
+            submitter = batch.producer if submitters is None else submitters[i]
             try:
+                if submitter != batch.producer:
+                    raise KeyRefused(
+                        f"submitted on {submitter}'s subject but signed as {batch.producer}"
+                    )
                 statements = batch.decoded
                 if any(
                     st.producer != batch.producer or st.key_id != batch.key_id for st in statements
@@ -277,7 +278,7 @@ class Sequencer:
                 self.keys.verify(batch.producer, batch.key_id, message, batch.signature)
             except (EncodingError, KeyRefused) as exc:
                 keys = tuple(_keys_of(batch))
-                refused.append(Refusal(batch.producer, keys, str(exc), batch.encode()))
+                refused.append(Refusal(submitter, keys, str(exc), batch.encode()))
                 continue
             proofs = batch_proofs(batch.statements, batch.signature)
             for st, proof in zip(statements, proofs, strict=True):
@@ -425,15 +426,20 @@ class Sequencer:
             await self._publish(batch, None)
 
     async def _publish_refusals(self, refused: Sequence[Refusal]) -> None:
+        """Each refusal to its submitter, signed by the journal's key: a relay acts
+        on nothing else, and only for the keys a refusal names."""
         for r in refused:
             log.error("refused %s %s: %s", r.producer, ",".join(r.keys) or "?", r.reason)
+            subject = self.subjects.refusals(r.producer)
+            body = bus_pb2.Refusal(
+                producer=r.producer, idempotency_keys=r.keys, reason=r.reason[:500]
+            )
+            data = seal(
+                self.signer, purpose_of(subject, "event"), f"refusal-{uuid.uuid4().hex}",
+                body.SerializeToString(), now_micros=real_time_micros(), ttl_micros=None,
+            )  # fmt: skip
             with contextlib.suppress(Exception):
-                await self.js.publish(
-                    self.subjects.refusals(r.producer),
-                    b"",
-                    headers={HDR_KEYS: "\n".join(r.keys), HDR_REASON: r.reason[:500]},
-                    timeout=5,
-                )
+                await self.js.publish(subject, data, timeout=5)
 
 
 def _keys_of(batch: SignedBatch) -> list[str]:

@@ -30,24 +30,28 @@ from typing import Any
 
 import asyncpg
 import nats.errors
-from nats.aio.client import Client as NATS
+from google.protobuf.message import DecodeError
 from nats.js import JetStreamContext
 
-from services.gen.scf.orders.v1 import orders_pb2
-from services.gen.scf.scoring.v1 import scoring_pb2
+from services.contracts.envelope import EnvelopeRefused
+from services.contracts.subjects import OrderVerb, Subjects
+from services.gen.scf.bus.v1 import bus_pb2
 from services.lending.leases import LeaseRequest, lease_contract_document
 from services.lending.policy import auto_decision, contract_document, policy_for
 from services.lending.store import Transitions
-from services.orders.domain import Action
-from services.orders.pledges import pledge_subject
-from services.runtime.bus import StreamSpec, ack, durable_subscription, ensure_stream, fetch
+from services.runtime.bus import ack, bind, fetch
 from services.runtime.clock import Clock
-from services.runtime.errors import TRANSIENT, FailedPrecondition
+from services.runtime.errors import (
+    RETRY_LATER,
+    FailedPrecondition,
+    SCFError,
+    Unavailable,
+)
 from services.runtime.faults import crash_point
+from services.runtime.messaging import Messenger
 from services.runtime.waiting import run_together, wait_event
-from services.scoring.decisions import score_subject
 
-__all__ = ["FlowEngine", "lending_stream"]
+__all__ = ["FlowEngine"]
 
 log = logging.getLogger(__name__)
 DAY_MICROS = 86_400_000_000
@@ -55,44 +59,42 @@ STEPPED = ("requested", "pledged", "effective", "releasing")
 EXPIRING = ("approved", "offered", "pending_second_approval")
 
 
-def lending_stream(prefix: str) -> StreamSpec:
-    """Lending's events (disbursed) and repayment's (settled): both must not be lost."""
-    return StreamSpec(
-        name=f"{prefix.upper()}_LENDING",
-        subjects=(f"{prefix}.lending.>", f"{prefix}.repayment.settled"),
-    )
-
-
 class FlowEngine:
     def __init__(
         self,
         pool: asyncpg.Pool[Any],
-        nc: NATS,
+        messenger: Messenger,
         js: JetStreamContext,
         transitions: Transitions,
         clock: Clock,
-        prefix: str,
+        subjects: Subjects,
     ) -> None:
         self.pool = pool
-        self.nc = nc
+        self.messenger = messenger
         self.js = js
         self.t = transitions
         self.clock = clock
-        self.prefix = prefix
+        self.subjects = subjects
         self.wake = asyncio.Event()
 
     async def restore_facilities(self) -> None:
-        """Repayment settled a loan: give its facility the amount back, once."""
-        sub = await durable_subscription(
-            self.js, lending_stream(self.prefix).name, "lending_settled",
-            f"{self.prefix}.repayment.settled",
-        )  # fmt: skip
+        """Repayment settled a loan: give its facility the amount back, once. Only
+        a settlement repayment signed counts."""
+        sub = await bind(self.js, self.subjects.lending_settled)
         while True:
             for msg in await fetch(sub, 50, 1.0):
                 try:
-                    await self._restore(json.loads(msg.data))
-                except TRANSIENT as exc:  # unacknowledged: it comes again
+                    event = await self.messenger.open_event(
+                        msg.data, self.subjects.settled, bus_pb2.Settled, producers=("repayment",)
+                    )
+                    await self._restore(event)
+                except RETRY_LATER as exc:  # unacknowledged: it comes again
                     log.warning("facility restore deferred: %r", exc)
+                    continue
+                except (EnvelopeRefused, DecodeError) as exc:
+                    log.error("ALARM: set aside a settlement repayment did not sign: %s", exc)
+                    with contextlib.suppress(nats.errors.Error):
+                        await msg.term()
                     continue
                 except Exception:  # it would fail alike each time: logged, set aside
                     log.exception("settlement %s cannot be applied; set aside", msg.data[:200])
@@ -101,10 +103,10 @@ class FlowEngine:
                     continue
                 await ack(msg)
 
-    async def _restore(self, event: dict[str, Any]) -> None:
+    async def _restore(self, event: bus_pb2.Settled) -> None:
         """One settlement: the facility's amount back (once), and a lease ended."""
         async with self.pool.acquire() as conn, conn.transaction():
-            app = await self.t.lock(conn, event["loan_id"])
+            app = await self.t.lock(conn, event.loan_id)
             if not app["restored"]:
                 await conn.execute(
                     "UPDATE facilities SET drawn_minor = drawn_minor - $2 WHERE facility_id = $1",
@@ -116,7 +118,7 @@ class FlowEngine:
                     "repayment", restored=True,
                 )  # fmt: skip
             if app["kind"] == "lease" and app["state"] in ("in_force", "ending"):
-                await self._end_lease(conn, app, event.get("lease_option", ""))
+                await self._end_lease(conn, app, event.lease_option)
 
     async def _end_lease(self, conn: Any, app: Any, settled_option: str) -> None:
         """Every rental (and the option price, if owed) is paid: the lease ends as chosen.
@@ -142,7 +144,6 @@ class FlowEngine:
         await self.t.move(conn, app, "closed", "lease_ended", now, "lending", outcome=outcome)
 
     async def run(self) -> None:
-        await ensure_stream(self.js, lending_stream(self.prefix))
         # If either fails, both stop, and so does the service.
         await run_together(self.restore_facilities(), self._loop())
 
@@ -204,26 +205,33 @@ class FlowEngine:
             "SELECT * FROM applications WHERE application_id = $1", application_id
         )
 
-    async def _order_command(self, action: Action, app: Any) -> orders_pb2.PledgeResult:
-        reply = await self.nc.request(
-            pledge_subject(self.prefix, action),
-            orders_pb2.PledgeCommand(
-                order_id=app["order_id"], application_id=app["application_id"], bank=app["bank"]
-            ).SerializeToString(),
-            timeout=10,
+    async def _order_command(self, verb: OrderVerb, app: Any) -> SCFError | None:
+        """Orders' signed answer to a pledge or release: None, or its refusal.
+        An answer orders did not sign raises Unavailable (the step is retried)."""
+        command = bus_pb2.PledgeCommand(
+            order_id=app["order_id"], application_id=app["application_id"], bank=app["bank"]
         )
-        return orders_pb2.PledgeResult.FromString(reply.data)
+        try:
+            await self.messenger.request(
+                self.subjects.order_command(verb), command, bus_pb2.PledgeResult,
+                server="orders", timeout=10,
+            )  # fmt: skip
+        except Unavailable:
+            raise
+        except SCFError as exc:
+            return exc
+        return None
 
     async def _pledge(self, application_id: str) -> None:
         app = await self._get(application_id)
-        result = await self._order_command(Action.PLEDGE, app)
+        refusal = await self._order_command(OrderVerb.PLEDGE, app)
         crash_point("lending.after_pledge")
         async with self.pool.acquire() as conn, conn.transaction():
             app = await self.t.lock(conn, application_id)
             if app["state"] != "requested":
                 return
             now = self.clock.now_micros()
-            if result.ok:
+            if refusal is None:
                 await self.t.move(conn, app, "pledged", "pledged", now, "orders")
             else:
                 await self.t.move(
@@ -234,7 +242,7 @@ class FlowEngine:
                     now,
                     "orders",
                     outcome="refused",
-                    reason=result.reason,
+                    reason=refusal.message,
                 )
 
     async def _score(self, application_id: str) -> None:
@@ -243,7 +251,7 @@ class FlowEngine:
             "SELECT * FROM facilities WHERE facility_id = $1", app["facility_id"]
         )
         available = facility["limit_minor"] - facility["reserved_minor"] - facility["drawn_minor"]
-        ask = scoring_pb2.ScoreRequest(
+        ask = bus_pb2.ScoreRequest(
             application_id=application_id,
             order_id=app["order_id"],
             bank=app["bank"],
@@ -252,26 +260,29 @@ class FlowEngine:
         lease = LeaseRequest.from_json(app["lease"]) if app["kind"] == "lease" else None
         if lease is not None:
             ask.lease.CopyFrom(
-                scoring_pb2.LeaseFacts(
+                bus_pb2.LeaseFacts(
                     lessee_id=app["subcontractor_id"], currency=lease.currency,
                     price_minor=lease.price_minor, down_payment_minor=lease.down_payment_minor,
                     residual_minor=lease.residual_minor, term_months=lease.term_months,
                 )
             )  # fmt: skip
-        reply = await self.nc.request(
-            score_subject(self.prefix), ask.SerializeToString(), timeout=15
-        )
-        result = scoring_pb2.ScoreResult.FromString(reply.data)
-        if result.code == "UNAVAILABLE":  # scoring could not ask; no decision: ask again later
-            log.warning("scoring of %s unavailable: %s", application_id, result.reason)
+        refusal: SCFError | None = None
+        try:
+            result = await self.messenger.request(
+                self.subjects.score, ask, bus_pb2.ScoreResult, server="scoring", timeout=15
+            )
+        except Unavailable as exc:  # scoring could not ask; no decision: ask again later
+            log.warning("scoring of %s unavailable: %s", application_id, exc)
             return
+        except SCFError as exc:
+            refusal, result = exc, bus_pb2.ScoreResult()
         crash_point("lending.after_score")
         async with self.pool.acquire() as conn, conn.transaction():
             app = await self.t.lock(conn, application_id)
             if app["state"] != ("requested" if lease else "pledged"):
                 return
             now = self.clock.now_micros()
-            if not result.ok:
+            if refusal is not None:
                 await self.t.move(
                     conn,
                     app,
@@ -280,7 +291,7 @@ class FlowEngine:
                     now,
                     "scoring",
                     outcome="declined",
-                    reason=result.reason,
+                    reason=refusal.message,
                 )
                 return
             decision = json.loads(result.decision_json)
@@ -402,15 +413,12 @@ class FlowEngine:
         )
 
     async def _announce(self, application_id: str) -> None:
-        """Tell repayment to open the schedule (JetStream: not lost, deduplicated)."""
+        """Tell repayment to open the schedule (JetStream: not lost, deduplicated;
+        signed, so repayment books only what lending disbursed)."""
         app = await self._get(application_id)
         announce = lease_commenced_event if app["kind"] == "lease" else loan_disbursed_event
-        event = announce(app)
-        await self.js.publish(
-            f"{self.prefix}.lending.disbursed",
-            json.dumps(event, sort_keys=True).encode(),
-            headers={"Nats-Msg-Id": f"disbursed-{application_id}"},
-            timeout=5,
+        await self.messenger.publish_event(
+            self.js, self.subjects.disbursed, announce(app), f"disbursed-{application_id}"
         )
         await self.pool.execute(
             "UPDATE applications SET announced = true WHERE application_id = $1", application_id
@@ -419,9 +427,9 @@ class FlowEngine:
     async def _release(self, application_id: str) -> None:
         app = await self._get(application_id)
         if app["kind"] == "order":
-            result = await self._order_command(Action.RELEASE, app)
-            if not result.ok and "not pledged to" not in result.reason:
-                log.warning("release of %s refused: %s", application_id, result.reason)
+            refusal = await self._order_command(OrderVerb.RELEASE, app)
+            if refusal is not None and refusal.reason != "NOT_PLEDGED":
+                log.warning("release of %s refused: %s", application_id, refusal.message)
                 return
         async with self.pool.acquire() as conn, conn.transaction():
             app = await self.t.lock(conn, application_id)
@@ -439,40 +447,40 @@ class FlowEngine:
             )
 
 
-def loan_disbursed_event(app: Any) -> dict[str, Any]:
-    return {
-        "kind": "loan",
-        "application_id": app["application_id"],
-        "subcontractor_id": app["subcontractor_id"],
-        "bank": app["bank"],
-        "order_id": app["order_id"],
-        "buyer_id": app["order_facts"]["buyer_id"],
-        "due_date": app["order_facts"]["due_date"],
-        "currency": app["currency"],
-        "principal_minor": app["terms"]["amount_minor"],
-        "rate_bps": app["terms"]["rate_bps"],
-        "tenor_days": app["terms"]["tenor_days"],
-        "disbursed_micros": app["updated_micros"],
-        "facility_id": app["facility_id"],
-    }
+def loan_disbursed_event(app: Any) -> bus_pb2.Disbursed:
+    return bus_pb2.Disbursed(
+        kind="loan",
+        application_id=app["application_id"],
+        subcontractor_id=app["subcontractor_id"],
+        bank=app["bank"],
+        order_id=app["order_id"],
+        buyer_id=app["order_facts"]["buyer_id"],
+        due_date=app["order_facts"]["due_date"],
+        currency=app["currency"],
+        principal_minor=app["terms"]["amount_minor"],
+        rate_bps=app["terms"]["rate_bps"],
+        tenor_days=app["terms"]["tenor_days"],
+        disbursed_micros=app["updated_micros"],
+        facility_id=app["facility_id"],
+    )
 
 
-def lease_commenced_event(app: Any) -> dict[str, Any]:
+def lease_commenced_event(app: Any) -> bus_pb2.Disbursed:
     """What repayment needs to open a lease's rental schedule."""
     lease = LeaseRequest.from_json(app["lease"])
-    return {
-        "kind": "lease",
-        "application_id": app["application_id"],
-        "subcontractor_id": app["subcontractor_id"],
-        "bank": app["bank"],
-        "vendor_id": lease.vendor_id,
-        "currency": app["currency"],
-        "principal_minor": app["terms"]["amount_minor"],
-        "rate_bps": app["terms"]["rate_bps"],
-        "periods": lease.periods,
-        "per_year": lease.per_year,
-        "in_advance": lease.in_advance,
-        "residual_minor": lease.residual_minor,
-        "commenced_on": app["commenced_on"].isoformat(),
-        "facility_id": app["facility_id"],
-    }
+    return bus_pb2.Disbursed(
+        kind="lease",
+        application_id=app["application_id"],
+        subcontractor_id=app["subcontractor_id"],
+        bank=app["bank"],
+        vendor_id=lease.vendor_id,
+        currency=app["currency"],
+        principal_minor=app["terms"]["amount_minor"],
+        rate_bps=app["terms"]["rate_bps"],
+        periods=lease.periods,
+        per_year=lease.per_year,
+        in_advance=lease.in_advance,
+        residual_minor=lease.residual_minor,
+        commenced_on=app["commenced_on"].isoformat(),
+        facility_id=app["facility_id"],
+    )

@@ -9,22 +9,20 @@ journal entry of every transition (store.py), and repayment's schedules.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from typing import Any
 
+from services.gen.scf.bus.v1 import bus_pb2
 from services.gen.scf.leasing.v1 import leasing_pb2, leasing_pb2_grpc
-from services.journal.keyset import canonical_json
+from services.journal import canonical_json
 from services.lending.leases import END_OPTIONS, LeaseRequest, validate_lease
 from services.lending.servicer import STAFF, ApplicationCalls, usable_facility
-from services.repayment.calc import add_months
-from services.repayment.leases import lease_option_subject
+from services.runtime.dates import add_months
 from services.runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
-    SCFError,
 )
 from services.runtime.idempotency import M
 from services.runtime.identity import Identity, Role, current_identity, require_role
@@ -271,23 +269,13 @@ class LeasingServicer(ApplicationCalls, leasing_pb2_grpc.LeasingServiceServicer)
     ) -> bool:
         """Repayment changes the schedule first (idempotently): a retry after a crash
         here asks again and gets the same answer."""
-        body = {
-            "lease_id": app["application_id"], "option": option, "quote_id": request.quote_id,
-            "renewal_periods": request.renewal_periods,
-        }  # fmt: skip
-        reply = await self.nc.request(
-            lease_option_subject(self.prefix), json.dumps(body).encode(), timeout=10
-        )
-        answer = json.loads(reply.data)
-        if not answer["ok"]:
-            raise _error(answer["code"], answer["reason"], answer.get("field") or "option")
-        return bool(answer["settled"])
-
-
-def _error(code: str, reason: str, field: str) -> SCFError:
-    """Repayment's refusal, as this call's own."""
-    if code == "NOT_FOUND":
-        return NotFound(reason)
-    if code == "INVALID_ARGUMENT":
-        return InvalidArgument(field, reason)
-    return FailedPrecondition(reason)
+        command = bus_pb2.LeaseOptionCommand(
+            lease_id=app["application_id"], option=option, quote_id=request.quote_id,
+            renewal_periods=request.renewal_periods,
+        )  # fmt: skip
+        # Repayment's refusal comes back as this call's own (same class and field).
+        answer = await self.messenger.request(
+            self.subjects.lease_option, command, bus_pb2.LeaseOptionResult,
+            server="repayment", timeout=10,
+        )  # fmt: skip
+        return answer.settled

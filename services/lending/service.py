@@ -16,11 +16,12 @@ from services.runtime.service import ServiceContext, ServiceSpec
 
 
 async def setup(ctx: ServiceContext) -> None:
-    prefix = ctx.settings.nats_prefix
-    engine = FlowEngine(ctx.pool, ctx.nc, ctx.js, Transitions(ctx.outbox), ctx.clock, prefix)
+    engine = FlowEngine(
+        ctx.pool, ctx.messenger, ctx.js, Transitions(ctx.outbox), ctx.clock, ctx.subjects
+    )
     ctx.server.add(
         lending_pb2_grpc.add_LendingServiceServicer_to_server,
-        LendingServicer(ctx.pool, ctx.nc, engine, ctx.clock, prefix),
+        LendingServicer(ctx.pool, ctx.messenger, engine, ctx.clock, ctx.subjects),
         "scf.lending.v1.LendingService",
     )
     ctx.server.add(
@@ -30,7 +31,7 @@ async def setup(ctx: ServiceContext) -> None:
     )
     ctx.server.add(
         leasing_pb2_grpc.add_LeasingServiceServicer_to_server,
-        LeasingServicer(ctx.pool, ctx.nc, engine, ctx.clock, prefix),
+        LeasingServicer(ctx.pool, ctx.messenger, engine, ctx.clock, ctx.subjects),
         "scf.leasing.v1.LeasingService",
     )
     ctx.tasks.append(asyncio.create_task(engine.run(), name="lending-flow"))

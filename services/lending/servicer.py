@@ -10,14 +10,14 @@ from typing import Any
 import asyncpg
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from nats.aio.client import Client as NATS
 
+from services.contracts.orders import FINANCEABLE_STATES
+from services.contracts.subjects import Subjects
+from services.gen.scf.bus.v1 import bus_pb2
 from services.gen.scf.lending.v1 import lending_pb2, lending_pb2_grpc
 from services.gen.scf.orders.v1 import orders_pb2
 from services.lending.flow import FlowEngine
 from services.lending.store import Transitions, application_proto, facility_proto
-from services.orders.convert import FINANCEABLE_STATES
-from services.orders.facts import facts_subject
 from services.runtime.clock import Clock
 from services.runtime.errors import (
     AlreadyExists,
@@ -29,6 +29,7 @@ from services.runtime.errors import (
 from services.runtime.idempotency import M, once
 from services.runtime.identity import Identity, Role, current_identity, require_role
 from services.runtime.keys import key_id_of
+from services.runtime.messaging import Messenger
 from services.runtime.money import Money, parse_money
 
 __all__ = ["LendingServicer", "application_view"]
@@ -91,14 +92,19 @@ class ApplicationCalls:
     flow engine, and the steps an applicant (borrower or lessee) takes on its own."""
 
     def __init__(
-        self, pool: asyncpg.Pool[Any], nc: NATS, engine: FlowEngine, clock: Clock, prefix: str
+        self,
+        pool: asyncpg.Pool[Any],
+        messenger: Messenger,
+        engine: FlowEngine,
+        clock: Clock,
+        subjects: Subjects,
     ) -> None:
         self.pool = pool
-        self.nc = nc
+        self.messenger = messenger
         self.engine = engine
         self.t: Transitions = engine.t
         self.clock = clock
-        self.prefix = prefix
+        self.subjects = subjects
 
     async def _once(
         self, who: Identity, method: str, request: Any, response: type[M], work: Any
@@ -245,12 +251,10 @@ class LendingServicer(ApplicationCalls, lending_pb2_grpc.LendingServiceServicer)
         self, who: Identity, request: lending_pb2.RequestFinancingRequest, amount: Money
     ) -> dict[str, Any]:
         """The order's facts when it may back this financing; the refusal otherwise."""
-        reply = await self.nc.request(
-            facts_subject(self.prefix),
-            orders_pb2.OrderFactsQuery(order_id=request.order_id).SerializeToString(),
-            timeout=5,
-        )
-        facts = orders_pb2.OrderFacts.FromString(reply.data)
+        facts = await self.messenger.request(
+            self.subjects.order_facts, bus_pb2.OrderFactsQuery(order_id=request.order_id),
+            bus_pb2.OrderFacts, server="orders", timeout=5,
+        )  # fmt: skip
         if not facts.found:
             raise NotFound(f"no order {request.order_id!r}")
         order = facts.order

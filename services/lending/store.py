@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 from services.gen.scf.lending.v1 import lending_pb2
-from services.journal.keyset import canonical_json
+from services.journal import canonical_json
 from services.runtime.errors import NotFound
 from services.runtime.journal_client import Outbox
 from services.runtime.money import Money

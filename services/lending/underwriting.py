@@ -7,7 +7,7 @@ from typing import Any
 import asyncpg
 
 from services.gen.scf.underwriting.v1 import underwriting_pb2, underwriting_pb2_grpc
-from services.journal.keyset import canonical_json
+from services.journal import canonical_json
 from services.lending.flow import DAY_MICROS, FlowEngine
 from services.lending.leases import LeaseRequest
 from services.lending.policy import policy_for

@@ -12,8 +12,8 @@ import qrcode
 import qrcode.image.svg
 
 from services.gen.scf.orders.v1 import orders_pb2
+from services.journal import decode_entry
 from services.journal.checkpoint import parse_note
-from services.journal.encoding import decode_entry
 from services.journal.hashing import leaf_hash
 from services.journal.proofs import verify_inclusion
 

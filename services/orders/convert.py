@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from services.gen.scf.orders.v1 import orders_pb2
-from services.orders.domain import RULES, Action, Order, State
+from services.orders.domain import Action, Order, State
 
-__all__ = ["FINANCEABLE_STATES", "STATE_TO_PROTO", "journal_payload", "to_proto"]
+__all__ = ["STATE_TO_PROTO", "journal_payload", "to_proto"]
 
 STATE_TO_PROTO = {
     State.REGISTERED: orders_pb2.ORDER_STATE_REGISTERED,
@@ -19,11 +19,6 @@ STATE_TO_PROTO = {
     State.CANCELLED: orders_pb2.ORDER_STATE_CANCELLED,
 }
 PROTO_TO_STATE = {v: k for k, v in STATE_TO_PROTO.items()}
-#: The states in which an order may back a financing (and so be scored for
-#: one): those it can be pledged in, with their names.
-FINANCEABLE_STATES: dict[int, str] = {
-    STATE_TO_PROTO[s]: s.value for s in sorted(RULES[Action.PLEDGE][0])
-}
 
 
 def money(m: Any) -> orders_pb2.Money:

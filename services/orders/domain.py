@@ -24,6 +24,7 @@ import enum
 import re
 from dataclasses import dataclass
 
+from services.contracts.orders import PLEDGEABLE_STATES
 from services.runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from services.runtime.identity import Identity, Role
 from services.runtime.money import Money, parse_money
@@ -71,7 +72,7 @@ RULES: dict[Action, tuple[frozenset[State], str]] = {
         frozenset({State.REGISTERED, State.CONFIRMED, State.DISPUTED}),
         "subcontractor",
     ),
-    Action.PLEDGE: (frozenset({State.CONFIRMED, State.DELIVERED, State.ACCEPTED}), "service"),
+    Action.PLEDGE: (frozenset(State(s) for s in PLEDGEABLE_STATES), "service"),
     Action.RELEASE: (frozenset(State) - {State.SETTLED, State.CANCELLED}, "service"),
     Action.SETTLE: (frozenset({State.CONFIRMED, State.DELIVERED, State.ACCEPTED}), "service"),
 }
@@ -234,7 +235,8 @@ def apply(
         raise PermissionDenied("only the platform's services may do this")
     if order.state not in allowed_from:
         raise FailedPrecondition(
-            f"order {order.order_id} is {order.state.value}; cannot be {action.value}"
+            f"order {order.order_id} is {order.state.value}; cannot be {action.value}",
+            reason="WRONG_STATE",
         )
     changes: dict[str, object] = {"version": order.version + 1, "updated_micros": now_micros}
     if action is Action.DISPUTE:
@@ -253,14 +255,14 @@ def apply(
                 f" {order.pledge.application_id} at {order.pledge.bank}"
             )
         changes["pledge"] = pledge
-    if action is Action.RELEASE:
+    if action in (Action.RELEASE, Action.SETTLE):
+        # Only the financing that holds the pledge may release it or settle it.
         assert pledge is not None
         if order.pledge is None or order.pledge.application_id != pledge.application_id:
             raise FailedPrecondition(
-                f"order {order.order_id} is not pledged to application {pledge.application_id}"
+                f"order {order.order_id} is not pledged to application {pledge.application_id}",
+                reason="NOT_PLEDGED",
             )
-        changes["pledge"] = None
-    if action is Action.SETTLE:
         changes["pledge"] = None
     state = NEXT[action]
     if state is not None:

@@ -1,4 +1,8 @@
-"""Facts about an order and its subcontractor, for scoring (NATS request-reply)."""
+"""Facts about an order and its subcontractor, for lending and scoring.
+
+Signed request-reply on ``<prefix>.orders.facts`` (scf.bus.v1.OrderFacts): a
+financing relies on these facts, so they are answered signed by orders.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,17 @@ import logging
 from typing import Any
 
 import asyncpg
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 
-from services.gen.scf.orders.v1 import orders_pb2
+from services.contracts.subjects import Subjects
+from services.gen.scf.bus.v1 import bus_pb2
 from services.orders.convert import to_proto
 from services.orders.storage import OrderStore
 from services.runtime.errors import NotFound
+from services.runtime.messaging import Messenger
 
-__all__ = ["FactsResponder", "facts_subject"]
+__all__ = ["FactsResponder"]
 
 log = logging.getLogger(__name__)
-
-
-def facts_subject(prefix: str) -> str:
-    return f"{prefix}.orders.facts"
 
 
 class FactsResponder:
@@ -28,22 +28,18 @@ class FactsResponder:
         self.pool = pool
         self.store = OrderStore(pool)
 
-    async def subscribe(self, nc: NATS, prefix: str) -> None:
-        await nc.subscribe(facts_subject(prefix), queue="orders", cb=self._on_message)
+    async def subscribe(self, messenger: Messenger, subjects: Subjects) -> None:
+        await messenger.serve(
+            subjects.order_facts, bus_pb2.OrderFactsQuery, bus_pb2.OrderFacts, self.answer,
+            senders=("lending", "scoring"), queue="orders",
+        )  # fmt: skip
 
-    async def _on_message(self, msg: Msg) -> None:
-        try:
-            query = orders_pb2.OrderFactsQuery.FromString(msg.data)
-            if query.order_id:
-                facts = await self.facts(query.order_id)
-            else:
-                facts = await self.party_facts(query.subcontractor_id, query.currency)
-        except Exception:  # a malformed query gets "not found", never silence
-            log.exception("order facts query failed")
-            facts = orders_pb2.OrderFacts(found=False)
-        await msg.respond(facts.SerializeToString())
+    async def answer(self, query: bus_pb2.OrderFactsQuery, signer: str) -> bus_pb2.OrderFacts:
+        if query.order_id:
+            return await self.facts(query.order_id)
+        return await self.party_facts(query.subcontractor_id, query.currency)
 
-    async def party_facts(self, subcontractor_id: str, currency: str) -> orders_pb2.OrderFacts:
+    async def party_facts(self, subcontractor_id: str, currency: str) -> bus_pb2.OrderFacts:
         """A subcontractor's record without an order in view (a lessee's)."""
         row: Any = await self.pool.fetchrow(
             "SELECT count(*) FILTER (WHERE state = 'settled') AS completed,"
@@ -54,18 +50,18 @@ class FactsResponder:
             subcontractor_id,
             currency,
         )
-        return orders_pb2.OrderFacts(
+        return bus_pb2.OrderFacts(
             found=bool(subcontractor_id),
             completed_orders=row["completed"],
             usual_amount_minor=int(row["usual"]),
             open_exposure_minor=int(row["open"]),
         )
 
-    async def facts(self, order_id: str) -> orders_pb2.OrderFacts:
+    async def facts(self, order_id: str) -> bus_pb2.OrderFacts:
         try:
             order = await self.store.get(order_id)
         except NotFound:
-            return orders_pb2.OrderFacts(found=False)
+            return bus_pb2.OrderFacts(found=False)
         row: Any = await self.pool.fetchrow(
             "SELECT (SELECT rating FROM buyers WHERE buyer_id = $2) AS rating,"
             " count(*) FILTER (WHERE state = 'settled') AS completed,"
@@ -81,7 +77,7 @@ class FactsResponder:
             order.order_id,
             order.amount.currency,
         )
-        return orders_pb2.OrderFacts(
+        return bus_pb2.OrderFacts(
             found=True,
             order=to_proto(order),
             buyer_rating=row["rating"],

@@ -20,8 +20,8 @@ async def setup(ctx: ServiceContext) -> None:
         OrdersServicer(ctx.pool, ctx.outbox, ctx.clock, journal),
         "scf.orders.v1.OrdersService",
     )
-    await PledgeHandler(ctx.pool, ctx.outbox, ctx.clock).subscribe(ctx.nc, ctx.settings.nats_prefix)
-    await FactsResponder(ctx.pool).subscribe(ctx.nc, ctx.settings.nats_prefix)
+    await PledgeHandler(ctx.pool, ctx.outbox, ctx.clock).subscribe(ctx.messenger, ctx.subjects)
+    await FactsResponder(ctx.pool).subscribe(ctx.messenger, ctx.subjects)
 
 
 SPEC = ServiceSpec(name="orders", package="services.orders", setup=setup)

@@ -9,10 +9,11 @@ schedule's lines add up exactly to its totals.
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 from dataclasses import dataclass
 from fractions import Fraction
+
+from services.runtime.dates import add_months
 
 __all__ = [
     "Allocation",
@@ -80,14 +81,6 @@ def bullet_schedule(
 ) -> list[Line]:
     """Order financing: everything due at once, simple interest to the due date."""
     return [Line(1, due, principal_minor, interest(principal_minor, rate_bps, start, due, basis))]
-
-
-def add_months(d: dt.date, months: int) -> dt.date:
-    month = d.month - 1 + months
-    year = d.year + month // 12
-    month = month % 12 + 1
-    last = calendar.monthrange(year, month)[1]
-    return dt.date(year, month, min(d.day, last))
 
 
 def annuity_schedule(

@@ -22,14 +22,9 @@ from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFoun
 if TYPE_CHECKING:
     from services.repayment.loans import LoanBook
 
-__all__ = ["LeaseBook", "LeasePosition", "lease_option_subject"]
+__all__ = ["LeaseBook", "LeasePosition"]
 
 OPTIONS = ("purchase", "return", "renew", "terminate")
-
-
-def lease_option_subject(prefix: str) -> str:
-    """Lending asks repayment to apply an end-of-lease option here (request-reply)."""
-    return f"{prefix}.repayment.lease_option"
 
 
 def _rental(row: Any) -> Rental:

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import uuid
 from fractions import Fraction
 from typing import Any
 
 import asyncpg
-from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from services.gen.scf.orders.v1 import orders_pb2
-from services.orders.domain import Action
-from services.orders.pledges import pledge_subject
+from services.contracts.subjects import OrderVerb, Subjects
+from services.gen.scf.bus.v1 import bus_pb2
 from services.repayment.calc import (
     Allocation,
     Balances,
@@ -28,8 +25,16 @@ from services.repayment.calc import (
 from services.repayment.leases import LeaseBook
 from services.repayment.products import penalty_rate, product_for
 from services.runtime.clock import Clock
-from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from services.runtime.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    SCFError,
+    Unavailable,
+)
 from services.runtime.journal_client import Outbox
+from services.runtime.messaging import Messenger
 
 __all__ = ["LoanBook", "balances_of"]
 
@@ -68,18 +73,18 @@ class LoanBook:
     def __init__(
         self,
         pool: asyncpg.Pool[Any],
-        nc: NATS,
+        messenger: Messenger,
         js: JetStreamContext,
         outbox: Outbox,
         clock: Clock,
-        prefix: str,
+        subjects: Subjects,
     ) -> None:
         self.pool = pool
-        self.nc = nc
+        self.messenger = messenger
         self.js = js
         self.outbox = outbox
         self.clock = clock
-        self.prefix = prefix
+        self.subjects = subjects
         self.leases = LeaseBook(self)
 
     async def journal(
@@ -369,30 +374,26 @@ class LoanBook:
         """Orders marks the order settled; lending restores the facility. Retried until done."""
         loan = await self.loan(loan_id)
         if loan["kind"] == "loan":  # a lease has no order behind it
-            reply = await self.nc.request(
-                pledge_subject(self.prefix, Action.SETTLE),
-                orders_pb2.PledgeCommand(
-                    order_id=loan["order_id"], application_id=loan_id
-                ).SerializeToString(),
-                timeout=10,
-            )
-            result = orders_pb2.PledgeResult.FromString(reply.data)
-            if not result.ok and "settled" not in result.reason:
-                log.warning("orders did not settle %s: %s", loan["order_id"], result.reason)
-        await self.js.publish(
-            f"{self.prefix}.repayment.settled",
-            json.dumps(
-                {
-                    "loan_id": loan_id,
-                    "facility_id": loan["facility_id"],
-                    "principal_minor": loan["principal_minor"],
-                    # A lease's end as repayment applied it (lending may not have
-                    # recorded the choice yet if it crashed after asking).
-                    "lease_option": loan["lease_option"],
-                }
-            ).encode(),
-            headers={"Nats-Msg-Id": f"settled-{loan_id}"},
-            timeout=5,
+            command = bus_pb2.PledgeCommand(order_id=loan["order_id"], application_id=loan_id)
+            try:
+                await self.messenger.request(
+                    self.subjects.order_command(OrderVerb.SETTLE), command,
+                    bus_pb2.PledgeResult, server="orders", timeout=10,
+                )  # fmt: skip
+            except Unavailable:
+                raise
+            except SCFError as exc:  # settled already (the retry's first answer is kept)
+                log.warning("orders did not settle %s: %s", loan["order_id"], exc.message)
+        settled = bus_pb2.Settled(
+            loan_id=loan_id,
+            facility_id=loan["facility_id"],
+            principal_minor=loan["principal_minor"],
+            # A lease's end as repayment applied it (lending may not have
+            # recorded the choice yet if it crashed after asking).
+            lease_option=loan["lease_option"] or "",
+        )
+        await self.messenger.publish_event(
+            self.js, self.subjects.settled, settled, f"settled-{loan_id}"
         )
         await self.pool.execute("UPDATE loans SET announced = true WHERE loan_id = $1", loan_id)
 
@@ -439,12 +440,10 @@ class LoanBook:
                         "late_fee_minor": late_fee,
                     },
                 )
-            await self.nc.publish(
-                f"{self.prefix}.repayment.delinquency",
-                json.dumps(
-                    {"loan_id": loan["loan_id"], "bucket": bucket, "days_past_due": dpd}
-                ).encode(),
+            delinquency = bus_pb2.Delinquency(
+                loan_id=loan["loan_id"], bucket=bucket, days_past_due=dpd
             )
+            await self.messenger.notify(self.subjects.delinquency, delinquency, loan["loan_id"])
         for loan in await self.pool.fetch(
             "SELECT loan_id FROM loans WHERE state = 'settled' AND NOT announced"
         ):

@@ -4,35 +4,48 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from typing import Any
 
-from nats.aio.msg import Msg
+import nats.errors
+from google.protobuf.message import DecodeError
 
+from services.contracts.envelope import EnvelopeRefused
+from services.gen.scf.bus.v1 import bus_pb2
 from services.gen.scf.repayment.v1 import repayment_pb2_grpc
-from services.lending.flow import lending_stream
-from services.repayment.leases import lease_option_subject
 from services.repayment.loans import LoanBook
 from services.repayment.servicer import RepaymentServicer
-from services.runtime.bus import ack, durable_subscription, ensure_stream, fetch
-from services.runtime.errors import SCFError
+from services.runtime.bus import ack, bind, fetch
+from services.runtime.errors import RETRY_LATER
 from services.runtime.service import ServiceContext, ServiceSpec
 from services.runtime.waiting import pause
 
 log = logging.getLogger(__name__)
 
 
+def _fields(event: bus_pb2.Disbursed) -> dict[str, Any]:
+    return {f.name: getattr(event, f.name) for f in event.DESCRIPTOR.fields}
+
+
 async def open_loans(ctx: ServiceContext, book: LoanBook) -> None:
-    """Every disbursement from lending opens a loan, exactly once (durable consumer)."""
-    stream = lending_stream(ctx.settings.nats_prefix)
-    await ensure_stream(ctx.js, stream)
-    sub = await durable_subscription(
-        ctx.js, stream.name, "repayment_disbursed", f"{ctx.settings.nats_prefix}.lending.disbursed"
-    )
+    """Every disbursement from lending opens a loan, exactly once (durable consumer).
+    Only a disbursement lending signed is booked."""
+    sub = await bind(ctx.js, ctx.subjects.repayment_disbursed)
     while True:
         for msg in await fetch(sub, 50, 1.0):
-            await book.open(json.loads(msg.data))
+            try:
+                event = await ctx.messenger.open_event(
+                    msg.data, ctx.subjects.disbursed, bus_pb2.Disbursed, producers=("lending",)
+                )
+            except RETRY_LATER as exc:  # the journal's keys out of reach
+                log.warning("disbursement deferred: %r", exc)
+                continue
+            except (EnvelopeRefused, DecodeError) as exc:
+                log.error("ALARM: set aside a disbursement lending did not sign: %s", exc)
+                with contextlib.suppress(nats.errors.Error):
+                    await msg.term()
+                continue
+            await book.open(_fields(event))
             await ack(msg)
 
 
@@ -46,40 +59,44 @@ async def sweep(book: LoanBook) -> None:
 
 
 async def setup(ctx: ServiceContext) -> None:
-    prefix = ctx.settings.nats_prefix
-    book = LoanBook(ctx.pool, ctx.nc, ctx.js, ctx.outbox, ctx.clock, prefix)
+    book = LoanBook(ctx.pool, ctx.messenger, ctx.js, ctx.outbox, ctx.clock, ctx.subjects)
     ctx.server.add(
         repayment_pb2_grpc.add_RepaymentServiceServicer_to_server,
         RepaymentServicer(book),
         "scf.repayment.v1.RepaymentService",
     )
 
-    async def history(msg: Msg) -> None:
-        with contextlib.suppress(Exception):
-            await msg.respond(json.dumps(await book.history(msg.data.decode())).encode())
+    async def history(
+        query: bus_pb2.RepaymentHistoryQuery, signer: str
+    ) -> bus_pb2.RepaymentHistory:
+        record = await book.history(query.subcontractor_id)
+        return bus_pb2.RepaymentHistory(
+            repaid_on_time=record["repaid_on_time"],
+            max_days_past_due=record["max_days_past_due"],
+            defaults=record["defaults"],
+        )
 
-    await ctx.nc.subscribe(f"{prefix}.repayment.history", queue="repayment", cb=history)
+    await ctx.messenger.serve(
+        ctx.subjects.repayment_history, bus_pb2.RepaymentHistoryQuery, bus_pb2.RepaymentHistory,
+        history, senders=("scoring",), queue="repayment",
+    )  # fmt: skip
 
-    async def lease_option(msg: Msg) -> None:
+    async def lease_option(
+        command: bus_pb2.LeaseOptionCommand, signer: str
+    ) -> bus_pb2.LeaseOptionResult:
         """Lending's request to apply a lessee's end-of-lease choice (idempotent)."""
-        try:
-            body = json.loads(msg.data)
-            settled = await book.leases.exercise_option(
-                str(body["lease_id"]), str(body["option"]), str(body.get("quote_id", "")),
-                int(body.get("renewal_periods", 0)),
-            )  # fmt: skip
-            reply: dict[str, Any] = {"ok": True, "settled": settled}
-        except SCFError as exc:
-            field = getattr(exc, "field", "")
-            reply = {"ok": False, "code": exc.code.name, "reason": exc.message, "field": field}
-        except (ValueError, KeyError, TypeError) as exc:
-            reply = {"ok": False, "code": "INVALID_ARGUMENT", "reason": f"malformed: {exc!r}"}
-        await msg.respond(json.dumps(reply).encode())
-        if reply.get("settled"):
+        settled = await book.leases.exercise_option(
+            command.lease_id, command.option, command.quote_id, command.renewal_periods
+        )
+        if settled:
             with contextlib.suppress(Exception):  # the sweeper announces it otherwise
-                await book.announce_settlement(str(body["lease_id"]))
+                await book.announce_settlement(command.lease_id)
+        return bus_pb2.LeaseOptionResult(settled=settled)
 
-    await ctx.nc.subscribe(lease_option_subject(prefix), queue="repayment", cb=lease_option)
+    await ctx.messenger.serve(
+        ctx.subjects.lease_option, bus_pb2.LeaseOptionCommand, bus_pb2.LeaseOptionResult,
+        lease_option, senders=("lending",), queue="repayment",
+    )  # fmt: skip
     ctx.tasks.append(asyncio.create_task(open_loans(ctx, book), name="repayment-open-loans"))
     ctx.tasks.append(asyncio.create_task(sweep(book), name="repayment-sweep"))
 

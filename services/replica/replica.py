@@ -24,18 +24,18 @@ import asyncpg
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy
 
+from services.contracts.subjects import Subjects
 from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
+from services.journal import Entry, unpack_records
 from services.journal.checkpoint import CheckpointError, SignedNote, parse_note
-from services.journal.encoding import Entry, unpack_records
 from services.journal.hashing import leaf_hash
 from services.journal.storage import JournalStore, StoredCheckpoint
 from services.journal.verify import JournalVerifier, VerificationError
 from services.journal.witness import cosign
-from services.runtime.bus import ack, durable_subscription, ensure_stream, fetch
+from services.runtime.bus import ack, bind, fetch
 from services.runtime.clock import Clock
-from services.runtime.journal_client import AuditClient, JournalSubjects
+from services.runtime.journal_client import AuditClient
 from services.runtime.keys import Signer
 
 __all__ = ["AlarmRecord", "Replica"]
@@ -67,7 +67,7 @@ class Replica:
     pool: asyncpg.Pool[Any]
     nc: NATS
     js: JetStreamContext
-    subjects: JournalSubjects
+    subjects: Subjects
     root_key: bytes
     witness: Signer
     clock: Clock
@@ -123,11 +123,8 @@ class Replica:
         if self.alarm is not None:
             log.error("replica %s is stopped by its alarm: %s", self.bank, self.alarm.problem)
             return
-        await ensure_stream(self.js, self.subjects.journal_stream, update=False)
-        sub = await durable_subscription(
-            self.js, self.subjects.journal_stream.name, f"replica_{self.bank.replace('-', '_')}",
-            ack_policy=AckPolicy.ALL, max_ack_pending=20_000,
-        )  # fmt: skip
+        # The consumer the operator made for this bank (cumulative acks).
+        sub = await bind(self.js, self.subjects.replica(self.bank))
         gossip = await self.nc.subscribe(self.subjects.replica_checkpoints(), cb=self._on_peer_note)
         asked = 0.0
         try:

@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from services.contracts.subjects import Subjects
 from services.gen.scf.journal.v1 import journal_pb2_grpc
 from services.gen.scf.replica.v1 import replica_pb2, replica_pb2_grpc
 from services.journal.audit import AuditServicer
@@ -23,7 +24,7 @@ from services.runtime.db import apply_migrations, connect_pool
 from services.runtime.errors import ConfigError
 from services.runtime.grpcserver import GrpcServer, wait_for_signal
 from services.runtime.identity import Role, require_role
-from services.runtime.journal_client import JournalSubjects, audit_client
+from services.runtime.journal_client import audit_client
 from services.runtime.keys import load_or_create_signer
 from services.runtime.logs import install_stack_dumps
 from services.runtime.waiting import SHUTDOWN_S, exit_if_stuck
@@ -125,7 +126,7 @@ async def run_replica(
             pool=pool,
             nc=nc,
             js=nc.jetstream(),
-            subjects=JournalSubjects(settings.nats_prefix),
+            subjects=Subjects(settings.nats_prefix),
             root_key=anchor,
             witness=witness,
             clock=clock or SystemClock(),

@@ -1,7 +1,9 @@
-"""NATS and JetStream: connection and explicit stream set-up.
+"""NATS and JetStream: connection, the operator's stream and consumer set-up,
+and a service's binding to what the operator made.
 
-Streams are created or updated at start-up and their configuration compared,
-because ``pull_subscribe`` never updates an existing consumer (nats.py #603).
+Streams and consumers are created or updated explicitly and their
+configuration compared, because ``pull_subscribe`` never updates an existing
+consumer (nats.py #603).
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,20 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
+from services.contracts.subjects import ConsumerSpec, StreamSpec, Subjects
 from services.runtime.errors import ConfigError
 from services.runtime.metrics import NATS_REDELIVERIES
 from services.runtime.waiting import pause, stop_if_cancelled
 
-__all__ = ["StreamSpec", "ack", "connect_nats", "durable_subscription", "ensure_stream", "fetch"]
+__all__ = [
+    "StreamSpec",
+    "ack",
+    "bind",
+    "connect_nats",
+    "ensure_consumer",
+    "ensure_stream",
+    "fetch",
+]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +60,8 @@ async def connect_nats(
 
     ``tls://`` servers are verified against ``ca_file`` (the platform CA)."""
     options: dict[str, Any] = {"user": user, "password": password} if user else {}
+    if user:  # replies come under this user's own prefix, which only it may read
+        options["inbox_prefix"] = Subjects("").inbox(user)
     if "tls://" in url and ca_file is not None:
         options["tls"] = ssl.create_default_context(cafile=str(ca_file))
 
@@ -87,20 +99,6 @@ def set_stream_replicas(replicas: int) -> None:
 
 def stream_replicas() -> int:
     return _stream_replicas
-
-
-@dataclass(frozen=True)
-class StreamSpec:
-    """A JetStream stream the platform relies on."""
-
-    name: str
-    subjects: tuple[str, ...]
-    #: Messages older than this many seconds are dropped (0 keeps them until limits).
-    max_age_s: float = 0
-    max_msgs: int = -1
-    duplicate_window_s: float = 120
-    #: Copies JetStream keeps; None: the platform's setting (set_stream_replicas).
-    replicas: int | None = None
 
 
 async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, update: bool = True) -> None:
@@ -164,41 +162,56 @@ async def ack(msg: Msg) -> None:
         log.warning("ack failed (%r); the message will be redelivered", exc)
 
 
-async def durable_subscription(
-    js: JetStreamContext,
-    stream: str,
-    durable: str,
-    filter_subject: str | None = None,
-    *,
-    ack_policy: AckPolicy = AckPolicy.EXPLICIT,
-    ack_wait: float = 30,
-    max_ack_pending: int = 1000,
-) -> Any:
-    """Create (or update) a durable pull consumer explicitly, then bind to it:
-    ``pull_subscribe`` alone would not update an existing consumer (nats.py #603).
+def _consumer_config(spec: ConsumerSpec) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=spec.durable,
+        filter_subject=spec.filter_subject,
+        ack_policy=AckPolicy.ALL if spec.ack_policy == "all" else AckPolicy.EXPLICIT,
+        ack_wait=spec.ack_wait_s,
+        max_ack_pending=spec.max_ack_pending,
+        deliver_policy=DeliverPolicy.ALL,
+    )
+
+
+async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
+    """Create (or update) a durable pull consumer: the operator's step.
 
     NATS cannot change a consumer's ack policy; a consumer made with another
     one (by an earlier version) is replaced by one that starts after the last
     message the old one had acknowledged."""
-    config = ConsumerConfig(
-        durable_name=durable,
-        filter_subject=filter_subject,
-        ack_policy=ack_policy,
-        ack_wait=ack_wait,
-        max_ack_pending=max_ack_pending,
-        deliver_policy=DeliverPolicy.ALL,
-    )
+    config = _consumer_config(spec)
     try:
-        existing = await js.consumer_info(stream, durable)
+        existing = await js.consumer_info(spec.stream, spec.durable)
     except NotFoundError:
         existing = None
-    if existing is not None and existing.config.ack_policy != ack_policy:
-        await js.delete_consumer(stream, durable)
+    if existing is not None and existing.config.ack_policy != config.ack_policy:
+        await js.delete_consumer(spec.stream, spec.durable)
         config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
         config.opt_start_seq = existing.ack_floor.stream_seq + 1 if existing.ack_floor else 1
-        log.info("replaced consumer %s (ack policy %s)", durable, existing.config.ack_policy)
+        log.info("replaced consumer %s (ack policy %s)", spec.durable, existing.config.ack_policy)
     elif existing is not None:  # where it starts cannot be updated either
         config.deliver_policy = existing.config.deliver_policy
         config.opt_start_seq = existing.config.opt_start_seq
-    await js.add_consumer(stream, config)
-    return await js.pull_subscribe_bind(durable, stream=stream)
+    await js.add_consumer(spec.stream, config)
+
+
+async def bind(js: JetStreamContext, spec: ConsumerSpec) -> Any:
+    """Bind to a consumer the operator made: a service never creates, updates or
+    deletes streams or consumers (its NATS user may not)."""
+    try:
+        info = await js.consumer_info(spec.stream, spec.durable)
+    except NotFoundError:
+        raise ConfigError(
+            "SCF_NATS_URL",
+            f"consumer {spec.durable} on stream {spec.stream} is missing: run `scf nats init`",
+        ) from None
+    wanted = _consumer_config(spec)
+    if (info.config.filter_subject or None) != wanted.filter_subject or (
+        info.config.ack_policy != wanted.ack_policy
+    ):
+        raise ConfigError(
+            "SCF_NATS_URL",
+            f"consumer {spec.durable} on stream {spec.stream} differs from the platform's"
+            " declaration: run `scf nats init`",
+        )
+    return await js.pull_subscribe_bind(spec.durable, stream=spec.stream)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,10 +117,40 @@ def _create_ca(certs_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePriva
     return cert, key
 
 
+def serves(spec: PartySpec) -> bool:
+    """Whether a party's certificate may serve TLS: the services and the banks'
+    replicas. Every other party's is for client authentication only."""
+    return spec.role is Role.SERVICE or spec.party_id.startswith("replica-")
+
+
+def _server_names(spec: PartySpec, hosts: Sequence[str]) -> list[x509.GeneralName]:
+    """A server's names: its own name, loopback, and the hosts it is reached at."""
+    names: list[x509.GeneralName] = []
+    for host in ("localhost", spec.party_id, *hosts):
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    return list(dict.fromkeys(names))
+
+
 def _issue(
-    ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, spec: PartySpec, out: Path
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    spec: PartySpec,
+    out: Path,
+    hosts: Sequence[str] = (),
 ) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
+    uri = x509.UniformResourceIdentifier(
+        f"scf://{spec.role.value}/{spec.organization}/{spec.party_id}"
+    )
+    if serves(spec):
+        usages = [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
+        names = [*_server_names(spec, hosts), uri]
+    else:  # no host name: a party's certificate cannot pass for a server
+        usages, names = [ExtendedKeyUsageOID.CLIENT_AUTH], [uri]
     now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
@@ -130,24 +161,8 @@ def _issue(
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + _VALIDITY)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName("localhost"),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    x509.UniformResourceIdentifier(
-                        f"scf://{spec.role.value}/{spec.organization}/{spec.party_id}"
-                    ),
-                ]
-            ),
-            critical=False,
-        )
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     _write_private(out / f"{spec.party_id}.key", _key_pem(key))
@@ -155,12 +170,17 @@ def _issue(
 
 
 def ensure_certificates(
-    certs_dir: Path, parties: tuple[PartySpec, ...] = EXAMPLE_PARTIES
+    certs_dir: Path,
+    parties: tuple[PartySpec, ...] = EXAMPLE_PARTIES,
+    service_hosts: Mapping[str, Sequence[str]] | None = None,
 ) -> list[str]:
     """Create the CA if missing, and a certificate for each party that has none.
 
-    Returns the party ids issued now.
+    ``service_hosts`` names, per service (or replica), the host names or
+    addresses it is reached at beyond loopback and its own name (a cluster's
+    ``journal.scf.svc``). Returns the party ids issued now.
     """
+    hosts = service_hosts or {}
     try:
         certs_dir.mkdir(parents=True, exist_ok=True)
         (certs_dir / "parties").mkdir(exist_ok=True)
@@ -176,7 +196,7 @@ def ensure_certificates(
     issued = []
     for spec in parties:
         if not (certs_dir / "parties" / f"{spec.party_id}.pem").exists():
-            _issue(ca_cert, ca_key, spec, certs_dir / "parties")
+            _issue(ca_cert, ca_key, spec, certs_dir / "parties", hosts.get(spec.party_id, ()))
             issued.append(spec.party_id)
     return issued
 

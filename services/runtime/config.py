@@ -70,6 +70,9 @@ class Settings:
     nats_password: str = ""
     #: Copies of each JetStream stream (``SCF_STREAM_REPLICAS``): 3 on a three-node cluster.
     stream_replicas: int = 1
+    #: The banks whose replicas read the journal (``SCF_BANKS``, comma-separated):
+    #: each has its own NATS user and consumer.
+    banks: tuple[str, ...] = ("bank-north", "bank-south")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -114,6 +117,7 @@ class Settings:
             stream_replicas=_stream_replicas(env.get("SCF_STREAM_REPLICAS", "1")),
             nats_user=env.get("SCF_NATS_USER", ""),
             nats_password=env.get("SCF_NATS_PASSWORD", ""),
+            banks=_banks(env.get("SCF_BANKS", "bank-north,bank-south")),
         )
 
     def endpoint(self, service: str) -> ServiceEndpoint:
@@ -136,6 +140,7 @@ class Settings:
             "SCF_STREAM_REPLICAS": str(self.stream_replicas),
             "SCF_NATS_USER": self.nats_user,
             "SCF_NATS_PASSWORD": self.nats_password,
+            "SCF_BANKS": ",".join(self.banks),
         }
         for ep in self.endpoints.values():
             upper = ep.name.upper()
@@ -144,6 +149,16 @@ class Settings:
             env[f"SCF_{upper}_SCHEMA"] = ep.schema
             env[f"SCF_{upper}_LISTEN_ADDR"] = ep.listen_addr
         return env
+
+
+def _banks(value: str) -> tuple[str, ...]:
+    banks = tuple(b.strip() for b in value.split(",") if b.strip())
+    for bank in banks:
+        if not bank.replace("-", "").isalnum():
+            raise ConfigError("SCF_BANKS", f"a bank is letters, digits and '-', got {bank!r}")
+    if len(set(banks)) != len(banks):
+        raise ConfigError("SCF_BANKS", f"a bank is named twice in {value!r}")
+    return banks
 
 
 def _stream_replicas(value: str) -> int:

@@ -57,8 +57,11 @@ class EmbeddedNats:
     #: -1: a free port chosen by the server. A fixed port lets a restarted
     #: server take back its clients (tests that crash NATS use one).
     port: int = -1
-    #: When set, the server requires the platform's users (nats_auth.py).
+    #: When set, the server requires the platform's users (nats_auth.py), for
+    #: the platform under ``prefix`` with these banks' replicas.
     auth_secret: str = ""
+    prefix: str = "scf"
+    banks: tuple[str, ...] = ("bank-north", "bank-south")
     process: subprocess.Popen[bytes] | None = None
     url: str = ""
 
@@ -77,7 +80,7 @@ class EmbeddedNats:
         if self.auth_secret:
             from services.runtime.nats_auth import server_authorization
 
-            config += server_authorization(self.auth_secret)
+            config += server_authorization(self.auth_secret, self.prefix, self.banks)
         conf = self.store_dir / "server.conf"
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:

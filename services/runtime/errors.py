@@ -9,7 +9,8 @@
     ├── PermissionDenied       PERMISSION_DENIED
     ├── NotFound               NOT_FOUND
     ├── AlreadyExists          ALREADY_EXISTS
-    └── Unauthenticated        UNAUTHENTICATED, no usable client certificate
+    ├── Unauthenticated        UNAUTHENTICATED, no usable client certificate
+    └── Unavailable            UNAVAILABLE, another service did not answer (retry)
 
 Services raise these from domain code; :mod:`services.runtime.grpcserver`
 turns them into statuses in one place, so no handler catches broadly.
@@ -22,6 +23,7 @@ import grpc
 import nats.errors
 
 __all__ = [
+    "RETRY_LATER",
     "TRANSIENT",
     "AlreadyExists",
     "ConfigError",
@@ -31,6 +33,7 @@ __all__ = [
     "PermissionDenied",
     "SCFError",
     "Unauthenticated",
+    "Unavailable",
 ]
 
 
@@ -39,9 +42,12 @@ class SCFError(Exception):
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, reason: str = "") -> None:
         super().__init__(message)
         self.message = message
+        #: A stable UPPER_SNAKE reason a program may branch on ("" when the
+        #: class says all there is); never parse ``message``.
+        self.reason = reason
 
 
 class ConfigError(SCFError):
@@ -57,8 +63,8 @@ class InvalidArgument(SCFError):
 
     code = grpc.StatusCode.INVALID_ARGUMENT
 
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
+    def __init__(self, field: str, problem: str, *, reason: str = "") -> None:
+        super().__init__(f"{field}: {problem}", reason=reason)
         self.field = field
         self.problem = problem
 
@@ -85,6 +91,12 @@ class Unauthenticated(SCFError):
     code = grpc.StatusCode.UNAUTHENTICATED
 
 
+class Unavailable(SCFError):
+    """Another service could not answer, or answered what cannot be trusted: retry."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
 #: Failures of what a call depends on (its database, another service over NATS)
 #: rather than of the call: UNAVAILABLE, which a client retries with the same
 #: idempotency key.
@@ -97,3 +109,7 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     nats.errors.TimeoutError,
     nats.errors.ConnectionClosedError,
 )
+
+#: What a consumer leaves unacknowledged to try again: TRANSIENT, or another
+#: service (the journal's key set, say) out of reach.
+RETRY_LATER: tuple[type[BaseException], ...] = (*TRANSIENT, Unavailable)

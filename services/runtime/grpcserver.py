@@ -220,9 +220,18 @@ async def wait_for_signal(
     await stop.wait()
 
 
-def client_channel(target: str, tls: PartyCert | None, *, ca: bytes | None = None) -> Any:
+def client_channel(
+    target: str,
+    tls: PartyCert | None,
+    *,
+    ca: bytes | None = None,
+    server_name: str | None = None,
+) -> Any:
     """A channel to a platform service, presenting ``tls``'s certificate.
 
+    The server's certificate must name the host dialled (``target``), or
+    ``server_name`` when given: a certificate of the platform CA that names
+    neither (a party's, which names no host at all) is refused.
     ``tls=None`` with ``ca`` builds a channel without a client certificate (for
     tests that check the server refuses it).
     """
@@ -230,6 +239,5 @@ def client_channel(target: str, tls: PartyCert | None, *, ca: bytes | None = Non
         creds = grpc.ssl_channel_credentials(tls.ca, tls.key, tls.cert)
     else:
         creds = grpc.ssl_channel_credentials(ca)
-    host = target.rpartition(":")[0]
-    options = [("grpc.ssl_target_name_override", "localhost")] if host != "localhost" else []
+    options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
     return grpc.aio.secure_channel(target, creds, options=options)

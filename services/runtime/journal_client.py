@@ -8,6 +8,9 @@ one JetStream message, and marks a row done only when the journal's entry for
 it comes back on the entries stream, not when NATS acknowledged the publish:
 a NATS crash that loses an acknowledged message only delays the entry, the
 relay publishes it again and the journal absorbs any duplicate.
+
+A row is marked refused only by a refusal the journal signed, for exactly
+the idempotency keys it names, and never once the row is journaled.
 """
 
 from __future__ import annotations
@@ -18,93 +21,44 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import nats.errors
+from google.protobuf.message import DecodeError
 from nats.js import JetStreamContext
 
+from services.contracts.envelope import EnvelopeRefused
+from services.contracts.subjects import Subjects
+from services.gen.scf.bus.v1 import bus_pb2
 from services.gen.scf.journal.v1 import journal_pb2_grpc
-from services.journal.encoding import (
+from services.journal import (
     SignedBatch,
     Statement,
+    canonical_json,
     decode_entry,
     sign_batch,
     unpack_records,
 )
-from services.journal.keyset import canonical_json
-from services.runtime.bus import StreamSpec, ack, durable_subscription, ensure_stream, fetch
+from services.runtime.bus import ack, bind, fetch
 from services.runtime.certs import PartyCert
 from services.runtime.clock import Clock
-from services.runtime.errors import TRANSIENT
+from services.runtime.errors import RETRY_LATER, TRANSIENT
 from services.runtime.faults import crash_point
 from services.runtime.grpcserver import client_channel
 from services.runtime.keys import Signer
+from services.runtime.messaging import Messenger
 from services.runtime.metrics import OUTBOX_BACKLOG
 from services.runtime.waiting import LoopWatch, run_together, wait_event
 
 __all__ = [
     "AuditClient",
-    "JournalSubjects",
     "Outbox",
     "OutboxRelay",
     "audit_client",
 ]
 
 log = logging.getLogger(__name__)
-
-#: Headers the journal puts on every entry and refusal it publishes.
-HDR_FIRST_SEQ = "Scf-First-Seq"
-HDR_LAST_SEQ = "Scf-Last-Seq"
-HDR_KEYS = "Scf-Idempotency-Keys"
-HDR_REASON = "Scf-Reason"
-
-
-@dataclass(frozen=True)
-class JournalSubjects:
-    """Stream names and subjects of the journal, under one prefix."""
-
-    prefix: str
-
-    def submit(self, producer: str) -> str:
-        return f"{self.prefix}.journal.submit.{producer}"
-
-    def entries(self, producer: str) -> str:
-        return f"{self.prefix}.journal.entries.{producer}"
-
-    def refusals(self, producer: str) -> str:
-        return f"{self.prefix}.journal.refusals.{producer}"
-
-    @property
-    def checkpoints(self) -> str:
-        return f"{self.prefix}.journal.checkpoints"
-
-    def cosignatures(self, bank: str = "*") -> str:
-        """Core NATS: a replica's cosignature, for the journal to collect."""
-        return f"{self.prefix}.journal.cosignatures.{bank}"
-
-    def replica_checkpoints(self, bank: str = "*") -> str:
-        """Core NATS: checkpoints a replica verified, for the other replicas to compare."""
-        return f"{self.prefix}.replicas.checkpoints.{bank}"
-
-    @property
-    def submit_stream(self) -> StreamSpec:
-        return StreamSpec(
-            name=f"{self.prefix.upper()}_JOURNAL_SUBMIT",
-            subjects=(f"{self.prefix}.journal.submit.>",),
-        )
-
-    @property
-    def journal_stream(self) -> StreamSpec:
-        return StreamSpec(
-            name=f"{self.prefix.upper()}_JOURNAL",
-            subjects=(
-                f"{self.prefix}.journal.entries.>",
-                f"{self.prefix}.journal.refusals.>",
-                self.checkpoints,
-            ),
-        )
 
 
 class Outbox:
@@ -173,8 +127,9 @@ class OutboxRelay:
         self,
         pool: asyncpg.Pool[Any],
         js: JetStreamContext,
-        subjects: JournalSubjects,
+        subjects: Subjects,
         outbox: Outbox,
+        refusals: Messenger,
         *,
         batch: int = 1000,
         statements_per_message: int = 256,
@@ -185,6 +140,8 @@ class OutboxRelay:
         self.js = js
         self.subjects = subjects
         self.outbox = outbox
+        #: Opens the journal's signed refusals.
+        self.refusals = refusals
         self.producer = outbox.signer.name
         self.channel = outbox.channel
         self.batch = batch
@@ -197,17 +154,21 @@ class OutboxRelay:
         self.loops = LoopWatch(f"{self.producer}'s outbox relay", stall_s)
 
     async def setup(self) -> None:
-        await ensure_stream(self.js, self.subjects.submit_stream)
-        await ensure_stream(self.js, self.subjects.journal_stream)
+        """Bind both consumers now, so a missing one stops start-up with its name."""
+        self._subs = {
+            kind: await bind(self.js, self.subjects.relay(self.producer, kind))
+            for kind in ("entries", "refusals")
+        }
 
     async def run(self) -> None:
-        await self.setup()
+        if not getattr(self, "_subs", None):
+            await self.setup()
         await self._listen()
         try:
             await run_together(
+                self._confirm_loop("entries"),
+                self._confirm_loop("refusals"),
                 self._publish_loop(),
-                self._confirm_loop(self.subjects.entries(self.producer), "entries"),
-                self._confirm_loop(self.subjects.refusals(self.producer), "refusals"),
                 self.loops.watch(),
             )
         finally:
@@ -323,42 +284,61 @@ class OutboxRelay:
         )
         return int(n)
 
-    async def _confirm_loop(self, subject: str, kind: str) -> None:
-        # A restarted relay's old pull request can swallow a message; it comes
-        # back after ack_wait, so keep that short.
-        sub = await durable_subscription(
-            self.js, self.subjects.journal_stream.name, f"relay_{self.producer}_{kind}", subject,
-            ack_wait=5, max_ack_pending=10_000,
-        )  # fmt: skip
+    async def _confirm_loop(self, kind: str) -> None:
+        sub = self._subs[kind]
         while True:
             self.loops.round(kind)
             msgs = await fetch(sub, self.batch, 1.0)
             if not msgs:
                 continue
             updates: list[tuple[str, int | None, str | None]] = []
+            settled = []  # messages done with: recorded, or set aside
             for m in msgs:
                 if kind == "entries":
                     for record in unpack_records(m.data):
                         entry = decode_entry(record)
                         updates.append((entry.statement.idempotency_key, entry.seq, None))
-                else:
-                    h = m.headers or {}
-                    why = str(h.get(HDR_REASON) or "refused")
-                    updates.extend((key, None, why) for key in h.get(HDR_KEYS, "").split("\n"))
+                    settled.append(m)
+                    continue
+                try:
+                    refusal = await self._open_refusal(m.data)
+                except (EnvelopeRefused, DecodeError) as exc:
+                    log.error("ALARM: ignored a refusal that is not the journal's: %s", exc)
+                    settled.append(m)
+                    continue
+                except RETRY_LATER as exc:  # the journal's keys out of reach
+                    log.warning("cannot check a refusal yet: %r", exc)
+                    continue
+                why = refusal.reason or "refused"
+                updates.extend((key, None, why) for key in refusal.idempotency_keys)
+                settled.append(m)
             try:
+                # A journaled row stays journaled: a refusal never overrides an entry.
                 await self.pool.executemany(
                     "UPDATE outbox SET journal_seq = coalesce($2, journal_seq),"
-                    " refused_reason = coalesce($3, refused_reason) WHERE idempotency_key = $1",
+                    " refused_reason = CASE WHEN $2::bigint IS NOT NULL THEN NULL"
+                    "   WHEN journal_seq IS NULL THEN coalesce($3, refused_reason)"
+                    "   ELSE refused_reason END"
+                    " WHERE idempotency_key = $1",
                     updates,
                 )
             except TRANSIENT as exc:  # unacknowledged: they come again after ack_wait
                 log.warning("outbox relay could not record %s: %r", kind, exc)
                 continue
-            for m in msgs:
+            for m in settled:
                 await ack(m)
             if kind == "refusals":
-                for key, _, refusal in updates:
-                    log.error("journal refused %s: %s", key, refusal)
+                for key, _, refusal_reason in updates:
+                    log.error("journal refused %s: %s", key, refusal_reason)
+
+    async def _open_refusal(self, data: bytes) -> bus_pb2.Refusal:
+        subject = self.subjects.refusals(self.producer)
+        refusal = await self.refusals.open_event(
+            data, subject, bus_pb2.Refusal, producers=("journal",)
+        )
+        if refusal.producer != self.producer:
+            raise EnvelopeRefused(f"a refusal for {refusal.producer}, not {self.producer}")
+        return refusal
 
 
 AuditClient = Callable[[], AbstractAsyncContextManager[journal_pb2_grpc.AuditServiceStub]]

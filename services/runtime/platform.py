@@ -23,15 +23,16 @@ from pathlib import Path
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.runtime.bus import connect_nats
+from services.runtime.bus import connect_nats, set_stream_replicas
 from services.runtime.certs import ensure_certificates, load_party
 from services.runtime.config import SERVICE_NAMES, Settings
 from services.runtime.db import connect_pool
 from services.runtime.embedded import EmbeddedNats, EmbeddedPostgres
 from services.runtime.errors import ConfigError
 from services.runtime.grpcserver import client_channel
-from services.runtime.nats_auth import ADMIN, REPLICA, nats_password
+from services.runtime.nats_auth import ADMIN, nats_password
 from services.runtime.ports import free_ports
+from services.runtime.provision import provision
 from services.runtime.waiting import wait_event
 
 __all__ = ["Platform", "ServiceProcess", "read_state"]
@@ -92,7 +93,10 @@ class Platform:
             self.nats_secret = _nats_secret(data / "nats")
             # A fixed port: a NATS restarted after a crash is found where it was.
             port = free_ports(1)[0]
-            self.nats = EmbeddedNats(data / "nats", port=port, auth_secret=self.nats_secret)
+            self.nats = EmbeddedNats(
+                data / "nats", port=port, auth_secret=self.nats_secret,
+                prefix=self.settings.nats_prefix, banks=self.settings.banks,
+            )  # fmt: skip
             nats_url = self.nats.start()
             user, password = ADMIN, nats_password(self.nats_secret, ADMIN)
         if not db_url:
@@ -105,12 +109,17 @@ class Platform:
         return self.settings
 
     async def probe_servers(self) -> None:
-        """Fail fast, naming the setting, when NATS or PostgreSQL does not answer."""
+        """Fail fast, naming the setting, when NATS or PostgreSQL does not answer;
+        then, as the operator, make every stream, consumer and bucket."""
         nc = await connect_nats(
             self.settings.nats_url, "scf-probe", connect_timeout=2.0,
             user=self.settings.nats_user, password=self.settings.nats_password,
         )  # fmt: skip
-        await nc.close()
+        try:
+            set_stream_replicas(self.settings.stream_replicas)
+            await provision(nc.jetstream(), self.settings.nats_prefix, self.settings.banks)
+        finally:
+            await nc.close()
         pool = await connect_pool(self.settings.database_url, "public", max_size=1)
         await pool.close()
 
@@ -140,7 +149,7 @@ class Platform:
         log_path = logs / f"{name}.log"
         env = {**os.environ, **self.settings.to_env(), "SCF_LOG_FORMAT": "json"}
         if self.nats_secret:  # each process gets its own NATS user, never the secret
-            user = REPLICA if name.startswith("replica-") else name
+            user = name  # a service's name, or replica-<bank>: a user each (permissions.py)
             env |= {
                 "SCF_NATS_USER": user,
                 "SCF_NATS_PASSWORD": nats_password(self.nats_secret, user),

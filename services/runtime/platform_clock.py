@@ -1,9 +1,10 @@
 """One clock for the whole platform in demo and test modes.
 
 The offset from real time lives in a JetStream key-value bucket
-(``<PREFIX>_CLOCK``, key ``offset_micros``). Every service follows it, so
-moving it moves due dates for all of them together. Outside those modes
-services read real time and the control is refused.
+(``<PREFIX>_CLOCK``, key ``offset_micros``) that the operator made and alone
+may write (``scf clock advance``). Every service follows it, so moving it
+moves due dates for all of them together. Outside those modes services read
+real time.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from services.runtime.bus import stream_replicas
+from services.contracts.subjects import Subjects
 from services.runtime.clock import OffsetClock
 from services.runtime.errors import FailedPrecondition
 from services.runtime.waiting import pause
@@ -27,14 +28,8 @@ KEY = "offset_micros"
 
 
 async def _bucket(js: JetStreamContext, prefix: str) -> KeyValue:
-    name = f"{prefix.upper()}_CLOCK"
-    try:
-        return await js.key_value(name)
-    except BucketNotFoundError:
-        try:
-            return await js.create_key_value(bucket=name, history=1, replicas=stream_replicas())
-        except nats.errors.Error:  # another service created it at the same moment
-            return await js.key_value(name)
+    """The bucket the operator made (services may read it, never write it)."""
+    return await js.key_value(Subjects(prefix).clock_bucket)
 
 
 async def _read(kv: KeyValue) -> int:
@@ -54,7 +49,7 @@ async def follow_platform_clock(js: JetStreamContext, prefix: str, clock: Offset
             if kv is None:
                 kv = await _bucket(js, prefix)
             clock.offset_micros = await _read(kv)
-        except (nats.errors.Error, OSError) as exc:  # NATS away: keep the last offset, retry
+        except (nats.errors.Error, OSError, BucketNotFoundError) as exc:  # keep the last offset
             log.warning("cannot read the platform clock: %r", exc)
             kv = None
         await pause(0.2)
@@ -65,7 +60,8 @@ MAX_OFFSET_MICROS = 100 * 366 * 86_400 * 1_000_000
 
 
 async def advance_platform_clock(js: JetStreamContext, prefix: str, micros: int) -> int:
-    """Move the platform clock forward by ``micros``; returns the new offset."""
+    """Move the platform clock forward by ``micros``; returns the new offset.
+    Only the operator's NATS user may write the bucket."""
     if micros <= 0:
         raise ValueError("the platform clock only moves forward")
     kv = await _bucket(js, prefix)

@@ -19,20 +19,23 @@ import asyncpg
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from services.contracts.subjects import Subjects
 from services.gen.scf.platform.v1 import platform_pb2, platform_pb2_grpc
 from services.runtime.bus import connect_nats, set_stream_replicas
 from services.runtime.certs import load_party
 from services.runtime.clock import Clock, OffsetClock, SystemClock
 from services.runtime.config import ServiceEndpoint, Settings
 from services.runtime.db import apply_migrations, connect_pool
-from services.runtime.errors import ConfigError, FailedPrecondition, InvalidArgument
+from services.runtime.errors import ConfigError
 from services.runtime.grpcserver import GrpcServer, wait_for_signal
-from services.runtime.identity import Role, current_identity, require_role
-from services.runtime.journal_client import JournalSubjects, Outbox, OutboxRelay
+from services.runtime.identity import current_identity
+from services.runtime.journal_client import Outbox, OutboxRelay, audit_client
 from services.runtime.keys import Signer, load_or_create_signer
 from services.runtime.logs import install_stack_dumps, setup_logging
+from services.runtime.messaging import Messenger
 from services.runtime.metrics import serve_metrics
-from services.runtime.platform_clock import advance_platform_clock, follow_platform_clock
+from services.runtime.peer_keys import PeerKeys
+from services.runtime.platform_clock import follow_platform_clock
 from services.runtime.waiting import SHUTDOWN_S, exit_if_stuck
 
 __all__ = ["PlatformServicer", "ServiceContext", "ServiceSpec", "main", "run_service"]
@@ -53,7 +56,9 @@ class ServiceContext:
     clock: Clock
     server: GrpcServer
     outbox: Outbox
-    subjects: JournalSubjects
+    subjects: Subjects
+    #: Signed requests, answers and events to and from the other services.
+    messenger: Messenger
     #: Background tasks the service started; cancelled at shutdown.
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -75,30 +80,6 @@ class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
     def __init__(self, service: str, ctx: ServiceContext | None = None) -> None:
         self._service = service
         self.ctx = ctx
-
-    async def AdvanceClock(
-        self, request: platform_pb2.AdvanceClockRequest, context: Any
-    ) -> platform_pb2.AdvanceClockResponse:
-        require_role(Role.OPERATOR)
-        assert self.ctx is not None
-        if self.ctx.settings.mode not in ("demo", "test"):
-            raise FailedPrecondition(
-                "the platform clock moves only in demo and test modes"
-                f" (SCF_MODE is {self.ctx.settings.mode})"
-            )
-        if request.days > 3650:
-            raise InvalidArgument("days", "at most 3650 days at a time")
-        if request.hours > 23:
-            raise InvalidArgument("hours", "0 to 23; use days for more")
-        micros = (request.days * 86_400 + request.hours * 3_600) * 1_000_000
-        if micros <= 0:
-            raise InvalidArgument("days", "move the clock forward by at least an hour")
-        offset = await advance_platform_clock(self.ctx.js, self.ctx.settings.nats_prefix, micros)
-        if isinstance(self.ctx.clock, OffsetClock):
-            self.ctx.clock.offset_micros = offset
-        return platform_pb2.AdvanceClockResponse(
-            now=self.ctx.clock.now().isoformat(), offset_micros=offset
-        )
 
     async def WhoAmI(
         self, request: platform_pb2.WhoAmIRequest, context: Any
@@ -156,7 +137,10 @@ async def run_service(
         )
         follow = clock is None and settings.mode in ("demo", "test")
         clock = clock or (OffsetClock() if follow else SystemClock())
-        subjects = JournalSubjects(settings.nats_prefix)
+        subjects = Subjects(settings.nats_prefix)
+        peers = PeerKeys(
+            audit_client(settings.endpoint("journal").grpc_addr, tls), settings.keys_dir
+        )
         ctx = ServiceContext(
             settings=settings,
             endpoint=endpoint,
@@ -168,6 +152,7 @@ async def run_service(
             server=server,
             outbox=Outbox(signer, clock, endpoint.schema),
             subjects=subjects,
+            messenger=Messenger(nc, signer, peers),
         )
         platform_servicer.ctx = ctx
         if follow and isinstance(clock, OffsetClock):
@@ -178,7 +163,7 @@ async def run_service(
                 )
             )
         if spec.journals:
-            relay = OutboxRelay(pool, ctx.js, subjects, ctx.outbox)
+            relay = OutboxRelay(pool, ctx.js, subjects, ctx.outbox, ctx.messenger)
             await relay.setup()
             ctx.tasks.append(asyncio.create_task(relay.run(), name=f"{spec.name}-relay"))
         if spec.setup is not None:

@@ -10,9 +10,9 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
+from services.contracts.orders import FINANCEABLE_STATES
+from services.gen.scf.bus.v1 import bus_pb2
 from services.gen.scf.orders.v1 import orders_pb2
-from services.gen.scf.scoring.v1 import scoring_pb2
-from services.orders.convert import FINANCEABLE_STATES
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.runtime.money import parse_money
 
@@ -36,7 +36,7 @@ def _ratio(numerator: int, denominator: int) -> str:
     return str((Decimal(numerator) / Decimal(denominator)).quantize(_RATIO, ROUND_HALF_EVEN))
 
 
-def check_order(facts: orders_pb2.OrderFacts) -> str:
+def check_order(facts: bus_pb2.OrderFacts) -> str:
     """Whether the order can be scored at all; its state's name in the scorecard."""
     if not facts.found:
         raise NotFound("scoring cannot find the order")
@@ -50,7 +50,7 @@ def check_order(facts: orders_pb2.OrderFacts) -> str:
 
 
 def inputs_for(
-    facts: orders_pb2.OrderFacts, history: RepaymentHistory, today: dt.date
+    facts: bus_pb2.OrderFacts, history: RepaymentHistory, today: dt.date
 ) -> tuple[dict[str, str], int]:
     """The characteristic values for an order, and its amount in minor units."""
     state = check_order(facts)
@@ -78,7 +78,7 @@ def inputs_for(
 NO_HISTORY_RATIO = "100.0000"
 
 
-def check_lease(lease: scoring_pb2.LeaseFacts) -> None:
+def check_lease(lease: bus_pb2.LeaseFacts) -> None:
     """Whether the lease's terms can be scored at all."""
     price = lease.price_minor
     if price <= 0 or not 0 <= lease.down_payment_minor < price or lease.term_months <= 0:
@@ -86,7 +86,7 @@ def check_lease(lease: scoring_pb2.LeaseFacts) -> None:
 
 
 def lease_inputs_for(
-    lease: scoring_pb2.LeaseFacts, facts: orders_pb2.OrderFacts, history: RepaymentHistory
+    lease: bus_pb2.LeaseFacts, facts: bus_pb2.OrderFacts, history: RepaymentHistory
 ) -> tuple[dict[str, str], int]:
     """The lease scorecard's inputs, and the amount financed (price less down payment)."""
     check_lease(lease)

@@ -1,27 +1,24 @@
-"""Scoring requests from lending (NATS request-reply on ``<prefix>.scoring.score``).
+"""Scoring requests from lending (signed request-reply on ``<prefix>.scoring.score``).
 
 One decision per application: asked again, scoring answers with the decision
-it made (and journaled) the first time.
+it made (and journaled) the first time. It acts only on a request lending
+signed, and relies only on facts orders signed and a record repayment signed.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 import asyncpg
-import nats.errors
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 
-from services.gen.scf.orders.v1 import orders_pb2
-from services.gen.scf.scoring.v1 import scoring_pb2
-from services.journal.keyset import canonical_json
-from services.orders.facts import facts_subject
+from services.contracts.subjects import Subjects
+from services.gen.scf.bus.v1 import bus_pb2
+from services.journal import canonical_json
 from services.runtime.clock import Clock
-from services.runtime.errors import InvalidArgument, SCFError
+from services.runtime.errors import InvalidArgument
 from services.runtime.journal_client import Outbox
+from services.runtime.messaging import Messenger
 from services.scoring.characteristics import (
     RepaymentHistory,
     check_lease,
@@ -32,63 +29,53 @@ from services.scoring.characteristics import (
 from services.scoring.scorecard import score
 from services.scoring.storage import LEASE_MODEL, ORDER_MODEL, ScoringStore
 
-__all__ = ["ScoreHandler", "score_subject"]
+__all__ = ["ScoreHandler"]
 
 log = logging.getLogger(__name__)
 
 
-def score_subject(prefix: str) -> str:
-    return f"{prefix}.scoring.score"
-
-
-def history_subject(prefix: str) -> str:
-    return f"{prefix}.repayment.history"
-
-
 class ScoreHandler:
     def __init__(
-        self, pool: asyncpg.Pool[Any], nc: NATS, outbox: Outbox, clock: Clock, prefix: str
+        self,
+        pool: asyncpg.Pool[Any],
+        messenger: Messenger,
+        outbox: Outbox,
+        clock: Clock,
+        subjects: Subjects,
     ) -> None:
         self.store = ScoringStore(pool)
-        self.nc = nc
+        self.messenger = messenger
         self.outbox = outbox
         self.clock = clock
-        self.prefix = prefix
+        self.subjects = subjects
 
     async def subscribe(self) -> None:
-        await self.nc.subscribe(score_subject(self.prefix), queue="scoring", cb=self._on_message)
+        await self.messenger.serve(
+            self.subjects.score, bus_pb2.ScoreRequest, bus_pb2.ScoreResult, self.answer,
+            senders=("lending",), queue="scoring",
+        )  # fmt: skip
 
-    async def _on_message(self, msg: Msg) -> None:
-        try:
-            result = await self.decide(scoring_pb2.ScoreRequest.FromString(msg.data))
-        except SCFError as exc:
-            result = scoring_pb2.ScoreResult(ok=False, code=exc.code.name, reason=exc.message)
-        except (nats.errors.Error, TimeoutError) as exc:  # orders or repayment away: no decision
-            result = scoring_pb2.ScoreResult(ok=False, code="UNAVAILABLE", reason=repr(exc))
-        except Exception as exc:  # a malformed request is answered, never dropped
-            log.exception("score request failed")
-            result = scoring_pb2.ScoreResult(ok=False, code="INVALID_ARGUMENT", reason=repr(exc))
-        await msg.respond(result.SerializeToString())
+    async def answer(self, request: bus_pb2.ScoreRequest, signer: str) -> bus_pb2.ScoreResult:
+        # Orders or repayment away (or their answer untrusted): UNAVAILABLE, no decision.
+        return await self.decide(request)
 
     async def _history(self, subcontractor: str) -> RepaymentHistory:
         """The repayment record. When repayment does not answer, this raises
         (and the request is answered UNAVAILABLE): a borrower is never scored
         as one without a record because the record was out of reach."""
-        reply = await self.nc.request(
-            history_subject(self.prefix), subcontractor.encode(), timeout=2
-        )
-        body = json.loads(reply.data)
-        return RepaymentHistory(
-            int(body["repaid_on_time"]), int(body["max_days_past_due"]), int(body["defaults"])
+        body = await self.messenger.request(
+            self.subjects.repayment_history,
+            bus_pb2.RepaymentHistoryQuery(subcontractor_id=subcontractor),
+            bus_pb2.RepaymentHistory, server="repayment", timeout=2,
+        )  # fmt: skip
+        return RepaymentHistory(body.repaid_on_time, body.max_days_past_due, body.defaults)
+
+    async def _facts(self, query: bus_pb2.OrderFactsQuery) -> bus_pb2.OrderFacts:
+        return await self.messenger.request(
+            self.subjects.order_facts, query, bus_pb2.OrderFacts, server="orders", timeout=5
         )
 
-    async def _facts(self, query: orders_pb2.OrderFactsQuery) -> orders_pb2.OrderFacts:
-        reply = await self.nc.request(
-            facts_subject(self.prefix), query.SerializeToString(), timeout=5
-        )
-        return orders_pb2.OrderFacts.FromString(reply.data)
-
-    async def decide(self, request: scoring_pb2.ScoreRequest) -> scoring_pb2.ScoreResult:
+    async def decide(self, request: bus_pb2.ScoreRequest) -> bus_pb2.ScoreResult:
         if not request.application_id:
             raise InvalidArgument("application_id", "required")
         existing = await self.store.decision_for(request.application_id)
@@ -97,9 +84,7 @@ class ScoreHandler:
         if request.HasField("lease"):
             lease = request.lease
             facts = await self._facts(
-                orders_pb2.OrderFactsQuery(
-                    subcontractor_id=lease.lessee_id, currency=lease.currency
-                )
+                bus_pb2.OrderFactsQuery(subcontractor_id=lease.lessee_id, currency=lease.currency)
             )
             subcontractor = lease.lessee_id
             check_lease(lease)  # a refusal needs no record: refuse before asking repayment
@@ -107,7 +92,7 @@ class ScoreHandler:
             inputs, amount = lease_inputs_for(lease, facts, history)
             card = await self.store.active_model(LEASE_MODEL)
         else:
-            facts = await self._facts(orders_pb2.OrderFactsQuery(order_id=request.order_id))
+            facts = await self._facts(bus_pb2.OrderFactsQuery(order_id=request.order_id))
             check_order(facts)
             subcontractor = facts.order.subcontractor_id
             history = await self._history(subcontractor)
@@ -137,6 +122,6 @@ class ScoreHandler:
                 payload=document,
                 idempotency_key=f"score/{request.application_id}",
             )
-        return scoring_pb2.ScoreResult(
-            ok=True, decision_id=decision_id, decision_json=canonical_json(document).decode()
+        return bus_pb2.ScoreResult(
+            decision_id=decision_id, decision_json=canonical_json(document).decode()
         )

@@ -42,9 +42,7 @@ async def setup(ctx: ServiceContext) -> None:
         ScoringServicer(store, ctx.outbox, journal),
         "scf.scoring.v1.ScoringService",
     )
-    await ScoreHandler(
-        ctx.pool, ctx.nc, ctx.outbox, ctx.clock, ctx.settings.nats_prefix
-    ).subscribe()
+    await ScoreHandler(ctx.pool, ctx.messenger, ctx.outbox, ctx.clock, ctx.subjects).subscribe()
 
 
 SPEC = ServiceSpec(name="scoring", package="services.scoring", setup=setup)

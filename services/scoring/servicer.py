@@ -7,8 +7,7 @@ from typing import Any
 
 from services.gen.scf.journal.v1 import journal_pb2
 from services.gen.scf.scoring.v1 import scoring_pb2, scoring_pb2_grpc
-from services.journal.encoding import EncodingError, decode_entry
-from services.journal.keyset import canonical_json
+from services.journal import EncodingError, canonical_json, decode_entry
 from services.runtime.errors import InvalidArgument, NotFound, PermissionDenied
 from services.runtime.idempotency import once
 from services.runtime.identity import Identity, Role, current_identity, require_role

@@ -6,8 +6,8 @@ from typing import Any
 
 import asyncpg
 
-from services.gen.scf.scoring.v1 import scoring_pb2
-from services.journal.keyset import canonical_json
+from services.gen.scf.bus.v1 import bus_pb2
+from services.journal import canonical_json
 from services.runtime.errors import FailedPrecondition, NotFound
 from services.scoring.scorecard import Scorecard, load_scorecard
 
@@ -71,14 +71,13 @@ class ScoringStore:
         )
         return True
 
-    async def decision_for(self, application_id: str) -> scoring_pb2.ScoreResult | None:
+    async def decision_for(self, application_id: str) -> bus_pb2.ScoreResult | None:
         row = await self.pool.fetchrow(
             "SELECT decision_id, decision FROM decisions WHERE application_id = $1", application_id
         )
         if row is None:
             return None
-        return scoring_pb2.ScoreResult(
-            ok=True,
+        return bus_pb2.ScoreResult(
             decision_id=row["decision_id"],
             decision_json=canonical_json(row["decision"]).decode(),
         )
@@ -95,7 +94,7 @@ class ScoringStore:
     async def insert(
         conn: Any,
         decision_id: str,
-        request: scoring_pb2.ScoreRequest,
+        request: bus_pb2.ScoreRequest,
         document: dict[str, Any],
         now: int,
     ) -> None:

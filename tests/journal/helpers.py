@@ -10,13 +10,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import nats
 
+from services.contracts.subjects import Subjects
+from services.runtime.bus import connect_nats
+from services.runtime.certs import load_party
 from services.runtime.clock import SystemClock
 from services.runtime.config import Settings
 from services.runtime.db import apply_migrations, connect_pool
-from services.runtime.journal_client import JournalSubjects, Outbox, OutboxRelay
-from services.runtime.keys import load_or_create_signer
+from services.runtime.journal_client import Outbox, OutboxRelay, audit_client
+from services.runtime.keys import Signer, load_or_create_signer
+from services.runtime.messaging import Messenger
+from services.runtime.peer_keys import PeerKeys
 
 
 async def wait_until(
@@ -35,7 +39,9 @@ class Producer:
     pool: asyncpg.Pool[Any]
     outbox: Outbox
     js: Any
-    subjects: JournalSubjects
+    subjects: Subjects
+    #: Opens the journal's signed refusals, as a service's does.
+    messenger: Any
     #: The relay's task, when the producer runs one.
     relay: asyncio.Task[None] | None = None
 
@@ -60,6 +66,13 @@ class Producer:
         return await self.confirmed()
 
 
+def relay_messenger(settings: Settings, nc: Any, signer: Signer) -> Messenger:
+    """What a relay checks the journal's refusals with: its key set, from the root."""
+    tls = load_party(settings.certs_dir, "orders")
+    peers = PeerKeys(audit_client(settings.endpoint("journal").grpc_addr, tls), settings.keys_dir)
+    return Messenger(nc, signer, peers)
+
+
 @contextlib.asynccontextmanager
 async def producer(
     settings: Settings,
@@ -73,20 +86,24 @@ async def producer(
     schema = schema or settings.endpoint(name).schema
     pool = await connect_pool(settings.database_url, schema)
     await apply_migrations(pool, schema, "services.runtime")
-    nc = await nats.connect(settings.nats_url)
+    nc = await connect_nats(
+        settings.nats_url, f"test-{name}", user=settings.nats_user,
+        password=settings.nats_password,
+    )  # fmt: skip
     js = nc.jetstream()
-    subjects = JournalSubjects(settings.nats_prefix)
+    subjects = Subjects(settings.nats_prefix)
     signer = load_or_create_signer(settings.keys_dir, key_name or name)
     if key_name is not None:
         signer = type(signer)(name, signer.private_key)  # claims to be `name`, with another key
     outbox = Outbox(signer, SystemClock(), schema)
+    messenger = relay_messenger(settings, nc, signer)
     task = None
     if relay:
-        r = OutboxRelay(pool, js, subjects, outbox, retry_after_s=retry_after_s)
+        r = OutboxRelay(pool, js, subjects, outbox, messenger, retry_after_s=retry_after_s)
         await r.setup()
         task = asyncio.create_task(r.run())
     try:
-        yield Producer(pool, outbox, js, subjects, task)
+        yield Producer(pool, outbox, js, subjects, messenger, task)
     finally:
         if task is not None:
             task.cancel()

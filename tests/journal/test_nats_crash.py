@@ -19,7 +19,7 @@ from services.runtime.config import Settings
 from services.runtime.embedded import EmbeddedNats
 from services.runtime.ports import free_port
 from tests.journal.helpers import producer, wait_until
-from tests.support import running
+from tests.support import provision_for, running
 
 pytestmark = pytest.mark.integration
 
@@ -27,6 +27,7 @@ pytestmark = pytest.mark.integration
 async def test_nats_killed_while_appending(settings: Settings, tmp_path: Path) -> None:
     nats = EmbeddedNats(tmp_path / "nats", port=free_port())
     settings = dataclasses.replace(settings, nats_url=nats.start())
+    await provision_for(settings)
     try:
         async with running(SPEC, settings), producer(settings) as p:
             for i in range(10):

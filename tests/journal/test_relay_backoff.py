@@ -16,7 +16,7 @@ async def test_unconfirmed_statements_are_sent_again_less_and_less_often(
     settings: Settings,
 ) -> None:
     async with producer(settings, relay=False) as p:  # no journal: nothing is confirmed
-        relay = OutboxRelay(p.pool, p.js, p.subjects, p.outbox, retry_after_s=5)
+        relay = OutboxRelay(p.pool, p.js, p.subjects, p.outbox, p.messenger, retry_after_s=5)
         await relay.setup()
         await p.append(1)
 

@@ -11,15 +11,16 @@ from typing import Any
 import nats
 import pytest
 
+from services.contracts.subjects import Subjects
 from services.journal.sequencer import Sequencer, SequencerConfig
 from services.journal.service import ROOT_KEY_NAME, origin_for
 from services.runtime.clock import SystemClock
 from services.runtime.config import Settings
 from services.runtime.db import apply_migrations, connect_pool
-from services.runtime.journal_client import JournalSubjects, Outbox, OutboxRelay
+from services.runtime.journal_client import Outbox, OutboxRelay
 from services.runtime.keys import load_or_create_signer
 from services.runtime.waiting import Stalled
-from tests.journal.helpers import producer
+from tests.journal.helpers import producer, relay_messenger
 
 pytestmark = pytest.mark.integration
 
@@ -60,8 +61,9 @@ async def test_a_relay_whose_loop_hangs_stops_saying_which(settings: Settings) -
         signer = load_or_create_signer(settings.keys_dir, "orders")
         outbox = Outbox(signer, SystemClock(), settings.endpoint("orders").schema)
         relay = OutboxRelay(
-            pool, nc.jetstream(), JournalSubjects(settings.nats_prefix), outbox, stall_s=2
-        )
+            pool, nc.jetstream(), Subjects(settings.nats_prefix), outbox,
+            relay_messenger(settings, nc, signer), stall_s=2,
+        )  # fmt: skip
         await lock("outbox")  # the publish loop's next read of the outbox waits
         with pytest.raises(Stalled, match="outbox relay: publish made no round in 2 s"):
             async with asyncio.timeout(30):
@@ -72,7 +74,7 @@ async def test_a_sequencer_whose_commit_hangs_stops_saying_so(settings: Settings
     async with _service(settings, "journal", "services.journal") as (pool, nc, lock):
         keys = settings.keys_dir
         sequencer = Sequencer(
-            pool, nc.jetstream(), JournalSubjects(settings.nats_prefix),
+            pool, nc.jetstream(), Subjects(settings.nats_prefix),
             load_or_create_signer(keys, "journal"), load_or_create_signer(keys, ROOT_KEY_NAME),
             SystemClock(),
             SequencerConfig(origin=origin_for(settings.nats_prefix), stall_s=2),

@@ -8,10 +8,11 @@ import json
 import grpc
 import pytest
 
+from services.contracts.subjects import Subjects
+from services.gen.scf.bus.v1 import bus_pb2
 from services.gen.scf.lending.v1 import lending_pb2
 from services.gen.scf.orders.v1 import orders_pb2
 from services.gen.scf.underwriting.v1 import underwriting_pb2
-from services.lending.flow import lending_stream
 from services.runtime.config import Settings
 from tests.lending.helpers import LendingEnv, lending_env
 from tests.orders.helpers import register_request
@@ -37,7 +38,7 @@ async def test_referred_four_eyes_signed_disbursed(settings: Settings) -> None:
         js = env.orders.nc.jetstream()
         sub = await js.subscribe(
             f"{settings.nats_prefix}.lending.disbursed",
-            stream=lending_stream(settings.nats_prefix).name,
+            stream=Subjects(settings.nats_prefix).lending_stream.name,
         )
 
         app_id = await env.request(oid, "2000000.00")
@@ -82,9 +83,12 @@ async def test_referred_four_eyes_signed_disbursed(settings: Settings) -> None:
         assert (facility.drawn.amount, facility.reserved.amount, facility.available.amount) == (
             "2000000.00", "0.00", "3000000.00",
         )  # fmt: skip
-        event = json.loads((await sub.next_msg(timeout=10)).data)
-        assert event["application_id"] == app_id and event["principal_minor"] == 200_000_000
-        assert event["rate_bps"] == 600
+        # Signed by lending: repayment books only what lending disbursed.
+        signed = bus_pb2.Signed.FromString((await sub.next_msg(timeout=10)).data)
+        assert signed.signer == "lending" and signed.purpose == "lending.disbursed.event"
+        event = bus_pb2.Disbursed.FromString(signed.body)
+        assert event.application_id == app_id and event.principal_minor == 200_000_000
+        assert event.rate_bps == 600
 
         journaled = await env.orders.journaled()  # orders' own entries all journaled
         assert f"order/{oid}/v3" in journaled  # registered, confirmed, pledged

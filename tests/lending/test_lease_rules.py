@@ -6,9 +6,8 @@ from importlib import resources
 
 import pytest
 
+from services.gen.scf.bus.v1 import bus_pb2
 from services.gen.scf.leasing.v1 import leasing_pb2
-from services.gen.scf.orders.v1 import orders_pb2
-from services.gen.scf.scoring.v1 import scoring_pb2
 from services.lending.leases import lease_contract_document, validate_lease
 from services.runtime.errors import InvalidArgument
 from services.scoring.characteristics import RepaymentHistory, lease_inputs_for
@@ -60,8 +59,8 @@ def test_the_contract_is_canonical_and_names_all_three_parties() -> None:
 
 
 def _score(down: int, usual: int, history: RepaymentHistory) -> tuple[int, str]:
-    facts = orders_pb2.OrderFacts(found=True, usual_amount_minor=usual, completed_orders=4)
-    lease = scoring_pb2.LeaseFacts(
+    facts = bus_pb2.OrderFacts(found=True, usual_amount_minor=usual, completed_orders=4)
+    lease = bus_pb2.LeaseFacts(
         lessee_id="acme-builders", currency="CNY", price_minor=1_000_000,
         down_payment_minor=down, residual_minor=100_000, term_months=36,
     )  # fmt: skip
@@ -78,18 +77,18 @@ def test_lease_score_rewards_a_larger_stake_and_a_good_record() -> None:
     # No orders at all: the asset counts as costing a hundred usual orders.
     assert _score(200_000, 0, clean)[0] < _score(200_000, 2_000_000, clean)[0]
     defaulted = RepaymentHistory(defaults=1)
-    facts = orders_pb2.OrderFacts(found=True)
-    lease = scoring_pb2.LeaseFacts(price_minor=1_000, down_payment_minor=0, term_months=12)
+    facts = bus_pb2.OrderFacts(found=True)
+    lease = bus_pb2.LeaseFacts(price_minor=1_000, down_payment_minor=0, term_months=12)
     inputs, amount = lease_inputs_for(lease, facts, defaulted)
     assert score(LEASE_CARD, inputs, amount, None).recommendation == "decline"
 
 
 def test_lease_facts_that_make_no_sense_are_refused() -> None:
-    facts = orders_pb2.OrderFacts(found=True)
+    facts = bus_pb2.OrderFacts(found=True)
     for lease in (
-        scoring_pb2.LeaseFacts(price_minor=0, term_months=12),
-        scoring_pb2.LeaseFacts(price_minor=100, down_payment_minor=100, term_months=12),
-        scoring_pb2.LeaseFacts(price_minor=100, term_months=0),
+        bus_pb2.LeaseFacts(price_minor=0, term_months=12),
+        bus_pb2.LeaseFacts(price_minor=100, down_payment_minor=100, term_months=12),
+        bus_pb2.LeaseFacts(price_minor=100, term_months=0),
     ):
         with pytest.raises(InvalidArgument):
             lease_inputs_for(lease, facts, RepaymentHistory())

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
 
-from services.lending.flow import lending_stream
+from services.contracts.subjects import Subjects
+from services.gen.scf.bus.v1 import bus_pb2
 from services.repayment.service import SPEC as REPAYMENT
 from services.runtime.certs import load_party
 from services.runtime.clock import ManualClock
@@ -124,11 +124,11 @@ async def test_lending_killed_after_disbursing_announces_once(
         app = await env.wait_state(app_id, "disbursed")
         assert app.outcome == "disbursed"
         prefix = env.settings.nats_prefix
-        stream = lending_stream(prefix).name
+        stream = Subjects(prefix).lending_stream.name
         js = env.orders.nc.jetstream()
         sub = await js.subscribe(f"{prefix}.lending.disbursed", stream=stream)
-        event = json.loads((await sub.next_msg(timeout=10)).data)
-        assert event["application_id"] == app_id
+        signed = bus_pb2.Signed.FromString((await sub.next_msg(timeout=10)).data)
+        assert bus_pb2.Disbursed.FromString(signed.body).application_id == app_id
         assert (await js.stream_info(stream)).state.messages == 1  # announced once
         events = await _events(settings, f"application/{app_id}")
         assert events.count("application.disbursed") == 1

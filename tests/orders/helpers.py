@@ -13,16 +13,16 @@ import grpc
 import nats
 from google.rpc import error_details_pb2, status_pb2
 
+from services.contracts.subjects import OrderVerb, Subjects
+from services.gen.scf.bus.v1 import bus_pb2
 from services.gen.scf.orders.v1 import orders_pb2, orders_pb2_grpc
 from services.journal.service import SPEC as JOURNAL
-from services.orders.domain import Action
-from services.orders.pledges import pledge_subject
 from services.orders.service import SPEC as ORDERS
 from services.runtime.certs import load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
 from tests.journal.helpers import wait_until
-from tests.support import running
+from tests.support import ask, messenger_as, running
 
 CONTRACT = hashlib.sha256(b"signed contract PDF").digest()
 
@@ -63,16 +63,13 @@ class OrdersEnv:
         return orders_pb2_grpc.OrdersServiceStub(self.channels[party])
 
     async def command(
-        self, action: Action, order_id: str, application: str, bank: str = "bank-north"
-    ) -> orders_pb2.PledgeResult:
-        reply = await self.nc.request(
-            pledge_subject(self.settings.nats_prefix, action),
-            orders_pb2.PledgeCommand(
-                order_id=order_id, application_id=application, bank=bank
-            ).SerializeToString(),
-            timeout=10,
-        )
-        return orders_pb2.PledgeResult.FromString(reply.data)
+        self, verb: OrderVerb, order_id: str, application: str, bank: str = "bank-north"
+    ) -> bus_pb2.PledgeResult:
+        """A command signed as the service that may send it; a refusal in ``error``."""
+        messenger = messenger_as(self.settings, self.nc, verb.sender)
+        command = bus_pb2.PledgeCommand(order_id=order_id, application_id=application, bank=bank)
+        subject = Subjects(self.settings.nats_prefix).order_command(verb)
+        return await ask(messenger, subject, command, bus_pb2.PledgeResult, "orders")  # type: ignore[no-any-return]
 
     async def sql(self, query: str, *args: Any, service: str = "orders") -> Any:
         conn = await asyncpg.connect(self.settings.database_url)

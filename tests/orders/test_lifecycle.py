@@ -11,13 +11,13 @@ from pathlib import Path
 import grpc
 import pytest
 
+from services.contracts.subjects import OrderVerb
 from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
 from services.gen.scf.orders.v1 import orders_pb2
 from services.journal.checkpoint import parse_note
 from services.journal.encoding import decode_entry
 from services.journal.hashing import leaf_hash
 from services.journal.proofs import verify_inclusion
-from services.orders.domain import Action
 from services.runtime.certs import load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
@@ -39,8 +39,8 @@ async def test_register_to_settled(settings: Settings, tmp_path: Path) -> None:
             )
         ).order
         assert order.state == orders_pb2.ORDER_STATE_CONFIRMED
-        pledged = await env.command(Action.PLEDGE, oid, "APP-1")
-        assert pledged.ok and pledged.order.pledge.application_id == "APP-1"
+        pledged = await env.command(OrderVerb.PLEDGE, oid, "APP-1")
+        assert (not pledged.HasField("error")) and pledged.order.pledge.application_id == "APP-1"
         order = (
             await sub.RecordDelivery(
                 orders_pb2.RecordDeliveryRequest(order_id=oid, idempotency_key="d")
@@ -52,8 +52,10 @@ async def test_register_to_settled(settings: Settings, tmp_path: Path) -> None:
             )
         ).order
         assert order.state == orders_pb2.ORDER_STATE_ACCEPTED and order.HasField("pledge")
-        settled = await env.command(Action.SETTLE, oid, "APP-1")
-        assert settled.ok and settled.order.state == orders_pb2.ORDER_STATE_SETTLED
+        settled = await env.command(OrderVerb.SETTLE, oid, "APP-1")
+        assert (
+            not settled.HasField("error")
+        ) and settled.order.state == orders_pb2.ORDER_STATE_SETTLED
         assert not settled.order.HasField("pledge") and settled.order.version == 6
 
         journaled = await env.journaled()
@@ -136,11 +138,11 @@ async def test_dispute_and_cancel(settings: Settings) -> None:
         )
         assert disputed.order.state == orders_pb2.ORDER_STATE_DISPUTED
         assert disputed.order.dispute_reason == "we never ordered this"
-        refused = await env.command(Action.PLEDGE, oid, "APP-9")
+        refused = await env.command(OrderVerb.PLEDGE, oid, "APP-9")
         assert (
-            not refused.ok
-            and refused.code == "FAILED_PRECONDITION"
-            and "disputed" in refused.reason
+            refused.HasField("error")
+            and refused.error.code == "FAILED_PRECONDITION"
+            and "disputed" in refused.error.message
         )
         cancelled = await sub.CancelOrder(
             orders_pb2.CancelOrderRequest(order_id=oid, idempotency_key="z")

@@ -8,8 +8,9 @@ from typing import Any
 import grpc
 import pytest
 
+from services.contracts.subjects import OrderVerb
+from services.gen.scf.bus.v1 import bus_pb2
 from services.gen.scf.orders.v1 import orders_pb2
-from services.orders.domain import Action
 from services.runtime.config import Settings
 from tests.orders.helpers import OrdersEnv, bad_request_field, orders_env, register_request
 
@@ -147,7 +148,7 @@ async def test_wrong_party_and_wrong_state(settings: Settings) -> None:
             grpc.StatusCode.INVALID_ARGUMENT,
         )
         await buyer.ConfirmOrder(confirm)
-        assert (await env.command(Action.PLEDGE, oid, "APP-1")).ok
+        assert not (await env.command(OrderVerb.PLEDGE, oid, "APP-1")).HasField("error")
         exc = await _refused(
             env,
             sub.CancelOrder,
@@ -171,14 +172,17 @@ async def test_wrong_party_and_wrong_state(settings: Settings) -> None:
             orders_pb2.GetOrderRequest(order_id=oid),
             grpc.StatusCode.PERMISSION_DENIED,
         )
-        wrong_release = await env.command(Action.RELEASE, oid, "APP-OTHER")
-        assert not wrong_release.ok and wrong_release.code == "FAILED_PRECONDITION"
-        released = await env.command(Action.RELEASE, oid, "APP-1")
-        assert released.ok and not released.order.HasField("pledge")
+        wrong_release = await env.command(OrderVerb.RELEASE, oid, "APP-OTHER")
+        assert wrong_release.HasField("error") and wrong_release.error.code == "FAILED_PRECONDITION"
+        released = await env.command(OrderVerb.RELEASE, oid, "APP-1")
+        assert (not released.HasField("error")) and not released.order.HasField("pledge")
         bad = await env.nc.request(
             f"{settings.nats_prefix}.orders.pledge", b"\xff\xfe garbage", timeout=5
         )
-        assert not orders_pb2.PledgeResult.FromString(bad.data).ok
+        # Unsigned bytes: refused (signed by orders), and nothing changed.
+        answer = bus_pb2.Signed.FromString(bad.data)
+        assert answer.signer == "orders"
+        assert bus_pb2.PledgeResult.FromString(answer.body).error.code == "PERMISSION_DENIED"
 
 
 async def test_idempotent_retries(settings: Settings) -> None:
@@ -205,9 +209,9 @@ async def test_idempotent_retries(settings: Settings) -> None:
         for call, request in calls:
             one, two = await call(request), await call(request)
             assert one == two
-        p1 = await env.command(Action.PLEDGE, oid, "APP-R")
-        p2 = await env.command(Action.PLEDGE, oid, "APP-R")
-        assert p1 == p2 and p1.ok
+        p1 = await env.command(OrderVerb.PLEDGE, oid, "APP-R")
+        p2 = await env.command(OrderVerb.PLEDGE, oid, "APP-R")
+        assert p1 == p2 and (not p1.HasField("error"))
         # The same key for a different request is refused.
         await _refused(
             env,
@@ -215,11 +219,15 @@ async def test_idempotent_retries(settings: Settings) -> None:
             register_request("PO-R2", idempotency_key="register-PO-R"),
             grpc.StatusCode.ALREADY_EXISTS,
         )
-        r1 = await env.command(Action.RELEASE, oid, "APP-R")
-        assert r1 == await env.command(Action.RELEASE, oid, "APP-R") and r1.ok
-        await env.command(Action.PLEDGE, oid, "APP-S")
-        s1 = await env.command(Action.SETTLE, oid, "APP-S")
-        assert s1 == await env.command(Action.SETTLE, oid, "APP-S") and s1.ok
+        r1 = await env.command(OrderVerb.RELEASE, oid, "APP-R")
+        assert r1 == await env.command(OrderVerb.RELEASE, oid, "APP-R") and (
+            not r1.HasField("error")
+        )
+        await env.command(OrderVerb.PLEDGE, oid, "APP-S")
+        s1 = await env.command(OrderVerb.SETTLE, oid, "APP-S")
+        assert s1 == await env.command(OrderVerb.SETTLE, oid, "APP-S") and (
+            not s1.HasField("error")
+        )
         other = (await sub.RegisterOrder(register_request("PO-R3"))).order.order_id
         for call, request in [
             (
@@ -245,13 +253,16 @@ async def test_concurrent_pledges_one_wins(settings: Settings) -> None:
                 orders_pb2.ConfirmOrderRequest(order_id=oid, idempotency_key=f"c{i}")
             )
             north, south = await asyncio.gather(
-                env.command(Action.PLEDGE, oid, f"N-{i}", "bank-north"),
-                env.command(Action.PLEDGE, oid, f"S-{i}", "bank-south"),
+                env.command(OrderVerb.PLEDGE, oid, f"N-{i}", "bank-north"),
+                env.command(OrderVerb.PLEDGE, oid, f"S-{i}", "bank-south"),
             )
-            assert sorted([north.ok, south.ok]) == [False, True], (north, south)
-            loser = south if north.ok else north
-            winner_bank = "bank-north" if north.ok else "bank-south"
-            assert loser.code == "FAILED_PRECONDITION" and winner_bank in loser.reason
+            assert sorted([(not north.HasField("error")), (not south.HasField("error"))]) == [
+                False,
+                True,
+            ], (north, south)
+            loser = south if (not north.HasField("error")) else north
+            winner_bank = "bank-north" if (not north.HasField("error")) else "bank-south"
+            assert loser.error.code == "FAILED_PRECONDITION" and winner_bank in loser.error.message
             order = (await sub.GetOrder(orders_pb2.GetOrderRequest(order_id=oid))).order
             assert order.pledge.bank == winner_bank
 

@@ -10,6 +10,7 @@ import sys
 import asyncpg
 import pytest
 
+from services.contracts.subjects import Subjects
 from services.gen.scf.replica.v1 import replica_pb2, replica_pb2_grpc
 from services.journal.checkpoint import Checkpoint, sign_checkpoint
 from services.journal.encoding import Entry
@@ -23,7 +24,6 @@ from services.runtime.certs import load_party
 from services.runtime.config import Settings
 from services.runtime.db import connect_pool
 from services.runtime.grpcserver import client_channel
-from services.runtime.journal_client import JournalSubjects
 from services.runtime.keys import load_or_create_signer
 from tests.journal.helpers import producer, wait_until
 from tests.replica.helpers import (
@@ -110,7 +110,7 @@ async def test_replica_started_after_the_stream_dropped_entries(settings: Settin
         import nats
 
         nc = await nats.connect(settings.nats_url)
-        await nc.jetstream().purge_stream(JournalSubjects(settings.nats_prefix).journal_stream.name)
+        await nc.jetstream().purge_stream(Subjects(settings.nats_prefix).journal_stream.name)
         await nc.close()
         rs = replica_settings(settings, "bank-south")
         async with replica_running(settings, "bank-south", rs) as south:
@@ -193,7 +193,7 @@ async def test_forged_fork_is_detected_and_never_reaches_quorum(settings: Settin
 
         nc = await nats.connect(settings.nats_url)
         await nc.publish(
-            JournalSubjects(settings.nats_prefix).replica_checkpoints("bank-east"), forged.encode()
+            Subjects(settings.nats_prefix).replica_checkpoints("bank-east"), forged.encode()
         )
         await nc.flush()
         await nc.close()

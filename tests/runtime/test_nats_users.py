@@ -17,7 +17,7 @@ from services.gen.scf.orders.v1 import orders_pb2, orders_pb2_grpc
 from services.runtime.certs import load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
-from services.runtime.nats_auth import PUBLISH, nats_password, server_authorization
+from services.runtime.nats_auth import nats_password, server_authorization
 from services.runtime.platform import Platform
 from tests.journal.helpers import wait_until
 from tests.orders.helpers import CONTRACT, register_request
@@ -26,16 +26,23 @@ pytestmark = pytest.mark.integration
 
 
 def test_every_service_has_a_user_and_the_config_is_json() -> None:
-    config = server_authorization("s3cret")
+    config = server_authorization("s3cret", "scf", ("bank-north", "bank-south"))
     users = json.loads(config.removeprefix("authorization "))["users"]
     names = {u["user"] for u in users}
-    assert {"journal", "orders", "scoring", "lending", "repayment", "replica", "admin"} == names
+    assert names == {
+        "journal", "orders", "scoring", "lending", "repayment", "replica-bank-north",
+        "replica-bank-south", "admin",
+    }  # fmt: skip
     assert len({u["password"] for u in users}) == len(users)  # one password each
-    for user, subjects in PUBLISH.items():
-        mine = {s for s in subjects if s.count(".") >= 1 and not s.startswith("*.journal.submit")}
-        # a service publishes its own events, and nothing of another's under its events' names
-        others = {f"*.{name}.>" for name in PUBLISH if name != user}
-        assert not mine & others, user
+    for u in users:
+        if u["user"] == "admin":
+            continue
+        allowed = [*u["permissions"]["publish"]["allow"], *u["permissions"]["subscribe"]["allow"]]
+        # No blanket grants: not everything, not the whole JetStream API, not a KV write.
+        assert not {">", "$JS.API.>", "scf.>", "$KV.>"} & set(allowed), u["user"]
+        assert not [a for a in allowed if a.startswith(("$KV.", "$JS.API.STREAM.CREATE"))]
+        # Every publish is its own service's name or a subject its row requests.
+        assert f"_INBOX_{u['user'].replace('-', '_')}.>" in u["permissions"]["subscribe"]["allow"]
 
 
 async def test_the_platform_runs_under_its_users_and_none_speaks_for_another(
@@ -102,7 +109,7 @@ async def test_the_platform_runs_under_its_users_and_none_speaks_for_another(
                     "journal.entries.orders",
                 )
             )  # fmt: skip
-            own = f"{prefix}.orders.nats_test"
+            own = f"{prefix}.journal.submit.orders"  # what orders may publish
             for subject in (*forged, own):
                 await admin.subscribe(subject, cb=arrived)
             await admin.flush()

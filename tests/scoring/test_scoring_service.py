@@ -12,30 +12,30 @@ from pathlib import Path
 import grpc
 import pytest
 
+from services.contracts.subjects import Subjects
+from services.gen.scf.bus.v1 import bus_pb2
 from services.gen.scf.orders.v1 import orders_pb2
 from services.gen.scf.scoring.v1 import scoring_pb2, scoring_pb2_grpc
 from services.repayment.service import SPEC as REPAYMENT
 from services.runtime.certs import load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
-from services.scoring.decisions import score_subject
 from services.scoring.service import SPEC as SCORING
 from tests.journal.helpers import wait_until
 from tests.orders.helpers import OrdersEnv, orders_env, register_request
-from tests.support import running
+from tests.support import ask, messenger_as, running
 
 pytestmark = pytest.mark.integration
 
 MODEL = Path(__file__).resolve().parents[2] / "services/scoring/models/scf-expert-1.0.0.json"
 
 
-async def _ask(env: OrdersEnv, **fields: object) -> scoring_pb2.ScoreResult:
-    reply = await env.nc.request(
-        score_subject(env.settings.nats_prefix),
-        scoring_pb2.ScoreRequest(**fields).SerializeToString(),  # type: ignore[arg-type]
-        timeout=10,
-    )
-    return scoring_pb2.ScoreResult.FromString(reply.data)
+async def _ask(env: OrdersEnv, **fields: object) -> bus_pb2.ScoreResult:
+    """As lending asks: signed; a refusal comes back in ``error``."""
+    messenger = messenger_as(env.settings, env.nc, "lending")
+    request = bus_pb2.ScoreRequest(**fields)  # type: ignore[arg-type]
+    subject = Subjects(env.settings.nats_prefix).score
+    return await ask(messenger, subject, request, bus_pb2.ScoreResult, "scoring")  # type: ignore[no-any-return]
 
 
 async def _journal_events(env: OrdersEnv, settings: Settings) -> list[str]:
@@ -60,24 +60,24 @@ async def test_decide_explain_recompute(settings: Settings) -> None:
         oid = (await sub.RegisterOrder(register_request("PO-S1"))).order.order_id
         refused = await _ask(env, application_id="APP-0", order_id=oid, bank="bank-north")
         assert (
-            not refused.ok
-            and refused.code == "FAILED_PRECONDITION"
-            and "registered" in refused.reason
+            refused.HasField("error")
+            and refused.error.code == "FAILED_PRECONDITION"
+            and "registered" in refused.error.message
         )
         unknown = await _ask(env, application_id="APP-X", order_id="ORD-NONE", bank="bank-north")
-        assert not unknown.ok and unknown.code == "NOT_FOUND"
+        assert unknown.HasField("error") and unknown.error.code == "NOT_FOUND"
         await buyer.ConfirmOrder(orders_pb2.ConfirmOrderRequest(order_id=oid, idempotency_key="c"))
 
         # Repayment away: no decision without the borrower's record, and none kept.
         away = await _ask(env, application_id="APP-1", order_id=oid, bank="bank-north")
-        assert not away.ok and away.code == "UNAVAILABLE" and not away.decision_id
+        assert away.HasField("error") and away.error.code == "UNAVAILABLE" and not away.decision_id
         await later.enter_async_context(running(REPAYMENT, settings))
 
         first = await _ask(
             env, application_id="APP-1", order_id=oid, bank="bank-north",
             facility_available_minor=250_000_000,
         )  # fmt: skip
-        assert first.ok, first.reason
+        assert not first.HasField("error"), first.error.message
         decision = json.loads(first.decision_json)
         assert decision["recommendation"] == "refer" and decision["grade"] == "C"
         assert decision["max_amount_minor"] == 250_000_000  # capped by the facility

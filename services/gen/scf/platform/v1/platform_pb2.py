@@ -24,21 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+services/gen/scf/platform/v1/platform.proto\x12\x0fscf.platform.v1\"2\n\x13\x41\x64vanceClockRequest\x12\x0c\n\x04\x64\x61ys\x18\x01 \x01(\r\x12\r\n\x05hours\x18\x02 \x01(\r\":\n\x14\x41\x64vanceClockResponse\x12\x0b\n\x03now\x18\x01 \x01(\t\x12\x15\n\roffset_micros\x18\x02 \x01(\x03\"\x0f\n\rWhoAmIRequest\"d\n\x0eWhoAmIResponse\x12\x10\n\x08party_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x14\n\x0corganization\x18\x03 \x01(\t\x12\x0f\n\x07service\x18\x04 \x01(\t\x12\x0b\n\x03now\x18\x05 \x01(\t2\xb9\x01\n\x0fPlatformService\x12I\n\x06WhoAmI\x12\x1e.scf.platform.v1.WhoAmIRequest\x1a\x1f.scf.platform.v1.WhoAmIResponse\x12[\n\x0c\x41\x64vanceClock\x12$.scf.platform.v1.AdvanceClockRequest\x1a%.scf.platform.v1.AdvanceClockResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+services/gen/scf/platform/v1/platform.proto\x12\x0fscf.platform.v1\"\x0f\n\rWhoAmIRequest\"d\n\x0eWhoAmIResponse\x12\x10\n\x08party_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x14\n\x0corganization\x18\x03 \x01(\t\x12\x0f\n\x07service\x18\x04 \x01(\t\x12\x0b\n\x03now\x18\x05 \x01(\t2\\\n\x0fPlatformService\x12I\n\x06WhoAmI\x12\x1e.scf.platform.v1.WhoAmIRequest\x1a\x1f.scf.platform.v1.WhoAmIResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'services.gen.scf.platform.v1.platform_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ADVANCECLOCKREQUEST']._serialized_start=64
-  _globals['_ADVANCECLOCKREQUEST']._serialized_end=114
-  _globals['_ADVANCECLOCKRESPONSE']._serialized_start=116
-  _globals['_ADVANCECLOCKRESPONSE']._serialized_end=174
-  _globals['_WHOAMIREQUEST']._serialized_start=176
-  _globals['_WHOAMIREQUEST']._serialized_end=191
-  _globals['_WHOAMIRESPONSE']._serialized_start=193
-  _globals['_WHOAMIRESPONSE']._serialized_end=293
-  _globals['_PLATFORMSERVICE']._serialized_start=296
-  _globals['_PLATFORMSERVICE']._serialized_end=481
+  _globals['_WHOAMIREQUEST']._serialized_start=64
+  _globals['_WHOAMIREQUEST']._serialized_end=79
+  _globals['_WHOAMIRESPONSE']._serialized_start=81
+  _globals['_WHOAMIRESPONSE']._serialized_end=181
+  _globals['_PLATFORMSERVICE']._serialized_start=183
+  _globals['_PLATFORMSERVICE']._serialized_end=275
 # @@protoc_insertion_point(module_scope)

@@ -17,51 +17,6 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
-class AdvanceClockRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    DAYS_FIELD_NUMBER: _builtins.int
-    HOURS_FIELD_NUMBER: _builtins.int
-    days: _builtins.int
-    hours: _builtins.int
-    def __init__(
-        self,
-        *,
-        days: _builtins.int = ...,
-        hours: _builtins.int = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["days", b"days", "hours", b"hours"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___AdvanceClockRequest: _TypeAlias = AdvanceClockRequest  # noqa: Y015
-
-@_typing.final
-class AdvanceClockResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    NOW_FIELD_NUMBER: _builtins.int
-    OFFSET_MICROS_FIELD_NUMBER: _builtins.int
-    now: _builtins.str
-    """The platform's time now, ISO 8601, and its offset from real time."""
-    offset_micros: _builtins.int
-    def __init__(
-        self,
-        *,
-        now: _builtins.str = ...,
-        offset_micros: _builtins.int = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["now", b"now", "offset_micros", b"offset_micros"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___AdvanceClockResponse: _TypeAlias = AdvanceClockResponse  # noqa: Y015
-
-@_typing.final
 class WhoAmIRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

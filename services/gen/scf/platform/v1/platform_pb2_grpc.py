@@ -40,11 +40,6 @@ class PlatformServiceStub:
                 request_serializer=services_dot_gen_dot_scf_dot_platform_dot_v1_dot_platform__pb2.WhoAmIRequest.SerializeToString,
                 response_deserializer=services_dot_gen_dot_scf_dot_platform_dot_v1_dot_platform__pb2.WhoAmIResponse.FromString,
                 _registered_method=True)
-        self.AdvanceClock = channel.unary_unary(
-                '/scf.platform.v1.PlatformService/AdvanceClock',
-                request_serializer=services_dot_gen_dot_scf_dot_platform_dot_v1_dot_platform__pb2.AdvanceClockRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_platform_dot_v1_dot_platform__pb2.AdvanceClockResponse.FromString,
-                _registered_method=True)
 
 
 class PlatformServiceServicer:
@@ -55,15 +50,9 @@ class PlatformServiceServicer:
         """WhoAmI answers with the identity the platform read from the caller's
         client certificate: the same identity every other RPC acts on. It is the
         first thing to call when a party's certificate does not work as expected.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def AdvanceClock(self, request, context):
-        """AdvanceClock (operator; demo and test modes only) moves the platform
-        clock forward for every service at once, so due dates pass. Refused with
-        FAILED_PRECONDITION in production mode.
+        The platform clock (demo and test modes) is moved by the operator's own
+        NATS user (`scf clock advance`), never through a service: no service may
+        move the clock.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -76,11 +65,6 @@ def add_PlatformServiceServicer_to_server(servicer, server):
                     servicer.WhoAmI,
                     request_deserializer=services_dot_gen_dot_scf_dot_platform_dot_v1_dot_platform__pb2.WhoAmIRequest.FromString,
                     response_serializer=services_dot_gen_dot_scf_dot_platform_dot_v1_dot_platform__pb2.WhoAmIResponse.SerializeToString,
-            ),
-            'AdvanceClock': grpc.unary_unary_rpc_method_handler(
-                    servicer.AdvanceClock,
-                    request_deserializer=services_dot_gen_dot_scf_dot_platform_dot_v1_dot_platform__pb2.AdvanceClockRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_platform_dot_v1_dot_platform__pb2.AdvanceClockResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -111,33 +95,6 @@ class PlatformService:
             '/scf.platform.v1.PlatformService/WhoAmI',
             services_dot_gen_dot_scf_dot_platform_dot_v1_dot_platform__pb2.WhoAmIRequest.SerializeToString,
             services_dot_gen_dot_scf_dot_platform_dot_v1_dot_platform__pb2.WhoAmIResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def AdvanceClock(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/scf.platform.v1.PlatformService/AdvanceClock',
-            services_dot_gen_dot_scf_dot_platform_dot_v1_dot_platform__pb2.AdvanceClockRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_platform_dot_v1_dot_platform__pb2.AdvanceClockResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,11 +37,9 @@ class PlatformServiceStub:
     """WhoAmI answers with the identity the platform read from the caller's
     client certificate: the same identity every other RPC acts on. It is the
     first thing to call when a party's certificate does not work as expected.
-    """
-    AdvanceClock: _grpc.UnaryUnaryMultiCallable[_platform_pb2.AdvanceClockRequest, _platform_pb2.AdvanceClockResponse]
-    """AdvanceClock (operator; demo and test modes only) moves the platform
-    clock forward for every service at once, so due dates pass. Refused with
-    FAILED_PRECONDITION in production mode.
+    The platform clock (demo and test modes) is moved by the operator's own
+    NATS user (`scf clock advance`), never through a service: no service may
+    move the clock.
     """
 
 @_typing.type_check_only
@@ -53,11 +51,9 @@ class PlatformServiceAsyncStub(PlatformServiceStub):
     """WhoAmI answers with the identity the platform read from the caller's
     client certificate: the same identity every other RPC acts on. It is the
     first thing to call when a party's certificate does not work as expected.
-    """
-    AdvanceClock: _aio.UnaryUnaryMultiCallable[_platform_pb2.AdvanceClockRequest, _platform_pb2.AdvanceClockResponse]  # type: ignore[assignment]
-    """AdvanceClock (operator; demo and test modes only) moves the platform
-    clock forward for every service at once, so due dates pass. Refused with
-    FAILED_PRECONDITION in production mode.
+    The platform clock (demo and test modes) is moved by the operator's own
+    NATS user (`scf clock advance`), never through a service: no service may
+    move the clock.
     """
 
 class PlatformServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -72,17 +68,9 @@ class PlatformServiceServicer(metaclass=_abc_1.ABCMeta):
         """WhoAmI answers with the identity the platform read from the caller's
         client certificate: the same identity every other RPC acts on. It is the
         first thing to call when a party's certificate does not work as expected.
-        """
-
-    @_abc_1.abstractmethod
-    def AdvanceClock(
-        self,
-        request: _platform_pb2.AdvanceClockRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_platform_pb2.AdvanceClockResponse, _abc.Awaitable[_platform_pb2.AdvanceClockResponse]]:
-        """AdvanceClock (operator; demo and test modes only) moves the platform
-        clock forward for every service at once, so due dates pass. Refused with
-        FAILED_PRECONDITION in production mode.
+        The platform clock (demo and test modes) is moved by the operator's own
+        NATS user (`scf clock advance`), never through a service: no service may
+        move the clock.
         """
 
 def add_PlatformServiceServicer_to_server(servicer: PlatformServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -27,7 +27,7 @@ if _version_not_supported:
 
 class ScoringServiceStub:
     """ScoringService explains and reproduces credit decisions. Decisions are made
-    for lending over NATS (ScoreRequest on <prefix>.scoring.score); each one,
+    for lending over NATS (scf.bus.v1.ScoreRequest on <prefix>.scoring.score); each one,
     with its model version and every input, is one journal entry on subject
     "application/<application_id>", event "score.decided".
     """
@@ -62,7 +62,7 @@ class ScoringServiceStub:
 
 class ScoringServiceServicer:
     """ScoringService explains and reproduces credit decisions. Decisions are made
-    for lending over NATS (ScoreRequest on <prefix>.scoring.score); each one,
+    for lending over NATS (scf.bus.v1.ScoreRequest on <prefix>.scoring.score); each one,
     with its model version and every input, is one journal entry on subject
     "application/<application_id>", event "score.decided".
     """
@@ -132,7 +132,7 @@ def add_ScoringServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ScoringService:
     """ScoringService explains and reproduces credit decisions. Decisions are made
-    for lending over NATS (ScoreRequest on <prefix>.scoring.score); each one,
+    for lending over NATS (scf.bus.v1.ScoreRequest on <prefix>.scoring.score); each one,
     with its model version and every input, is one journal entry on subject
     "application/<application_id>", event "score.decided".
     """

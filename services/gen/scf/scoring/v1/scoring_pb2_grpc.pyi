@@ -28,7 +28,7 @@ GRPC_VERSION: str
 
 class ScoringServiceStub:
     """ScoringService explains and reproduces credit decisions. Decisions are made
-    for lending over NATS (ScoreRequest on <prefix>.scoring.score); each one,
+    for lending over NATS (scf.bus.v1.ScoreRequest on <prefix>.scoring.score); each one,
     with its model version and every input, is one journal entry on subject
     "application/<application_id>", event "score.decided".
     """
@@ -56,7 +56,7 @@ class ScoringServiceStub:
 @_typing.type_check_only
 class ScoringServiceAsyncStub(ScoringServiceStub):
     """ScoringService explains and reproduces credit decisions. Decisions are made
-    for lending over NATS (ScoreRequest on <prefix>.scoring.score); each one,
+    for lending over NATS (scf.bus.v1.ScoreRequest on <prefix>.scoring.score); each one,
     with its model version and every input, is one journal entry on subject
     "application/<application_id>", event "score.decided".
     """
@@ -80,7 +80,7 @@ class ScoringServiceAsyncStub(ScoringServiceStub):
 
 class ScoringServiceServicer(metaclass=_abc_1.ABCMeta):
     """ScoringService explains and reproduces credit decisions. Decisions are made
-    for lending over NATS (ScoreRequest on <prefix>.scoring.score); each one,
+    for lending over NATS (scf.bus.v1.ScoreRequest on <prefix>.scoring.score); each one,
     with its model version and every input, is one journal entry on subject
     "application/<application_id>", event "score.decided".
     """
