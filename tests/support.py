@@ -56,7 +56,10 @@ async def provision_for(settings: Settings) -> None:
         password=settings.nats_password,
     )  # fmt: skip
     try:
-        await provision(nc.jetstream(), settings.nats_prefix, (*settings.banks, "bank-east"))
+        await provision(
+            nc.jetstream(), settings.nats_prefix, (*settings.banks, "bank-east"),
+            replicas=settings.stream_replicas,
+        )  # fmt: skip
     finally:
         await nc.close()
 

@@ -26,9 +26,9 @@ from services.gen.scf.journal.v1 import journal_pb2_grpc
 from services.gen.scf.leasing.v1 import leasing_pb2_grpc
 from services.gen.scf.lending.v1 import lending_pb2, lending_pb2_grpc
 from services.gen.scf.orders.v1 import orders_pb2, orders_pb2_grpc
-from services.gen.scf.platform.v1 import platform_pb2_grpc
 from services.gen.scf.repayment.v1 import repayment_pb2, repayment_pb2_grpc
 from services.gen.scf.scoring.v1 import scoring_pb2_grpc
+from services.gen.scf.types.v1 import money_pb2
 from services.gen.scf.underwriting.v1 import underwriting_pb2_grpc
 from services.journal.service import SPEC as JOURNAL
 from services.lending.service import SPEC as LENDING
@@ -191,14 +191,14 @@ def test_register_order(
     before = platform.statements()
     request = orders_pb2.RegisterOrderRequest(
         buyer_id=buyer,
-        amount=orders_pb2.Money(amount=amount[0], currency=amount[1]),
+        amount=money_pb2.Money(amount=amount[0], currency=amount[1]),
         issue_date=issue,
         due_date=due,
         line_items=[
             orders_pb2.LineItem(
                 description="x",
                 quantity=quantity,
-                unit_price=orders_pb2.Money(amount=price[0], currency=price[1]),
+                unit_price=money_pb2.Money(amount=price[0], currency=price[1]),
             )
         ],
         contract_sha256=digest,
@@ -217,7 +217,7 @@ def test_request_financing(platform: Platform, order_id: str, bank: str, amount:
     request = lending_pb2.RequestFinancingRequest(
         order_id=order_id,
         bank=bank,
-        amount=lending_pb2.Money(amount=amount[0], currency=amount[1]),
+        amount=money_pb2.Money(amount=amount[0], currency=amount[1]),
         idempotency_key=f"f-{order_id}-{bank}",
     )
     assert platform.call("lending", "RequestFinancing", request) not in NEVER
@@ -232,7 +232,7 @@ def test_record_payment(
     request = repayment_pb2.RecordPaymentRequest(
         loan_id=loan,
         payer=payer,
-        amount=repayment_pb2.Money(amount=amount[0], currency=amount[1]),
+        amount=money_pb2.Money(amount=amount[0], currency=amount[1]),
         value_date=day,
         bank_reference=reference,
         quote_id=quote,

@@ -143,3 +143,10 @@ def test_examples_name_every_secret_and_setting(example: str) -> None:
     if example.endswith(".env.example"):
         for key in SHARED | {"SCF_NATS_USER", "SCF_NATS_PASSWORD"} | _replica_keys("bank-north"):
             assert f"{key}=" in text, key
+
+
+def test_the_permission_table_in_the_docs_is_the_one_the_code_enforces() -> None:
+    from services.contracts.permissions import table_markdown
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    assert table_markdown() in docs

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from services.gen.scf.lending.v1 import lending_pb2, lending_pb2_grpc
 from services.gen.scf.orders.v1 import orders_pb2, orders_pb2_grpc
+from services.gen.scf.types.v1 import money_pb2
 from services.runtime.certs import PartySpec, ensure_certificates, load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
@@ -173,7 +174,7 @@ class FlowLoad:
                 self._stub(UW, "lending").CreateFacility,
                 lending_pb2.CreateFacilityRequest(
                     subcontractor_id=sub,
-                    limit=lending_pb2.Money(amount="1000000.00", currency="CNY"),
+                    limit=money_pb2.Money(amount="1000000.00", currency="CNY"),
                     expires_on=(today + dt.timedelta(days=365)).isoformat(),
                     spread_bps=200,
                     idempotency_key=f"bench-facility-{sub}",
@@ -187,7 +188,7 @@ class FlowLoad:
 
     async def _financing(self, i: int, sub: str, buyer: str, today: dt.date) -> None:
         start = time.perf_counter()
-        money = orders_pb2.Money(amount="100000.00", currency="CNY")
+        money = money_pb2.Money(amount="100000.00", currency="CNY")
         ref = f"B-{i}"
         register = orders_pb2.RegisterOrderRequest(
             buyer_id=buyer, amount=money, issue_date=today.isoformat(),
@@ -211,7 +212,7 @@ class FlowLoad:
                 lending.RequestFinancing,
                 lending_pb2.RequestFinancingRequest(
                     order_id=oid, bank=BANK, idempotency_key=ref,
-                    amount=lending_pb2.Money(amount="50000.00", currency="CNY"),
+                    amount=money_pb2.Money(amount="50000.00", currency="CNY"),
                 ),
             )
         ).application  # fmt: skip

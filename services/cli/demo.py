@@ -15,6 +15,7 @@ from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
 from services.gen.scf.orders.v1 import orders_pb2, orders_pb2_grpc
 from services.gen.scf.platform.v1 import platform_pb2, platform_pb2_grpc
 from services.gen.scf.replica.v1 import replica_pb2, replica_pb2_grpc
+from services.gen.scf.types.v1 import money_pb2
 from services.journal.checkpoint import parse_note
 from services.journal.offline import verify_database
 from services.journal.proofs import verify_inclusion
@@ -71,19 +72,19 @@ async def _order(platform: Platform, out: Console) -> int:
             await sub.RegisterOrder(
                 orders_pb2.RegisterOrderRequest(
                     buyer_id="citybuild",
-                    amount=orders_pb2.Money(amount="4000000.00", currency=cny),
+                    amount=money_pb2.Money(amount="4000000.00", currency=cny),
                     issue_date="2027-01-05",
                     due_date="2027-04-30",
                     line_items=[
                         orders_pb2.LineItem(
                             description="flood barrier steel (tonnes)",
                             quantity=400,
-                            unit_price=orders_pb2.Money(amount="9000.00", currency=cny),
+                            unit_price=money_pb2.Money(amount="9000.00", currency=cny),
                         ),
                         orders_pb2.LineItem(
                             description="installation",
                             quantity=1,
-                            unit_price=orders_pb2.Money(amount="400000.00", currency=cny),
+                            unit_price=money_pb2.Money(amount="400000.00", currency=cny),
                         ),
                     ],
                     contract_sha256=contract,
@@ -179,7 +180,7 @@ async def _register_and_confirm(settings: Settings, reference: str) -> str:
     async with client_channel(addr, sub_tls) as sub_ch, client_channel(addr, buyer_tls) as buy_ch:
         sub = orders_pb2_grpc.OrdersServiceStub(sub_ch)
         buyer = orders_pb2_grpc.OrdersServiceStub(buy_ch)
-        money = orders_pb2.Money(amount="4000000.00", currency="CNY")
+        money = money_pb2.Money(amount="4000000.00", currency="CNY")
         order = (
             await sub.RegisterOrder(
                 orders_pb2.RegisterOrderRequest(

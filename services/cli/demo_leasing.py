@@ -16,6 +16,7 @@ from services.cli.clock_cmds import advance, platform_today
 from services.gen.scf.leasing.v1 import leasing_pb2, leasing_pb2_grpc
 from services.gen.scf.lending.v1 import lending_pb2, lending_pb2_grpc
 from services.gen.scf.repayment.v1 import repayment_pb2, repayment_pb2_grpc
+from services.gen.scf.types.v1 import money_pb2
 from services.gen.scf.underwriting.v1 import underwriting_pb2, underwriting_pb2_grpc
 from services.lending.signing import sign_contract
 from services.runtime.certs import load_party
@@ -26,8 +27,8 @@ PARTIES = ("acme-builders", "ls-dana", "ls-erik", "liftco")
 CNY = "CNY"
 
 
-def _cny(amount: str) -> leasing_pb2.Money:
-    return leasing_pb2.Money(amount=amount, currency=CNY)
+def _cny(amount: str) -> money_pb2.Money:
+    return money_pb2.Money(amount=amount, currency=CNY)
 
 
 async def _wait_lease(stub: Any, lease_id: str, *states: str) -> leasing_pb2.Lease:
@@ -69,7 +70,7 @@ async def lease(settings: Settings, out: Console) -> int:
         await lending["ls-dana"].CreateFacility(
             lending_pb2.CreateFacilityRequest(
                 subcontractor_id="acme-builders",
-                limit=lending_pb2.Money(amount="1000000.00", currency=CNY),
+                limit=money_pb2.Money(amount="1000000.00", currency=CNY),
                 expires_on=(today + dt.timedelta(days=1200)).isoformat(), spread_bps=300,
                 idempotency_key="demo-lease-facility",
             ),
@@ -106,7 +107,7 @@ async def lease(settings: Settings, out: Console) -> int:
                 underwriting_pb2.ApproveRequest(
                     application_id=lease_id,
                     terms=underwriting_pb2.Terms(
-                        amount=underwriting_pb2.Money(amount="360000.00", currency=CNY),
+                        amount=money_pb2.Money(amount="360000.00", currency=CNY),
                         rate_bps=750,
                     ),
                     reason="the excavator secures the lease; good order book",

@@ -14,6 +14,7 @@ from rich.console import Console
 from services.cli.score_cmds import show
 from services.gen.scf.lending.v1 import lending_pb2, lending_pb2_grpc
 from services.gen.scf.scoring.v1 import scoring_pb2, scoring_pb2_grpc
+from services.gen.scf.types.v1 import money_pb2
 from services.gen.scf.underwriting.v1 import underwriting_pb2, underwriting_pb2_grpc
 from services.lending.signing import sign_contract
 from services.runtime.certs import load_party
@@ -54,7 +55,7 @@ async def finance(settings: Settings, out: Console, order_id: str, quiet: bool =
             await lending["uw-alice"].CreateFacility(  # the same key: created once
                 lending_pb2.CreateFacilityRequest(
                     subcontractor_id="acme-builders",
-                    limit=lending_pb2.Money(amount="5000000.00", currency="CNY"),
+                    limit=money_pb2.Money(amount="5000000.00", currency="CNY"),
                     expires_on=expires,
                     spread_bps=200,
                     idempotency_key="demo-facility",
@@ -70,7 +71,7 @@ async def finance(settings: Settings, out: Console, order_id: str, quiet: bool =
                 lending_pb2.RequestFinancingRequest(
                     order_id=order_id,
                     bank="bank-north",
-                    amount=lending_pb2.Money(amount="2000000.00", currency="CNY"),
+                    amount=money_pb2.Money(amount="2000000.00", currency="CNY"),
                     idempotency_key=f"demo-finance-{order_id}",
                 ),
                 timeout=10,
@@ -98,7 +99,7 @@ async def finance(settings: Settings, out: Console, order_id: str, quiet: bool =
                 lending_pb2.RequestFinancingRequest(
                     order_id=order_id,
                     bank="bank-south",
-                    amount=lending_pb2.Money(amount="1000000.00", currency="CNY"),
+                    amount=money_pb2.Money(amount="1000000.00", currency="CNY"),
                     idempotency_key=f"demo-finance-2-{order_id}",
                 ),
                 timeout=10,
@@ -110,7 +111,7 @@ async def finance(settings: Settings, out: Console, order_id: str, quiet: bool =
             )
         out.rule("6. Two underwriters of bank-north approve (four eyes above 1,000,000.00)")
         terms = underwriting_pb2.Terms(
-            amount=underwriting_pb2.Money(amount="2000000.00", currency="CNY"),
+            amount=money_pb2.Money(amount="2000000.00", currency="CNY"),
             rate_bps=600,
             tenor_days=115,
         )

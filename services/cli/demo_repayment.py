@@ -13,6 +13,7 @@ from services.cli.clock_cmds import advance
 from services.gen.scf.lending.v1 import lending_pb2, lending_pb2_grpc
 from services.gen.scf.orders.v1 import orders_pb2, orders_pb2_grpc
 from services.gen.scf.repayment.v1 import repayment_pb2, repayment_pb2_grpc
+from services.gen.scf.types.v1 import money_pb2
 from services.runtime.certs import load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
@@ -52,7 +53,7 @@ async def repay(settings: Settings, out: Console, first_loan: str, second_loan: 
             repayment_pb2.RecordPaymentRequest(
                 loan_id=first_loan,
                 payer="citybuild",
-                amount=repayment_pb2.Money(amount="4000000.00", currency="CNY"),
+                amount=money_pb2.Money(amount="4000000.00", currency="CNY"),
                 value_date=due.isoformat(),
                 bank_reference="SUPV-2027-0001",
             ),

@@ -108,7 +108,7 @@ def certs_init(
 def nats_init(data_dir: Path | None = DataDirOption) -> None:
     """As the operator's NATS user: create or update every stream, consumer and
     bucket (services may only bind to them). Run before the services start."""
-    from services.runtime.bus import connect_nats, set_stream_replicas
+    from services.runtime.bus import connect_nats
     from services.runtime.provision import provision
 
     settings = settings_for(data_dir)
@@ -119,8 +119,10 @@ def nats_init(data_dir: Path | None = DataDirOption) -> None:
             password=settings.nats_password, ca_file=settings.certs_dir / "ca.pem",
         )  # fmt: skip
         try:
-            set_stream_replicas(settings.stream_replicas)
-            await provision(nc.jetstream(), settings.nats_prefix, settings.banks)
+            await provision(
+                nc.jetstream(), settings.nats_prefix, settings.banks,
+                replicas=settings.stream_replicas,
+            )  # fmt: skip
         finally:
             await nc.close()
 

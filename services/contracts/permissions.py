@@ -148,3 +148,27 @@ def nats_permissions(grant: Grant, subjects: Subjects) -> dict[str, object]:
         # Answers go only to the reply subjects of requests this user received.
         permissions["allow_responses"] = {"max": 1, "expires": "30s"}
     return permissions
+
+
+def table_markdown(prefix: str = "scf", banks: tuple[str, ...] = DEFAULT_BANKS) -> str:
+    """The table as docs/architecture.md shows it (a test keeps the two alike)."""
+    subjects = Subjects(prefix)
+    rows = [
+        "| user | publishes | requests | serves (answers) | listens | consumes |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+
+    def cell(items: tuple[str, ...]) -> str:
+        return "<br>".join(f"`{i}`" for i in items) or "–"
+
+    for g in grants(subjects, banks).values():
+        consumes = tuple(f"{c.stream}/{c.durable}" for c in g.consumes)
+        rows.append(
+            f"| `{g.user}` | {cell(g.publishes)} | {cell(g.requests)} | {cell(g.serves)}"
+            f" | {cell(g.listens)} | {cell(consumes)} |"
+        )
+    rows.append(
+        f"| `{ADMIN}` | everything: creates every stream, consumer and bucket"
+        " (`scf up`, `scf nats init`), writes the platform clock | | | | |"
+    )
+    return "\n".join(rows) + "\n"

@@ -1,10 +1,14 @@
 """The journal: sequencer, Merkle tree, signed checkpoints, audit API.
 
-Its public API, for the runtime's outbox relay, key checks and the replica:
-the entry format, the key set, and canonical JSON. Other packages import
+Its public API, for the runtime's outbox relay, key checks, orders' card
+checks and the banks' replicas: the entry format, the key set, canonical
+JSON, hashing, proofs, checkpoints and cosignatures, the verifier, and the
+store and audit API a replica serves over its own copy. Other packages import
 these from here, never from the journal's private modules.
 """
 
+from services.journal.audit import AuditServicer
+from services.journal.checkpoint import CheckpointError, SignedNote, parse_note
 from services.journal.encoding import (
     EncodingError,
     Entry,
@@ -14,18 +18,34 @@ from services.journal.encoding import (
     sign_batch,
     unpack_records,
 )
+from services.journal.hashing import leaf_hash
 from services.journal.keyset import KEYS_SUBJECT, KeyRefused, KeySet, canonical_json
+from services.journal.proofs import verify_inclusion
+from services.journal.storage import JournalStore, StoredCheckpoint
+from services.journal.verify import JournalVerifier, VerificationError
+from services.journal.witness import cosign
 
 __all__ = [
     "KEYS_SUBJECT",
+    "AuditServicer",
+    "CheckpointError",
     "EncodingError",
     "Entry",
+    "JournalStore",
+    "JournalVerifier",
     "KeyRefused",
     "KeySet",
     "SignedBatch",
+    "SignedNote",
     "Statement",
+    "StoredCheckpoint",
+    "VerificationError",
     "canonical_json",
+    "cosign",
     "decode_entry",
+    "leaf_hash",
+    "parse_note",
     "sign_batch",
     "unpack_records",
+    "verify_inclusion",
 ]

@@ -14,6 +14,7 @@ from typing import Any
 
 from services.gen.scf.bus.v1 import bus_pb2
 from services.gen.scf.leasing.v1 import leasing_pb2, leasing_pb2_grpc
+from services.gen.scf.types.v1 import money_pb2
 from services.journal import canonical_json
 from services.lending.leases import END_OPTIONS, LeaseRequest, validate_lease
 from services.lending.servicer import STAFF, ApplicationCalls, usable_facility
@@ -43,8 +44,8 @@ _OPTION: dict[str, leasing_pb2.EndOption.ValueType] = {
 }
 
 
-def _money(currency: str, minor: int) -> leasing_pb2.Money:
-    return leasing_pb2.Money(amount=Money(currency, minor).major(), currency=currency)
+def _money(currency: str, minor: int) -> money_pb2.Money:
+    return money_pb2.Money(amount=Money(currency, minor).major(), currency=currency)
 
 
 async def lease_view(conn: Any, app: Any) -> leasing_pb2.Lease:

@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from services.gen.scf.lending.v1 import lending_pb2
+from services.gen.scf.types.v1 import money_pb2
 from services.journal import canonical_json
 from services.runtime.errors import NotFound
 from services.runtime.journal_client import Outbox
@@ -14,8 +15,8 @@ from services.runtime.money import Money
 __all__ = ["Transitions", "application_proto", "facility_proto", "money_pb"]
 
 
-def money_pb(currency: str, minor: int) -> lending_pb2.Money:
-    return lending_pb2.Money(amount=Money(currency, minor).major(), currency=currency)
+def money_pb(currency: str, minor: int) -> money_pb2.Money:
+    return money_pb2.Money(amount=Money(currency, minor).major(), currency=currency)
 
 
 def facility_proto(row: Any) -> lending_pb2.Facility:

@@ -6,6 +6,7 @@ from typing import Any
 
 import asyncpg
 
+from services.gen.scf.types.v1 import money_pb2
 from services.gen.scf.underwriting.v1 import underwriting_pb2, underwriting_pb2_grpc
 from services.journal import canonical_json
 from services.lending.flow import DAY_MICROS, FlowEngine
@@ -30,7 +31,7 @@ def _item(app: Any, seqs: list[int]) -> underwriting_pb2.QueueItem:
         application_id=app["application_id"],
         subcontractor_id=app["subcontractor_id"],
         order_id=app["order_id"],
-        requested=underwriting_pb2.Money(amount=m.amount, currency=m.currency),
+        requested=money_pb2.Money(amount=m.amount, currency=m.currency),
         state=app["state"],
         decision_json=canonical_json(app["decision"]).decode() if app["decision"] else "",
         approvals=list(app["approvals"]),

@@ -12,10 +12,7 @@ import qrcode
 import qrcode.image.svg
 
 from services.gen.scf.orders.v1 import orders_pb2
-from services.journal import decode_entry
-from services.journal.checkpoint import parse_note
-from services.journal.hashing import leaf_hash
-from services.journal.proofs import verify_inclusion
+from services.journal import decode_entry, leaf_hash, parse_note, verify_inclusion
 
 __all__ = ["card_uri", "check_card", "write_card"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.gen.scf.orders.v1 import orders_pb2
+from services.gen.scf.types.v1 import money_pb2
 from services.orders.domain import Action, Order, State
 
 __all__ = ["STATE_TO_PROTO", "journal_payload", "to_proto"]
@@ -21,8 +22,8 @@ STATE_TO_PROTO = {
 PROTO_TO_STATE = {v: k for k, v in STATE_TO_PROTO.items()}
 
 
-def money(m: Any) -> orders_pb2.Money:
-    return orders_pb2.Money(amount=m.major(), currency=m.currency)
+def money(m: Any) -> money_pb2.Money:
+    return money_pb2.Money(amount=m.major(), currency=m.currency)
 
 
 def to_proto(order: Order) -> orders_pb2.Order:

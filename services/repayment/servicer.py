@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from services.gen.scf.repayment.v1 import repayment_pb2, repayment_pb2_grpc
+from services.gen.scf.types.v1 import money_pb2
 from services.repayment.calc import bucket_for, days_past_due
 from services.repayment.loans import LoanBook, as_of, overdue_from
 from services.runtime.errors import InvalidArgument, PermissionDenied
@@ -15,8 +16,8 @@ from services.runtime.money import Money, parse_money
 __all__ = ["RepaymentServicer"]
 
 
-def _m(currency: str, minor: int) -> repayment_pb2.Money:
-    return repayment_pb2.Money(amount=Money(currency, minor).major(), currency=currency)
+def _m(currency: str, minor: int) -> money_pb2.Money:
+    return money_pb2.Money(amount=Money(currency, minor).major(), currency=currency)
 
 
 def _date(value: str, field: str) -> dt.date:

@@ -27,12 +27,19 @@ from nats.js import JetStreamContext
 
 from services.contracts.subjects import Subjects
 from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
-from services.journal import Entry, unpack_records
-from services.journal.checkpoint import CheckpointError, SignedNote, parse_note
-from services.journal.hashing import leaf_hash
-from services.journal.storage import JournalStore, StoredCheckpoint
-from services.journal.verify import JournalVerifier, VerificationError
-from services.journal.witness import cosign
+from services.journal import (
+    CheckpointError,
+    Entry,
+    JournalStore,
+    JournalVerifier,
+    SignedNote,
+    StoredCheckpoint,
+    VerificationError,
+    cosign,
+    leaf_hash,
+    parse_note,
+    unpack_records,
+)
 from services.runtime.bus import ack, bind, fetch
 from services.runtime.clock import Clock
 from services.runtime.journal_client import AuditClient

@@ -12,11 +12,10 @@ import asyncpg
 from services.contracts.subjects import Subjects
 from services.gen.scf.journal.v1 import journal_pb2_grpc
 from services.gen.scf.replica.v1 import replica_pb2, replica_pb2_grpc
-from services.journal.audit import AuditServicer
-from services.journal.storage import JournalStore
+from services.journal import AuditServicer, JournalStore
 from services.replica.config import ReplicaSettings, database_beside
 from services.replica.replica import Replica
-from services.runtime.bus import connect_nats, set_stream_replicas
+from services.runtime.bus import connect_nats
 from services.runtime.certs import load_party
 from services.runtime.clock import Clock, SystemClock
 from services.runtime.config import Settings
@@ -120,7 +119,6 @@ async def run_replica(
             settings.nats_url, f"scf-replica-{rs.bank}", user=settings.nats_user,
             password=settings.nats_password, ca_file=settings.certs_dir / "ca.pem",
         )  # fmt: skip
-        set_stream_replicas(settings.stream_replicas)
         replica = Replica(
             bank=rs.bank,
             pool=pool,

@@ -87,20 +87,6 @@ async def connect_nats(
         raise ConfigError("SCF_NATS_URL", f"cannot connect to NATS at {url}: {exc!r}") from None
 
 
-_stream_replicas = 1
-
-
-def set_stream_replicas(replicas: int) -> None:
-    """How many copies JetStream keeps of every stream and bucket the platform
-    creates (``SCF_STREAM_REPLICAS``: 3 on a three-node cluster). Set once, at start-up."""
-    global _stream_replicas
-    _stream_replicas = replicas
-
-
-def stream_replicas() -> int:
-    return _stream_replicas
-
-
 async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, update: bool = True) -> None:
     """Create the stream, or update it when its configuration differs (unless
     ``update`` is False: a reader that starts first creates the stream it reads,
@@ -113,7 +99,7 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, update: bool 
         max_age=spec.max_age_s,
         max_msgs=spec.max_msgs,
         duplicate_window=spec.duplicate_window_s,
-        num_replicas=spec.replicas or _stream_replicas,
+        num_replicas=spec.replicas or 1,
     )
     try:
         info = await js.stream_info(spec.name)

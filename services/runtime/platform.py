@@ -23,7 +23,7 @@ from pathlib import Path
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.runtime.bus import connect_nats, set_stream_replicas
+from services.runtime.bus import connect_nats
 from services.runtime.certs import ensure_certificates, load_party
 from services.runtime.config import SERVICE_NAMES, Settings
 from services.runtime.db import connect_pool
@@ -116,8 +116,10 @@ class Platform:
             user=self.settings.nats_user, password=self.settings.nats_password,
         )  # fmt: skip
         try:
-            set_stream_replicas(self.settings.stream_replicas)
-            await provision(nc.jetstream(), self.settings.nats_prefix, self.settings.banks)
+            await provision(
+                nc.jetstream(), self.settings.nats_prefix, self.settings.banks,
+                replicas=self.settings.stream_replicas,
+            )  # fmt: skip
         finally:
             await nc.close()
         pool = await connect_pool(self.settings.database_url, "public", max_size=1)

@@ -21,7 +21,7 @@ from nats.js import JetStreamContext
 
 from services.contracts.subjects import Subjects
 from services.gen.scf.platform.v1 import platform_pb2, platform_pb2_grpc
-from services.runtime.bus import connect_nats, set_stream_replicas
+from services.runtime.bus import connect_nats
 from services.runtime.certs import load_party
 from services.runtime.clock import Clock, OffsetClock, SystemClock
 from services.runtime.config import ServiceEndpoint, Settings
@@ -127,7 +127,6 @@ async def run_service(
             settings.nats_url, f"scf-{spec.name}", user=settings.nats_user,
             password=settings.nats_password, ca_file=settings.certs_dir / "ca.pem",
         )  # fmt: skip
-        set_stream_replicas(settings.stream_replicas)
         server = GrpcServer(spec.name, endpoint.bind_addr, tls)
         platform_servicer = PlatformServicer(spec.name)
         server.add(

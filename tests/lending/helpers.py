@@ -10,6 +10,7 @@ from typing import Any
 
 from services.gen.scf.lending.v1 import lending_pb2, lending_pb2_grpc
 from services.gen.scf.orders.v1 import orders_pb2
+from services.gen.scf.types.v1 import money_pb2
 from services.gen.scf.underwriting.v1 import underwriting_pb2, underwriting_pb2_grpc
 from services.lending.service import SPEC as LENDING
 from services.lending.signing import sign_contract
@@ -46,7 +47,7 @@ class LendingEnv:
         reply = await self.lending(bank_party).CreateFacility(
             lending_pb2.CreateFacilityRequest(
                 subcontractor_id="acme-builders",
-                limit=lending_pb2.Money(amount=limit, currency="CNY"),
+                limit=money_pb2.Money(amount=limit, currency="CNY"),
                 expires_on=(TODAY + dt.timedelta(days=365)).isoformat(),
                 spread_bps=200,
                 idempotency_key=f"fac-{bank_party}-{limit}",
@@ -78,7 +79,7 @@ class LendingEnv:
     async def request(self, oid: str, amount: str, bank: str = "bank-north", key: str = "") -> str:
         reply = await self.lending("acme-builders").RequestFinancing(
             lending_pb2.RequestFinancingRequest(
-                order_id=oid, bank=bank, amount=lending_pb2.Money(amount=amount, currency="CNY"),
+                order_id=oid, bank=bank, amount=money_pb2.Money(amount=amount, currency="CNY"),
                 idempotency_key=key or f"req-{oid}",
             )
         )  # fmt: skip
@@ -109,7 +110,7 @@ class LendingEnv:
             underwriting_pb2.ApproveRequest(
                 application_id=application_id,
                 terms=underwriting_pb2.Terms(
-                    amount=underwriting_pb2.Money(amount=amount, currency="CNY"),
+                    amount=money_pb2.Money(amount=amount, currency="CNY"),
                     rate_bps=600,
                     tenor_days=115,
                 ),

@@ -13,6 +13,7 @@ import grpc
 from services.gen.scf.leasing.v1 import leasing_pb2, leasing_pb2_grpc
 from services.gen.scf.lending.v1 import lending_pb2, lending_pb2_grpc
 from services.gen.scf.repayment.v1 import repayment_pb2, repayment_pb2_grpc
+from services.gen.scf.types.v1 import money_pb2
 from services.gen.scf.underwriting.v1 import underwriting_pb2, underwriting_pb2_grpc
 from services.journal.encoding import decode_statement
 from services.lending.signing import sign_contract
@@ -45,11 +46,11 @@ def lease_request(
     return leasing_pb2.ApplyForLeaseRequest(
         asset=leasing_pb2.Asset(
             description="tower crane TC-5013", vendor_id=vendor, serial_number="TC5013-0042",
-            price=leasing_pb2.Money(amount=price, currency="CNY"),
+            price=money_pb2.Money(amount=price, currency="CNY"),
         ),
-        down_payment=leasing_pb2.Money(amount=down, currency="CNY"),
+        down_payment=money_pb2.Money(amount=down, currency="CNY"),
         term_months=term, frequency=frequency, timing=timing,  # type: ignore[arg-type]
-        residual=leasing_pb2.Money(amount=residual, currency="CNY"),
+        residual=money_pb2.Money(amount=residual, currency="CNY"),
         end_option=option,  # type: ignore[arg-type]
         lessor="lease-one", idempotency_key=key,
     )  # fmt: skip
@@ -82,7 +83,7 @@ class LeaseEnv:
         await self.lending("ls-dana").CreateFacility(
             lending_pb2.CreateFacilityRequest(
                 subcontractor_id="acme-builders",
-                limit=lending_pb2.Money(amount=limit, currency="CNY"),
+                limit=money_pb2.Money(amount=limit, currency="CNY"),
                 expires_on=(self.clock.now().date() + dt.timedelta(days=900)).isoformat(),
                 spread_bps=300, idempotency_key="lease-facility",
             )
@@ -107,7 +108,7 @@ class LeaseEnv:
             underwriting_pb2.ApproveRequest(
                 application_id=lease_id,
                 terms=underwriting_pb2.Terms(
-                    amount=underwriting_pb2.Money(amount=amount, currency="CNY"), rate_bps=800
+                    amount=money_pb2.Money(amount=amount, currency="CNY"), rate_bps=800
                 ),
                 reason="the asset secures the lease",
                 idempotency_key=key or f"approve-{party}-{lease_id}",
@@ -172,7 +173,7 @@ class LeaseEnv:
         return await self.repayment("operator").RecordPayment(
             repayment_pb2.RecordPaymentRequest(
                 loan_id=lease_id, payer="acme-builders",
-                amount=repayment_pb2.Money(amount=amount, currency="CNY"),
+                amount=money_pb2.Money(amount=amount, currency="CNY"),
                 value_date=self.clock.now().date().isoformat(), bank_reference=ref, **kw,
             )
         )  # fmt: skip

@@ -12,6 +12,7 @@ from services.contracts.subjects import Subjects
 from services.gen.scf.bus.v1 import bus_pb2
 from services.gen.scf.lending.v1 import lending_pb2
 from services.gen.scf.orders.v1 import orders_pb2
+from services.gen.scf.types.v1 import money_pb2
 from services.gen.scf.underwriting.v1 import underwriting_pb2
 from services.runtime.config import Settings
 from tests.lending.helpers import LendingEnv, lending_env
@@ -147,7 +148,7 @@ async def test_counter_offers_accepted_and_declined(settings: Settings) -> None:
                 underwriting_pb2.CounterOfferRequest(
                     application_id=app_id,
                     terms=underwriting_pb2.Terms(
-                        amount=underwriting_pb2.Money(amount="900000.00", currency="CNY"),
+                        amount=money_pb2.Money(amount="900000.00", currency="CNY"),
                         rate_bps=700,
                         tenor_days=90,
                     ),
@@ -235,7 +236,7 @@ async def test_refusals(settings: Settings) -> None:
                 lending_pb2.RequestFinancingRequest(
                     order_id=unconfirmed,
                     bank="bank-north",
-                    amount=lending_pb2.Money(amount="1.00", currency="CNY"),
+                    amount=money_pb2.Money(amount="1.00", currency="CNY"),
                     idempotency_key="u1",
                 ),
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -244,7 +245,7 @@ async def test_refusals(settings: Settings) -> None:
                 lending_pb2.RequestFinancingRequest(
                     order_id="ORD-NONE",
                     bank="bank-north",
-                    amount=lending_pb2.Money(amount="1.00", currency="CNY"),
+                    amount=money_pb2.Money(amount="1.00", currency="CNY"),
                     idempotency_key="u2",
                 ),
                 grpc.StatusCode.NOT_FOUND,
@@ -257,7 +258,7 @@ async def test_refusals(settings: Settings) -> None:
                 lending_pb2.RequestFinancingRequest(
                     order_id=oid,
                     bank="bank-north",
-                    amount=lending_pb2.Money(amount="1.00", currency="CNY"),
+                    amount=money_pb2.Money(amount="1.00", currency="CNY"),
                     idempotency_key="u3",
                 ),
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -266,7 +267,7 @@ async def test_refusals(settings: Settings) -> None:
                 lending_pb2.RequestFinancingRequest(
                     order_id=oid,
                     bank="bank-north",
-                    amount=lending_pb2.Money(amount="4000000.01", currency="CNY"),
+                    amount=money_pb2.Money(amount="4000000.01", currency="CNY"),
                     idempotency_key="u4",
                 ),
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -275,7 +276,7 @@ async def test_refusals(settings: Settings) -> None:
                 lending_pb2.RequestFinancingRequest(
                     order_id=oid,
                     bank="bank-north",
-                    amount=lending_pb2.Money(amount="1.00", currency="USD"),
+                    amount=money_pb2.Money(amount="1.00", currency="USD"),
                     idempotency_key="u5",
                 ),
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -290,7 +291,7 @@ async def test_refusals(settings: Settings) -> None:
                 lending_pb2.RequestFinancingRequest(
                     order_id=oid,
                     bank="bank-north",
-                    amount=lending_pb2.Money(amount="1.00", currency="CNY"),
+                    amount=money_pb2.Money(amount="1.00", currency="CNY"),
                     idempotency_key="u6",
                 )
             )

@@ -16,6 +16,7 @@ from google.rpc import error_details_pb2, status_pb2
 from services.contracts.subjects import OrderVerb, Subjects
 from services.gen.scf.bus.v1 import bus_pb2
 from services.gen.scf.orders.v1 import orders_pb2, orders_pb2_grpc
+from services.gen.scf.types.v1 import money_pb2
 from services.journal.service import SPEC as JOURNAL
 from services.orders.service import SPEC as ORDERS
 from services.runtime.certs import load_party
@@ -30,19 +31,19 @@ CONTRACT = hashlib.sha256(b"signed contract PDF").digest()
 def register_request(ref: str = "PO-1", **changes: Any) -> orders_pb2.RegisterOrderRequest:
     fields: dict[str, Any] = {
         "buyer_id": "citybuild",
-        "amount": orders_pb2.Money(amount="4000000.00", currency="CNY"),
+        "amount": money_pb2.Money(amount="4000000.00", currency="CNY"),
         "issue_date": "2027-01-05",
         "due_date": "2027-04-30",
         "line_items": [
             orders_pb2.LineItem(
                 description="flood barrier steel, tonnes",
                 quantity=400,
-                unit_price=orders_pb2.Money(amount="9000.00", currency="CNY"),
+                unit_price=money_pb2.Money(amount="9000.00", currency="CNY"),
             ),
             orders_pb2.LineItem(
                 description="installation",
                 quantity=1,
-                unit_price=orders_pb2.Money(amount="400000.00", currency="CNY"),
+                unit_price=money_pb2.Money(amount="400000.00", currency="CNY"),
             ),
         ],
         "contract_sha256": CONTRACT,

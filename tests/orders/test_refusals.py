@@ -11,12 +11,13 @@ import pytest
 from services.contracts.subjects import OrderVerb
 from services.gen.scf.bus.v1 import bus_pb2
 from services.gen.scf.orders.v1 import orders_pb2
+from services.gen.scf.types.v1 import money_pb2
 from services.runtime.config import Settings
 from tests.orders.helpers import OrdersEnv, bad_request_field, orders_env, register_request
 
 pytestmark = pytest.mark.integration
 
-M = orders_pb2.Money
+M = money_pb2.Money
 ITEM = orders_pb2.LineItem
 
 

@@ -11,6 +11,7 @@ import pytest
 from services.gen.scf.lending.v1 import lending_pb2
 from services.gen.scf.orders.v1 import orders_pb2
 from services.gen.scf.repayment.v1 import repayment_pb2, repayment_pb2_grpc
+from services.gen.scf.types.v1 import money_pb2
 from services.repayment.calc import interest
 from services.runtime.certs import load_party
 from services.runtime.clock import ManualClock
@@ -51,7 +52,7 @@ def _pay(
     loan_id: str, amount: str, day: dt.date, ref: str, payer: str = "citybuild", **kw: Any
 ) -> Any:
     return repayment_pb2.RecordPaymentRequest(
-        loan_id=loan_id, payer=payer, amount=repayment_pb2.Money(amount=amount, currency="CNY"),
+        loan_id=loan_id, payer=payer, amount=money_pb2.Money(amount=amount, currency="CNY"),
         value_date=day.isoformat(), bank_reference=ref, **kw,
     )  # fmt: skip
 
@@ -99,7 +100,7 @@ async def test_paid_at_due_date_settles_order_and_restores_facility(settings: Se
                     repayment_pb2.RecordPaymentRequest(
                         loan_id=loan_id,
                         payer="citybuild",
-                        amount=repayment_pb2.Money(amount="1.00", currency="USD"),
+                        amount=money_pb2.Money(amount="1.00", currency="USD"),
                         value_date=today.isoformat(),
                         bank_reference="f3",
                     ),

@@ -29,7 +29,8 @@ async def test_a_consumer_whose_ack_policy_changes_goes_on_where_it_was(
         # An earlier version: acknowledging message 2 acknowledged 1 and 2.
         all_acks = ConsumerSpec(spec.name, "worker", None, ack_policy="all")
         explicit = ConsumerSpec(spec.name, "worker", None)
-        with pytest.raises(ConfigError, match=r"consumer worker .* is missing: run `scf nats init`"):
+        missing = r"consumer worker .* is missing: run `scf nats init`"
+        with pytest.raises(ConfigError, match=missing):
             await bind(js, explicit)
         await ensure_consumer(js, all_acks)
         old = await bind(js, all_acks)

@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from services.gen.scf.types.v1 import money_pb2 as _money_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -87,28 +88,6 @@ END_OPTION_RENEW: EndOption.ValueType  # 3
 Global___EndOption: _TypeAlias = EndOption  # noqa: Y015
 
 @_typing.final
-class Money(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    AMOUNT_FIELD_NUMBER: _builtins.int
-    CURRENCY_FIELD_NUMBER: _builtins.int
-    amount: _builtins.str
-    currency: _builtins.str
-    def __init__(
-        self,
-        *,
-        amount: _builtins.str = ...,
-        currency: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "currency", b"currency"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___Money: _TypeAlias = Money  # noqa: Y015
-
-@_typing.final
 class Asset(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -121,14 +100,14 @@ class Asset(_message.Message):
     """The vendor's party id (its certificate's CN)."""
     serial_number: _builtins.str
     @_builtins.property
-    def price(self) -> Global___Money: ...
+    def price(self) -> _money_pb2.Money: ...
     def __init__(
         self,
         *,
         description: _builtins.str = ...,
         vendor_id: _builtins.str = ...,
         serial_number: _builtins.str = ...,
-        price: Global___Money | None = ...,
+        price: _money_pb2.Money | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["price", b"price"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -231,13 +210,13 @@ class Lease(_message.Message):
     @_builtins.property
     def asset(self) -> Global___Asset: ...
     @_builtins.property
-    def down_payment(self) -> Global___Money: ...
+    def down_payment(self) -> _money_pb2.Money: ...
     @_builtins.property
-    def financed(self) -> Global___Money:
+    def financed(self) -> _money_pb2.Money:
         """Price less down payment: what the lessor finances."""
 
     @_builtins.property
-    def residual(self) -> Global___Money: ...
+    def residual(self) -> _money_pb2.Money: ...
     @_builtins.property
     def approvals(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -249,9 +228,9 @@ class Lease(_message.Message):
         lessee_id: _builtins.str = ...,
         lessor: _builtins.str = ...,
         asset: Global___Asset | None = ...,
-        down_payment: Global___Money | None = ...,
-        financed: Global___Money | None = ...,
-        residual: Global___Money | None = ...,
+        down_payment: _money_pb2.Money | None = ...,
+        financed: _money_pb2.Money | None = ...,
+        residual: _money_pb2.Money | None = ...,
         term_months: _builtins.int = ...,
         frequency: Global___PaymentFrequency.ValueType = ...,
         timing: Global___PaymentTiming.ValueType = ...,
@@ -301,18 +280,18 @@ class ApplyForLeaseRequest(_message.Message):
     @_builtins.property
     def asset(self) -> Global___Asset: ...
     @_builtins.property
-    def down_payment(self) -> Global___Money: ...
+    def down_payment(self) -> _money_pb2.Money: ...
     @_builtins.property
-    def residual(self) -> Global___Money: ...
+    def residual(self) -> _money_pb2.Money: ...
     def __init__(
         self,
         *,
         asset: Global___Asset | None = ...,
-        down_payment: Global___Money | None = ...,
+        down_payment: _money_pb2.Money | None = ...,
         term_months: _builtins.int = ...,
         frequency: Global___PaymentFrequency.ValueType = ...,
         timing: Global___PaymentTiming.ValueType = ...,
-        residual: Global___Money | None = ...,
+        residual: _money_pb2.Money | None = ...,
         end_option: Global___EndOption.ValueType = ...,
         lessor: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
@@ -399,13 +378,13 @@ class PayVendorRequest(_message.Message):
     payment_reference: _builtins.str
     idempotency_key: _builtins.str
     @_builtins.property
-    def amount(self) -> Global___Money: ...
+    def amount(self) -> _money_pb2.Money: ...
     def __init__(
         self,
         *,
         lease_id: _builtins.str = ...,
         payee_id: _builtins.str = ...,
-        amount: Global___Money | None = ...,
+        amount: _money_pb2.Money | None = ...,
         payment_reference: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
     ) -> None: ...

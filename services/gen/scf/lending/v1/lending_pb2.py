@@ -22,61 +22,60 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from services.gen.scf.types.v1 import money_pb2 as services_dot_gen_dot_scf_dot_types_dot_v1_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)services/gen/scf/lending/v1/lending.proto\x12\x0escf.lending.v1\")\n\x05Money\x12\x0e\n\x06\x61mount\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\"\x8e\x02\n\x08\x46\x61\x63ility\x12\x13\n\x0b\x66\x61\x63ility_id\x18\x01 \x01(\t\x12\x0c\n\x04\x62\x61nk\x18\x02 \x01(\t\x12\x18\n\x10subcontractor_id\x18\x03 \x01(\t\x12$\n\x05limit\x18\x04 \x01(\x0b\x32\x15.scf.lending.v1.Money\x12\'\n\x08reserved\x18\x05 \x01(\x0b\x32\x15.scf.lending.v1.Money\x12$\n\x05\x64rawn\x18\x06 \x01(\x0b\x32\x15.scf.lending.v1.Money\x12(\n\tavailable\x18\x07 \x01(\x0b\x32\x15.scf.lending.v1.Money\x12\x12\n\nexpires_on\x18\x08 \x01(\t\x12\x12\n\nspread_bps\x18\t \x01(\x05\"T\n\x05Terms\x12%\n\x06\x61mount\x18\x01 \x01(\x0b\x32\x15.scf.lending.v1.Money\x12\x10\n\x08rate_bps\x18\x02 \x01(\x05\x12\x12\n\ntenor_days\x18\x03 \x01(\x05\"e\n\x08\x43ontract\x12\x13\n\x0b\x63ontract_id\x18\x01 \x01(\t\x12\x10\n\x08\x64ocument\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\x0c\x12\x0f\n\x07signers\x18\x04 \x03(\t\x12\x11\n\tsigned_by\x18\x05 \x03(\t\"\xad\x03\n\x0b\x41pplication\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12\x18\n\x10subcontractor_id\x18\x02 \x01(\t\x12\x0c\n\x04\x62\x61nk\x18\x03 \x01(\t\x12\x10\n\x08order_id\x18\x04 \x01(\t\x12\x13\n\x0b\x66\x61\x63ility_id\x18\x05 \x01(\t\x12(\n\trequested\x18\x06 \x01(\x0b\x32\x15.scf.lending.v1.Money\x12\r\n\x05state\x18\x07 \x01(\t\x12\x0f\n\x07outcome\x18\x08 \x01(\t\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\n \x01(\t\x12\x15\n\rdecision_json\x18\x0b \x01(\t\x12$\n\x05terms\x18\x0c \x01(\x0b\x32\x15.scf.lending.v1.Terms\x12\x11\n\tapprovals\x18\r \x03(\t\x12*\n\x08\x63ontract\x18\x0e \x01(\x0b\x32\x18.scf.lending.v1.Contract\x12\x1c\n\x14offer_expires_micros\x18\x0f \x01(\x03\x12\x16\n\x0e\x63reated_micros\x18\x10 \x01(\x03\x12\x16\n\x0eupdated_micros\x18\x11 \x01(\x03\"\x98\x01\n\x15\x43reateFacilityRequest\x12\x18\n\x10subcontractor_id\x18\x01 \x01(\t\x12$\n\x05limit\x18\x02 \x01(\x0b\x32\x15.scf.lending.v1.Money\x12\x12\n\nexpires_on\x18\x03 \x01(\t\x12\x12\n\nspread_bps\x18\x04 \x01(\x05\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\"D\n\x16\x43reateFacilityResponse\x12*\n\x08\x66\x61\x63ility\x18\x01 \x01(\x0b\x32\x18.scf.lending.v1.Facility\"\x17\n\x15ListFacilitiesRequest\"F\n\x16ListFacilitiesResponse\x12,\n\nfacilities\x18\x01 \x03(\x0b\x32\x18.scf.lending.v1.Facility\"y\n\x17RequestFinancingRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0c\n\x04\x62\x61nk\x18\x02 \x01(\t\x12%\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x15.scf.lending.v1.Money\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"L\n\x18RequestFinancingResponse\x12\x30\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x1b.scf.lending.v1.Application\"/\n\x15GetApplicationRequest\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\"J\n\x16GetApplicationResponse\x12\x30\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x1b.scf.lending.v1.Application\"E\n\x12\x41\x63\x63\x65ptOfferRequest\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"G\n\x13\x41\x63\x63\x65ptOfferResponse\x12\x30\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x1b.scf.lending.v1.Application\"F\n\x13\x44\x65\x63lineOfferRequest\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"H\n\x14\x44\x65\x63lineOfferResponse\x12\x30\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x1b.scf.lending.v1.Application\"M\n\x1aWithdrawApplicationRequest\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"O\n\x1bWithdrawApplicationResponse\x12\x30\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x1b.scf.lending.v1.Application\"H\n\x19RegisterSigningKeyRequest\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\",\n\x1aRegisterSigningKeyResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\x0c\"V\n\x13SignContractRequest\x12\x13\n\x0b\x63ontract_id\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"H\n\x14SignContractResponse\x12\x30\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x1b.scf.lending.v1.Application2\x85\x07\n\x0eLendingService\x12_\n\x0e\x43reateFacility\x12%.scf.lending.v1.CreateFacilityRequest\x1a&.scf.lending.v1.CreateFacilityResponse\x12_\n\x0eListFacilities\x12%.scf.lending.v1.ListFacilitiesRequest\x1a&.scf.lending.v1.ListFacilitiesResponse\x12\x65\n\x10RequestFinancing\x12\'.scf.lending.v1.RequestFinancingRequest\x1a(.scf.lending.v1.RequestFinancingResponse\x12_\n\x0eGetApplication\x12%.scf.lending.v1.GetApplicationRequest\x1a&.scf.lending.v1.GetApplicationResponse\x12V\n\x0b\x41\x63\x63\x65ptOffer\x12\".scf.lending.v1.AcceptOfferRequest\x1a#.scf.lending.v1.AcceptOfferResponse\x12Y\n\x0c\x44\x65\x63lineOffer\x12#.scf.lending.v1.DeclineOfferRequest\x1a$.scf.lending.v1.DeclineOfferResponse\x12n\n\x13WithdrawApplication\x12*.scf.lending.v1.WithdrawApplicationRequest\x1a+.scf.lending.v1.WithdrawApplicationResponse\x12k\n\x12RegisterSigningKey\x12).scf.lending.v1.RegisterSigningKeyRequest\x1a*.scf.lending.v1.RegisterSigningKeyResponse\x12Y\n\x0cSignContract\x12#.scf.lending.v1.SignContractRequest\x1a$.scf.lending.v1.SignContractResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)services/gen/scf/lending/v1/lending.proto\x12\x0escf.lending.v1\x1a%services/gen/scf/types/v1/money.proto\"\x86\x02\n\x08\x46\x61\x63ility\x12\x13\n\x0b\x66\x61\x63ility_id\x18\x01 \x01(\t\x12\x0c\n\x04\x62\x61nk\x18\x02 \x01(\t\x12\x18\n\x10subcontractor_id\x18\x03 \x01(\t\x12\"\n\x05limit\x18\x04 \x01(\x0b\x32\x13.scf.types.v1.Money\x12%\n\x08reserved\x18\x05 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\"\n\x05\x64rawn\x18\x06 \x01(\x0b\x32\x13.scf.types.v1.Money\x12&\n\tavailable\x18\x07 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x12\n\nexpires_on\x18\x08 \x01(\t\x12\x12\n\nspread_bps\x18\t \x01(\x05\"R\n\x05Terms\x12#\n\x06\x61mount\x18\x01 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x10\n\x08rate_bps\x18\x02 \x01(\x05\x12\x12\n\ntenor_days\x18\x03 \x01(\x05\"e\n\x08\x43ontract\x12\x13\n\x0b\x63ontract_id\x18\x01 \x01(\t\x12\x10\n\x08\x64ocument\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\x0c\x12\x0f\n\x07signers\x18\x04 \x03(\t\x12\x11\n\tsigned_by\x18\x05 \x03(\t\"\xab\x03\n\x0b\x41pplication\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12\x18\n\x10subcontractor_id\x18\x02 \x01(\t\x12\x0c\n\x04\x62\x61nk\x18\x03 \x01(\t\x12\x10\n\x08order_id\x18\x04 \x01(\t\x12\x13\n\x0b\x66\x61\x63ility_id\x18\x05 \x01(\t\x12&\n\trequested\x18\x06 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\r\n\x05state\x18\x07 \x01(\t\x12\x0f\n\x07outcome\x18\x08 \x01(\t\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\n \x01(\t\x12\x15\n\rdecision_json\x18\x0b \x01(\t\x12$\n\x05terms\x18\x0c \x01(\x0b\x32\x15.scf.lending.v1.Terms\x12\x11\n\tapprovals\x18\r \x03(\t\x12*\n\x08\x63ontract\x18\x0e \x01(\x0b\x32\x18.scf.lending.v1.Contract\x12\x1c\n\x14offer_expires_micros\x18\x0f \x01(\x03\x12\x16\n\x0e\x63reated_micros\x18\x10 \x01(\x03\x12\x16\n\x0eupdated_micros\x18\x11 \x01(\x03\"\x96\x01\n\x15\x43reateFacilityRequest\x12\x18\n\x10subcontractor_id\x18\x01 \x01(\t\x12\"\n\x05limit\x18\x02 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x12\n\nexpires_on\x18\x03 \x01(\t\x12\x12\n\nspread_bps\x18\x04 \x01(\x05\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\"D\n\x16\x43reateFacilityResponse\x12*\n\x08\x66\x61\x63ility\x18\x01 \x01(\x0b\x32\x18.scf.lending.v1.Facility\"\x17\n\x15ListFacilitiesRequest\"F\n\x16ListFacilitiesResponse\x12,\n\nfacilities\x18\x01 \x03(\x0b\x32\x18.scf.lending.v1.Facility\"w\n\x17RequestFinancingRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0c\n\x04\x62\x61nk\x18\x02 \x01(\t\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"L\n\x18RequestFinancingResponse\x12\x30\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x1b.scf.lending.v1.Application\"/\n\x15GetApplicationRequest\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\"J\n\x16GetApplicationResponse\x12\x30\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x1b.scf.lending.v1.Application\"E\n\x12\x41\x63\x63\x65ptOfferRequest\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"G\n\x13\x41\x63\x63\x65ptOfferResponse\x12\x30\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x1b.scf.lending.v1.Application\"F\n\x13\x44\x65\x63lineOfferRequest\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"H\n\x14\x44\x65\x63lineOfferResponse\x12\x30\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x1b.scf.lending.v1.Application\"M\n\x1aWithdrawApplicationRequest\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"O\n\x1bWithdrawApplicationResponse\x12\x30\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x1b.scf.lending.v1.Application\"H\n\x19RegisterSigningKeyRequest\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\",\n\x1aRegisterSigningKeyResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\x0c\"V\n\x13SignContractRequest\x12\x13\n\x0b\x63ontract_id\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"H\n\x14SignContractResponse\x12\x30\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x1b.scf.lending.v1.Application2\x85\x07\n\x0eLendingService\x12_\n\x0e\x43reateFacility\x12%.scf.lending.v1.CreateFacilityRequest\x1a&.scf.lending.v1.CreateFacilityResponse\x12_\n\x0eListFacilities\x12%.scf.lending.v1.ListFacilitiesRequest\x1a&.scf.lending.v1.ListFacilitiesResponse\x12\x65\n\x10RequestFinancing\x12\'.scf.lending.v1.RequestFinancingRequest\x1a(.scf.lending.v1.RequestFinancingResponse\x12_\n\x0eGetApplication\x12%.scf.lending.v1.GetApplicationRequest\x1a&.scf.lending.v1.GetApplicationResponse\x12V\n\x0b\x41\x63\x63\x65ptOffer\x12\".scf.lending.v1.AcceptOfferRequest\x1a#.scf.lending.v1.AcceptOfferResponse\x12Y\n\x0c\x44\x65\x63lineOffer\x12#.scf.lending.v1.DeclineOfferRequest\x1a$.scf.lending.v1.DeclineOfferResponse\x12n\n\x13WithdrawApplication\x12*.scf.lending.v1.WithdrawApplicationRequest\x1a+.scf.lending.v1.WithdrawApplicationResponse\x12k\n\x12RegisterSigningKey\x12).scf.lending.v1.RegisterSigningKeyRequest\x1a*.scf.lending.v1.RegisterSigningKeyResponse\x12Y\n\x0cSignContract\x12#.scf.lending.v1.SignContractRequest\x1a$.scf.lending.v1.SignContractResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'services.gen.scf.lending.v1.lending_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MONEY']._serialized_start=61
-  _globals['_MONEY']._serialized_end=102
-  _globals['_FACILITY']._serialized_start=105
-  _globals['_FACILITY']._serialized_end=375
-  _globals['_TERMS']._serialized_start=377
-  _globals['_TERMS']._serialized_end=461
-  _globals['_CONTRACT']._serialized_start=463
-  _globals['_CONTRACT']._serialized_end=564
-  _globals['_APPLICATION']._serialized_start=567
-  _globals['_APPLICATION']._serialized_end=996
-  _globals['_CREATEFACILITYREQUEST']._serialized_start=999
-  _globals['_CREATEFACILITYREQUEST']._serialized_end=1151
-  _globals['_CREATEFACILITYRESPONSE']._serialized_start=1153
-  _globals['_CREATEFACILITYRESPONSE']._serialized_end=1221
-  _globals['_LISTFACILITIESREQUEST']._serialized_start=1223
-  _globals['_LISTFACILITIESREQUEST']._serialized_end=1246
-  _globals['_LISTFACILITIESRESPONSE']._serialized_start=1248
-  _globals['_LISTFACILITIESRESPONSE']._serialized_end=1318
-  _globals['_REQUESTFINANCINGREQUEST']._serialized_start=1320
-  _globals['_REQUESTFINANCINGREQUEST']._serialized_end=1441
-  _globals['_REQUESTFINANCINGRESPONSE']._serialized_start=1443
-  _globals['_REQUESTFINANCINGRESPONSE']._serialized_end=1519
-  _globals['_GETAPPLICATIONREQUEST']._serialized_start=1521
-  _globals['_GETAPPLICATIONREQUEST']._serialized_end=1568
-  _globals['_GETAPPLICATIONRESPONSE']._serialized_start=1570
-  _globals['_GETAPPLICATIONRESPONSE']._serialized_end=1644
-  _globals['_ACCEPTOFFERREQUEST']._serialized_start=1646
-  _globals['_ACCEPTOFFERREQUEST']._serialized_end=1715
-  _globals['_ACCEPTOFFERRESPONSE']._serialized_start=1717
-  _globals['_ACCEPTOFFERRESPONSE']._serialized_end=1788
-  _globals['_DECLINEOFFERREQUEST']._serialized_start=1790
-  _globals['_DECLINEOFFERREQUEST']._serialized_end=1860
-  _globals['_DECLINEOFFERRESPONSE']._serialized_start=1862
-  _globals['_DECLINEOFFERRESPONSE']._serialized_end=1934
-  _globals['_WITHDRAWAPPLICATIONREQUEST']._serialized_start=1936
-  _globals['_WITHDRAWAPPLICATIONREQUEST']._serialized_end=2013
-  _globals['_WITHDRAWAPPLICATIONRESPONSE']._serialized_start=2015
-  _globals['_WITHDRAWAPPLICATIONRESPONSE']._serialized_end=2094
-  _globals['_REGISTERSIGNINGKEYREQUEST']._serialized_start=2096
-  _globals['_REGISTERSIGNINGKEYREQUEST']._serialized_end=2168
-  _globals['_REGISTERSIGNINGKEYRESPONSE']._serialized_start=2170
-  _globals['_REGISTERSIGNINGKEYRESPONSE']._serialized_end=2214
-  _globals['_SIGNCONTRACTREQUEST']._serialized_start=2216
-  _globals['_SIGNCONTRACTREQUEST']._serialized_end=2302
-  _globals['_SIGNCONTRACTRESPONSE']._serialized_start=2304
-  _globals['_SIGNCONTRACTRESPONSE']._serialized_end=2376
-  _globals['_LENDINGSERVICE']._serialized_start=2379
-  _globals['_LENDINGSERVICE']._serialized_end=3280
+  _globals['_FACILITY']._serialized_start=101
+  _globals['_FACILITY']._serialized_end=363
+  _globals['_TERMS']._serialized_start=365
+  _globals['_TERMS']._serialized_end=447
+  _globals['_CONTRACT']._serialized_start=449
+  _globals['_CONTRACT']._serialized_end=550
+  _globals['_APPLICATION']._serialized_start=553
+  _globals['_APPLICATION']._serialized_end=980
+  _globals['_CREATEFACILITYREQUEST']._serialized_start=983
+  _globals['_CREATEFACILITYREQUEST']._serialized_end=1133
+  _globals['_CREATEFACILITYRESPONSE']._serialized_start=1135
+  _globals['_CREATEFACILITYRESPONSE']._serialized_end=1203
+  _globals['_LISTFACILITIESREQUEST']._serialized_start=1205
+  _globals['_LISTFACILITIESREQUEST']._serialized_end=1228
+  _globals['_LISTFACILITIESRESPONSE']._serialized_start=1230
+  _globals['_LISTFACILITIESRESPONSE']._serialized_end=1300
+  _globals['_REQUESTFINANCINGREQUEST']._serialized_start=1302
+  _globals['_REQUESTFINANCINGREQUEST']._serialized_end=1421
+  _globals['_REQUESTFINANCINGRESPONSE']._serialized_start=1423
+  _globals['_REQUESTFINANCINGRESPONSE']._serialized_end=1499
+  _globals['_GETAPPLICATIONREQUEST']._serialized_start=1501
+  _globals['_GETAPPLICATIONREQUEST']._serialized_end=1548
+  _globals['_GETAPPLICATIONRESPONSE']._serialized_start=1550
+  _globals['_GETAPPLICATIONRESPONSE']._serialized_end=1624
+  _globals['_ACCEPTOFFERREQUEST']._serialized_start=1626
+  _globals['_ACCEPTOFFERREQUEST']._serialized_end=1695
+  _globals['_ACCEPTOFFERRESPONSE']._serialized_start=1697
+  _globals['_ACCEPTOFFERRESPONSE']._serialized_end=1768
+  _globals['_DECLINEOFFERREQUEST']._serialized_start=1770
+  _globals['_DECLINEOFFERREQUEST']._serialized_end=1840
+  _globals['_DECLINEOFFERRESPONSE']._serialized_start=1842
+  _globals['_DECLINEOFFERRESPONSE']._serialized_end=1914
+  _globals['_WITHDRAWAPPLICATIONREQUEST']._serialized_start=1916
+  _globals['_WITHDRAWAPPLICATIONREQUEST']._serialized_end=1993
+  _globals['_WITHDRAWAPPLICATIONRESPONSE']._serialized_start=1995
+  _globals['_WITHDRAWAPPLICATIONRESPONSE']._serialized_end=2074
+  _globals['_REGISTERSIGNINGKEYREQUEST']._serialized_start=2076
+  _globals['_REGISTERSIGNINGKEYREQUEST']._serialized_end=2148
+  _globals['_REGISTERSIGNINGKEYRESPONSE']._serialized_start=2150
+  _globals['_REGISTERSIGNINGKEYRESPONSE']._serialized_end=2194
+  _globals['_SIGNCONTRACTREQUEST']._serialized_start=2196
+  _globals['_SIGNCONTRACTREQUEST']._serialized_end=2282
+  _globals['_SIGNCONTRACTRESPONSE']._serialized_start=2284
+  _globals['_SIGNCONTRACTRESPONSE']._serialized_end=2356
+  _globals['_LENDINGSERVICE']._serialized_start=2359
+  _globals['_LENDINGSERVICE']._serialized_end=3260
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from services.gen.scf.types.v1 import money_pb2 as _money_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -17,28 +18,6 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
-
-@_typing.final
-class Money(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    AMOUNT_FIELD_NUMBER: _builtins.int
-    CURRENCY_FIELD_NUMBER: _builtins.int
-    amount: _builtins.str
-    currency: _builtins.str
-    def __init__(
-        self,
-        *,
-        amount: _builtins.str = ...,
-        currency: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "currency", b"currency"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___Money: _TypeAlias = Money  # noqa: Y015
 
 @_typing.final
 class Facility(_message.Message):
@@ -59,23 +38,23 @@ class Facility(_message.Message):
     expires_on: _builtins.str
     spread_bps: _builtins.int
     @_builtins.property
-    def limit(self) -> Global___Money: ...
+    def limit(self) -> _money_pb2.Money: ...
     @_builtins.property
-    def reserved(self) -> Global___Money: ...
+    def reserved(self) -> _money_pb2.Money: ...
     @_builtins.property
-    def drawn(self) -> Global___Money: ...
+    def drawn(self) -> _money_pb2.Money: ...
     @_builtins.property
-    def available(self) -> Global___Money: ...
+    def available(self) -> _money_pb2.Money: ...
     def __init__(
         self,
         *,
         facility_id: _builtins.str = ...,
         bank: _builtins.str = ...,
         subcontractor_id: _builtins.str = ...,
-        limit: Global___Money | None = ...,
-        reserved: Global___Money | None = ...,
-        drawn: Global___Money | None = ...,
-        available: Global___Money | None = ...,
+        limit: _money_pb2.Money | None = ...,
+        reserved: _money_pb2.Money | None = ...,
+        drawn: _money_pb2.Money | None = ...,
+        available: _money_pb2.Money | None = ...,
         expires_on: _builtins.str = ...,
         spread_bps: _builtins.int = ...,
     ) -> None: ...
@@ -98,11 +77,11 @@ class Terms(_message.Message):
     """Annual interest rate in basis points."""
     tenor_days: _builtins.int
     @_builtins.property
-    def amount(self) -> Global___Money: ...
+    def amount(self) -> _money_pb2.Money: ...
     def __init__(
         self,
         *,
-        amount: Global___Money | None = ...,
+        amount: _money_pb2.Money | None = ...,
         rate_bps: _builtins.int = ...,
         tenor_days: _builtins.int = ...,
     ) -> None: ...
@@ -190,7 +169,7 @@ class Application(_message.Message):
     created_micros: _builtins.int
     updated_micros: _builtins.int
     @_builtins.property
-    def requested(self) -> Global___Money: ...
+    def requested(self) -> _money_pb2.Money: ...
     @_builtins.property
     def terms(self) -> Global___Terms: ...
     @_builtins.property
@@ -205,7 +184,7 @@ class Application(_message.Message):
         bank: _builtins.str = ...,
         order_id: _builtins.str = ...,
         facility_id: _builtins.str = ...,
-        requested: Global___Money | None = ...,
+        requested: _money_pb2.Money | None = ...,
         state: _builtins.str = ...,
         outcome: _builtins.str = ...,
         reason: _builtins.str = ...,
@@ -240,12 +219,12 @@ class CreateFacilityRequest(_message.Message):
     spread_bps: _builtins.int
     idempotency_key: _builtins.str
     @_builtins.property
-    def limit(self) -> Global___Money: ...
+    def limit(self) -> _money_pb2.Money: ...
     def __init__(
         self,
         *,
         subcontractor_id: _builtins.str = ...,
-        limit: Global___Money | None = ...,
+        limit: _money_pb2.Money | None = ...,
         expires_on: _builtins.str = ...,
         spread_bps: _builtins.int = ...,
         idempotency_key: _builtins.str = ...,
@@ -325,13 +304,13 @@ class RequestFinancingRequest(_message.Message):
     bank: _builtins.str
     idempotency_key: _builtins.str
     @_builtins.property
-    def amount(self) -> Global___Money: ...
+    def amount(self) -> _money_pb2.Money: ...
     def __init__(
         self,
         *,
         order_id: _builtins.str = ...,
         bank: _builtins.str = ...,
-        amount: Global___Money | None = ...,
+        amount: _money_pb2.Money | None = ...,
         idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015

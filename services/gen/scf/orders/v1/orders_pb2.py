@@ -22,69 +22,68 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from services.gen.scf.types.v1 import money_pb2 as services_dot_gen_dot_scf_dot_types_dot_v1_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'services/gen/scf/orders/v1/orders.proto\x12\rscf.orders.v1\")\n\x05Money\x12\x0e\n\x06\x61mount\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\"[\n\x08LineItem\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12(\n\nunit_price\x18\x03 \x01(\x0b\x32\x14.scf.orders.v1.Money\"F\n\x06Pledge\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12\x0c\n\x04\x62\x61nk\x18\x02 \x01(\t\x12\x16\n\x0epledged_micros\x18\x03 \x01(\x03\"\xa4\x03\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x18\n\x10subcontractor_id\x18\x02 \x01(\t\x12\x10\n\x08\x62uyer_id\x18\x03 \x01(\t\x12$\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x14.scf.orders.v1.Money\x12\x12\n\nissue_date\x18\x05 \x01(\t\x12\x10\n\x08\x64ue_date\x18\x06 \x01(\t\x12+\n\nline_items\x18\x07 \x03(\x0b\x32\x17.scf.orders.v1.LineItem\x12\x17\n\x0f\x63ontract_sha256\x18\x08 \x01(\x0c\x12\x11\n\treference\x18\t \x01(\t\x12(\n\x05state\x18\n \x01(\x0e\x32\x19.scf.orders.v1.OrderState\x12*\n\x06pledge\x18\x0b \x01(\x0b\x32\x15.scf.orders.v1.PledgeH\x00\x88\x01\x01\x12\x16\n\x0e\x64ispute_reason\x18\x0c \x01(\t\x12\x16\n\x0e\x63reated_micros\x18\r \x01(\x03\x12\x16\n\x0eupdated_micros\x18\x0e \x01(\x03\x12\x0f\n\x07version\x18\x0f \x01(\rB\t\n\x07_pledge\"\xe6\x01\n\x14RegisterOrderRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12$\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x14.scf.orders.v1.Money\x12\x12\n\nissue_date\x18\x03 \x01(\t\x12\x10\n\x08\x64ue_date\x18\x04 \x01(\t\x12+\n\nline_items\x18\x05 \x03(\x0b\x32\x17.scf.orders.v1.LineItem\x12\x17\n\x0f\x63ontract_sha256\x18\x06 \x01(\x0c\x12\x11\n\treference\x18\x07 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\"<\n\x15RegisterOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.scf.orders.v1.Order\"@\n\x13\x43onfirmOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\";\n\x14\x43onfirmOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.scf.orders.v1.Order\"P\n\x13\x44isputeOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\";\n\x14\x44isputeOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.scf.orders.v1.Order\"B\n\x15RecordDeliveryRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"=\n\x16RecordDeliveryResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.scf.orders.v1.Order\"B\n\x15\x41\x63\x63\x65ptDeliveryRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"=\n\x16\x41\x63\x63\x65ptDeliveryResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.scf.orders.v1.Order\"?\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\":\n\x13\x43\x61ncelOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.scf.orders.v1.Order\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"7\n\x10GetOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.scf.orders.v1.Order\"\x87\x01\n\x11ListOrdersRequest\x12)\n\x06states\x18\x01 \x03(\x0e\x32\x19.scf.orders.v1.OrderState\x12\x10\n\x08\x64ue_from\x18\x02 \x01(\t\x12\x0e\n\x06\x64ue_to\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\t\"S\n\x12ListOrdersResponse\x12$\n\x06orders\x18\x01 \x03(\x0b\x32\x14.scf.orders.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"?\n\x12VerifyOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63ontract_sha256\x18\x02 \x01(\x0c\"U\n\x0bProvenEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x0c\n\x04leaf\x18\x03 \x01(\x0c\x12\x17\n\x0finclusion_proof\x18\x04 \x03(\x0c\"\x87\x02\n\x13VerifyOrderResponse\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.scf.orders.v1.OrderState\x12$\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x14.scf.orders.v1.Money\x12\x10\n\x08\x62uyer_id\x18\x04 \x01(\t\x12\x18\n\x10subcontractor_id\x18\x05 \x01(\t\x12\x10\n\x08\x64ue_date\x18\x06 \x01(\t\x12\x0f\n\x07pledged\x18\x07 \x01(\x08\x12\x12\n\ncheckpoint\x18\x08 \x01(\t\x12+\n\x07\x65ntries\x18\t \x03(\x0b\x32\x1a.scf.orders.v1.ProvenEntry\"7\n\x05\x42uyer\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06rating\x18\x03 \x01(\t\"\x13\n\x11ListBuyersRequest\":\n\x12ListBuyersResponse\x12$\n\x06\x62uyers\x18\x01 \x03(\x0b\x32\x14.scf.orders.v1.Buyer*\xe3\x01\n\nOrderState\x12\x1b\n\x17ORDER_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16ORDER_STATE_REGISTERED\x10\x01\x12\x19\n\x15ORDER_STATE_CONFIRMED\x10\x02\x12\x18\n\x14ORDER_STATE_DISPUTED\x10\x03\x12\x19\n\x15ORDER_STATE_DELIVERED\x10\x04\x12\x18\n\x14ORDER_STATE_ACCEPTED\x10\x05\x12\x17\n\x13ORDER_STATE_SETTLED\x10\x06\x12\x19\n\x15ORDER_STATE_CANCELLED\x10\x07\x32\xfa\x06\n\rOrdersService\x12Z\n\rRegisterOrder\x12#.scf.orders.v1.RegisterOrderRequest\x1a$.scf.orders.v1.RegisterOrderResponse\x12W\n\x0c\x43onfirmOrder\x12\".scf.orders.v1.ConfirmOrderRequest\x1a#.scf.orders.v1.ConfirmOrderResponse\x12W\n\x0c\x44isputeOrder\x12\".scf.orders.v1.DisputeOrderRequest\x1a#.scf.orders.v1.DisputeOrderResponse\x12]\n\x0eRecordDelivery\x12$.scf.orders.v1.RecordDeliveryRequest\x1a%.scf.orders.v1.RecordDeliveryResponse\x12]\n\x0e\x41\x63\x63\x65ptDelivery\x12$.scf.orders.v1.AcceptDeliveryRequest\x1a%.scf.orders.v1.AcceptDeliveryResponse\x12T\n\x0b\x43\x61ncelOrder\x12!.scf.orders.v1.CancelOrderRequest\x1a\".scf.orders.v1.CancelOrderResponse\x12K\n\x08GetOrder\x12\x1e.scf.orders.v1.GetOrderRequest\x1a\x1f.scf.orders.v1.GetOrderResponse\x12Q\n\nListOrders\x12 .scf.orders.v1.ListOrdersRequest\x1a!.scf.orders.v1.ListOrdersResponse\x12T\n\x0bVerifyOrder\x12!.scf.orders.v1.VerifyOrderRequest\x1a\".scf.orders.v1.VerifyOrderResponse\x12Q\n\nListBuyers\x12 .scf.orders.v1.ListBuyersRequest\x1a!.scf.orders.v1.ListBuyersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'services/gen/scf/orders/v1/orders.proto\x12\rscf.orders.v1\x1a%services/gen/scf/types/v1/money.proto\"Z\n\x08LineItem\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\'\n\nunit_price\x18\x03 \x01(\x0b\x32\x13.scf.types.v1.Money\"F\n\x06Pledge\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12\x0c\n\x04\x62\x61nk\x18\x02 \x01(\t\x12\x16\n\x0epledged_micros\x18\x03 \x01(\x03\"\xa3\x03\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x18\n\x10subcontractor_id\x18\x02 \x01(\t\x12\x10\n\x08\x62uyer_id\x18\x03 \x01(\t\x12#\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x12\n\nissue_date\x18\x05 \x01(\t\x12\x10\n\x08\x64ue_date\x18\x06 \x01(\t\x12+\n\nline_items\x18\x07 \x03(\x0b\x32\x17.scf.orders.v1.LineItem\x12\x17\n\x0f\x63ontract_sha256\x18\x08 \x01(\x0c\x12\x11\n\treference\x18\t \x01(\t\x12(\n\x05state\x18\n \x01(\x0e\x32\x19.scf.orders.v1.OrderState\x12*\n\x06pledge\x18\x0b \x01(\x0b\x32\x15.scf.orders.v1.PledgeH\x00\x88\x01\x01\x12\x16\n\x0e\x64ispute_reason\x18\x0c \x01(\t\x12\x16\n\x0e\x63reated_micros\x18\r \x01(\x03\x12\x16\n\x0eupdated_micros\x18\x0e \x01(\x03\x12\x0f\n\x07version\x18\x0f \x01(\rB\t\n\x07_pledge\"\xe5\x01\n\x14RegisterOrderRequest\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12#\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x12\n\nissue_date\x18\x03 \x01(\t\x12\x10\n\x08\x64ue_date\x18\x04 \x01(\t\x12+\n\nline_items\x18\x05 \x03(\x0b\x32\x17.scf.orders.v1.LineItem\x12\x17\n\x0f\x63ontract_sha256\x18\x06 \x01(\x0c\x12\x11\n\treference\x18\x07 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\"<\n\x15RegisterOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.scf.orders.v1.Order\"@\n\x13\x43onfirmOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\";\n\x14\x43onfirmOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.scf.orders.v1.Order\"P\n\x13\x44isputeOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\";\n\x14\x44isputeOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.scf.orders.v1.Order\"B\n\x15RecordDeliveryRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"=\n\x16RecordDeliveryResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.scf.orders.v1.Order\"B\n\x15\x41\x63\x63\x65ptDeliveryRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"=\n\x16\x41\x63\x63\x65ptDeliveryResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.scf.orders.v1.Order\"?\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\":\n\x13\x43\x61ncelOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.scf.orders.v1.Order\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"7\n\x10GetOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.scf.orders.v1.Order\"\x87\x01\n\x11ListOrdersRequest\x12)\n\x06states\x18\x01 \x03(\x0e\x32\x19.scf.orders.v1.OrderState\x12\x10\n\x08\x64ue_from\x18\x02 \x01(\t\x12\x0e\n\x06\x64ue_to\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\t\"S\n\x12ListOrdersResponse\x12$\n\x06orders\x18\x01 \x03(\x0b\x32\x14.scf.orders.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"?\n\x12VerifyOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63ontract_sha256\x18\x02 \x01(\x0c\"U\n\x0bProvenEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x0c\n\x04leaf\x18\x03 \x01(\x0c\x12\x17\n\x0finclusion_proof\x18\x04 \x03(\x0c\"\x86\x02\n\x13VerifyOrderResponse\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.scf.orders.v1.OrderState\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x10\n\x08\x62uyer_id\x18\x04 \x01(\t\x12\x18\n\x10subcontractor_id\x18\x05 \x01(\t\x12\x10\n\x08\x64ue_date\x18\x06 \x01(\t\x12\x0f\n\x07pledged\x18\x07 \x01(\x08\x12\x12\n\ncheckpoint\x18\x08 \x01(\t\x12+\n\x07\x65ntries\x18\t \x03(\x0b\x32\x1a.scf.orders.v1.ProvenEntry\"7\n\x05\x42uyer\x12\x10\n\x08\x62uyer_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06rating\x18\x03 \x01(\t\"\x13\n\x11ListBuyersRequest\":\n\x12ListBuyersResponse\x12$\n\x06\x62uyers\x18\x01 \x03(\x0b\x32\x14.scf.orders.v1.Buyer*\xe3\x01\n\nOrderState\x12\x1b\n\x17ORDER_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16ORDER_STATE_REGISTERED\x10\x01\x12\x19\n\x15ORDER_STATE_CONFIRMED\x10\x02\x12\x18\n\x14ORDER_STATE_DISPUTED\x10\x03\x12\x19\n\x15ORDER_STATE_DELIVERED\x10\x04\x12\x18\n\x14ORDER_STATE_ACCEPTED\x10\x05\x12\x17\n\x13ORDER_STATE_SETTLED\x10\x06\x12\x19\n\x15ORDER_STATE_CANCELLED\x10\x07\x32\xfa\x06\n\rOrdersService\x12Z\n\rRegisterOrder\x12#.scf.orders.v1.RegisterOrderRequest\x1a$.scf.orders.v1.RegisterOrderResponse\x12W\n\x0c\x43onfirmOrder\x12\".scf.orders.v1.ConfirmOrderRequest\x1a#.scf.orders.v1.ConfirmOrderResponse\x12W\n\x0c\x44isputeOrder\x12\".scf.orders.v1.DisputeOrderRequest\x1a#.scf.orders.v1.DisputeOrderResponse\x12]\n\x0eRecordDelivery\x12$.scf.orders.v1.RecordDeliveryRequest\x1a%.scf.orders.v1.RecordDeliveryResponse\x12]\n\x0e\x41\x63\x63\x65ptDelivery\x12$.scf.orders.v1.AcceptDeliveryRequest\x1a%.scf.orders.v1.AcceptDeliveryResponse\x12T\n\x0b\x43\x61ncelOrder\x12!.scf.orders.v1.CancelOrderRequest\x1a\".scf.orders.v1.CancelOrderResponse\x12K\n\x08GetOrder\x12\x1e.scf.orders.v1.GetOrderRequest\x1a\x1f.scf.orders.v1.GetOrderResponse\x12Q\n\nListOrders\x12 .scf.orders.v1.ListOrdersRequest\x1a!.scf.orders.v1.ListOrdersResponse\x12T\n\x0bVerifyOrder\x12!.scf.orders.v1.VerifyOrderRequest\x1a\".scf.orders.v1.VerifyOrderResponse\x12Q\n\nListBuyers\x12 .scf.orders.v1.ListBuyersRequest\x1a!.scf.orders.v1.ListBuyersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'services.gen.scf.orders.v1.orders_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORDERSTATE']._serialized_start=2515
-  _globals['_ORDERSTATE']._serialized_end=2742
-  _globals['_MONEY']._serialized_start=58
-  _globals['_MONEY']._serialized_end=99
-  _globals['_LINEITEM']._serialized_start=101
-  _globals['_LINEITEM']._serialized_end=192
-  _globals['_PLEDGE']._serialized_start=194
-  _globals['_PLEDGE']._serialized_end=264
-  _globals['_ORDER']._serialized_start=267
-  _globals['_ORDER']._serialized_end=687
-  _globals['_REGISTERORDERREQUEST']._serialized_start=690
-  _globals['_REGISTERORDERREQUEST']._serialized_end=920
-  _globals['_REGISTERORDERRESPONSE']._serialized_start=922
-  _globals['_REGISTERORDERRESPONSE']._serialized_end=982
-  _globals['_CONFIRMORDERREQUEST']._serialized_start=984
-  _globals['_CONFIRMORDERREQUEST']._serialized_end=1048
-  _globals['_CONFIRMORDERRESPONSE']._serialized_start=1050
-  _globals['_CONFIRMORDERRESPONSE']._serialized_end=1109
-  _globals['_DISPUTEORDERREQUEST']._serialized_start=1111
-  _globals['_DISPUTEORDERREQUEST']._serialized_end=1191
-  _globals['_DISPUTEORDERRESPONSE']._serialized_start=1193
-  _globals['_DISPUTEORDERRESPONSE']._serialized_end=1252
-  _globals['_RECORDDELIVERYREQUEST']._serialized_start=1254
-  _globals['_RECORDDELIVERYREQUEST']._serialized_end=1320
-  _globals['_RECORDDELIVERYRESPONSE']._serialized_start=1322
-  _globals['_RECORDDELIVERYRESPONSE']._serialized_end=1383
-  _globals['_ACCEPTDELIVERYREQUEST']._serialized_start=1385
-  _globals['_ACCEPTDELIVERYREQUEST']._serialized_end=1451
-  _globals['_ACCEPTDELIVERYRESPONSE']._serialized_start=1453
-  _globals['_ACCEPTDELIVERYRESPONSE']._serialized_end=1514
-  _globals['_CANCELORDERREQUEST']._serialized_start=1516
-  _globals['_CANCELORDERREQUEST']._serialized_end=1579
-  _globals['_CANCELORDERRESPONSE']._serialized_start=1581
-  _globals['_CANCELORDERRESPONSE']._serialized_end=1639
-  _globals['_GETORDERREQUEST']._serialized_start=1641
-  _globals['_GETORDERREQUEST']._serialized_end=1676
-  _globals['_GETORDERRESPONSE']._serialized_start=1678
-  _globals['_GETORDERRESPONSE']._serialized_end=1733
-  _globals['_LISTORDERSREQUEST']._serialized_start=1736
-  _globals['_LISTORDERSREQUEST']._serialized_end=1871
-  _globals['_LISTORDERSRESPONSE']._serialized_start=1873
-  _globals['_LISTORDERSRESPONSE']._serialized_end=1956
-  _globals['_VERIFYORDERREQUEST']._serialized_start=1958
-  _globals['_VERIFYORDERREQUEST']._serialized_end=2021
-  _globals['_PROVENENTRY']._serialized_start=2023
-  _globals['_PROVENENTRY']._serialized_end=2108
-  _globals['_VERIFYORDERRESPONSE']._serialized_start=2111
-  _globals['_VERIFYORDERRESPONSE']._serialized_end=2374
-  _globals['_BUYER']._serialized_start=2376
-  _globals['_BUYER']._serialized_end=2431
-  _globals['_LISTBUYERSREQUEST']._serialized_start=2433
-  _globals['_LISTBUYERSREQUEST']._serialized_end=2452
-  _globals['_LISTBUYERSRESPONSE']._serialized_start=2454
-  _globals['_LISTBUYERSRESPONSE']._serialized_end=2512
-  _globals['_ORDERSSERVICE']._serialized_start=2745
-  _globals['_ORDERSSERVICE']._serialized_end=3635
+  _globals['_ORDERSTATE']._serialized_start=2507
+  _globals['_ORDERSTATE']._serialized_end=2734
+  _globals['_LINEITEM']._serialized_start=97
+  _globals['_LINEITEM']._serialized_end=187
+  _globals['_PLEDGE']._serialized_start=189
+  _globals['_PLEDGE']._serialized_end=259
+  _globals['_ORDER']._serialized_start=262
+  _globals['_ORDER']._serialized_end=681
+  _globals['_REGISTERORDERREQUEST']._serialized_start=684
+  _globals['_REGISTERORDERREQUEST']._serialized_end=913
+  _globals['_REGISTERORDERRESPONSE']._serialized_start=915
+  _globals['_REGISTERORDERRESPONSE']._serialized_end=975
+  _globals['_CONFIRMORDERREQUEST']._serialized_start=977
+  _globals['_CONFIRMORDERREQUEST']._serialized_end=1041
+  _globals['_CONFIRMORDERRESPONSE']._serialized_start=1043
+  _globals['_CONFIRMORDERRESPONSE']._serialized_end=1102
+  _globals['_DISPUTEORDERREQUEST']._serialized_start=1104
+  _globals['_DISPUTEORDERREQUEST']._serialized_end=1184
+  _globals['_DISPUTEORDERRESPONSE']._serialized_start=1186
+  _globals['_DISPUTEORDERRESPONSE']._serialized_end=1245
+  _globals['_RECORDDELIVERYREQUEST']._serialized_start=1247
+  _globals['_RECORDDELIVERYREQUEST']._serialized_end=1313
+  _globals['_RECORDDELIVERYRESPONSE']._serialized_start=1315
+  _globals['_RECORDDELIVERYRESPONSE']._serialized_end=1376
+  _globals['_ACCEPTDELIVERYREQUEST']._serialized_start=1378
+  _globals['_ACCEPTDELIVERYREQUEST']._serialized_end=1444
+  _globals['_ACCEPTDELIVERYRESPONSE']._serialized_start=1446
+  _globals['_ACCEPTDELIVERYRESPONSE']._serialized_end=1507
+  _globals['_CANCELORDERREQUEST']._serialized_start=1509
+  _globals['_CANCELORDERREQUEST']._serialized_end=1572
+  _globals['_CANCELORDERRESPONSE']._serialized_start=1574
+  _globals['_CANCELORDERRESPONSE']._serialized_end=1632
+  _globals['_GETORDERREQUEST']._serialized_start=1634
+  _globals['_GETORDERREQUEST']._serialized_end=1669
+  _globals['_GETORDERRESPONSE']._serialized_start=1671
+  _globals['_GETORDERRESPONSE']._serialized_end=1726
+  _globals['_LISTORDERSREQUEST']._serialized_start=1729
+  _globals['_LISTORDERSREQUEST']._serialized_end=1864
+  _globals['_LISTORDERSRESPONSE']._serialized_start=1866
+  _globals['_LISTORDERSRESPONSE']._serialized_end=1949
+  _globals['_VERIFYORDERREQUEST']._serialized_start=1951
+  _globals['_VERIFYORDERREQUEST']._serialized_end=2014
+  _globals['_PROVENENTRY']._serialized_start=2016
+  _globals['_PROVENENTRY']._serialized_end=2101
+  _globals['_VERIFYORDERRESPONSE']._serialized_start=2104
+  _globals['_VERIFYORDERRESPONSE']._serialized_end=2366
+  _globals['_BUYER']._serialized_start=2368
+  _globals['_BUYER']._serialized_end=2423
+  _globals['_LISTBUYERSREQUEST']._serialized_start=2425
+  _globals['_LISTBUYERSREQUEST']._serialized_end=2444
+  _globals['_LISTBUYERSRESPONSE']._serialized_start=2446
+  _globals['_LISTBUYERSRESPONSE']._serialized_end=2504
+  _globals['_ORDERSSERVICE']._serialized_start=2737
+  _globals['_ORDERSSERVICE']._serialized_end=3627
 # @@protoc_insertion_point(module_scope)

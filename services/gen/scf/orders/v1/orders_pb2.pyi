@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from services.gen.scf.types.v1 import money_pb2 as _money_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -47,32 +48,6 @@ ORDER_STATE_CANCELLED: OrderState.ValueType  # 7
 Global___OrderState: _TypeAlias = OrderState  # noqa: Y015
 
 @_typing.final
-class Money(_message.Message):
-    """Money as a decimal string in major units ("4000000.00") and an ISO 4217
-    code. It may not have more decimals than the currency has minor digits.
-    """
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    AMOUNT_FIELD_NUMBER: _builtins.int
-    CURRENCY_FIELD_NUMBER: _builtins.int
-    amount: _builtins.str
-    currency: _builtins.str
-    def __init__(
-        self,
-        *,
-        amount: _builtins.str = ...,
-        currency: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "currency", b"currency"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___Money: _TypeAlias = Money  # noqa: Y015
-
-@_typing.final
 class LineItem(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -83,13 +58,13 @@ class LineItem(_message.Message):
     quantity: _builtins.int
     """A positive whole number."""
     @_builtins.property
-    def unit_price(self) -> Global___Money: ...
+    def unit_price(self) -> _money_pb2.Money: ...
     def __init__(
         self,
         *,
         description: _builtins.str = ...,
         quantity: _builtins.int = ...,
-        unit_price: Global___Money | None = ...,
+        unit_price: _money_pb2.Money | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["unit_price", b"unit_price"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -158,7 +133,7 @@ class Order(_message.Message):
     version: _builtins.int
     """Increases by one with every transition."""
     @_builtins.property
-    def amount(self) -> Global___Money: ...
+    def amount(self) -> _money_pb2.Money: ...
     @_builtins.property
     def line_items(self) -> _containers.RepeatedCompositeFieldContainer[Global___LineItem]: ...
     @_builtins.property
@@ -171,7 +146,7 @@ class Order(_message.Message):
         order_id: _builtins.str = ...,
         subcontractor_id: _builtins.str = ...,
         buyer_id: _builtins.str = ...,
-        amount: Global___Money | None = ...,
+        amount: _money_pb2.Money | None = ...,
         issue_date: _builtins.str = ...,
         due_date: _builtins.str = ...,
         line_items: _abc.Iterable[Global___LineItem] | None = ...,
@@ -214,14 +189,14 @@ class RegisterOrderRequest(_message.Message):
     """The subcontractor's own reference, unique per subcontractor."""
     idempotency_key: _builtins.str
     @_builtins.property
-    def amount(self) -> Global___Money: ...
+    def amount(self) -> _money_pb2.Money: ...
     @_builtins.property
     def line_items(self) -> _containers.RepeatedCompositeFieldContainer[Global___LineItem]: ...
     def __init__(
         self,
         *,
         buyer_id: _builtins.str = ...,
-        amount: Global___Money | None = ...,
+        amount: _money_pb2.Money | None = ...,
         issue_date: _builtins.str = ...,
         due_date: _builtins.str = ...,
         line_items: _abc.Iterable[Global___LineItem] | None = ...,
@@ -641,7 +616,7 @@ class VerifyOrderResponse(_message.Message):
     checkpoint: _builtins.str
     """The journal's signed checkpoint (with cosignatures) the proofs are against."""
     @_builtins.property
-    def amount(self) -> Global___Money: ...
+    def amount(self) -> _money_pb2.Money: ...
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProvenEntry]: ...
     def __init__(
@@ -649,7 +624,7 @@ class VerifyOrderResponse(_message.Message):
         *,
         order_id: _builtins.str = ...,
         state: Global___OrderState.ValueType = ...,
-        amount: Global___Money | None = ...,
+        amount: _money_pb2.Money | None = ...,
         buyer_id: _builtins.str = ...,
         subcontractor_id: _builtins.str = ...,
         due_date: _builtins.str = ...,

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from services.gen.scf.types.v1 import money_pb2 as _money_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -17,28 +18,6 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
-
-@_typing.final
-class Money(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    AMOUNT_FIELD_NUMBER: _builtins.int
-    CURRENCY_FIELD_NUMBER: _builtins.int
-    amount: _builtins.str
-    currency: _builtins.str
-    def __init__(
-        self,
-        *,
-        amount: _builtins.str = ...,
-        currency: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "currency", b"currency"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___Money: _TypeAlias = Money  # noqa: Y015
 
 @_typing.final
 class Loan(_message.Message):
@@ -87,19 +66,19 @@ class Loan(_message.Message):
     kind: _builtins.str
     """loan (order financing, one bullet) or lease (rentals)."""
     @_builtins.property
-    def principal(self) -> Global___Money: ...
+    def principal(self) -> _money_pb2.Money: ...
     @_builtins.property
-    def principal_outstanding(self) -> Global___Money: ...
+    def principal_outstanding(self) -> _money_pb2.Money: ...
     @_builtins.property
-    def interest_owed(self) -> Global___Money: ...
+    def interest_owed(self) -> _money_pb2.Money: ...
     @_builtins.property
-    def penalty_owed(self) -> Global___Money: ...
+    def penalty_owed(self) -> _money_pb2.Money: ...
     @_builtins.property
-    def total_owed(self) -> Global___Money: ...
+    def total_owed(self) -> _money_pb2.Money: ...
     @_builtins.property
-    def fees_owed(self) -> Global___Money: ...
+    def fees_owed(self) -> _money_pb2.Money: ...
     @_builtins.property
-    def due_now(self) -> Global___Money:
+    def due_now(self) -> _money_pb2.Money:
         """What is due and unpaid today: for a lease, the rentals fallen due plus
         penalty and fees; principal_outstanding counts every rental to come.
         """
@@ -112,24 +91,24 @@ class Loan(_message.Message):
         bank: _builtins.str = ...,
         buyer_id: _builtins.str = ...,
         order_id: _builtins.str = ...,
-        principal: Global___Money | None = ...,
+        principal: _money_pb2.Money | None = ...,
         rate_bps: _builtins.int = ...,
         penalty_rate_bps: _builtins.int = ...,
         day_count: _builtins.str = ...,
         disbursed_on: _builtins.str = ...,
         due_date: _builtins.str = ...,
         state: _builtins.str = ...,
-        principal_outstanding: Global___Money | None = ...,
-        interest_owed: Global___Money | None = ...,
-        penalty_owed: Global___Money | None = ...,
-        total_owed: Global___Money | None = ...,
+        principal_outstanding: _money_pb2.Money | None = ...,
+        interest_owed: _money_pb2.Money | None = ...,
+        penalty_owed: _money_pb2.Money | None = ...,
+        total_owed: _money_pb2.Money | None = ...,
         days_past_due: _builtins.int = ...,
         bucket: _builtins.str = ...,
         as_of: _builtins.str = ...,
-        fees_owed: Global___Money | None = ...,
+        fees_owed: _money_pb2.Money | None = ...,
         grace_days: _builtins.int = ...,
         kind: _builtins.str = ...,
-        due_now: Global___Money | None = ...,
+        due_now: _money_pb2.Money | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["due_now", b"due_now", "fees_owed", b"fees_owed", "interest_owed", b"interest_owed", "penalty_owed", b"penalty_owed", "principal", b"principal", "principal_outstanding", b"principal_outstanding", "total_owed", b"total_owed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -155,13 +134,13 @@ class ScheduleLine(_message.Message):
     waived: _builtins.bool
     """A returned asset's residual line, or one replaced by a renewal."""
     @_builtins.property
-    def principal(self) -> Global___Money: ...
+    def principal(self) -> _money_pb2.Money: ...
     @_builtins.property
-    def interest(self) -> Global___Money: ...
+    def interest(self) -> _money_pb2.Money: ...
     @_builtins.property
-    def total(self) -> Global___Money: ...
+    def total(self) -> _money_pb2.Money: ...
     @_builtins.property
-    def paid(self) -> Global___Money:
+    def paid(self) -> _money_pb2.Money:
         """What has been paid on the line (a lease's rentals are paid line by line)."""
 
     def __init__(
@@ -169,10 +148,10 @@ class ScheduleLine(_message.Message):
         *,
         number: _builtins.int = ...,
         due: _builtins.str = ...,
-        principal: Global___Money | None = ...,
-        interest: Global___Money | None = ...,
-        total: Global___Money | None = ...,
-        paid: Global___Money | None = ...,
+        principal: _money_pb2.Money | None = ...,
+        interest: _money_pb2.Money | None = ...,
+        total: _money_pb2.Money | None = ...,
+        paid: _money_pb2.Money | None = ...,
         waived: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["interest", b"interest", "paid", b"paid", "principal", b"principal", "total", b"total"]  # noqa: Y015
@@ -200,13 +179,13 @@ class StatementLine(_message.Message):
     reference: _builtins.str
     journal_seq: _builtins.int
     @_builtins.property
-    def amount(self) -> Global___Money: ...
+    def amount(self) -> _money_pb2.Money: ...
     def __init__(
         self,
         *,
         date: _builtins.str = ...,
         kind: _builtins.str = ...,
-        amount: Global___Money | None = ...,
+        amount: _money_pb2.Money | None = ...,
         reference: _builtins.str = ...,
         journal_seq: _builtins.int = ...,
     ) -> None: ...
@@ -235,13 +214,13 @@ class RecordPaymentRequest(_message.Message):
     quote_id: _builtins.str
     """Pays the loan off by this quote (QuotePayoff), if given."""
     @_builtins.property
-    def amount(self) -> Global___Money: ...
+    def amount(self) -> _money_pb2.Money: ...
     def __init__(
         self,
         *,
         loan_id: _builtins.str = ...,
         payer: _builtins.str = ...,
-        amount: Global___Money | None = ...,
+        amount: _money_pb2.Money | None = ...,
         value_date: _builtins.str = ...,
         bank_reference: _builtins.str = ...,
         quote_id: _builtins.str = ...,
@@ -269,26 +248,26 @@ class RecordPaymentResponse(_message.Message):
     payment_id: _builtins.str
     expected_payer: _builtins.bool
     @_builtins.property
-    def penalty(self) -> Global___Money: ...
+    def penalty(self) -> _money_pb2.Money: ...
     @_builtins.property
-    def fees(self) -> Global___Money: ...
+    def fees(self) -> _money_pb2.Money: ...
     @_builtins.property
-    def interest(self) -> Global___Money: ...
+    def interest(self) -> _money_pb2.Money: ...
     @_builtins.property
-    def principal(self) -> Global___Money: ...
+    def principal(self) -> _money_pb2.Money: ...
     @_builtins.property
-    def surplus(self) -> Global___Money: ...
+    def surplus(self) -> _money_pb2.Money: ...
     @_builtins.property
     def loan(self) -> Global___Loan: ...
     def __init__(
         self,
         *,
         payment_id: _builtins.str = ...,
-        penalty: Global___Money | None = ...,
-        fees: Global___Money | None = ...,
-        interest: Global___Money | None = ...,
-        principal: Global___Money | None = ...,
-        surplus: Global___Money | None = ...,
+        penalty: _money_pb2.Money | None = ...,
+        fees: _money_pb2.Money | None = ...,
+        interest: _money_pb2.Money | None = ...,
+        principal: _money_pb2.Money | None = ...,
+        surplus: _money_pb2.Money | None = ...,
         expected_payer: _builtins.bool = ...,
         loan: Global___Loan | None = ...,
     ) -> None: ...
@@ -453,12 +432,12 @@ class QuotePayoffResponse(_message.Message):
     quote_id: _builtins.str
     valid_until: _builtins.str
     @_builtins.property
-    def amount(self) -> Global___Money: ...
+    def amount(self) -> _money_pb2.Money: ...
     def __init__(
         self,
         *,
         quote_id: _builtins.str = ...,
-        amount: Global___Money | None = ...,
+        amount: _money_pb2.Money | None = ...,
         valid_until: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
@@ -500,13 +479,13 @@ class UnmatchedPayment(_message.Message):
     bank_reference: _builtins.str
     reason: _builtins.str
     @_builtins.property
-    def amount(self) -> Global___Money: ...
+    def amount(self) -> _money_pb2.Money: ...
     def __init__(
         self,
         *,
         loan_id: _builtins.str = ...,
         payer: _builtins.str = ...,
-        amount: Global___Money | None = ...,
+        amount: _money_pb2.Money | None = ...,
         value_date: _builtins.str = ...,
         bank_reference: _builtins.str = ...,
         reason: _builtins.str = ...,

@@ -22,41 +22,40 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from services.gen.scf.types.v1 import money_pb2 as services_dot_gen_dot_scf_dot_types_dot_v1_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n3services/gen/scf/underwriting/v1/underwriting.proto\x12\x13scf.underwriting.v1\")\n\x05Money\x12\x0e\n\x06\x61mount\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\"Y\n\x05Terms\x12*\n\x06\x61mount\x18\x01 \x01(\x0b\x32\x1a.scf.underwriting.v1.Money\x12\x10\n\x08rate_bps\x18\x02 \x01(\x05\x12\x12\n\ntenor_days\x18\x03 \x01(\x05\"\xe1\x01\n\tQueueItem\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12\x18\n\x10subcontractor_id\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12-\n\trequested\x18\x04 \x01(\x0b\x32\x1a.scf.underwriting.v1.Money\x12\r\n\x05state\x18\x05 \x01(\t\x12\x15\n\rdecision_json\x18\x06 \x01(\t\x12\x11\n\tapprovals\x18\x07 \x03(\t\x12\x14\n\x0cjournal_seqs\x18\x08 \x03(\x04\x12\x12\n\norder_json\x18\t \x01(\t\")\n\x17ListApplicationsRequest\x12\x0e\n\x06states\x18\x01 \x03(\t\"P\n\x18ListApplicationsResponse\x12\x34\n\x0c\x61pplications\x18\x01 \x03(\x0b\x32\x1e.scf.underwriting.v1.QueueItem\"/\n\x15GetApplicationRequest\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\"M\n\x16GetApplicationResponse\x12\x33\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x1e.scf.underwriting.v1.QueueItem\"|\n\x0e\x41pproveRequest\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12)\n\x05terms\x18\x02 \x01(\x0b\x32\x1a.scf.underwriting.v1.Terms\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\" \n\x0f\x41pproveResponse\x12\r\n\x05state\x18\x01 \x01(\t\"c\n\rRejectRequest\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12\x13\n\x0breason_code\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"\x1f\n\x0eRejectResponse\x12\r\n\x05state\x18\x01 \x01(\t\"q\n\x13\x43ounterOfferRequest\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12)\n\x05terms\x18\x02 \x01(\x0b\x32\x1a.scf.underwriting.v1.Terms\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"%\n\x14\x43ounterOfferResponse\x12\r\n\x05state\x18\x01 \x01(\t2\xff\x03\n\x13UnderwritingService\x12o\n\x10ListApplications\x12,.scf.underwriting.v1.ListApplicationsRequest\x1a-.scf.underwriting.v1.ListApplicationsResponse\x12i\n\x0eGetApplication\x12*.scf.underwriting.v1.GetApplicationRequest\x1a+.scf.underwriting.v1.GetApplicationResponse\x12T\n\x07\x41pprove\x12#.scf.underwriting.v1.ApproveRequest\x1a$.scf.underwriting.v1.ApproveResponse\x12Q\n\x06Reject\x12\".scf.underwriting.v1.RejectRequest\x1a#.scf.underwriting.v1.RejectResponse\x12\x63\n\x0c\x43ounterOffer\x12(.scf.underwriting.v1.CounterOfferRequest\x1a).scf.underwriting.v1.CounterOfferResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n3services/gen/scf/underwriting/v1/underwriting.proto\x12\x13scf.underwriting.v1\x1a%services/gen/scf/types/v1/money.proto\"R\n\x05Terms\x12#\n\x06\x61mount\x18\x01 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x10\n\x08rate_bps\x18\x02 \x01(\x05\x12\x12\n\ntenor_days\x18\x03 \x01(\x05\"\xda\x01\n\tQueueItem\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12\x18\n\x10subcontractor_id\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12&\n\trequested\x18\x04 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\r\n\x05state\x18\x05 \x01(\t\x12\x15\n\rdecision_json\x18\x06 \x01(\t\x12\x11\n\tapprovals\x18\x07 \x03(\t\x12\x14\n\x0cjournal_seqs\x18\x08 \x03(\x04\x12\x12\n\norder_json\x18\t \x01(\t\")\n\x17ListApplicationsRequest\x12\x0e\n\x06states\x18\x01 \x03(\t\"P\n\x18ListApplicationsResponse\x12\x34\n\x0c\x61pplications\x18\x01 \x03(\x0b\x32\x1e.scf.underwriting.v1.QueueItem\"/\n\x15GetApplicationRequest\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\"M\n\x16GetApplicationResponse\x12\x33\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x1e.scf.underwriting.v1.QueueItem\"|\n\x0e\x41pproveRequest\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12)\n\x05terms\x18\x02 \x01(\x0b\x32\x1a.scf.underwriting.v1.Terms\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\" \n\x0f\x41pproveResponse\x12\r\n\x05state\x18\x01 \x01(\t\"c\n\rRejectRequest\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12\x13\n\x0breason_code\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"\x1f\n\x0eRejectResponse\x12\r\n\x05state\x18\x01 \x01(\t\"q\n\x13\x43ounterOfferRequest\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12)\n\x05terms\x18\x02 \x01(\x0b\x32\x1a.scf.underwriting.v1.Terms\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"%\n\x14\x43ounterOfferResponse\x12\r\n\x05state\x18\x01 \x01(\t2\xff\x03\n\x13UnderwritingService\x12o\n\x10ListApplications\x12,.scf.underwriting.v1.ListApplicationsRequest\x1a-.scf.underwriting.v1.ListApplicationsResponse\x12i\n\x0eGetApplication\x12*.scf.underwriting.v1.GetApplicationRequest\x1a+.scf.underwriting.v1.GetApplicationResponse\x12T\n\x07\x41pprove\x12#.scf.underwriting.v1.ApproveRequest\x1a$.scf.underwriting.v1.ApproveResponse\x12Q\n\x06Reject\x12\".scf.underwriting.v1.RejectRequest\x1a#.scf.underwriting.v1.RejectResponse\x12\x63\n\x0c\x43ounterOffer\x12(.scf.underwriting.v1.CounterOfferRequest\x1a).scf.underwriting.v1.CounterOfferResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'services.gen.scf.underwriting.v1.underwriting_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MONEY']._serialized_start=76
-  _globals['_MONEY']._serialized_end=117
-  _globals['_TERMS']._serialized_start=119
-  _globals['_TERMS']._serialized_end=208
-  _globals['_QUEUEITEM']._serialized_start=211
-  _globals['_QUEUEITEM']._serialized_end=436
-  _globals['_LISTAPPLICATIONSREQUEST']._serialized_start=438
-  _globals['_LISTAPPLICATIONSREQUEST']._serialized_end=479
-  _globals['_LISTAPPLICATIONSRESPONSE']._serialized_start=481
-  _globals['_LISTAPPLICATIONSRESPONSE']._serialized_end=561
-  _globals['_GETAPPLICATIONREQUEST']._serialized_start=563
-  _globals['_GETAPPLICATIONREQUEST']._serialized_end=610
-  _globals['_GETAPPLICATIONRESPONSE']._serialized_start=612
-  _globals['_GETAPPLICATIONRESPONSE']._serialized_end=689
-  _globals['_APPROVEREQUEST']._serialized_start=691
-  _globals['_APPROVEREQUEST']._serialized_end=815
-  _globals['_APPROVERESPONSE']._serialized_start=817
-  _globals['_APPROVERESPONSE']._serialized_end=849
-  _globals['_REJECTREQUEST']._serialized_start=851
-  _globals['_REJECTREQUEST']._serialized_end=950
-  _globals['_REJECTRESPONSE']._serialized_start=952
-  _globals['_REJECTRESPONSE']._serialized_end=983
-  _globals['_COUNTEROFFERREQUEST']._serialized_start=985
-  _globals['_COUNTEROFFERREQUEST']._serialized_end=1098
-  _globals['_COUNTEROFFERRESPONSE']._serialized_start=1100
-  _globals['_COUNTEROFFERRESPONSE']._serialized_end=1137
-  _globals['_UNDERWRITINGSERVICE']._serialized_start=1140
-  _globals['_UNDERWRITINGSERVICE']._serialized_end=1651
+  _globals['_TERMS']._serialized_start=115
+  _globals['_TERMS']._serialized_end=197
+  _globals['_QUEUEITEM']._serialized_start=200
+  _globals['_QUEUEITEM']._serialized_end=418
+  _globals['_LISTAPPLICATIONSREQUEST']._serialized_start=420
+  _globals['_LISTAPPLICATIONSREQUEST']._serialized_end=461
+  _globals['_LISTAPPLICATIONSRESPONSE']._serialized_start=463
+  _globals['_LISTAPPLICATIONSRESPONSE']._serialized_end=543
+  _globals['_GETAPPLICATIONREQUEST']._serialized_start=545
+  _globals['_GETAPPLICATIONREQUEST']._serialized_end=592
+  _globals['_GETAPPLICATIONRESPONSE']._serialized_start=594
+  _globals['_GETAPPLICATIONRESPONSE']._serialized_end=671
+  _globals['_APPROVEREQUEST']._serialized_start=673
+  _globals['_APPROVEREQUEST']._serialized_end=797
+  _globals['_APPROVERESPONSE']._serialized_start=799
+  _globals['_APPROVERESPONSE']._serialized_end=831
+  _globals['_REJECTREQUEST']._serialized_start=833
+  _globals['_REJECTREQUEST']._serialized_end=932
+  _globals['_REJECTRESPONSE']._serialized_start=934
+  _globals['_REJECTRESPONSE']._serialized_end=965
+  _globals['_COUNTEROFFERREQUEST']._serialized_start=967
+  _globals['_COUNTEROFFERREQUEST']._serialized_end=1080
+  _globals['_COUNTEROFFERRESPONSE']._serialized_start=1082
+  _globals['_COUNTEROFFERRESPONSE']._serialized_end=1119
+  _globals['_UNDERWRITINGSERVICE']._serialized_start=1122
+  _globals['_UNDERWRITINGSERVICE']._serialized_end=1633
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from services.gen.scf.types.v1 import money_pb2 as _money_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -19,28 +20,6 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
-class Money(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    AMOUNT_FIELD_NUMBER: _builtins.int
-    CURRENCY_FIELD_NUMBER: _builtins.int
-    amount: _builtins.str
-    currency: _builtins.str
-    def __init__(
-        self,
-        *,
-        amount: _builtins.str = ...,
-        currency: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "currency", b"currency"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___Money: _TypeAlias = Money  # noqa: Y015
-
-@_typing.final
 class Terms(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -50,11 +29,11 @@ class Terms(_message.Message):
     rate_bps: _builtins.int
     tenor_days: _builtins.int
     @_builtins.property
-    def amount(self) -> Global___Money: ...
+    def amount(self) -> _money_pb2.Money: ...
     def __init__(
         self,
         *,
-        amount: Global___Money | None = ...,
+        amount: _money_pb2.Money | None = ...,
         rate_bps: _builtins.int = ...,
         tenor_days: _builtins.int = ...,
     ) -> None: ...
@@ -88,7 +67,7 @@ class QueueItem(_message.Message):
     order_json: _builtins.str
     """The order's facts as JSON; for a lease, the asset and the lease asked for."""
     @_builtins.property
-    def requested(self) -> Global___Money: ...
+    def requested(self) -> _money_pb2.Money: ...
     @_builtins.property
     def approvals(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -101,7 +80,7 @@ class QueueItem(_message.Message):
         application_id: _builtins.str = ...,
         subcontractor_id: _builtins.str = ...,
         order_id: _builtins.str = ...,
-        requested: Global___Money | None = ...,
+        requested: _money_pb2.Money | None = ...,
         state: _builtins.str = ...,
         decision_json: _builtins.str = ...,
         approvals: _abc.Iterable[_builtins.str] | None = ...,
