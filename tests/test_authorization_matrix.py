@@ -36,6 +36,7 @@ from services.gen.scf.repayment.v1 import repayment_pb2 as R
 from services.gen.scf.repayment.v1 import repayment_pb2_grpc as Rg
 from services.gen.scf.scoring.v1 import scoring_pb2 as S
 from services.gen.scf.scoring.v1 import scoring_pb2_grpc as Sg
+from services.gen.scf.types.v1 import money_pb2
 from services.gen.scf.underwriting.v1 import underwriting_pb2 as U
 from services.gen.scf.underwriting.v1 import underwriting_pb2_grpc as Ug
 from services.runtime.certs import load_party
@@ -61,7 +62,7 @@ def matrix(ids: dict[str, str]) -> list[tuple[str, Any, str, Any, frozenset[str]
     order_parties = frozenset({SUB, BUY, UW, AUD, OP})
     loan_readers = frozenset({SUB, BUY, UW, AUD, OP})
     pay = X.PayVendorRequest(
-        lease_id=lease, payee_id=VEN, amount=X.Money(amount="1.00", currency="CNY"),
+        lease_id=lease, payee_id=VEN, amount=money_pb2.Money(amount="1.00", currency="CNY"),
         payment_reference="W", **key,
     )  # fmt: skip
     return [

@@ -126,6 +126,7 @@ async def fill_journal(
 
     Returns (seconds to publish, seconds until all were committed)."""
     batches = signed_batches(bench_signers(settings), n)
+    await platform.probe_servers()  # and, as the operator, the streams and consumers
     platform.spawn("journal")
     await platform.wait_ready("journal")
     nc = await nats.connect(settings.nats_url)
