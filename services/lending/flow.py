@@ -35,6 +35,7 @@ from nats.js import JetStreamContext
 
 from services.contracts.envelope import EnvelopeRefused
 from services.contracts.subjects import OrderVerb, Subjects
+from services.contracts.values import enum_name
 from services.gen.scf.bus.v1 import bus_pb2
 from services.lending.leases import LeaseRequest, lease_contract_document
 from services.lending.policy import auto_decision, contract_document, policy_for
@@ -118,7 +119,7 @@ class FlowEngine:
                     "repayment", restored=True,
                 )  # fmt: skip
             if app["kind"] == "lease" and app["state"] in ("in_force", "ending"):
-                await self._end_lease(conn, app, event.lease_option)
+                await self._end_lease(conn, app, enum_name(bus_pb2.LeaseOption, event.lease_option))
 
     async def _end_lease(self, conn: Any, app: Any, settled_option: str) -> None:
         """Every rental (and the option price, if owed) is paid: the lease ends as chosen.
@@ -449,7 +450,7 @@ class FlowEngine:
 
 def loan_disbursed_event(app: Any) -> bus_pb2.Disbursed:
     return bus_pb2.Disbursed(
-        kind="loan",
+        kind=bus_pb2.FINANCING_KIND_LOAN,
         application_id=app["application_id"],
         subcontractor_id=app["subcontractor_id"],
         bank=app["bank"],
@@ -469,7 +470,7 @@ def lease_commenced_event(app: Any) -> bus_pb2.Disbursed:
     """What repayment needs to open a lease's rental schedule."""
     lease = LeaseRequest.from_json(app["lease"])
     return bus_pb2.Disbursed(
-        kind="lease",
+        kind=bus_pb2.FINANCING_KIND_LEASE,
         application_id=app["application_id"],
         subcontractor_id=app["subcontractor_id"],
         bank=app["bank"],

@@ -12,6 +12,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
+from services.contracts.values import lease_option_value
 from services.gen.scf.bus.v1 import bus_pb2
 from services.gen.scf.leasing.v1 import leasing_pb2, leasing_pb2_grpc
 from services.gen.scf.types.v1 import money_pb2
@@ -271,7 +272,8 @@ class LeasingServicer(ApplicationCalls, leasing_pb2_grpc.LeasingServiceServicer)
         """Repayment changes the schedule first (idempotently): a retry after a crash
         here asks again and gets the same answer."""
         command = bus_pb2.LeaseOptionCommand(
-            lease_id=app["application_id"], option=option, quote_id=request.quote_id,
+            lease_id=app["application_id"], option=lease_option_value(option),
+            quote_id=request.quote_id,
             renewal_periods=request.renewal_periods,
         )  # fmt: skip
         # Repayment's refusal comes back as this call's own (same class and field).

@@ -12,6 +12,7 @@ import asyncpg
 from nats.js import JetStreamContext
 
 from services.contracts.subjects import OrderVerb, Subjects
+from services.contracts.values import BUCKETS, lease_option_value
 from services.gen.scf.bus.v1 import bus_pb2
 from services.repayment.calc import (
     Allocation,
@@ -390,7 +391,7 @@ class LoanBook:
             principal_minor=loan["principal_minor"],
             # A lease's end as repayment applied it (lending may not have
             # recorded the choice yet if it crashed after asking).
-            lease_option=loan["lease_option"] or "",
+            lease_option=lease_option_value(loan["lease_option"] or ""),
         )
         await self.messenger.publish_event(
             self.js, self.subjects.settled, settled, f"settled-{loan_id}"
@@ -441,7 +442,7 @@ class LoanBook:
                     },
                 )
             delinquency = bus_pb2.Delinquency(
-                loan_id=loan["loan_id"], bucket=bucket, days_past_due=dpd
+                loan_id=loan["loan_id"], bucket=BUCKETS[bucket], days_past_due=dpd
             )
             await self.messenger.notify(self.subjects.delinquency, delinquency, loan["loan_id"])
         for loan in await self.pool.fetch(

@@ -11,6 +11,7 @@ import nats.errors
 from google.protobuf.message import DecodeError
 
 from services.contracts.envelope import EnvelopeRefused
+from services.contracts.values import enum_name
 from services.gen.scf.bus.v1 import bus_pb2
 from services.gen.scf.repayment.v1 import repayment_pb2_grpc
 from services.repayment.loans import LoanBook
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 
 
 def _fields(event: bus_pb2.Disbursed) -> dict[str, Any]:
-    return {f.name: getattr(event, f.name) for f in event.DESCRIPTOR.fields}
+    fields = {f.name: getattr(event, f.name) for f in event.DESCRIPTOR.fields}
+    return fields | {"kind": enum_name(bus_pb2.FinancingKind, event.kind)}
 
 
 async def open_loans(ctx: ServiceContext, book: LoanBook) -> None:
@@ -85,8 +87,9 @@ async def setup(ctx: ServiceContext) -> None:
         command: bus_pb2.LeaseOptionCommand, signer: str
     ) -> bus_pb2.LeaseOptionResult:
         """Lending's request to apply a lessee's end-of-lease choice (idempotent)."""
+        option = enum_name(bus_pb2.LeaseOption, command.option)
         settled = await book.leases.exercise_option(
-            command.lease_id, command.option, command.quote_id, command.renewal_periods
+            command.lease_id, option, command.quote_id, command.renewal_periods
         )
         if settled:
             with contextlib.suppress(Exception):  # the sweeper announces it otherwise

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from services.gen.scf.orders.v1 import orders_pb2 as _orders_pb2
 import builtins as _builtins
 import sys
@@ -18,6 +19,70 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _FinancingKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FinancingKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FinancingKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FINANCING_KIND_UNSPECIFIED: _FinancingKind.ValueType  # 0
+    FINANCING_KIND_LOAN: _FinancingKind.ValueType  # 1
+    FINANCING_KIND_LEASE: _FinancingKind.ValueType  # 2
+
+class FinancingKind(_FinancingKind, metaclass=_FinancingKindEnumTypeWrapper):
+    """What a financing is: a loan against an order, or a financial lease."""
+
+FINANCING_KIND_UNSPECIFIED: FinancingKind.ValueType  # 0
+FINANCING_KIND_LOAN: FinancingKind.ValueType  # 1
+FINANCING_KIND_LEASE: FinancingKind.ValueType  # 2
+Global___FinancingKind: _TypeAlias = FinancingKind  # noqa: Y015
+
+class _LeaseOption:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LeaseOptionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LeaseOption.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LEASE_OPTION_UNSPECIFIED: _LeaseOption.ValueType  # 0
+    LEASE_OPTION_PURCHASE: _LeaseOption.ValueType  # 1
+    LEASE_OPTION_RETURN: _LeaseOption.ValueType  # 2
+    LEASE_OPTION_RENEW: _LeaseOption.ValueType  # 3
+    LEASE_OPTION_TERMINATE: _LeaseOption.ValueType  # 4
+
+class LeaseOption(_LeaseOption, metaclass=_LeaseOptionEnumTypeWrapper):
+    """A lessee's choice at the end of a lease (terminate: early, by a quote)."""
+
+LEASE_OPTION_UNSPECIFIED: LeaseOption.ValueType  # 0
+LEASE_OPTION_PURCHASE: LeaseOption.ValueType  # 1
+LEASE_OPTION_RETURN: LeaseOption.ValueType  # 2
+LEASE_OPTION_RENEW: LeaseOption.ValueType  # 3
+LEASE_OPTION_TERMINATE: LeaseOption.ValueType  # 4
+Global___LeaseOption: _TypeAlias = LeaseOption  # noqa: Y015
+
+class _DelinquencyBucket:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DelinquencyBucketEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DelinquencyBucket.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DELINQUENCY_BUCKET_UNSPECIFIED: _DelinquencyBucket.ValueType  # 0
+    DELINQUENCY_BUCKET_CURRENT: _DelinquencyBucket.ValueType  # 1
+    DELINQUENCY_BUCKET_1_30: _DelinquencyBucket.ValueType  # 2
+    DELINQUENCY_BUCKET_31_60: _DelinquencyBucket.ValueType  # 3
+    DELINQUENCY_BUCKET_61_90: _DelinquencyBucket.ValueType  # 4
+    DELINQUENCY_BUCKET_OVER_90: _DelinquencyBucket.ValueType  # 5
+
+class DelinquencyBucket(_DelinquencyBucket, metaclass=_DelinquencyBucketEnumTypeWrapper):
+    """Days past due, in the buckets banks report."""
+
+DELINQUENCY_BUCKET_UNSPECIFIED: DelinquencyBucket.ValueType  # 0
+DELINQUENCY_BUCKET_CURRENT: DelinquencyBucket.ValueType  # 1
+DELINQUENCY_BUCKET_1_30: DelinquencyBucket.ValueType  # 2
+DELINQUENCY_BUCKET_31_60: DelinquencyBucket.ValueType  # 3
+DELINQUENCY_BUCKET_61_90: DelinquencyBucket.ValueType  # 4
+DELINQUENCY_BUCKET_OVER_90: DelinquencyBucket.ValueType  # 5
+Global___DelinquencyBucket: _TypeAlias = DelinquencyBucket  # noqa: Y015
 
 @_typing.final
 class Signed(_message.Message):
@@ -420,15 +485,14 @@ class LeaseOptionCommand(_message.Message):
     QUOTE_ID_FIELD_NUMBER: _builtins.int
     RENEWAL_PERIODS_FIELD_NUMBER: _builtins.int
     lease_id: _builtins.str
-    option: _builtins.str
-    """purchase, return, renew or terminate."""
+    option: Global___LeaseOption.ValueType
     quote_id: _builtins.str
     renewal_periods: _builtins.int
     def __init__(
         self,
         *,
         lease_id: _builtins.str = ...,
-        option: _builtins.str = ...,
+        option: Global___LeaseOption.ValueType = ...,
         quote_id: _builtins.str = ...,
         renewal_periods: _builtins.int = ...,
     ) -> None: ...
@@ -491,8 +555,7 @@ class Disbursed(_message.Message):
     IN_ADVANCE_FIELD_NUMBER: _builtins.int
     RESIDUAL_MINOR_FIELD_NUMBER: _builtins.int
     COMMENCED_ON_FIELD_NUMBER: _builtins.int
-    kind: _builtins.str
-    """loan or lease."""
+    kind: Global___FinancingKind.ValueType
     application_id: _builtins.str
     subcontractor_id: _builtins.str
     bank: _builtins.str
@@ -516,7 +579,7 @@ class Disbursed(_message.Message):
     def __init__(
         self,
         *,
-        kind: _builtins.str = ...,
+        kind: Global___FinancingKind.ValueType = ...,
         application_id: _builtins.str = ...,
         subcontractor_id: _builtins.str = ...,
         bank: _builtins.str = ...,
@@ -559,15 +622,15 @@ class Settled(_message.Message):
     loan_id: _builtins.str
     facility_id: _builtins.str
     principal_minor: _builtins.int
-    lease_option: _builtins.str
-    """A lease's end as repayment applied it (empty for a loan)."""
+    lease_option: Global___LeaseOption.ValueType
+    """A lease's end as repayment applied it (unspecified for a loan)."""
     def __init__(
         self,
         *,
         loan_id: _builtins.str = ...,
         facility_id: _builtins.str = ...,
         principal_minor: _builtins.int = ...,
-        lease_option: _builtins.str = ...,
+        lease_option: Global___LeaseOption.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -587,13 +650,13 @@ class Delinquency(_message.Message):
     BUCKET_FIELD_NUMBER: _builtins.int
     DAYS_PAST_DUE_FIELD_NUMBER: _builtins.int
     loan_id: _builtins.str
-    bucket: _builtins.str
+    bucket: Global___DelinquencyBucket.ValueType
     days_past_due: _builtins.int
     def __init__(
         self,
         *,
         loan_id: _builtins.str = ...,
-        bucket: _builtins.str = ...,
+        bucket: Global___DelinquencyBucket.ValueType = ...,
         days_past_due: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
