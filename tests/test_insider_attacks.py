@@ -22,7 +22,7 @@ from services.journal.service import SPEC as JOURNAL
 from services.orders.service import SPEC as ORDERS
 from services.runtime.config import Settings
 from services.runtime.embedded import EmbeddedNats
-from services.runtime.errors import Unavailable
+from services.runtime.errors import FailedPrecondition, PermissionDenied, Unavailable
 from services.runtime.keys import load_or_create_signer
 from services.runtime.nats_auth import ADMIN, nats_password
 from tests.journal.helpers import producer, wait_until
@@ -317,18 +317,20 @@ async def test_a_command_only_its_sender_signed_moves_a_pledge(guarded: Guarded)
             for impostor in ("scoring", "repayment"):
                 forged = messenger_as(settings, admin, impostor)
                 release = bus_pb2.PledgeCommand(order_id=oid, application_id="APP-N")
-                with pytest.raises(Exception, match="request refused: signed by"):
+                with pytest.raises(PermissionDenied, match="request refused: signed by"):
                     await forged.request(
                         s.order_command(OrderVerb.RELEASE), release, bus_pb2.PledgeResult,
                         server="orders",
                     )  # fmt: skip
             # A second bank's pledge is still refused: one live financing per order.
             south = bus_pb2.PledgeCommand(order_id=oid, application_id="APP-S", bank="bank-south")
-            with pytest.raises(Exception, match="already backs application APP-N"):
+            with pytest.raises(FailedPrecondition, match="already backs application APP-N") as info:
                 await lending.request(
                     s.order_command(OrderVerb.PLEDGE), south, bus_pb2.PledgeResult,
                     server="orders",
                 )  # fmt: skip
+            # The refusal crosses typed: its class, reason and subject, not just text.
+            assert (info.value.reason, info.value.subject) == ("ALREADY_PLEDGED", f"order/{oid}")
         finally:
             await admin.close()
 

@@ -33,12 +33,15 @@ def to_wire(exc: SCFError) -> bus_pb2.Error:
         reason=exc.reason,
         field=getattr(exc, "field", ""),
         message=getattr(exc, "problem", exc.message),
+        subject=exc.subject,
     )
 
 
 def from_wire(error: bus_pb2.Error) -> SCFError:
     """The error the other service raised (an unknown code: FAILED_PRECONDITION)."""
     if error.code == "INVALID_ARGUMENT":
-        return InvalidArgument(error.field or "request", error.message, reason=error.reason)
+        return InvalidArgument(
+            error.field or "request", error.message, reason=error.reason, subject=error.subject
+        )
     cls = _BY_CODE.get(error.code, FailedPrecondition)
-    return cls(error.message, reason=error.reason)
+    return cls(error.message, reason=error.reason, subject=error.subject)

@@ -96,6 +96,26 @@ class SequencerConfig:
     #: answering or failing; one that takes this long hangs: the journal exits,
     #: to be restarted, rather than stay up journaling nothing.
     stall_s: float = 60.0
+    #: The NATS server's message limit (headers included), less room for headers.
+    max_message_bytes: int = (1 << 20) - 2048
+
+
+def _by_size(entries: list[Entry], most: int, limit: int) -> list[list[Entry]]:
+    """Consecutive groups of at most ``most`` entries and ``limit`` packed bytes
+    (one entry alone may reach the limit: a submission that fit carries it)."""
+    groups: list[list[Entry]] = []
+    current: list[Entry] = []
+    size = 0
+    for e in entries:
+        n = len(e.encode()) + 4
+        if current and (len(current) >= most or size + n > limit):
+            groups.append(current)
+            current, size = [], 0
+        current.append(e)
+        size += n
+    if current:
+        groups.append(current)
+    return groups
 
 
 class Sequencer:
@@ -372,11 +392,12 @@ class Sequencer:
         by_producer: dict[str, list[Entry]] = {}
         for e in entries:
             by_producer.setdefault(e.statement.producer, []).append(e)
-        # Messages of at most ENTRIES_PER_MESSAGE entries stay under NATS's 1 MB limit.
+        # Each message at most ENTRIES_PER_MESSAGE entries and under NATS's
+        # message limit, however large the entries.
         groups = [
-            (producer, group[i : i + ENTRIES_PER_MESSAGE])
+            (producer, part)
             for producer, group in by_producer.items()
-            for i in range(0, len(group), ENTRIES_PER_MESSAGE)
+            for part in _by_size(group, ENTRIES_PER_MESSAGE, self.config.max_message_bytes)
         ]
         pubs = [
             self.js.publish(

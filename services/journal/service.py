@@ -73,7 +73,10 @@ async def setup(ctx: ServiceContext) -> None:
         ctx.signer,
         root,
         ctx.clock,
-        SequencerConfig(origin=origin_for(ctx.settings.nats_prefix)),
+        SequencerConfig(
+            origin=origin_for(ctx.settings.nats_prefix),
+            max_message_bytes=ctx.nc.max_payload - 2048,
+        ),
     )
     task = asyncio.create_task(sequencer.run(genesis_keys), name="sequencer")
     ctx.tasks.append(task)

@@ -236,8 +236,8 @@ def apply(
     if order.state not in allowed_from:
         raise FailedPrecondition(
             f"order {order.order_id} is {order.state.value}; cannot be {action.value}",
-            reason="WRONG_STATE",
-        )
+            reason="WRONG_STATE", subject=f"order/{order.order_id}",
+        )  # fmt: skip
     changes: dict[str, object] = {"version": order.version + 1, "updated_micros": now_micros}
     if action is Action.DISPUTE:
         if not reason.strip():
@@ -252,8 +252,9 @@ def apply(
         if order.pledge is not None:
             raise FailedPrecondition(
                 f"order {order.order_id} already backs application"
-                f" {order.pledge.application_id} at {order.pledge.bank}"
-            )
+                f" {order.pledge.application_id} at {order.pledge.bank}",
+                reason="ALREADY_PLEDGED", subject=f"order/{order.order_id}",
+            )  # fmt: skip
         changes["pledge"] = pledge
     if action in (Action.RELEASE, Action.SETTLE):
         # Only the financing that holds the pledge may release it or settle it.
@@ -261,8 +262,8 @@ def apply(
         if order.pledge is None or order.pledge.application_id != pledge.application_id:
             raise FailedPrecondition(
                 f"order {order.order_id} is not pledged to application {pledge.application_id}",
-                reason="NOT_PLEDGED",
-            )
+                reason="NOT_PLEDGED", subject=f"order/{order.order_id}",
+            )  # fmt: skip
         changes["pledge"] = None
     state = NEXT[action]
     if state is not None:

@@ -42,12 +42,14 @@ class SCFError(Exception):
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
-    def __init__(self, message: str, *, reason: str = "") -> None:
+    def __init__(self, message: str, *, reason: str = "", subject: str = "") -> None:
         super().__init__(message)
         self.message = message
         #: A stable UPPER_SNAKE reason a program may branch on ("" when the
         #: class says all there is); never parse ``message``.
         self.reason = reason
+        #: What the error is about, as a journal subject ("order/ORD-1"), when known.
+        self.subject = subject
 
 
 class ConfigError(SCFError):
@@ -63,8 +65,8 @@ class InvalidArgument(SCFError):
 
     code = grpc.StatusCode.INVALID_ARGUMENT
 
-    def __init__(self, field: str, problem: str, *, reason: str = "") -> None:
-        super().__init__(f"{field}: {problem}", reason=reason)
+    def __init__(self, field: str, problem: str, *, reason: str = "", subject: str = "") -> None:
+        super().__init__(f"{field}: {problem}", reason=reason, subject=subject)
         self.field = field
         self.problem = problem
 

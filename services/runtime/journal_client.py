@@ -48,7 +48,7 @@ from services.runtime.faults import crash_point
 from services.runtime.grpcserver import client_channel
 from services.runtime.keys import Signer
 from services.runtime.messaging import Messenger
-from services.runtime.metrics import OUTBOX_BACKLOG
+from services.runtime.metrics import OUTBOX_BACKLOG, OUTBOX_SET_ASIDE
 from services.runtime.waiting import LoopWatch, run_together, wait_event
 
 __all__ = [
@@ -135,6 +135,7 @@ class OutboxRelay:
         statements_per_message: int = 256,
         retry_after_s: float = 5.0,
         stall_s: float = 60.0,
+        max_payload: int = 1 << 20,
     ) -> None:
         self.pool = pool
         self.js = js
@@ -147,6 +148,8 @@ class OutboxRelay:
         self.batch = batch
         self.per_message = statements_per_message
         self.retry_after_s = retry_after_s
+        #: The NATS server's message limit: a submission never grows past it.
+        self.max_payload = max_payload
         self._wake = asyncio.Event()
         self._listener: Any = None
         #: Each loop comes round within seconds, whether NATS and PostgreSQL answer
@@ -209,7 +212,7 @@ class OutboxRelay:
     async def publish_pending(self) -> int:
         """Publish one batch of due rows; returns how many were published."""
         rows = await self.pool.fetch(
-            "SELECT id, statement, attempts FROM outbox"
+            "SELECT id, idempotency_key, statement, attempts FROM outbox"
             " WHERE journal_seq IS NULL AND refused_reason IS NULL"
             " AND (published_at IS NULL OR published_at < now()"
             "      - make_interval(secs => $1 * power(2, least(attempts - 1, $3))))"
@@ -221,7 +224,9 @@ class OutboxRelay:
         if not rows:
             return 0
         subject = self.subjects.submit(self.producer)
-        groups = [rows[i : i + self.per_message] for i in range(0, len(rows), self.per_message)]
+        groups, too_big = split_for_messages(rows, self.per_message, self.max_payload)
+        if too_big:
+            await self._set_aside(too_big)
         # Pipelined: every batch in flight at once, each awaited for its ack.
         results = await asyncio.gather(
             *(
@@ -242,14 +247,32 @@ class OutboxRelay:
             for r in group
         ]
         crash_point("relay.after_publish")
-        if len(sent) < len(rows):
-            log.warning("%d outbox publishes failed; retrying", len(rows) - len(sent))
+        if len(sent) < len(rows) - len(too_big):
+            failed = len(rows) - len(too_big) - len(sent)
+            log.warning("%d outbox publishes failed; retrying", failed)
         await self.pool.execute(
             "UPDATE outbox SET published_at = now(), attempts = attempts + 1"
             " WHERE id = ANY($1::bigint[])",
             sent,
         )
         return len(sent)
+
+    async def _set_aside(self, rows: list[Any]) -> None:
+        """Statements no NATS message can carry: kept, marked, alarmed; the rest flow on."""
+        limit = self.max_payload - _FRAMING
+        for r in rows:
+            log.error(
+                "ALARM: outbox row %s (%s) is %d bytes, over the %d a submission may carry;"
+                " set aside (its outbox row keeps the reason)", r["id"], r["idempotency_key"],
+                len(r["statement"]), limit,
+            )  # fmt: skip
+        await self.pool.execute(
+            "UPDATE outbox SET refused_reason = $2 WHERE id = ANY($1::bigint[])"
+            " AND journal_seq IS NULL",
+            [r["id"] for r in rows],
+            f"set aside by the relay: larger than the {limit} bytes a submission may carry",
+        )
+        OUTBOX_SET_ASIDE.labels(self.producer).inc(len(rows))
 
     def _message_id(self, group: list[Any]) -> str:
         """The first publication's id is fixed, so JetStream drops the copy a
@@ -339,6 +362,38 @@ class OutboxRelay:
         if refusal.producer != self.producer:
             raise EnvelopeRefused(f"a refusal for {refusal.producer}, not {self.producer}")
         return refusal
+
+
+#: Bytes of a submission besides its statements: the batch's framing, producer,
+#: key id and signature, the message's headers; with room to spare.
+_FRAMING = 2048
+#: Each statement's own framing inside a batch (its length prefix).
+_PER_STATEMENT = 4
+
+
+def split_for_messages(
+    rows: list[Any], per_message: int, max_payload: int
+) -> tuple[list[list[Any]], list[Any]]:
+    """Rows in groups that each fit one NATS message, in order; and the rows that
+    fit none (a statement alone over the limit), to be set aside."""
+    limit = max_payload - _FRAMING
+    groups: list[list[Any]] = []
+    too_big: list[Any] = []
+    current: list[Any] = []
+    size = 0
+    for r in rows:
+        n = len(r["statement"]) + _PER_STATEMENT
+        if n > limit:
+            too_big.append(r)
+            continue
+        if current and (len(current) >= per_message or size + n > limit):
+            groups.append(current)
+            current, size = [], 0
+        current.append(r)
+        size += n
+    if current:
+        groups.append(current)
+    return groups, too_big
 
 
 AuditClient = Callable[[], AbstractAsyncContextManager[journal_pb2_grpc.AuditServiceStub]]

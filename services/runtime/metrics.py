@@ -9,6 +9,7 @@ from services.runtime.errors import ConfigError
 __all__ = [
     "NATS_REDELIVERIES",
     "OUTBOX_BACKLOG",
+    "OUTBOX_SET_ASIDE",
     "RPC_LATENCY",
     "RPC_TOTAL",
     "serve_metrics",
@@ -25,6 +26,11 @@ NATS_REDELIVERIES = Counter(
     "scf_nats_redeliveries_total", "JetStream messages received more than once", ["consumer"]
 )
 OUTBOX_BACKLOG = Gauge("scf_outbox_backlog", "outbox rows not yet journaled", ["service"])
+OUTBOX_SET_ASIDE = Counter(
+    "scf_outbox_set_aside_total",
+    "statements the relay set aside because no NATS message can carry them",
+    ["service"],
+)
 
 
 def serve_metrics(addr: str) -> None:

@@ -162,7 +162,9 @@ async def run_service(
                 )
             )
         if spec.journals:
-            relay = OutboxRelay(pool, ctx.js, subjects, ctx.outbox, ctx.messenger)
+            relay = OutboxRelay(
+                pool, ctx.js, subjects, ctx.outbox, ctx.messenger, max_payload=nc.max_payload
+            )
             await relay.setup()
             ctx.tasks.append(asyncio.create_task(relay.run(), name=f"{spec.name}-relay"))
         if spec.setup is not None:

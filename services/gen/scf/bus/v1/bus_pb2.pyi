@@ -151,6 +151,7 @@ class Error(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     FIELD_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """A gRPC status code name: INVALID_ARGUMENT, FAILED_PRECONDITION, NOT_FOUND,
     PERMISSION_DENIED, ALREADY_EXISTS, UNAVAILABLE.
@@ -163,6 +164,8 @@ class Error(_message.Message):
     """The offending field, for INVALID_ARGUMENT."""
     message: _builtins.str
     """What a person reads."""
+    subject: _builtins.str
+    """What the refusal is about, as a journal subject ("order/ORD-1"), when known."""
     def __init__(
         self,
         *,
@@ -170,10 +173,11 @@ class Error(_message.Message):
         reason: _builtins.str = ...,
         field: _builtins.str = ...,
         message: _builtins.str = ...,
+        subject: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "field", b"field", "message", b"message", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "field", b"field", "message", b"message", "reason", b"reason", "subject", b"subject"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
