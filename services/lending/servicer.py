@@ -87,6 +87,10 @@ def _may_read(who: Identity, app: Any) -> None:
     raise PermissionDenied(f"{who.party_id} is not a party to application {app['application_id']}")
 
 
+#: The parties who sign contracts (and so register signing keys).
+SIGNING_ROLES = (Role.SUBCONTRACTOR, Role.BUYER, Role.UNDERWRITER, Role.LEASING, Role.VENDOR)
+
+
 class ApplicationCalls:
     """What the lending and leasing servicers share: idempotent calls that wake the
     flow engine, and the steps an applicant (borrower or lessee) takes on its own."""
@@ -351,7 +355,8 @@ class LendingServicer(ApplicationCalls, lending_pb2_grpc.LendingServiceServicer)
     async def RegisterSigningKey(
         self, request: lending_pb2.RegisterSigningKeyRequest, context: Any
     ) -> lending_pb2.RegisterSigningKeyResponse:
-        who = current_identity()
+        # Those who sign contracts register keys; an auditor or the operator writes nothing.
+        who = require_role(*SIGNING_ROLES)
         if len(request.public_key) != 32:
             raise InvalidArgument("public_key", "an Ed25519 public key is 32 bytes")
         key_id = key_id_of(request.public_key)

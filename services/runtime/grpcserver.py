@@ -13,6 +13,7 @@ import asyncio
 import logging
 import signal
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
@@ -94,6 +95,41 @@ def _identity_of(context: Any) -> ident.Identity:
     return ident.identity_from_pem(pems[0])
 
 
+class _Undecodable:
+    """A request body that did not decode: refused as INVALID_ARGUMENT, not UNKNOWN."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # DecodeError, invalid UTF-8 in a string field, ...
+            return _Undecodable(len(data))
+
+    return deserialize
+
+
+def _decoded(request: Any) -> None:
+    if isinstance(request, _Undecodable):
+        raise InvalidArgument(
+            "request", f"the request body ({request.size} bytes) does not decode as this RPC's"
+            " message",
+        )  # fmt: skip
+
+
+def _internal(method: str) -> str:
+    """An unexpected failure: logged with its traceback under an id the caller gets."""
+    error_id = uuid.uuid4().hex[:12]
+    log.exception("%s failed unexpectedly (error id %s)", method, error_id)
+    return f"internal error {error_id}; it is logged, and the call changed nothing"
+
+
 class _CallerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, service: str) -> None:
         self._service = service
@@ -117,6 +153,7 @@ class _CallerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 token = None
                 try:
                     token = ident.set_identity(_identity_of(context))
+                    _decoded(request)
                     refuse_nul(request)
                     return await inner(request, context)
                 except SCFError as exc:
@@ -125,6 +162,11 @@ class _CallerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 except TRANSIENT as exc:
                     code = "UNAVAILABLE"
                     await context.abort(grpc.StatusCode.UNAVAILABLE, unavailable(exc))
+                except grpc.aio.AbortError:
+                    raise
+                except Exception:
+                    code = "INTERNAL"
+                    await context.abort(grpc.StatusCode.INTERNAL, _internal(details.method))
                 finally:
                     if token is not None:
                         ident.reset_identity(token)
@@ -132,7 +174,7 @@ class _CallerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                     RPC_LATENCY.labels(service, method).observe(time.perf_counter() - started)
 
             return grpc.unary_unary_rpc_method_handler(
-                unary, handler.request_deserializer, handler.response_serializer
+                unary, _tolerant(handler.request_deserializer), handler.response_serializer
             )
         if handler.unary_stream is not None:
             inner_stream: Any = handler.unary_stream
@@ -142,6 +184,7 @@ class _CallerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 token = None
                 try:
                     token = ident.set_identity(_identity_of(context))
+                    _decoded(request)
                     refuse_nul(request)
                     async for item in inner_stream(request, context):
                         yield item
@@ -151,13 +194,18 @@ class _CallerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 except TRANSIENT as exc:
                     code = "UNAVAILABLE"
                     await context.abort(grpc.StatusCode.UNAVAILABLE, unavailable(exc))
+                except grpc.aio.AbortError:
+                    raise
+                except Exception:
+                    code = "INTERNAL"
+                    await context.abort(grpc.StatusCode.INTERNAL, _internal(details.method))
                 finally:
                     if token is not None:
                         ident.reset_identity(token)
                     RPC_TOTAL.labels(service, method, code).inc()
 
             return grpc.unary_stream_rpc_method_handler(
-                stream, handler.request_deserializer, handler.response_serializer
+                stream, _tolerant(handler.request_deserializer), handler.response_serializer
             )
         return handler
 

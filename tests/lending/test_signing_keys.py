@@ -35,3 +35,22 @@ async def test_keys_replaced_and_taken_back_are_each_one_entry(settings: Setting
         assert [r["idempotency_key"] for r in rows] == [
             f"party/acme-builders/key/v{v}" for v in (1, 2, 3)
         ]
+
+
+async def test_an_auditor_or_the_operator_registers_no_key(settings: Settings) -> None:
+    import grpc
+
+    async with lending_env(settings) as env:
+        for party in ("auditor-reg", "operator"):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await env.lending(party).RegisterSigningKey(
+                    lending_pb2.RegisterSigningKeyRequest(public_key=_public(), idempotency_key="k")
+                )
+            assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        rows = await env.orders.sql(
+            "SELECT count(*) AS n FROM outbox WHERE idempotency_key LIKE 'party/%'",
+            service="lending",
+        )
+        assert rows[0]["n"] == 0
+        keys = await env.orders.sql("SELECT count(*) AS n FROM signing_keys", service="lending")
+        assert keys[0]["n"] == 0
