@@ -27,7 +27,7 @@ from grpc_status import rpc_status
 from services.runtime import identity as ident
 from services.runtime.certs import PartyCert
 from services.runtime.errors import (
-    TRANSIENT,
+    AWAY,
     ConfigError,
     FailedPrecondition,
     InvalidArgument,
@@ -72,7 +72,8 @@ def status_for(exc: SCFError) -> status_pb2.Status:
 
 
 def unavailable(exc: BaseException) -> str:
-    return f"a service this call needs is unavailable ({type(exc).__name__}); retry"
+    log.warning("a call found what it needs away: %r", exc)
+    return "a service this call needs is unavailable; retry with the same idempotency key"
 
 
 def refuse_nul(message: Any, path: str = "") -> None:
@@ -159,7 +160,7 @@ class _CallerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 except SCFError as exc:
                     code = exc.code.name
                     await context.abort_with_status(rpc_status.to_status(status_for(exc)))
-                except TRANSIENT as exc:
+                except AWAY as exc:
                     code = "UNAVAILABLE"
                     await context.abort(grpc.StatusCode.UNAVAILABLE, unavailable(exc))
                 except grpc.aio.AbortError:
@@ -191,7 +192,7 @@ class _CallerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 except SCFError as exc:
                     code = exc.code.name
                     await context.abort_with_status(rpc_status.to_status(status_for(exc)))
-                except TRANSIENT as exc:
+                except AWAY as exc:
                     code = "UNAVAILABLE"
                     await context.abort(grpc.StatusCode.UNAVAILABLE, unavailable(exc))
                 except grpc.aio.AbortError:

@@ -29,7 +29,9 @@ async def once(
     """Run ``work`` in a transaction, once per (party, method, key).
 
     The whole request is fingerprinted: a retry (same key, same request) gets
-    the first answer; the same key with a different request is refused.
+    the first answer, also when it arrives while the first is still running
+    (a transaction-level advisory lock on the key serializes them); the same
+    key with a different request is refused.
     """
     if not idempotency_key or len(idempotency_key) > 200:
         raise InvalidArgument("idempotency_key", "required, at most 200 characters")
@@ -37,6 +39,12 @@ async def once(
     for attempt in range(2):
         try:
             async with pool.acquire() as conn, conn.transaction():
+                # Identical calls at once queue here, so the later ones find the
+                # first one's answer instead of racing it to an error.
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                    f"{party}\x1f{method}\x1f{idempotency_key}",
+                )
                 row = await conn.fetchrow(
                     "SELECT request_sha256, response FROM idempotency"
                     " WHERE party = $1 AND method = $2 AND idempotency_key = $3",

@@ -27,7 +27,7 @@ from nats.js import JetStreamContext
 from services.contracts.envelope import EnvelopeRefused, SigningKey, open_envelope, seal
 from services.contracts.errors import from_wire, to_wire
 from services.gen.scf.bus.v1 import bus_pb2
-from services.runtime.errors import TRANSIENT, SCFError, Unavailable
+from services.runtime.errors import AWAY, SCFError, Unavailable
 from services.runtime.peer_keys import PeerKeys
 
 __all__ = ["Messenger", "purpose_of", "real_time_micros"]
@@ -129,7 +129,7 @@ class Messenger:
                 result = _failed(reply_type, "INVALID_ARGUMENT", "the request does not decode")
             except SCFError as exc:
                 result = reply_type(error=to_wire(exc))
-            except _UNAVAILABLE as exc:
+            except AWAY as exc:
                 result = _failed(reply_type, "UNAVAILABLE", f"retry: {type(exc).__name__}")
             except Exception:  # answered, never dropped: the requester must not wait
                 error_id = uuid.uuid4().hex[:12]
@@ -165,10 +165,6 @@ class Messenger:
         """The event, if one of ``producers`` signed it; EnvelopeRefused or DecodeError if not."""
         env = await self.open(data, subject, "event", producers)
         return event_type.FromString(env.body)
-
-
-#: What another service (or the database) being away looks like: UNAVAILABLE.
-_UNAVAILABLE: tuple[type[BaseException], ...] = (*TRANSIENT, nats.errors.Error, TimeoutError)
 
 
 def _failed(reply_type: type[Reply], code: str, message: str) -> Reply:
