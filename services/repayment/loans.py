@@ -194,9 +194,15 @@ class LoanBook:
         if not reference:
             raise InvalidArgument("bank_reference", "required")
         async with self.pool.acquire() as conn, conn.transaction():
+            # Payments with one bank reference at once queue here: the later ones
+            # are told it is a duplicate instead of tripping the unique index.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"payment\x1f{reference}"
+            )
             if await conn.fetchval("SELECT 1 FROM payments WHERE bank_reference = $1", reference):
                 raise AlreadyExists(
-                    f"bank reference {reference!r} was recorded already: a duplicate"
+                    f"bank reference {reference!r} was recorded already: a duplicate",
+                    reason="DUPLICATE_REFERENCE",
                 )
             loan: Any = await conn.fetchrow(
                 "SELECT * FROM loans WHERE loan_id = $1 FOR UPDATE", loan_id

@@ -65,7 +65,9 @@ def status_for(exc: SCFError) -> status_pb2.Status:
             )
         )
     else:
-        detail.Pack(error_details_pb2.ErrorInfo(reason=type(exc).__name__, domain="scf"))
+        detail.Pack(
+            error_details_pb2.ErrorInfo(reason=exc.reason or type(exc).__name__, domain="scf")
+        )
     return status_pb2.Status(
         code=getattr(code_pb2, exc.code.name), message=exc.message, details=[detail]
     )
@@ -128,7 +130,7 @@ def _internal(method: str) -> str:
     """An unexpected failure: logged with its traceback under an id the caller gets."""
     error_id = uuid.uuid4().hex[:12]
     log.exception("%s failed unexpectedly (error id %s)", method, error_id)
-    return f"internal error {error_id}; it is logged, and the call changed nothing"
+    return f"internal error {error_id}; it is logged under this id"
 
 
 class _CallerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]

@@ -255,3 +255,39 @@ async def test_overdue_across_year_end_and_leap_day(settings: Settings) -> None:
                 loan.interest_owed.amount
                 == f"{interest(50_000_000, 600, start, due, 'ACT/365') / 100:.2f}"
             )
+
+
+async def test_one_bank_reference_at_once_is_one_payment_and_clear_duplicates(
+    settings: Settings,
+) -> None:
+    import asyncio
+
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    async with lending_env(settings) as env:
+        loan_id, _ = await _disbursed_loan(env, "PO-P8")
+        addr = settings.endpoint("repayment").grpc_addr
+        async with client_channel(addr, load_party(settings.certs_dir, "operator")) as ch:
+            operator = repayment_pb2_grpc.RepaymentServiceStub(ch)
+            await _opened(operator, loan_id)
+            today = dt.date.today()
+            calls = [
+                operator.RecordPayment(_pay(loan_id, "10.00", today, "BANKREF-AT-ONCE"))
+                for _ in range(8)
+            ]
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            paid = [r for r in results if not isinstance(r, BaseException)]
+            refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+            assert len(paid) == 1 and len(refused) == 7, results
+            for exc in refused:
+                assert exc.code() == grpc.StatusCode.ALREADY_EXISTS, exc
+                status = rpc_status.from_call(exc)
+                info = error_details_pb2.ErrorInfo()
+                assert status is not None and status.details[0].Unpack(info)
+                assert info.reason == "DUPLICATE_REFERENCE"
+        rows = await env.orders.sql(
+            "SELECT count(*) AS n FROM payments WHERE bank_reference = 'BANKREF-AT-ONCE'",
+            service="repayment",
+        )
+        assert rows[0]["n"] == 1
