@@ -59,6 +59,7 @@ from services.runtime.clock import Clock
 from services.runtime.faults import crash_point
 from services.runtime.keys import Signer
 from services.runtime.messaging import purpose_of, real_time_micros
+from services.runtime.packing import pack
 from services.runtime.waiting import LoopWatch, run_together
 
 __all__ = ["Sequencer", "SequencerConfig"]
@@ -100,22 +101,8 @@ class SequencerConfig:
     max_message_bytes: int = (1 << 20) - 2048
 
 
-def _by_size(entries: list[Entry], most: int, limit: int) -> list[list[Entry]]:
-    """Consecutive groups of at most ``most`` entries and ``limit`` packed bytes
-    (one entry alone may reach the limit: a submission that fit carries it)."""
-    groups: list[list[Entry]] = []
-    current: list[Entry] = []
-    size = 0
-    for e in entries:
-        n = len(e.encode()) + 4
-        if current and (len(current) >= most or size + n > limit):
-            groups.append(current)
-            current, size = [], 0
-        current.append(e)
-        size += n
-    if current:
-        groups.append(current)
-    return groups
+def _packed_size(entry: Entry) -> int:
+    return len(entry.encode()) + 4  # its length prefix in pack_records
 
 
 class Sequencer:
@@ -397,7 +384,9 @@ class Sequencer:
         groups = [
             (producer, part)
             for producer, group in by_producer.items()
-            for part in _by_size(group, ENTRIES_PER_MESSAGE, self.config.max_message_bytes)
+            for part in pack(
+                group, _packed_size, ENTRIES_PER_MESSAGE, self.config.max_message_bytes
+            )
         ]
         pubs = [
             self.js.publish(

@@ -30,10 +30,8 @@ from typing import Any
 
 import asyncpg
 import nats.errors
-from google.protobuf.message import DecodeError
 from nats.js import JetStreamContext
 
-from services.contracts.envelope import EnvelopeRefused
 from services.contracts.subjects import OrderVerb, Subjects
 from services.contracts.values import enum_name
 from services.gen.scf.bus.v1 import bus_pb2
@@ -84,18 +82,15 @@ class FlowEngine:
         sub = await bind(self.js, self.subjects.lending_settled)
         while True:
             for msg in await fetch(sub, 50, 1.0):
+                event = await self.messenger.take_event(
+                    msg, self.subjects.settled, bus_pb2.Settled, producers=("repayment",)
+                )
+                if event is None:
+                    continue
                 try:
-                    event = await self.messenger.open_event(
-                        msg.data, self.subjects.settled, bus_pb2.Settled, producers=("repayment",)
-                    )
                     await self._restore(event)
                 except RETRY_LATER as exc:  # unacknowledged: it comes again
                     log.warning("facility restore deferred: %r", exc)
-                    continue
-                except (EnvelopeRefused, DecodeError) as exc:
-                    log.error("ALARM: set aside a settlement repayment did not sign: %s", exc)
-                    with contextlib.suppress(nats.errors.Error):
-                        await msg.term()
                     continue
                 except Exception:  # it would fail alike each time: logged, set aside
                     log.exception("settlement %s cannot be applied; set aside", msg.data[:200])

@@ -7,17 +7,12 @@ import contextlib
 import logging
 from typing import Any
 
-import nats.errors
-from google.protobuf.message import DecodeError
-
-from services.contracts.envelope import EnvelopeRefused
 from services.contracts.values import enum_name
 from services.gen.scf.bus.v1 import bus_pb2
 from services.gen.scf.repayment.v1 import repayment_pb2_grpc
 from services.repayment.loans import LoanBook
 from services.repayment.servicer import RepaymentServicer
 from services.runtime.bus import ack, bind, fetch
-from services.runtime.errors import RETRY_LATER
 from services.runtime.service import ServiceContext, ServiceSpec
 from services.runtime.waiting import pause
 
@@ -35,17 +30,10 @@ async def open_loans(ctx: ServiceContext, book: LoanBook) -> None:
     sub = await bind(ctx.js, ctx.subjects.repayment_disbursed)
     while True:
         for msg in await fetch(sub, 50, 1.0):
-            try:
-                event = await ctx.messenger.open_event(
-                    msg.data, ctx.subjects.disbursed, bus_pb2.Disbursed, producers=("lending",)
-                )
-            except RETRY_LATER as exc:  # the journal's keys out of reach
-                log.warning("disbursement deferred: %r", exc)
-                continue
-            except (EnvelopeRefused, DecodeError) as exc:
-                log.error("ALARM: set aside a disbursement lending did not sign: %s", exc)
-                with contextlib.suppress(nats.errors.Error):
-                    await msg.term()
+            event = await ctx.messenger.take_event(
+                msg, ctx.subjects.disbursed, bus_pb2.Disbursed, producers=("lending",)
+            )
+            if event is None:
                 continue
             await book.open(_fields(event))
             await ack(msg)

@@ -49,6 +49,7 @@ from services.runtime.grpcserver import client_channel
 from services.runtime.keys import Signer
 from services.runtime.messaging import Messenger
 from services.runtime.metrics import OUTBOX_BACKLOG, OUTBOX_SET_ASIDE
+from services.runtime.packing import pack
 from services.runtime.waiting import LoopWatch, run_together, wait_event
 
 __all__ = [
@@ -377,23 +378,13 @@ def split_for_messages(
     """Rows in groups that each fit one NATS message, in order; and the rows that
     fit none (a statement alone over the limit), to be set aside."""
     limit = max_payload - _FRAMING
-    groups: list[list[Any]] = []
-    too_big: list[Any] = []
-    current: list[Any] = []
-    size = 0
-    for r in rows:
-        n = len(r["statement"]) + _PER_STATEMENT
-        if n > limit:
-            too_big.append(r)
-            continue
-        if current and (len(current) >= per_message or size + n > limit):
-            groups.append(current)
-            current, size = [], 0
-        current.append(r)
-        size += n
-    if current:
-        groups.append(current)
-    return groups, too_big
+
+    def size(r: Any) -> int:
+        return len(r["statement"]) + _PER_STATEMENT
+
+    fits = [r for r in rows if size(r) <= limit]
+    too_big = [r for r in rows if size(r) > limit]
+    return pack(fits, size, per_message, limit), too_big
 
 
 AuditClient = Callable[[], AbstractAsyncContextManager[journal_pb2_grpc.AuditServiceStub]]

@@ -27,7 +27,7 @@ from nats.js import JetStreamContext
 from services.contracts.envelope import EnvelopeRefused, SigningKey, open_envelope, seal
 from services.contracts.errors import from_wire, to_wire
 from services.gen.scf.bus.v1 import bus_pb2
-from services.runtime.errors import AWAY, SCFError, Unavailable
+from services.runtime.errors import AWAY, RETRY_LATER, SCFError, Unavailable
 from services.runtime.peer_keys import PeerKeys
 
 __all__ = ["Messenger", "purpose_of", "real_time_micros"]
@@ -158,6 +158,24 @@ class Messenger:
     async def notify(self, subject: str, message: Message, event_id: str) -> None:
         """A core NATS event (at most once: for watchers, never for what must not be lost)."""
         await self.nc.publish(subject, self.seal(subject, "event", event_id, message))
+
+    async def take_event(
+        self, msg: Msg, subject: str, event_type: type[Event], *, producers: tuple[str, ...]
+    ) -> Event | None:
+        """A consumed JetStream event, if one of ``producers`` signed it. None when
+        it is not to be acted on now: not signed so (set aside for good, with an
+        alarm) or the producers' keys out of reach (left to come again)."""
+        try:
+            return await self.open_event(msg.data, subject, event_type, producers=producers)
+        except RETRY_LATER as exc:
+            log.warning("event on %s deferred: %r", subject, exc)
+            return None
+        except (EnvelopeRefused, DecodeError) as exc:
+            log.error("ALARM: set aside an event on %s that %s did not sign: %s",
+                      subject, " or ".join(producers), exc)  # fmt: skip
+            with contextlib.suppress(nats.errors.Error):
+                await msg.term()
+            return None
 
     async def open_event(
         self, data: bytes, subject: str, event_type: type[Event], *, producers: tuple[str, ...]

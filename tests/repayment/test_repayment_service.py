@@ -291,3 +291,31 @@ async def test_one_bank_reference_at_once_is_one_payment_and_clear_duplicates(
             service="repayment",
         )
         assert rows[0]["n"] == 1
+
+
+async def test_a_disbursement_lending_did_not_sign_is_never_booked(settings: Settings) -> None:
+    from services.contracts.subjects import Subjects
+    from services.gen.scf.bus.v1 import bus_pb2
+    from tests.support import messenger_as
+
+    async with lending_env(settings) as env:
+        subject = Subjects(settings.nats_prefix).disbursed
+        js = env.orders.nc.jetstream()
+        forged = bus_pb2.Disbursed(
+            kind=bus_pb2.FINANCING_KIND_LOAN, application_id="APP-FORGED", bank="bank-north",
+            subcontractor_id="acme-builders", buyer_id="citybuild", order_id="ORD-X",
+            due_date="2030-01-01", currency="CNY", principal_minor=10**9, rate_bps=1,
+            disbursed_micros=1, facility_id="FAC-X",
+        )  # fmt: skip
+        scoring = messenger_as(settings, env.orders.nc, "scoring")
+        await js.publish(subject, forged.SerializeToString())  # unsigned
+        await js.publish(subject, scoring.seal(subject, "event", "d-1", forged))  # not lending's
+        # A real loan after them: once it is open, the two before it were taken.
+        loan_id, _ = await _disbursed_loan(env, "PO-P9")
+        addr = settings.endpoint("repayment").grpc_addr
+        async with client_channel(addr, load_party(settings.certs_dir, "operator")) as ch:
+            operator = repayment_pb2_grpc.RepaymentServiceStub(ch)
+            await _opened(operator, loan_id)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await operator.GetLoan(repayment_pb2.GetLoanRequest(loan_id="APP-FORGED"))
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
