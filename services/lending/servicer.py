@@ -19,6 +19,7 @@ from services.gen.scf.orders.v1 import orders_pb2
 from services.lending.flow import FlowEngine
 from services.lending.store import Transitions, application_proto, facility_proto
 from services.runtime.clock import Clock
+from services.runtime.dates import parse_date
 from services.runtime.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -153,10 +154,7 @@ class LendingServicer(ApplicationCalls, lending_pb2_grpc.LendingServiceServicer)
         if not request.subcontractor_id:
             raise InvalidArgument("subcontractor_id", "required")
         limit = parse_money(request.limit.amount, request.limit.currency, "limit")
-        try:
-            expires = dt.date.fromisoformat(request.expires_on)
-        except ValueError:
-            raise InvalidArgument("expires_on", "a date like 2027-12-31") from None
+        expires = parse_date(request.expires_on, "expires_on")
         if expires <= self.clock.now().date():
             raise InvalidArgument("expires_on", "must be in the future")
         if not 0 <= request.spread_bps <= 5000:

@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass
 
 from services.contracts.orders import PLEDGEABLE_STATES
+from services.runtime.dates import parse_date
 from services.runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from services.runtime.identity import Identity, Role
 from services.runtime.money import Money, parse_money
@@ -155,13 +156,6 @@ class Order:
 _REFERENCE = re.compile(r"^[\w./-]{1,64}$")
 
 
-def _date(value: str, field: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise InvalidArgument(field, f"{value!r} is not a date like 2027-03-31") from None
-
-
 def validate_draft(
     subcontractor: Identity,
     buyer_id: str,
@@ -183,8 +177,8 @@ def validate_draft(
     if buyer_id not in known_buyers:
         raise InvalidArgument("buyer_id", f"{buyer_id!r} is not a buyer known to the platform")
     money = parse_money(amount[0], amount[1], "amount")
-    issued = _date(issue_date, "issue_date")
-    due = _date(due_date, "due_date")
+    issued = parse_date(issue_date, "issue_date")
+    due = parse_date(due_date, "due_date")
     if due < issued:
         raise InvalidArgument("due_date", f"{due} is before the issue date {issued}")
     if not line_items:

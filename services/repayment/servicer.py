@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from services.gen.scf.repayment.v1 import repayment_pb2, repayment_pb2_grpc
 from services.gen.scf.types.v1 import money_pb2
 from services.repayment.calc import bucket_for, days_past_due
 from services.repayment.loans import LoanBook, as_of, overdue_from
+from services.runtime.dates import parse_date
 from services.runtime.errors import InvalidArgument, PermissionDenied
 from services.runtime.identity import Identity, Role, current_identity, require_role
 from services.runtime.money import Money, parse_money
@@ -18,13 +18,6 @@ __all__ = ["RepaymentServicer"]
 
 def _m(currency: str, minor: int) -> money_pb2.Money:
     return money_pb2.Money(amount=Money(currency, minor).major(), currency=currency)
-
-
-def _date(value: str, field: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise InvalidArgument(field, f"{value!r} is not a date like 2027-04-30") from None
 
 
 def _may_read(who: Identity, loan: Any) -> None:
@@ -97,7 +90,7 @@ class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
         if not request.payer:
             raise InvalidArgument("payer", "required")
         amount = parse_money(request.amount.amount, request.amount.currency, "amount")
-        value_date = _date(request.value_date, "value_date")
+        value_date = parse_date(request.value_date, "value_date")
         payment_id, split, expected, loan = await self.book.record_payment(
             request.loan_id,
             request.payer,
@@ -203,7 +196,7 @@ class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
         self, request: repayment_pb2.QuotePayoffRequest, context: Any
     ) -> repayment_pb2.QuotePayoffResponse:
         loan = await self._readable(request.loan_id)
-        valid_until = _date(request.valid_until, "valid_until")
+        valid_until = parse_date(request.valid_until, "valid_until")
         quote_id, amount = await self.book.quote(loan["loan_id"], valid_until)
         return repayment_pb2.QuotePayoffResponse(
             quote_id=quote_id,

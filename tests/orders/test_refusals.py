@@ -317,3 +317,14 @@ async def test_list_orders_pages_filters_and_visibility(settings: Settings) -> N
             "metro-transit": "AAA",
             "riverside-power": "AA",
         }
+
+
+@pytest.mark.parametrize("day", ["9999-12-31", "0001-01-01", "1969-12-31", "2101-01-01"])
+async def test_dates_outside_the_platforms_window_are_refused(settings: Settings, day: str) -> None:
+    async with orders_env(settings) as env:
+        sub = env.stub("acme-builders")
+        for field in ("issue_date", "due_date"):
+            request = register_request(f"PO-W{field[0]}", **{field: day})
+            info = await _refused(env, sub.RegisterOrder, request, grpc.StatusCode.INVALID_ARGUMENT)
+            assert bad_request_field(info) == field
+            assert "outside 2000-01-01 to 2100-12-31" in (info.details() or "")

@@ -319,3 +319,44 @@ async def test_a_disbursement_lending_did_not_sign_is_never_booked(settings: Set
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await operator.GetLoan(repayment_pb2.GetLoanRequest(loan_id="APP-FORGED"))
             assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_absurd_dates_are_refused_for_facilities_quotes_and_payments(
+    settings: Settings,
+) -> None:
+    from tests.orders.helpers import bad_request_field
+
+    async with lending_env(settings) as env:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await env.lending("uw-alice").CreateFacility(
+                lending_pb2.CreateFacilityRequest(
+                    subcontractor_id="acme-builders",
+                    limit=money_pb2.Money(amount="1000.00", currency="CNY"),
+                    expires_on="9999-12-31", spread_bps=200, idempotency_key="far",
+                )
+            )  # fmt: skip
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert bad_request_field(info.value) == "expires_on"
+        loan_id, _ = await _disbursed_loan(env, "PO-P10")
+        addr = settings.endpoint("repayment").grpc_addr
+        async with client_channel(addr, load_party(settings.certs_dir, "operator")) as ch:
+            operator = repayment_pb2_grpc.RepaymentServiceStub(ch)
+            await _opened(operator, loan_id)
+            for day in ("0001-01-01", "1969-12-31"):
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    request = _pay(loan_id, "10.00", dt.date.today(), f"REF-{day}")
+                    request.value_date = day
+                    await operator.RecordPayment(request)
+                assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert bad_request_field(info.value) == "value_date"
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await operator.QuotePayoff(
+                    repayment_pb2.QuotePayoffRequest(loan_id=loan_id, valid_until="9999-12-31")
+                )
+            assert bad_request_field(info.value) == "valid_until"
+        journaled = await env.orders.sql(
+            "SELECT count(*) AS n FROM outbox WHERE idempotency_key LIKE $1",
+            f"loan/{loan_id}/%",
+            service="repayment",
+        )
+        assert journaled[0]["n"] == 1  # the loan's opening alone
