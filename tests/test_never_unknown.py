@@ -63,3 +63,16 @@ async def test_an_unexpected_failure_is_internal_with_an_error_id(
         logged = [r for r in caplog.records if error_id in r.getMessage()]
         assert logged and logged[0].exc_info is not None  # with its traceback
         assert RPC_TOTAL.labels("orders", "ListBuyers", "INTERNAL")._value.get() == before + 1
+
+
+async def test_a_huge_field_is_invalid_argument_naming_it(settings: Settings) -> None:
+    from tests.orders.helpers import bad_request_field, register_request
+
+    async with orders_env(settings) as env:
+        huge = register_request("PO-HUGE", buyer_id="b" * 3_000_000)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await env.stub("acme-builders").RegisterOrder(huge)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert bad_request_field(info.value) == "buyer_id"
+        rows = await env.sql("SELECT count(*) AS n FROM outbox")
+        assert rows[0]["n"] == 0

@@ -24,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
+from services.contracts.bounds import check_request
 from services.runtime import identity as ident
 from services.runtime.certs import PartyCert
 from services.runtime.errors import (
@@ -78,17 +79,8 @@ def unavailable(exc: BaseException) -> str:
     return "a service this call needs is unavailable; retry with the same idempotency key"
 
 
-def refuse_nul(message: Any, path: str = "") -> None:
-    """A NUL character in any text field is refused here, once for every RPC:
-    PostgreSQL cannot store it, and no identifier or amount contains one."""
-    for field, value in message.ListFields():
-        name = f"{path}{field.name}"
-        values = value if field.is_repeated else [value]
-        for item in values:
-            if isinstance(item, str) and "\x00" in item:
-                raise InvalidArgument(name, "must not contain a NUL character")
-            if hasattr(item, "ListFields"):
-                refuse_nul(item, f"{name}.")
+#: Every request's bounds and its NUL refusal, checked once for every RPC.
+refuse_nul = check_request
 
 
 def _identity_of(context: Any) -> ident.Identity:

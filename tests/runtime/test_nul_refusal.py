@@ -16,7 +16,7 @@ from services.runtime.grpcserver import refuse_nul
         (orders_pb2.RegisterOrderRequest(reference="PO\x001"), "reference"),
         (
             orders_pb2.RegisterOrderRequest(line_items=[orders_pb2.LineItem(description="a\x00")]),
-            "line_items.description",
+            "line_items[0].description",
         ),
         (
             leasing_pb2.ApplyForLeaseRequest(asset=leasing_pb2.Asset(vendor_id="x\x00")),
@@ -32,3 +32,41 @@ def test_nul_is_refused_with_its_field(request_: object, field: str) -> None:
 
 def test_text_without_nul_passes() -> None:
     refuse_nul(orders_pb2.RegisterOrderRequest(reference="PO-1", contract_sha256=b"\x00" * 32))
+
+
+@pytest.mark.parametrize(
+    ("request_", "field", "problem"),
+    [
+        (orders_pb2.RegisterOrderRequest(reference="x" * 1001), "reference", "1000 characters"),
+        (
+            orders_pb2.RegisterOrderRequest(
+                line_items=[orders_pb2.LineItem(description="d")] * 2
+                + [orders_pb2.LineItem(description="d" * 3_000_000)]
+            ),
+            "line_items[2].description",
+            "1000 characters",
+        ),
+        (
+            orders_pb2.RegisterOrderRequest(line_items=[orders_pb2.LineItem()] * 201),
+            "line_items",
+            "200 entries",
+        ),
+        (
+            orders_pb2.RegisterOrderRequest(contract_sha256=b"\x01" * 1025),
+            "contract_sha256",
+            "1024 bytes",
+        ),
+    ],
+)
+def test_every_field_has_a_bound(request_: object, field: str, problem: str) -> None:
+    with pytest.raises(InvalidArgument, match=problem) as info:
+        refuse_nul(request_)
+    assert info.value.field == field
+
+
+def test_a_field_named_larger_takes_its_own_bound() -> None:
+    from services.gen.scf.scoring.v1 import scoring_pb2
+
+    refuse_nul(scoring_pb2.LoadModelRequest(scorecard_json="{}" + " " * 50_000))
+    with pytest.raises(InvalidArgument, match="100000 characters"):
+        refuse_nul(scoring_pb2.LoadModelRequest(scorecard_json=" " * 100_001))
