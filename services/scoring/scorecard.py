@@ -228,6 +228,8 @@ def load_scorecard(text: str) -> Scorecard:
         )
     except ModelError:
         raise
+    except RecursionError:  # JSON nested deeper than Python parses: not a scorecard
+        raise ModelError("malformed scorecard: nested too deeply") from None
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"malformed scorecard: {exc!r}") from None
 

@@ -122,3 +122,8 @@ def test_bad_model_files_are_refused(name: str) -> None:
     text = "{not json" if change is None else _model(change)
     with pytest.raises(ModelError, match=words):
         load_scorecard(text)
+
+
+def test_json_nested_deeper_than_python_parses_is_a_malformed_model() -> None:
+    with pytest.raises(ModelError, match="nested too deeply"):
+        load_scorecard("[" * 50_000 + "]" * 50_000)
