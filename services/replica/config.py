@@ -7,12 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
+from services.contracts.permissions import DEFAULT_BANKS
 from services.runtime.errors import ConfigError
 
 __all__ = ["EXAMPLE_BANKS", "ReplicaSettings"]
 
 #: The example banks `scf up` starts a replica for.
-EXAMPLE_BANKS: tuple[str, ...] = ("bank-north", "bank-south")
+#: The example banks: the platform's default banks (SCF_BANKS).
+EXAMPLE_BANKS: tuple[str, ...] = DEFAULT_BANKS
 _DEFAULT_PORT = {bank: 7411 + i for i, bank in enumerate(EXAMPLE_BANKS)}
 
 

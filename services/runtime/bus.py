@@ -87,10 +87,9 @@ async def connect_nats(
         raise ConfigError("SCF_NATS_URL", f"cannot connect to NATS at {url}: {exc!r}") from None
 
 
-async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, update: bool = True) -> None:
-    """Create the stream, or update it when its configuration differs (unless
-    ``update`` is False: a reader that starts first creates the stream it reads,
-    but never reconfigures the one its owner made)."""
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
+    """Create the stream, or update it when its configuration differs (the
+    operator's step: services never make streams)."""
     wanted = StreamConfig(
         name=spec.name,
         subjects=list(spec.subjects),
@@ -108,7 +107,7 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, update: bool 
         log.info("created stream %s", spec.name)
         return
     current = info.config
-    if update and (
+    if (
         sorted(current.subjects or []) != sorted(spec.subjects)
         or (current.max_msgs or -1) != spec.max_msgs
         or float(current.max_age or 0) != float(spec.max_age_s)

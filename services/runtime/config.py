@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.contracts.permissions import DEFAULT_BANKS
 from services.runtime.errors import ConfigError
 
 __all__ = ["SERVICE_NAMES", "ServiceEndpoint", "Settings"]
@@ -72,7 +73,7 @@ class Settings:
     stream_replicas: int = 1
     #: The banks whose replicas read the journal (``SCF_BANKS``, comma-separated):
     #: each has its own NATS user and consumer.
-    banks: tuple[str, ...] = ("bank-north", "bank-south")
+    banks: tuple[str, ...] = DEFAULT_BANKS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -117,7 +118,7 @@ class Settings:
             stream_replicas=_stream_replicas(env.get("SCF_STREAM_REPLICAS", "1")),
             nats_user=env.get("SCF_NATS_USER", ""),
             nats_password=env.get("SCF_NATS_PASSWORD", ""),
-            banks=_banks(env.get("SCF_BANKS", "bank-north,bank-south")),
+            banks=_banks(env.get("SCF_BANKS", ",".join(DEFAULT_BANKS))),
         )
 
     def endpoint(self, service: str) -> ServiceEndpoint:

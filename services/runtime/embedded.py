@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.contracts.permissions import DEFAULT_BANKS
 from services.runtime.errors import ConfigError
 
 __all__ = ["EmbeddedNats", "EmbeddedPostgres", "nats_server_binary", "servers_for"]
@@ -61,7 +62,7 @@ class EmbeddedNats:
     #: the platform under ``prefix`` with these banks' replicas.
     auth_secret: str = ""
     prefix: str = "scf"
-    banks: tuple[str, ...] = ("bank-north", "bank-south")
+    banks: tuple[str, ...] = DEFAULT_BANKS
     process: subprocess.Popen[bytes] | None = None
     url: str = ""
 
