@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -419,3 +420,44 @@ async def test_a_party_certificate_cannot_pass_for_a_service(certs_dir: Path) ->
     assert not await check("acme-builders")  # a party's certificate: client-auth only
     assert not await check("acme-builders", "acme-builders")
     assert not await check("journal", "orders")  # a service's certificate, another's name
+
+
+async def test_a_submission_in_another_producers_name_announces_nothing_again(
+    guarded: Guarded, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batch on scoring's subject claiming orders' journaled keys is refused to
+    scoring, and the journal does not publish orders' entries again for it."""
+    from services.journal import sign_batch
+
+    caplog.set_level(logging.INFO, logger="services.journal.sequencer")
+    settings = guarded.as_user("orders")
+    s = Subjects(settings.nats_prefix)
+    async with Services(guarded)(JOURNAL):
+        admin = await guarded.connect(ADMIN)
+        try:
+            ajs = admin.jetstream()
+            async with producer(settings) as orders:
+                keys = await orders.append(2, start=0)
+                await orders.wait_confirmed(2)
+                stream = s.journal_stream.name
+                before = (await ajs.stream_info(stream, subjects_filter=s.entries("orders"))).state
+                rows = await orders.pool.fetch("SELECT statement FROM outbox ORDER BY id")
+                forged = sign_batch(
+                    "orders", orders.outbox.signer.key_id, orders.outbox.signer.sign,
+                    [bytes(r["statement"]) for r in rows],
+                )  # fmt: skip
+                # Scoring's subject (a NATS that let it publish orders' bytes there).
+                await ajs.publish(s.submit("scoring"), forged.encode())
+                await orders.append(1, start=10)  # journaled after the forged one
+                await orders.wait_confirmed(3)
+                after = (await ajs.stream_info(stream, subjects_filter=s.entries("orders"))).state
+                # One more message of orders' entries: the new entry's, not a
+                # re-announcement of the keys the forged batch named.
+                subject = s.entries("orders")
+                assert after.subjects[subject] == before.subjects[subject] + 1
+                # JetStream would drop a re-announcement inside its duplicate window,
+                # so ask the journal itself whether it tried.
+                assert not [r for r in caplog.records if "re-announcing" in r.getMessage()]
+                assert set(await orders.confirmed()) == {*keys, "k-10"}
+        finally:
+            await admin.close()

@@ -226,7 +226,10 @@ class Sequencer:
                 submitters.append(submitter)
             except EncodingError as exc:
                 refused.append(Refusal(submitter, (), f"malformed: {exc}", m.data))
-        journaled = await self._journaled(batches)
+        # Only a producer's own submissions may make the journal announce its
+        # entries again: one naming another producer is refused below, unread.
+        own = [b for b, who in zip(batches, submitters, strict=True) if b.producer == who]
+        journaled = await self._journaled(own)
         accepted, key_refusals = self._sequence(batches, set(journaled), submitters)
         refused += key_refusals
         crash_point("sequencer.before_commit")
