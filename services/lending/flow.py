@@ -4,19 +4,9 @@ Every step reads the application's state from PostgreSQL, makes its
 (idempotent) call to another service, then records the outcome and its
 journal entry in one transaction. A crash between the call and the record
 repeats the call, which orders and scoring answer as before; nothing is done
-twice.
-
-    requested -pledge-> pledged -score-> approved | referred | releasing
-    referred -underwriters-> approved | pending_second_approval | offered | releasing
-    approved -every signature-> effective -disburse-> disbursed
-    any offer past its expiry, a withdrawal, a rejection -> releasing -> closed
-
-A lease (kind ``lease``) has no order to pledge and its money goes to the
-vendor on the lessor's word, so it differs in three steps:
-
-    requested -score-> approved | referred | releasing
-    effective -PayVendor-> vendor_paid -ConfirmDelivery-> in_force (rentals open)
-    in_force -ExerciseOption-> ending -repayment settled-> closed
+twice. Which steps there are, and what each may lead to, is the domain's
+(domain.py: ``PLATFORM_STEPS`` and the transition table); this module does
+the I/O around them.
 """
 
 from __future__ import annotations
@@ -35,17 +25,25 @@ from nats.js import JetStreamContext
 from services.contracts.subjects import OrderVerb, Subjects
 from services.contracts.values import enum_name
 from services.gen.scf.bus.v1 import bus_pb2
+from services.lending.domain import (
+    EXPIRING,
+    OPENS_REPAYMENT,
+    PLATFORM_STEPS,
+    Action,
+    Application,
+    Facility,
+    Kind,
+    Move,
+    Outcome,
+    State,
+    Terms,
+)
 from services.lending.leases import LeaseRequest, lease_contract_document
-from services.lending.policy import auto_decision, contract_document, policy_for
+from services.lending.policy import contract_document, policy_for
 from services.lending.store import Transitions
 from services.runtime.bus import ack, bind, fetch
 from services.runtime.clock import Clock
-from services.runtime.errors import (
-    RETRY_LATER,
-    FailedPrecondition,
-    SCFError,
-    Unavailable,
-)
+from services.runtime.errors import RETRY_LATER, SCFError, Unavailable
 from services.runtime.faults import crash_point
 from services.runtime.messaging import Messenger
 from services.runtime.waiting import run_together, wait_event
@@ -53,9 +51,6 @@ from services.runtime.waiting import run_together, wait_event
 __all__ = ["FlowEngine"]
 
 log = logging.getLogger(__name__)
-DAY_MICROS = 86_400_000_000
-STEPPED = ("requested", "pledged", "effective", "releasing")
-EXPIRING = ("approved", "offered", "pending_second_approval")
 
 
 class FlowEngine:
@@ -103,41 +98,26 @@ class FlowEngine:
         """One settlement: the facility's amount back (once), and a lease ended."""
         async with self.pool.acquire() as conn, conn.transaction():
             app = await self.t.lock(conn, event.loan_id)
+            now = self.clock.now_micros()
             if not app["restored"]:
+                move = Application.from_row(app).facility_restored()
                 await conn.execute(
                     "UPDATE facilities SET drawn_minor = drawn_minor - $2 WHERE facility_id = $1",
                     app["facility_id"],
                     app["terms"]["amount_minor"],
                 )
-                app = await self.t.move(
-                    conn, app, app["state"], "facility_restored", self.clock.now_micros(),
-                    "repayment", restored=True,
-                )  # fmt: skip
+                app = await self.t.apply(conn, app, move, now, restored=True)
             if app["kind"] == "lease" and app["state"] in ("in_force", "ending"):
-                await self._end_lease(conn, app, enum_name(bus_pb2.LeaseOption, event.lease_option))
-
-    async def _end_lease(self, conn: Any, app: Any, settled_option: str) -> None:
-        """Every rental (and the option price, if owed) is paid: the lease ends as chosen.
-        Paid off without a choice, the residual was paid too: a purchase."""
-        option = app["lease_option"] or settled_option or "purchase"
-        now = self.clock.now_micros()
-        if option in ("purchase", "terminate"):
-            lease = LeaseRequest.from_json(app["lease"])
-            app = await self.t.move(
-                conn, app, app["state"], "ownership_transferred", now, "lending",
-                reason=f"{lease.asset_description} (serial {lease.serial_number}) passes from"
-                f" {app['bank']} to {app['subcontractor_id']}",
-            )  # fmt: skip
-        elif option == "return":
-            app = await self.t.move(
-                conn, app, app["state"], "asset_returned", now, "lending",
-                reason=f"the asset goes back to {app['bank']}",
-            )  # fmt: skip
-        outcome = {
-            "purchase": "purchased", "return": "returned", "renew": "renewed",
-            "terminate": "terminated",
-        }[option]  # fmt: skip
-        await self.t.move(conn, app, "closed", "lease_ended", now, "lending", outcome=outcome)
+                # Paid off without a choice, the residual was paid too: a purchase.
+                option = (
+                    app["lease_option"]
+                    or enum_name(bus_pb2.LeaseOption, event.lease_option)
+                    or "purchase"
+                )
+                lease = LeaseRequest.from_json(app["lease"])
+                asset = f"{lease.asset_description} (serial {lease.serial_number})"
+                for move in Application.from_row(app).lease_ended(option, asset):
+                    app = await self.t.apply(conn, app, move, now)
 
     async def run(self) -> None:
         # If either fails, both stop, and so does the service.
@@ -154,17 +134,19 @@ class FlowEngine:
 
     async def step_all(self) -> None:
         now = self.clock.now_micros()
+        kinds, states = zip(*PLATFORM_STEPS, strict=True)
+        opened_kinds, opened_states = zip(*OPENS_REPAYMENT.items(), strict=True)
         rows = await self.pool.fetch(
             "SELECT application_id, state, kind FROM applications"
-            " WHERE (state = ANY($1::text[]) AND NOT (kind = 'lease' AND state = 'effective'))"
-            " OR (state = ANY($2::text[]) AND offer_expires_micros > 0"
-            "     AND offer_expires_micros < $3)"
-            " OR (state IN ('disbursed', 'in_force') AND NOT announced)"
+            " WHERE (kind, state) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+            " OR (state = ANY($3::text[]) AND offer_expires_micros > 0"
+            "     AND offer_expires_micros < $4)"
+            " OR ((kind, state) IN (SELECT * FROM unnest($5::text[], $6::text[]))"
+            "     AND NOT announced)"
             " ORDER BY created_micros LIMIT 100",
-            list(STEPPED),
-            list(EXPIRING),
-            now,
-        )
+            list(kinds), list(states), list(EXPIRING), now,
+            list(opened_kinds), list(opened_states),
+        )  # fmt: skip
         # Applications are independent (each step locks its own row), so their
         # steps run side by side; the calls they wait on are to other services.
         limit = asyncio.Semaphore(16)
@@ -179,20 +161,19 @@ class FlowEngine:
         await asyncio.gather(*(one(row) for row in rows))
 
     async def step(self, application_id: str, state: str, kind: str = "order") -> None:
-        if state == "requested" and kind == "lease":
-            await self._score(application_id)
-        elif state == "requested":
+        action = PLATFORM_STEPS.get((Kind(kind), State(state)))
+        if action is Action.PLEDGE:
             await self._pledge(application_id)
-        elif state == "pledged":
+        elif action is Action.SCORE:
             await self._score(application_id)
+        elif action is Action.DISBURSE:
+            await self._disburse(application_id)
+        elif action is Action.RELEASE:
+            await self._release(application_id)
         elif state in EXPIRING:
             await self._expire(application_id)
-        elif state == "effective":
-            await self._disburse(application_id)
-        elif state in ("disbursed", "in_force"):
+        elif OPENS_REPAYMENT.get(Kind(kind)) == state:
             await self._announce(application_id)
-        elif state == "releasing":
-            await self._release(application_id)
 
     # -- steps ---------------------------------------------------------------------
 
@@ -224,37 +205,25 @@ class FlowEngine:
         crash_point("lending.after_pledge")
         async with self.pool.acquire() as conn, conn.transaction():
             app = await self.t.lock(conn, application_id)
-            if app["state"] != "requested":
+            domain = Application.from_row(app)
+            if not domain.may(Action.PLEDGE):
                 return
-            now = self.clock.now_micros()
-            if refusal is None:
-                await self.t.move(conn, app, "pledged", "pledged", now, "orders")
-            else:
-                await self.t.move(
-                    conn,
-                    app,
-                    "closed",
-                    "refused",
-                    now,
-                    "orders",
-                    outcome="refused",
-                    reason=refusal.message,
-                )
+            move = domain.pledged() if refusal is None else domain.refused(refusal.message)
+            await self.t.apply(conn, app, move, self.clock.now_micros())
 
     async def _score(self, application_id: str) -> None:
         app = await self._get(application_id)
         facility: Any = await self.pool.fetchrow(
             "SELECT * FROM facilities WHERE facility_id = $1", app["facility_id"]
         )
-        available = facility["limit_minor"] - facility["reserved_minor"] - facility["drawn_minor"]
         ask = bus_pb2.ScoreRequest(
             application_id=application_id,
             order_id=app["order_id"],
             bank=app["bank"],
-            facility_available_minor=available,
+            facility_available_minor=Facility.from_row(facility).available_minor,
         )
-        lease = LeaseRequest.from_json(app["lease"]) if app["kind"] == "lease" else None
-        if lease is not None:
+        if app["kind"] == "lease":
+            lease = LeaseRequest.from_json(app["lease"])
             ask.lease.CopyFrom(
                 bus_pb2.LeaseFacts(
                     lessee_id=app["subcontractor_id"], currency=lease.currency,
@@ -275,87 +244,49 @@ class FlowEngine:
         crash_point("lending.after_score")
         async with self.pool.acquire() as conn, conn.transaction():
             app = await self.t.lock(conn, application_id)
-            if app["state"] != ("requested" if lease else "pledged"):
+            domain = Application.from_row(app)
+            if not domain.may(Action.SCORE):
                 return
             now = self.clock.now_micros()
             if refusal is not None:
-                await self.t.move(
-                    conn,
-                    app,
-                    "releasing",
-                    "declined",
-                    now,
-                    "scoring",
-                    outcome="declined",
-                    reason=refusal.message,
-                )
+                await self.t.apply(conn, app, domain.scoring_refused(refusal.message), now)
                 return
-            decision = json.loads(result.decision_json)
-            app = await self.t.move(
-                conn,
-                app,
-                app["state"],
-                "scored",
-                now,
-                "scoring",
-                decision=decision,
-                decision_id=result.decision_id,
-            )
-            if lease is not None:
-                tenor = lease.term_days
-            else:
-                tenor = min(
-                    int(app["order_facts"]["tenor_days"]), int(decision["max_tenor_days"]) or 1
-                )
-            verdict, terms = auto_decision(
-                policy_for(app["bank"]), decision, app["requested_minor"], tenor
-            )
-            if verdict == "approve" and tenor > int(decision["max_tenor_days"]):
-                verdict = "refer"  # a lease longer than the grade allows: staff decide
-            if verdict == "approve" and terms is not None:
-                await self.approve(conn, app, terms, "policy")
-            elif verdict == "decline":
-                reasons = "; ".join(
-                    decision["knockouts"] or [r["text"] for r in decision["reasons"]]
-                )
-                await self.t.move(
-                    conn,
-                    app,
-                    "releasing",
-                    "declined",
-                    now,
-                    "policy",
-                    outcome="declined",
-                    reason=reasons,
-                )
-            else:
-                await self.t.move(conn, app, "referred", "referred", now, "policy")
+            facts = app["order_facts"] or {}
+            outcome = domain.scored(
+                json.loads(result.decision_json), result.decision_id, policy_for(app["bank"]),
+                int(facts.get("tenor_days", 0)),
+            )  # fmt: skip
+            await self.carry_out(conn, app, outcome)
 
-    async def approve(self, conn: Any, app: Any, terms: dict[str, Any], by: str) -> Any:
+    async def carry_out(self, conn: Any, app: Any, outcome: Outcome) -> Any:
+        """Record an outcome's moves and, if it approves, reserve and draw the contract."""
+        now = self.clock.now_micros()
+        for move in outcome.moves:
+            app = await self.t.apply(conn, app, move, now)
+        if outcome.approve is not None:
+            app = await self.approve(conn, app, outcome.approve, outcome.by)
+        return app
+
+    async def approve(self, conn: Any, app: Any, terms: Terms, by: str) -> Any:
         """Reserve the facility, draw up the contract, and offer it for signature."""
         now = self.clock.now_micros()
-        amount = terms["amount_minor"]
-        facility: Any = await conn.fetchrow(
+        facility = await conn.fetchrow(
             "SELECT * FROM facilities WHERE facility_id = $1 FOR UPDATE", app["facility_id"]
         )
-        available = facility["limit_minor"] - facility["reserved_minor"] - facility["drawn_minor"]
-        if amount > available:
-            raise FailedPrecondition(
-                f"the facility has {available} minor units available, not {amount}"
-            )
+        Facility.from_row(facility).check_available(terms.amount_minor)
         await conn.execute(
             "UPDATE facilities SET reserved_minor = reserved_minor + $2 WHERE facility_id = $1",
             facility["facility_id"],
-            amount,
+            terms.amount_minor,
         )
         if app["kind"] == "lease":
             lease = LeaseRequest.from_json(app["lease"])
-            document, digest = lease_contract_document(dict(app), lease, terms)
+            document, digest = lease_contract_document(dict(app), lease, terms.as_json())
             # Lessee, lessor, and the vendor, who sells the asset to the lessor.
             signers = [app["subcontractor_id"], app["bank"], lease.vendor_id]
         else:
             document, digest = contract_document(
-                {**dict(app), "buyer_id": app["order_facts"]["buyer_id"]}, terms
+                {**dict(app), "buyer_id": app["order_facts"]["buyer_id"]}, terms.as_json()
             )
             signers = [app["subcontractor_id"], app["bank"], app["order_facts"]["buyer_id"]]
         contract_id = f"CON-{uuid.uuid4().hex[:12].upper()}"
@@ -368,35 +299,30 @@ class FlowEngine:
             digest,
             signers,
         )
-        policy = policy_for(app["bank"])
-        return await self.t.move(
-            conn, app, "approved", "approved", now, by,
-            terms=terms, reserved_minor=amount, contract_id=contract_id,
-            offer_expires_micros=now + policy.offer_days * DAY_MICROS,
-        )  # fmt: skip
+        move = Application.from_row(app).approval_move(
+            terms, by, contract_id, now, policy_for(app["bank"])
+        )
+        return await self.t.apply(conn, app, move, now)
 
     async def _expire(self, application_id: str) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             app = await self.t.lock(conn, application_id)
             now = self.clock.now_micros()
-            if app["state"] in EXPIRING and 0 < app["offer_expires_micros"] < now:
-                await self.t.move(
-                    conn, app, "releasing", "expired", now, "clock", outcome="expired",
-                    reason="the offer expired before every party signed",
-                )  # fmt: skip
+            move = Application.from_row(app).expired(now)
+            if move is not None:
+                await self.t.apply(conn, app, move, now)
 
     async def _disburse(self, application_id: str) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             app = await self.t.lock(conn, application_id)
-            if app["state"] != "effective":
+            domain = Application.from_row(app)
+            if not domain.may(Action.DISBURSE):
                 return
-            await self.draw(conn, app, "disbursed", "disbursed", "lending", outcome="disbursed")
+            await self.draw(conn, app, domain.disbursed())
         crash_point("lending.before_announce")
         await self._announce(application_id)
 
-    async def draw(
-        self, conn: Any, app: Any, state: str, event: str, by: str, **changes: Any
-    ) -> Any:
+    async def draw(self, conn: Any, app: Any, move: Move) -> Any:
         """The money has gone out: the facility's reservation becomes a drawing."""
         await conn.execute(
             "UPDATE facilities SET reserved_minor = reserved_minor - $2,"
@@ -404,9 +330,7 @@ class FlowEngine:
             app["facility_id"],
             app["reserved_minor"],
         )
-        return await self.t.move(
-            conn, app, state, event, self.clock.now_micros(), by, reserved_minor=0, **changes
-        )
+        return await self.t.apply(conn, app, move, self.clock.now_micros(), reserved_minor=0)
 
     async def _announce(self, application_id: str) -> None:
         """Tell repayment to open the schedule (JetStream: not lost, deduplicated;
@@ -429,7 +353,8 @@ class FlowEngine:
                 return
         async with self.pool.acquire() as conn, conn.transaction():
             app = await self.t.lock(conn, application_id)
-            if app["state"] != "releasing":
+            domain = Application.from_row(app)
+            if not domain.may(Action.RELEASE):
                 return
             if app["reserved_minor"]:
                 await conn.execute(
@@ -438,9 +363,7 @@ class FlowEngine:
                     app["facility_id"],
                     app["reserved_minor"],
                 )
-            await self.t.move(
-                conn, app, "closed", "closed", self.clock.now_micros(), "lending", reserved_minor=0
-            )
+            await self.t.apply(conn, app, domain.released(), self.clock.now_micros())
 
 
 def loan_disbursed_event(app: Any) -> bus_pb2.Disbursed:

@@ -17,8 +17,9 @@ from services.gen.scf.bus.v1 import bus_pb2
 from services.gen.scf.leasing.v1 import leasing_pb2, leasing_pb2_grpc
 from services.gen.scf.types.v1 import money_pb2
 from services.journal import canonical_json
+from services.lending.domain import Action, Application, Kind
 from services.lending.leases import END_OPTIONS, LeaseRequest, validate_lease
-from services.lending.servicer import STAFF, ApplicationCalls, usable_facility
+from services.lending.servicer import ApplicationCalls, usable_facility
 from services.runtime.dates import add_months
 from services.runtime.errors import (
     FailedPrecondition,
@@ -28,6 +29,7 @@ from services.runtime.errors import (
 )
 from services.runtime.idempotency import M
 from services.runtime.identity import Identity, Role, current_identity, require_role
+from services.runtime.messages import build
 from services.runtime.money import Money, parse_money
 
 __all__ = ["LeasingServicer", "lease_view"]
@@ -157,12 +159,7 @@ class LeasingServicer(ApplicationCalls, leasing_pb2_grpc.LeasingServiceServicer)
         who = current_identity()
         async with self.pool.acquire() as conn:
             app = await self._lease(conn, request.lease_id, lock=False)
-            vendor = app["lease"]["vendor_id"]
-            if not (
-                who.role in (Role.AUDITOR, Role.OPERATOR)
-                or who.party_id in (app["subcontractor_id"], vendor)
-                or (who.role in STAFF and who.organization == app["bank"])
-            ):
+            if not Application.from_row(app).can_read(who):
                 raise PermissionDenied(
                     f"{who.party_id} is not a party to lease {app['application_id']}"
                 )
@@ -178,53 +175,31 @@ class LeasingServicer(ApplicationCalls, leasing_pb2_grpc.LeasingServiceServicer)
 
         async def work(conn: Any) -> leasing_pb2.PayVendorResponse:
             app = await self._lease(conn, request.lease_id, lock=True)
-            if who.organization != app["bank"]:
-                raise PermissionDenied(f"lease {app['application_id']} is {app['bank']}'s")
-            if app["state"] != "effective":
-                raise FailedPrecondition(
-                    f"lease is {app['state']}; the vendor is paid once the contract is in effect"
-                )
-            vendor = app["lease"]["vendor_id"]
-            if request.payee_id != vendor:
-                raise InvalidArgument(
-                    "payee_id", f"the lessor pays the asset's vendor {vendor}, and no one else"
-                )
-            owed = app["reserved_minor"]
-            if amount.currency != app["currency"] or amount.minor != owed:
-                raise InvalidArgument(
-                    "amount", f"the vendor is owed {Money(app['currency'], owed)} exactly"
-                )
-            app = await self.engine.draw(
-                conn, app, "vendor_paid", "vendor_paid", who.party_id,
-                vendor_payment_reference=request.payment_reference.strip(),
+            move = Application.from_row(app).vendor_paid(
+                who, request.payee_id, amount, app["reserved_minor"],
+                request.payment_reference.strip(),
             )  # fmt: skip
+            app = await self.engine.draw(conn, app, move)
             return leasing_pb2.PayVendorResponse(lease=await lease_view(conn, app))
 
         return await self._once(who, "PayVendor", request, leasing_pb2.PayVendorResponse, work)
 
     async def _lessee_step(self, request: Any, response: type[M], step: Any) -> M:
         async def view(conn: Any, app: Any) -> M:
-            return response(lease=await lease_view(conn, app))
+            return build(response, lease=await lease_view(conn, app))
 
-        return await self._applicant_step(request.lease_id, "lease", request, response, step, view)
+        return await self._applicant_step(
+            request.lease_id, (Kind.LEASE,), request, response, step, view
+        )
 
     async def ConfirmDelivery(
         self, request: leasing_pb2.ConfirmDeliveryRequest, context: Any
     ) -> leasing_pb2.ConfirmDeliveryResponse:
         async def step(conn: Any, app: Any, who: Identity) -> Any:
-            if app["state"] != "vendor_paid":
-                raise FailedPrecondition(
-                    f"lease is {app['state']}; delivery is confirmed after the vendor is paid"
-                )
-            serial = app["lease"]["serial_number"]
-            if request.serial_number.strip() != serial:
-                raise InvalidArgument(
-                    "serial_number", f"the contract's asset has serial number {serial}"
-                )
-            return await self.t.move(
-                conn, app, "in_force", "delivered_and_accepted", self.clock.now_micros(),
-                who.party_id, commenced_on=self.clock.now().date(),
-            )  # fmt: skip
+            move = Application.from_row(app).delivered(
+                who, request.serial_number, app["lease"]["serial_number"], self.clock.now().date()
+            )
+            return await self.t.apply(conn, app, move, self.clock.now_micros())
 
         return await self._lessee_step(request, leasing_pb2.ConfirmDeliveryResponse, step)
 
@@ -236,10 +211,8 @@ class LeasingServicer(ApplicationCalls, leasing_pb2_grpc.LeasingServiceServicer)
         option = END_OPTIONS[request.option]
 
         async def step(conn: Any, app: Any, who: Identity) -> Any:
-            if app["state"] != "in_force":
-                raise FailedPrecondition(
-                    f"lease is {app['state']}; an option is exercised while it is in force"
-                )
+            domain = Application.from_row(app)
+            domain.check(Action.EXERCISE_OPTION, who)
             chosen = option
             end = term_end(app)
             if self.clock.now().date() < end:
@@ -256,10 +229,8 @@ class LeasingServicer(ApplicationCalls, leasing_pb2_grpc.LeasingServiceServicer)
             if option == "renew" and request.renewal_periods <= 0:
                 raise InvalidArgument("renewal_periods", "a renewal needs a number of rentals")
             settled = await self._tell_repayment(app, chosen, request)
-            app = await self.t.move(
-                conn, app, "ending", "option_exercised", self.clock.now_micros(), who.party_id,
-                lease_option=chosen,
-            )  # fmt: skip
+            move = domain.option_exercised(who, chosen)
+            app = await self.t.apply(conn, app, move, self.clock.now_micros())
             if settled:  # a return with every rental paid: nothing more to wait for
                 self.engine.wake.set()
             return app

@@ -23,6 +23,10 @@ class BankPolicy:
     #: How long an offer (approval or counter-offer) may wait for signatures.
     offer_days: int = 14
 
+    def approvals_needed(self, amount_minor: int) -> int:
+        """How many different staff members must approve terms of this amount."""
+        return 2 if amount_minor > self.four_eyes_minor else 1
+
 
 POLICIES = {
     "bank-north": BankPolicy("bank-north", frozenset({"A", "B"}), 300_000_000, 100_000_000, 350),

@@ -16,7 +16,16 @@ from services.contracts.subjects import Subjects
 from services.gen.scf.bus.v1 import bus_pb2
 from services.gen.scf.lending.v1 import lending_pb2, lending_pb2_grpc
 from services.gen.scf.orders.v1 import orders_pb2
+from services.lending.domain import (
+    STAFF_ROLES,
+    Action,
+    Application,
+    Facility,
+    Kind,
+    signer_for,
+)
 from services.lending.flow import FlowEngine
+from services.lending.policy import policy_for
 from services.lending.store import Transitions, application_proto, facility_proto
 from services.runtime.clock import Clock
 from services.runtime.dates import parse_date
@@ -30,14 +39,11 @@ from services.runtime.errors import (
 from services.runtime.idempotency import M, once
 from services.runtime.identity import Identity, Role, current_identity, require_role
 from services.runtime.keys import key_id_of
+from services.runtime.messages import build
 from services.runtime.messaging import Messenger
 from services.runtime.money import Money, parse_money
 
 __all__ = ["LendingServicer", "application_view"]
-
-#: A bank's underwriters and a leasing company's staff: they act for their organisation.
-STAFF = (Role.UNDERWRITER, Role.LEASING)
-CLOSABLE = ("requested", "pledged", "referred", "pending_second_approval", "offered", "approved")
 
 
 async def usable_facility(
@@ -51,15 +57,7 @@ async def usable_facility(
     )  # fmt: skip
     if facility is None:
         raise FailedPrecondition(f"{organization} has no {amount.currency} facility for {party_id}")
-    if facility["expires_on"] < today:
-        raise FailedPrecondition(
-            f"facility {facility['facility_id']} expired on {facility['expires_on']}"
-        )
-    available = facility["limit_minor"] - facility["reserved_minor"] - facility["drawn_minor"]
-    if amount.minor > available:
-        raise FailedPrecondition(
-            f"facility {facility['facility_id']} has {available} minor units available"
-        )
+    Facility.from_row(facility).check_usable(amount, today)
     return facility
 
 
@@ -81,11 +79,10 @@ async def application_view(conn: Any, app: Any) -> lending_pb2.Application:
 
 
 def _may_read(who: Identity, app: Any) -> None:
-    if who.role in (Role.AUDITOR, Role.OPERATOR) or who.party_id == app["subcontractor_id"]:
-        return
-    if who.role in STAFF and who.organization == app["bank"]:
-        return
-    raise PermissionDenied(f"{who.party_id} is not a party to application {app['application_id']}")
+    if not Application.from_row(app).can_read(who):
+        raise PermissionDenied(
+            f"{who.party_id} is not a party to application {app['application_id']}"
+        )
 
 
 #: The parties who sign contracts (and so register signing keys).
@@ -123,21 +120,20 @@ class ApplicationCalls:
     async def _applicant_step(
         self,
         application_id: str,
-        kind: str,
+        kinds: tuple[Kind, ...],
         request: Any,
         response: type[M],
         step: Callable[[Any, Any, Identity], Awaitable[Any]],
         view: Callable[[Any, Any], Awaitable[M]],
     ) -> M:
-        """Lock the caller's own application of ``kind``, take ``step``, answer ``view``."""
+        """Lock an application of one of ``kinds``, take ``step`` (whose domain method
+        checks that the caller is its applicant), answer ``view``."""
         who = require_role(Role.SUBCONTRACTOR)
 
         async def work(conn: Any) -> M:
             app = await self.t.lock(conn, application_id)
-            if app["kind"] != kind:
-                raise NotFound(f"no {kind} {application_id!r}")
-            if app["subcontractor_id"] != who.party_id:
-                raise PermissionDenied(f"{kind} {application_id} is not {who.party_id}'s")
+            if app["kind"] not in kinds:
+                raise NotFound(f"no {kinds[0].value} {application_id!r}")
             return await view(conn, await step(conn, app, who))
 
         method = type(request).__name__.removesuffix("Request")
@@ -150,7 +146,7 @@ class LendingServicer(ApplicationCalls, lending_pb2_grpc.LendingServiceServicer)
     async def CreateFacility(
         self, request: lending_pb2.CreateFacilityRequest, context: Any
     ) -> lending_pb2.CreateFacilityResponse:
-        who = require_role(Role.UNDERWRITER, Role.LEASING)
+        who = require_role(*STAFF_ROLES)
         if not request.subcontractor_id:
             raise InvalidArgument("subcontractor_id", "required")
         limit = parse_money(request.limit.amount, request.limit.currency, "limit")
@@ -201,7 +197,7 @@ class LendingServicer(ApplicationCalls, lending_pb2_grpc.LendingServiceServicer)
         self, request: Any, context: Any
     ) -> lending_pb2.ListFacilitiesResponse:
         who = current_identity()
-        if who.role in STAFF:
+        if who.role in STAFF_ROLES:
             rows = await self.pool.fetch(
                 "SELECT * FROM facilities WHERE bank = $1", who.organization
             )
@@ -298,23 +294,28 @@ class LendingServicer(ApplicationCalls, lending_pb2_grpc.LendingServiceServicer)
             _may_read(who, app)
             return lending_pb2.GetApplicationResponse(application=await application_view(conn, app))
 
-    async def _borrower_step(self, request: Any, response: type[M], step: Any) -> M:
+    async def _borrower_step(
+        self, request: Any, response: type[M], step: Any, kinds: tuple[Kind, ...] = (Kind.ORDER,)
+    ) -> M:
         async def view(conn: Any, app: Any) -> M:
-            return response(application=await application_view(conn, app))
+            return build(response, application=await application_view(conn, app))
 
+        # A withdrawal is the lessee's as well; the offers are order financing's.
+        kinds = (
+            (Kind.ORDER, Kind.LEASE)
+            if response is lending_pb2.WithdrawApplicationResponse
+            else (Kind.ORDER,)
+        )
         return await self._applicant_step(
-            request.application_id, "order", request, response, step, view
+            request.application_id, kinds, request, response, step, view
         )
 
     async def AcceptOffer(
         self, request: lending_pb2.AcceptOfferRequest, context: Any
     ) -> lending_pb2.AcceptOfferResponse:
         async def step(conn: Any, app: Any, who: Identity) -> Any:
-            if app["state"] != "offered":
-                raise FailedPrecondition(
-                    f"application is {app['state']}; there is no offer to accept"
-                )
-            return await self.engine.approve(conn, app, dict(app["terms"]), who.party_id)
+            outcome = Application.from_row(app).accept_offer(who, policy_for(app["bank"]))
+            return await self.engine.carry_out(conn, app, outcome)
 
         return await self._borrower_step(request, lending_pb2.AcceptOfferResponse, step)
 
@@ -322,14 +323,8 @@ class LendingServicer(ApplicationCalls, lending_pb2_grpc.LendingServiceServicer)
         self, request: lending_pb2.DeclineOfferRequest, context: Any
     ) -> lending_pb2.DeclineOfferResponse:
         async def step(conn: Any, app: Any, who: Identity) -> Any:
-            if app["state"] != "offered":
-                raise FailedPrecondition(
-                    f"application is {app['state']}; there is no offer to decline"
-                )
-            return await self.t.move(
-                conn, app, "releasing", "offer_declined", self.clock.now_micros(), who.party_id,
-                outcome="declined", reason="the subcontractor declined the counter-offer",
-            )  # fmt: skip
+            move = Application.from_row(app).decline_offer(who)
+            return await self.t.apply(conn, app, move, self.clock.now_micros())
 
         return await self._borrower_step(request, lending_pb2.DeclineOfferResponse, step)
 
@@ -337,16 +332,13 @@ class LendingServicer(ApplicationCalls, lending_pb2_grpc.LendingServiceServicer)
         self, request: lending_pb2.WithdrawApplicationRequest, context: Any
     ) -> lending_pb2.WithdrawApplicationResponse:
         async def step(conn: Any, app: Any, who: Identity) -> Any:
-            if app["state"] not in CLOSABLE:
-                raise FailedPrecondition(
-                    f"application is {app['state']}; it can no longer be withdrawn"
-                )
-            return await self.t.move(
-                conn, app, "releasing", "withdrawn", self.clock.now_micros(), who.party_id,
-                outcome="withdrawn", reason="withdrawn by the subcontractor",
-            )  # fmt: skip
+            move = Application.from_row(app).withdraw(who)
+            return await self.t.apply(conn, app, move, self.clock.now_micros())
 
-        return await self._borrower_step(request, lending_pb2.WithdrawApplicationResponse, step)
+        # A lessee may withdraw too; the offers are order financing's only.
+        return await self._borrower_step(
+            request, lending_pb2.WithdrawApplicationResponse, step, (Kind.ORDER, Kind.LEASE)
+        )
 
     # -- signatures ------------------------------------------------------------------------
 
@@ -403,8 +395,10 @@ class LendingServicer(ApplicationCalls, lending_pb2_grpc.LendingServiceServicer)
                 raise NotFound(f"no contract {request.contract_id!r}")
             app = await self.t.lock(conn, contract["application_id"])
             # Who may sign first: a stranger learns nothing of the contract's state.
-            signer = _signer_for(who, contract)
-            if app["state"] != "approved" or app["contract_id"] != contract["contract_id"]:
+            signers = tuple(contract["signers"])
+            signer, place = signer_for(who, contract["contract_id"], signers)
+            domain = Application.from_row(app)
+            if not domain.may(Action.SIGN) or app["contract_id"] != contract["contract_id"]:
                 raise FailedPrecondition(
                     f"application is {app['state']}; the contract is not open for signing"
                 )
@@ -440,27 +434,10 @@ class LendingServicer(ApplicationCalls, lending_pb2_grpc.LendingServiceServicer)
                 "SELECT count(*) FROM signatures WHERE contract_id = $1", contract["contract_id"]
             )
             now = self.clock.now_micros()
-            role = SIGNER_ROLES[app["kind"]][list(contract["signers"]).index(signer)]
-            app = await self.t.move(conn, app, "approved", f"signed_by_{role}", now, who.party_id)
-            if count == len(contract["signers"]):
-                app = await self.t.move(conn, app, "effective", "effective", now, "lending")
+            for move in domain.signed(who, place, count == len(signers)):
+                app = await self.t.apply(conn, app, move, now)
             return lending_pb2.SignContractResponse(application=await application_view(conn, app))
 
         return await self._once(
             who, "SignContract", request, lending_pb2.SignContractResponse, work
         )
-
-
-#: What each of a contract's three signers is, by kind of application.
-SIGNER_ROLES = {"order": ("borrower", "lender", "buyer"), "lease": ("lessee", "lessor", "vendor")}
-
-
-def _signer_for(who: Identity, contract: Any) -> str:
-    """Which signer the caller is: the borrower or lessee and the third party sign
-    as themselves; any staff member of the lending organisation signs for it."""
-    party, organization, third = contract["signers"]
-    if who.party_id in (party, third):
-        return str(who.party_id)
-    if who.role in STAFF and who.organization == organization:
-        return str(organization)
-    raise PermissionDenied(f"{who.party_id} is not a party to contract {contract['contract_id']}")

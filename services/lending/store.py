@@ -8,6 +8,7 @@ from typing import Any
 from services.gen.scf.lending.v1 import lending_pb2
 from services.gen.scf.types.v1 import money_pb2
 from services.journal import canonical_json
+from services.lending.domain import Facility, Move
 from services.runtime.errors import NotFound
 from services.runtime.journal_client import Outbox
 from services.runtime.money import Money
@@ -21,7 +22,7 @@ def money_pb(currency: str, minor: int) -> money_pb2.Money:
 
 def facility_proto(row: Any) -> lending_pb2.Facility:
     c = row["currency"]
-    available = row["limit_minor"] - row["reserved_minor"] - row["drawn_minor"]
+    available = Facility.from_row(row).available_minor
     return lending_pb2.Facility(
         facility_id=row["facility_id"],
         bank=row["bank"],
@@ -81,7 +82,7 @@ def application_proto(
 #: The columns whose new value a transition's journal entry carries.
 JOURNALED_COLUMNS = (
     "outcome", "reason", "terms", "approvals", "decision_id", "contract_id", "lease_option",
-    "vendor_payment_reference", "commenced_on",
+    "vendor_payment_reference", "commenced_on", "proposal",
 )  # fmt: skip
 
 
@@ -125,6 +126,12 @@ class Transitions:
         if row is None:
             raise NotFound(f"no application {application_id!r}")
         return row
+
+    async def apply(self, conn: Any, app: Any, move: Move, now: int, **more: Any) -> Any:
+        """Record a move the domain decided (with ``more`` columns set beside it)."""
+        return await self.move(
+            conn, app, move.state, move.event, now, move.by, **move.changes, **more
+        )
 
     async def move(
         self, conn: Any, app: Any, state: str, event: str, now: int, by: str, **changes: Any

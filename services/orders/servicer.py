@@ -27,6 +27,7 @@ from services.runtime.errors import (
 from services.runtime.idempotency import M, once
 from services.runtime.identity import Identity, Role, current_identity, require_role
 from services.runtime.journal_client import AuditClient, Outbox
+from services.runtime.messages import build
 
 __all__ = ["OrdersServicer"]
 
@@ -129,7 +130,7 @@ class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):
             updated = apply(order, action, who, self.clock.now_micros(), reason=reason)
             await OrderStore.save(conn, updated)
             await record(conn, self.outbox, updated, action, who.party_id)
-            return response(order=to_proto(updated))
+            return build(response, order=to_proto(updated))
 
         method = type(request).__name__.removesuffix("Request")
         return await self._once(who, method, request, response, work)

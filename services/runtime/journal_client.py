@@ -102,11 +102,22 @@ class Outbox:
     ) -> None:
         """Within the caller's transaction: queue one statement for the journal."""
         await conn.execute(
-            "INSERT INTO outbox (idempotency_key, statement) VALUES ($1, $2)",
+            "INSERT INTO outbox (idempotency_key, subject, statement) VALUES ($1, $2, $3)",
             idempotency_key,
+            subject,
             self.statement(subject, event_type, payload, idempotency_key),
         )
         await conn.execute("SELECT pg_notify($1, '')", self.channel)
+
+    @staticmethod
+    async def journal_seqs(conn: Any, subject: str) -> list[int]:
+        """The journal sequence numbers of ``subject``'s statements journaled so far."""
+        rows = await conn.fetch(
+            "SELECT journal_seq FROM outbox WHERE subject = $1 AND journal_seq IS NOT NULL"
+            " ORDER BY journal_seq",
+            subject,
+        )
+        return [r["journal_seq"] for r in rows]
 
 
 #: What the relay outlasts by trying again: the database or NATS away, or a

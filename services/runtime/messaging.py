@@ -28,6 +28,7 @@ from services.contracts.envelope import EnvelopeRefused, SigningKey, open_envelo
 from services.contracts.errors import from_wire, to_wire
 from services.gen.scf.bus.v1 import bus_pb2
 from services.runtime.errors import AWAY, RETRY_LATER, SCFError, Unavailable
+from services.runtime.messages import build
 from services.runtime.peer_keys import PeerKeys
 
 __all__ = ["Messenger", "purpose_of", "real_time_micros"]
@@ -128,7 +129,7 @@ class Messenger:
             except DecodeError:
                 result = _failed(reply_type, "INVALID_ARGUMENT", "the request does not decode")
             except SCFError as exc:
-                result = reply_type(error=to_wire(exc))
+                result = build(reply_type, error=to_wire(exc))
             except AWAY as exc:
                 result = _failed(reply_type, "UNAVAILABLE", f"retry: {type(exc).__name__}")
             except Exception:  # answered, never dropped: the requester must not wait
@@ -186,4 +187,4 @@ class Messenger:
 
 
 def _failed(reply_type: type[Reply], code: str, message: str) -> Reply:
-    return reply_type(error=bus_pb2.Error(code=code, message=message))
+    return build(reply_type, error=bus_pb2.Error(code=code, message=message))
