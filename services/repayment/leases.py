@@ -4,69 +4,28 @@ rental, penalty on late rentals, early termination, and the end-of-lease option.
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from services.repayment.calc import Allocation, annuity_schedule, bucket_for
+import asyncpg
+
+from services.repayment.calc import annuity_schedule, bucket_for
 from services.repayment.products import penalty_rate, product_for
-from services.repayment.rentals import (
-    Rental,
-    allocate_rentals,
-    due_now,
-    penalty_between,
-    rentals_days_past_due,
-    termination_amount,
-    waive_future_interest,
-)
+from services.repayment.rentals import Rental, rentals_days_past_due
+from services.repayment.store import LoanJournal, rental_of
+from services.repayment.store import rentals as rentals_of
+from services.runtime.clock import Clock
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 
-if TYPE_CHECKING:
-    from services.repayment.loans import LoanBook
-
-__all__ = ["LeaseBook", "LeasePosition"]
+__all__ = ["LeaseBook"]
 
 OPTIONS = ("purchase", "return", "renew", "terminate")
 
 
-def _rental(row: Any) -> Rental:
-    return Rental(
-        row["number"], row["due"], row["principal"], row["interest"], row["paid"], row["waived"]
-    )
-
-
-class LeasePosition:
-    """A lease's balances as of a day: computed, never stored."""
-
-    def __init__(self, loan: Any, rentals: list[Rental], day: dt.date) -> None:
-        until = max(day, loan["accrued_until"])
-        self.rentals = rentals
-        self.penalty_minor = loan["penalty_owed"] + penalty_between(
-            rentals, loan["accrued_until"], until, loan["grace_days"], loan["penalty_rate_bps"],
-            loan["day_count"],
-        )  # fmt: skip
-        self.fees_minor: int = loan["fees_owed"]
-        self.due_minor = due_now(rentals, day) + self.penalty_minor + self.fees_minor
-        self.principal_minor = sum(r.unpaid_principal_minor for r in rentals)
-        self.interest_due_minor = sum(r.unpaid_interest_minor for r in rentals if r.due <= day)
-        self.total_minor = (
-            sum(r.unpaid_minor for r in rentals) + self.penalty_minor + self.fees_minor
-        )
-        self.days_past_due = rentals_days_past_due(rentals, day, loan["grace_days"])
-
-
 class LeaseBook:
-    def __init__(self, book: LoanBook) -> None:
-        self.book = book
-
-    @staticmethod
-    async def rentals(conn: Any, loan_id: str) -> list[Rental]:
-        rows = await conn.fetch(
-            "SELECT * FROM schedule_lines WHERE loan_id = $1 ORDER BY number", loan_id
-        )
-        return [_rental(r) for r in rows]
-
-    async def position(self, loan: Any, day: dt.date) -> LeasePosition:
-        async with self.book.pool.acquire() as conn:
-            return LeasePosition(loan, await self.rentals(conn, loan["loan_id"]), day)
+    def __init__(self, pool: asyncpg.Pool[Any], clock: Clock, journal: LoanJournal) -> None:
+        self.pool = pool
+        self.clock = clock
+        self.journal = journal
 
     async def open(self, event: dict[str, Any]) -> bool:
         """The rental schedule of a lease that commenced; False when open already."""
@@ -79,7 +38,7 @@ class LeaseBook:
             in_advance=bool(event["in_advance"]), residual_minor=residual,
         )  # fmt: skip
         product = product_for(event["bank"])
-        async with self.book.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn, conn.transaction():
             inserted = await conn.fetchval(
                 "INSERT INTO loans (loan_id, kind, subcontractor_id, bank, buyer_id, order_id,"
                 " facility_id, currency, principal_minor, rate_bps, penalty_rate_bps, day_count,"
@@ -89,7 +48,7 @@ class LeaseBook:
                 " ON CONFLICT DO NOTHING RETURNING 1",
                 loan_id, event["subcontractor_id"], event["bank"], event["facility_id"],
                 event["currency"], principal, rate, penalty_rate(rate), product.day_count, start,
-                lines[-1].due, self.book.clock.now_micros(), product.grace_days,
+                lines[-1].due, self.clock.now_micros(), product.grace_days,
                 product.late_fee_minor, int(event["per_year"]),
             )  # fmt: skip
             if not inserted:
@@ -103,7 +62,7 @@ class LeaseBook:
                     for ln in lines
                 ],
             )  # fmt: skip
-            await self.book.journal(
+            await self.journal.add(
                 conn, loan_id, "opened", 1,
                 {
                     "kind": "lease", "principal_minor": principal, "currency": event["currency"],
@@ -116,41 +75,6 @@ class LeaseBook:
             )  # fmt: skip
         return True
 
-    async def apply_payment(
-        self, conn: Any, loan: Any, amount_minor: int, value_date: dt.date, quote_id: str
-    ) -> tuple[Allocation, dict[str, Any]]:
-        """Penalty to the value date, then the rental waterfall (rentals.py)."""
-        rentals = await self.rentals(conn, loan["loan_id"])
-        day = max(value_date, loan["accrued_until"])
-        if quote_id:
-            quote = await self.book.valid_quote(conn, loan, quote_id, value_date, amount_minor)
-            day = max(day, quote["valid_until"])
-            rentals = waive_future_interest(rentals, quote["valid_until"])
-        position = LeasePosition(loan, rentals, day)
-        split, after = allocate_rentals(
-            amount_minor, position.penalty_minor, position.fees_minor, rentals
-        )
-        await conn.executemany(
-            "UPDATE schedule_lines SET paid = $3, interest = $4 WHERE loan_id = $1 AND number = $2",
-            [(loan["loan_id"], r.number, r.paid_minor, r.interest_minor) for r in after],
-        )
-        penalty = position.penalty_minor - split.penalty_minor
-        fees = position.fees_minor - split.fees_minor
-        outstanding = sum(r.unpaid_minor for r in after)
-        return split, {
-            "accrued_until": day,
-            "principal_out": sum(r.unpaid_principal_minor for r in after),
-            "penalty_owed": penalty,
-            "fees_owed": fees,
-            "settled": outstanding + penalty + fees == 0,
-        }
-
-    async def quote_amount(self, loan: Any, valid_until: dt.date) -> int:
-        position = await self.position(loan, valid_until)
-        return termination_amount(
-            position.rentals, valid_until, position.penalty_minor, position.fees_minor
-        )
-
     async def _delinquency(
         self, conn: Any, loan: Any, today: dt.date
     ) -> tuple[list[Any], int, str] | None:
@@ -160,7 +84,7 @@ class LeaseBook:
             " AND NOT waived AND paid < principal + interest AND due + $2::integer < $3",
             loan["loan_id"], loan["grace_days"], today,
         )  # fmt: skip
-        rentals = await self.rentals(conn, loan["loan_id"])
+        rentals = await rentals_of(conn, loan["loan_id"])
         dpd = rentals_days_past_due(rentals, today, loan["grace_days"])
         bucket = bucket_for(dpd)
         if bucket == loan["bucket"] and not late_lines:
@@ -170,10 +94,10 @@ class LeaseBook:
     async def sweep(self, loan: Any, today: dt.date) -> None:
         """Days past due and bucket; the product's late fee on each rental as it falls late.
         Read first: a lease whose standing has not changed costs no lock and no write."""
-        async with self.book.pool.acquire() as conn:
+        async with self.pool.acquire() as conn:
             if await self._delinquency(conn, loan, today) is None:
                 return
-        async with self.book.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn, conn.transaction():
             loan = await conn.fetchrow(
                 "SELECT * FROM loans WHERE loan_id = $1 FOR UPDATE", loan["loan_id"]
             )
@@ -195,7 +119,7 @@ class LeaseBook:
                 " max_days_past_due = greatest(max_days_past_due, $3) WHERE loan_id = $1",
                 loan["loan_id"], bucket, dpd, version, late_fee,
             )  # fmt: skip
-            await self.book.journal(
+            await self.journal.add(
                 conn, loan["loan_id"], "delinquency", version,
                 {
                     "bucket": bucket, "days_past_due": dpd, "as_of": today.isoformat(),
@@ -211,8 +135,8 @@ class LeaseBook:
         settles the lease. The same choice again is a no-op; another is refused."""
         if option not in OPTIONS:
             raise InvalidArgument("option", f"one of {', '.join(OPTIONS)}")
-        today = self.book.clock.now().date()
-        async with self.book.pool.acquire() as conn, conn.transaction():
+        today = self.clock.now().date()
+        async with self.pool.acquire() as conn, conn.transaction():
             loan = await conn.fetchrow(
                 "SELECT * FROM loans WHERE loan_id = $1 AND kind = 'lease' FOR UPDATE", lease_id
             )
@@ -226,7 +150,7 @@ class LeaseBook:
                 )
             if loan["state"] != "open":
                 raise FailedPrecondition(f"lease {lease_id} is {loan['state']}")
-            rentals = await self.rentals(conn, lease_id)
+            rentals = await rentals_of(conn, lease_id)
             changes: dict[str, Any] = {}
             if option == "terminate":
                 quote = await conn.fetchrow(
@@ -246,7 +170,7 @@ class LeaseBook:
             elif option == "renew":
                 changes = await self._renew(conn, loan, rentals, renewal_periods)
             version = loan["version"] + 1
-            rentals = await self.rentals(conn, lease_id)
+            rentals = await rentals_of(conn, lease_id)
             settled = (
                 sum(r.unpaid_minor for r in rentals) + loan["penalty_owed"] + loan["fees_owed"] == 0
             )
@@ -256,11 +180,11 @@ class LeaseBook:
                 lease_id, option, version, "settled" if settled else "open",
                 sum(r.unpaid_principal_minor for r in rentals),
             )  # fmt: skip
-            await self.book.journal(
+            await self.journal.add(
                 conn, lease_id, "option_exercised", version, {"option": option, **changes}
             )
             if settled:
-                await self.book.journal(
+                await self.journal.add(
                     conn, lease_id, "settled", version + 1, {"settled_on": today.isoformat()}
                 )
                 await conn.execute(
@@ -278,9 +202,9 @@ class LeaseBook:
             "SELECT * FROM schedule_lines WHERE loan_id = $1 AND residual AND NOT waived",
             loan["loan_id"],
         )
-        if line is None or _rental(line).unpaid_minor <= 0:
+        if line is None or rental_of(line).unpaid_minor <= 0:
             raise FailedPrecondition("there is no residual left to renew the lease for")
-        capital = _rental(line).unpaid_principal_minor
+        capital = rental_of(line).unpaid_principal_minor
         lines = annuity_schedule(
             capital, loan["rate_bps"], periods, line["due"], per_year=loan["per_year"]
         )

@@ -14,17 +14,11 @@ from nats.js import JetStreamContext
 from services.contracts.subjects import OrderVerb, Subjects
 from services.contracts.values import BUCKETS, lease_option_value
 from services.gen.scf.bus.v1 import bus_pb2
-from services.repayment.calc import (
-    Allocation,
-    Balances,
-    accrue,
-    allocate,
-    bucket_for,
-    bullet_schedule,
-    days_past_due,
-)
+from services.repayment.calc import Allocation, bullet_schedule
+from services.repayment.domain import Loan
 from services.repayment.leases import LeaseBook
 from services.repayment.products import penalty_rate, product_for
+from services.repayment.store import LoanJournal, financing, quote
 from services.runtime.clock import Clock
 from services.runtime.errors import (
     AlreadyExists,
@@ -37,37 +31,9 @@ from services.runtime.errors import (
 from services.runtime.journal_client import Outbox
 from services.runtime.messaging import Messenger
 
-__all__ = ["LoanBook", "balances_of"]
+__all__ = ["LoanBook"]
 
 log = logging.getLogger(__name__)
-
-
-def balances_of(loan: Any) -> Balances:
-    return Balances(
-        loan["accrued_until"],
-        loan["principal_out"],
-        loan["interest_owed"],
-        loan["penalty_owed"],
-        loan["fees_owed"],
-    )
-
-
-def overdue_from(loan: Any) -> dt.date:
-    """The last day before the loan counts as past due: the due date plus grace."""
-    result: dt.date = loan["due_date"] + dt.timedelta(days=loan["grace_days"])
-    return result
-
-
-def as_of(loan: Any, day: dt.date) -> Balances:
-    return accrue(  # penalty interest starts once the grace period is over
-        balances_of(loan),
-        day,
-        loan["rate_bps"],
-        loan["penalty_rate_bps"],
-        loan["due_date"],
-        loan["day_count"],
-        overdue_from(loan),
-    )
 
 
 class LoanBook:
@@ -86,18 +52,8 @@ class LoanBook:
         self.outbox = outbox
         self.clock = clock
         self.subjects = subjects
-        self.leases = LeaseBook(self)
-
-    async def journal(
-        self, conn: Any, loan_id: str, event: str, version: int, payload: dict[str, Any]
-    ) -> None:
-        await self.outbox.add(
-            conn,
-            subject=f"loan/{loan_id}",
-            event_type=f"loan.{event}",
-            payload={"loan_id": loan_id, "version": version, **payload},
-            idempotency_key=f"loan/{loan_id}/v{version}",
-        )
+        self.journal = LoanJournal(outbox).add
+        self.leases = LeaseBook(pool, clock, LoanJournal(outbox))
 
     async def open(self, event: dict[str, Any]) -> bool:
         """Open the loan of a disbursement; False when it is open already."""
@@ -222,17 +178,20 @@ class LoanBook:
                     loan_id, payer, currency, amount_minor, value_date, reference, problem.message
                 )
                 raise problem
-            if loan["kind"] == "lease":
-                split, changes = await self.leases.apply_payment(
-                    conn, loan, amount_minor, value_date, quote_id
+            owed = await financing(conn, loan)
+            by_quote = await quote(conn, loan_id, quote_id) if quote_id else None
+            effect = owed.apply_payment(amount_minor, value_date, by_quote)
+            split, settled = effect.split, effect.settled
+            if effect.rentals:
+                await conn.executemany(
+                    "UPDATE schedule_lines SET paid = $3, interest = $4"
+                    " WHERE loan_id = $1 AND number = $2",
+                    [(loan_id, r.number, r.paid_minor, r.interest_minor) for r in effect.rentals],
                 )
-            else:
-                split, changes = await self._apply_loan_payment(
-                    conn, loan, amount_minor, value_date, quote_id
-                )
-            settled = changes.pop("settled")
             version = loan["version"] + 1
-            columns = {**changes, "state": "settled" if settled else "open", "version": version}
+            columns = {
+                **effect.changes, "state": "settled" if settled else "open", "version": version,
+            }  # fmt: skip
             await conn.execute(
                 "UPDATE loans SET "
                 + ", ".join(f"{c} = ${n}" for n, c in enumerate(columns, start=2))
@@ -241,9 +200,7 @@ class LoanBook:
                 *columns.values(),
             )
             payment_id = f"PAY-{uuid.uuid4().hex[:12].upper()}"
-            expected = payer == (
-                loan["subcontractor_id"] if loan["kind"] == "lease" else loan["buyer_id"]
-            )
+            expected = payer == owed.expected_payer
             allocation = split.__dict__ | {"expected_payer": expected}
             await conn.execute(
                 "INSERT INTO payments (payment_id, loan_id, payer, amount_minor, value_date,"
@@ -271,7 +228,7 @@ class LoanBook:
                     "bank_reference": reference,
                     "quote_id": quote_id,
                     "allocation": allocation,
-                    "principal_out": changes["principal_out"],
+                    "principal_out": effect.changes["principal_out"],
                 },
             )
             if settled:
@@ -285,52 +242,6 @@ class LoanBook:
         if settled:
             await self.announce_settlement(loan_id)
         return payment_id, split, expected, row
-
-    async def _apply_loan_payment(
-        self, conn: Any, loan: Any, amount_minor: int, value_date: dt.date, quote_id: str
-    ) -> tuple[Allocation, dict[str, Any]]:
-        """Order financing: accrue to the value date (or the quote's), then the waterfall."""
-        balances = as_of(loan, max(value_date, loan["accrued_until"]))
-        if quote_id:
-            quote = await self.valid_quote(conn, loan, quote_id, value_date, amount_minor)
-            balances = as_of(loan, quote["valid_until"])
-        split = allocate(
-            amount_minor,
-            balances.penalty_minor,
-            balances.fees_minor,
-            balances.interest_minor,
-            balances.principal_minor,
-        )
-        after = Balances(
-            balances.until,
-            balances.principal_minor - split.principal_minor,
-            balances.interest_minor - split.interest_minor,
-            balances.penalty_minor - split.penalty_minor,
-            balances.fees_minor - split.fees_minor,
-        )
-        return split, {
-            "accrued_until": after.until,
-            "principal_out": after.principal_minor,
-            "interest_owed": after.interest_minor,
-            "penalty_owed": after.penalty_minor,
-            "fees_owed": after.fees_minor,
-            "settled": after.total_minor == 0,
-        }
-
-    @staticmethod
-    async def valid_quote(
-        conn: Any, loan: Any, quote_id: str, value_date: dt.date, amount_minor: int
-    ) -> Any:
-        quote = await conn.fetchrow(
-            "SELECT * FROM quotes WHERE quote_id = $1 AND loan_id = $2", quote_id, loan["loan_id"]
-        )
-        if quote is None:
-            raise NotFound(f"no quote {quote_id!r} for loan {loan['loan_id']}")
-        if value_date > quote["valid_until"]:
-            raise FailedPrecondition(f"quote {quote_id} expired on {quote['valid_until']}")
-        if amount_minor < quote["amount_minor"]:
-            raise FailedPrecondition(f"the quote asks for {quote['amount_minor']} minor units")
-        return quote
 
     async def _unmatched(
         self,
@@ -361,10 +272,8 @@ class LoanBook:
             raise FailedPrecondition(f"loan {loan_id} is {loan['state']}")
         if valid_until < self.clock.now().date():
             raise InvalidArgument("valid_until", "must not be in the past")
-        if loan["kind"] == "lease":
-            amount = await self.leases.quote_amount(loan, valid_until)
-        else:
-            amount = as_of(loan, max(valid_until, loan["accrued_until"])).total_minor
+        async with self.pool.acquire() as conn:
+            amount = (await financing(conn, loan)).quote_amount(valid_until)
         quote_id = f"QTE-{uuid.uuid4().hex[:12].upper()}"
         await self.pool.execute(
             "INSERT INTO quotes (quote_id, loan_id, amount_minor, valid_until, created_micros)"
@@ -417,12 +326,10 @@ class LoanBook:
         for loan in await self.pool.fetch(
             "SELECT * FROM loans WHERE state = 'open' AND kind = 'loan' AND due_date < $1", today
         ):
-            dpd = days_past_due(as_of(loan, today), overdue_from(loan), today)
-            bucket = bucket_for(dpd)
-            if bucket == loan["bucket"]:
+            change = Loan.from_row(loan).delinquency(today)
+            if change is None:
                 continue
-            # The product's late fee is charged once, when the loan first falls past due.
-            late_fee = 0 if loan["late_fee_charged"] or dpd == 0 else loan["late_fee_minor"]
+            dpd, bucket, late_fee = change
             async with self.pool.acquire() as conn, conn.transaction():
                 version = loan["version"] + 1
                 await conn.execute(

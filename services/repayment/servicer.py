@@ -6,8 +6,9 @@ from typing import Any
 
 from services.gen.scf.repayment.v1 import repayment_pb2, repayment_pb2_grpc
 from services.gen.scf.types.v1 import money_pb2
-from services.repayment.calc import bucket_for, days_past_due
-from services.repayment.loans import LoanBook, as_of, overdue_from
+from services.repayment.calc import bucket_for
+from services.repayment.loans import LoanBook
+from services.repayment.store import financing
 from services.runtime.dates import parse_date
 from services.runtime.errors import InvalidArgument, PermissionDenied
 from services.runtime.identity import Identity, Role, current_identity, require_role
@@ -39,15 +40,13 @@ class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
         accrual once settled)."""
         today = self.book.clock.now().date()
         day = today if loan["state"] == "open" else loan["accrued_until"]
-        if loan["kind"] == "lease":
-            p = await self.book.leases.position(loan, day)
-            owed = (p.principal_minor, p.interest_due_minor, p.penalty_minor, p.fees_minor)
-            total, due, dpd = p.total_minor, p.due_minor, p.days_past_due
-        else:
-            b = as_of(loan, max(day, loan["accrued_until"]))
-            owed = (b.principal_minor, b.interest_minor, b.penalty_minor, b.fees_minor)
-            total, dpd = b.total_minor, days_past_due(b, overdue_from(loan), today)
-            due = total if today >= loan["due_date"] else 0
+        async with self.book.pool.acquire() as conn:
+            standing = (await financing(conn, loan)).standing(day, today)
+        owed = (
+            standing.principal_minor, standing.interest_minor, standing.penalty_minor,
+            standing.fees_minor,
+        )  # fmt: skip
+        total, due, dpd = standing.total_minor, standing.due_minor, standing.days_past_due
         c = loan["currency"]
         principal, interest, penalty, fees = (_m(c, amount) for amount in owed)
         return repayment_pb2.Loan(

@@ -1,0 +1,305 @@
+"""Repayment's two kinds of financing, as types with their rules. Pure: no I/O.
+
+A ``Loan`` (order financing) is one bullet repayment accruing interest day
+by day; a ``Lease`` is a schedule of rentals (rentals.py). Both answer the
+same questions, each in its own way: who is expected to pay, what a payment
+on a value date does, what a payoff quote asks for, and how far past due
+the financing is. The books (loans.py, leases.py) load them, ask, and write
+the answer; they do not branch on the kind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from services.repayment.calc import (
+    Allocation,
+    Balances,
+    accrue,
+    allocate,
+    bucket_for,
+    days_past_due,
+)
+from services.repayment.rentals import (
+    Rental,
+    allocate_rentals,
+    due_now,
+    penalty_between,
+    rentals_days_past_due,
+    termination_amount,
+    waive_future_interest,
+)
+from services.runtime.errors import FailedPrecondition
+
+__all__ = [
+    "Financing",
+    "Lease",
+    "LeasePosition",
+    "Loan",
+    "PaymentEffect",
+    "Quote",
+    "Standing",
+    "financing_of",
+]
+
+
+@dataclass(frozen=True)
+class Quote:
+    quote_id: str
+    amount_minor: int
+    valid_until: dt.date
+
+    def check_payment(self, value_date: dt.date, amount_minor: int) -> None:
+        """A payment settles by this quote only within its date and at least its amount."""
+        if value_date > self.valid_until:
+            raise FailedPrecondition(
+                f"quote {self.quote_id} expired on {self.valid_until}", reason="QUOTE_EXPIRED"
+            )
+        if amount_minor < self.amount_minor:
+            raise FailedPrecondition(
+                f"the quote asks for {self.amount_minor} minor units", reason="BELOW_QUOTE"
+            )
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What a financing owes as of a day, as GetLoan shows it."""
+
+    principal_minor: int
+    interest_minor: int
+    penalty_minor: int
+    fees_minor: int
+    total_minor: int
+    due_minor: int
+    days_past_due: int
+
+
+@dataclass(frozen=True)
+class PaymentEffect:
+    """Where a payment went, the loan's columns after it, and (for a lease) its rentals."""
+
+    split: Allocation
+    changes: Mapping[str, Any]
+    settled: bool
+    rentals: tuple[Rental, ...] = field(default=())
+
+
+class Financing(Protocol):
+    @property
+    def expected_payer(self) -> str: ...
+
+    def apply_payment(
+        self, amount_minor: int, value_date: dt.date, quote: Quote | None
+    ) -> PaymentEffect: ...
+
+    def quote_amount(self, valid_until: dt.date) -> int: ...
+
+    def standing(self, day: dt.date, today: dt.date) -> Standing: ...
+
+
+@dataclass(frozen=True)
+class Loan:
+    """Order financing: the buyer pays the order's amount into the supervised account."""
+
+    loan_id: str
+    state: str
+    currency: str
+    buyer_id: str
+    rate_bps: int
+    penalty_rate_bps: int
+    day_count: str
+    due_date: dt.date
+    grace_days: int
+    balances: Balances
+    bucket: str
+    late_fee_minor: int
+    late_fee_charged: bool
+
+    @staticmethod
+    def from_row(row: Mapping[str, Any]) -> Loan:
+        return Loan(
+            loan_id=row["loan_id"], state=row["state"], currency=row["currency"],
+            buyer_id=row["buyer_id"], rate_bps=row["rate_bps"],
+            penalty_rate_bps=row["penalty_rate_bps"], day_count=row["day_count"],
+            due_date=row["due_date"], grace_days=row["grace_days"],
+            balances=Balances(row["accrued_until"], row["principal_out"], row["interest_owed"],
+                              row["penalty_owed"], row["fees_owed"]),
+            bucket=row["bucket"], late_fee_minor=row["late_fee_minor"],
+            late_fee_charged=row["late_fee_charged"],
+        )  # fmt: skip
+
+    @property
+    def expected_payer(self) -> str:
+        return self.buyer_id
+
+    @property
+    def overdue_from(self) -> dt.date:
+        """The last day before the loan counts as past due: the due date plus grace."""
+        return self.due_date + dt.timedelta(days=self.grace_days)
+
+    def as_of(self, day: dt.date) -> Balances:
+        """The balances accrued to ``day``; penalty interest once the grace is over."""
+        return accrue(
+            self.balances, max(day, self.balances.until), self.rate_bps, self.penalty_rate_bps,
+            self.due_date, self.day_count, self.overdue_from,
+        )  # fmt: skip
+
+    def apply_payment(
+        self, amount_minor: int, value_date: dt.date, quote: Quote | None
+    ) -> PaymentEffect:
+        """Accrue to the value date (or the quote's), then the waterfall."""
+        if quote is not None:
+            quote.check_payment(value_date, amount_minor)
+        balances = self.as_of(quote.valid_until if quote is not None else value_date)
+        split = allocate(
+            amount_minor, balances.penalty_minor, balances.fees_minor, balances.interest_minor,
+            balances.principal_minor,
+        )  # fmt: skip
+        after = Balances(
+            balances.until,
+            balances.principal_minor - split.principal_minor,
+            balances.interest_minor - split.interest_minor,
+            balances.penalty_minor - split.penalty_minor,
+            balances.fees_minor - split.fees_minor,
+        )
+        changes = {
+            "accrued_until": after.until, "principal_out": after.principal_minor,
+            "interest_owed": after.interest_minor, "penalty_owed": after.penalty_minor,
+            "fees_owed": after.fees_minor,
+        }  # fmt: skip
+        return PaymentEffect(split, changes, after.total_minor == 0)
+
+    def quote_amount(self, valid_until: dt.date) -> int:
+        return self.as_of(valid_until).total_minor
+
+    def standing(self, day: dt.date, today: dt.date) -> Standing:
+        b = self.as_of(day)
+        due = b.total_minor if today >= self.due_date else 0
+        dpd = days_past_due(b, self.overdue_from, today)
+        return Standing(
+            b.principal_minor, b.interest_minor, b.penalty_minor, b.fees_minor, b.total_minor,
+            due, dpd,
+        )  # fmt: skip
+
+    def delinquency(self, today: dt.date) -> tuple[int, str, int] | None:
+        """(days past due, bucket, late fee to charge) if the bucket changed; None if not.
+        The product's late fee is charged once, when the loan first falls past due."""
+        dpd = days_past_due(self.as_of(today), self.overdue_from, today)
+        bucket = bucket_for(dpd)
+        if bucket == self.bucket:
+            return None
+        late_fee = 0 if self.late_fee_charged or dpd == 0 else self.late_fee_minor
+        return dpd, bucket, late_fee
+
+
+@dataclass(frozen=True)
+class LeasePosition:
+    """A lease's balances as of a day: computed, never stored."""
+
+    rentals: tuple[Rental, ...]
+    penalty_minor: int
+    fees_minor: int
+    due_minor: int
+    principal_minor: int
+    interest_due_minor: int
+    total_minor: int
+    days_past_due: int
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A financial lease: the lessee pays rentals as they fall due."""
+
+    loan_id: str
+    state: str
+    currency: str
+    lessee_id: str
+    penalty_rate_bps: int
+    day_count: str
+    grace_days: int
+    accrued_until: dt.date
+    penalty_owed: int
+    fees_owed: int
+    rentals: tuple[Rental, ...]
+
+    @staticmethod
+    def from_row(row: Mapping[str, Any], rentals: list[Rental]) -> Lease:
+        return Lease(
+            loan_id=row["loan_id"], state=row["state"], currency=row["currency"],
+            lessee_id=row["subcontractor_id"], penalty_rate_bps=row["penalty_rate_bps"],
+            day_count=row["day_count"], grace_days=row["grace_days"],
+            accrued_until=row["accrued_until"], penalty_owed=row["penalty_owed"],
+            fees_owed=row["fees_owed"], rentals=tuple(rentals),
+        )  # fmt: skip
+
+    @property
+    def expected_payer(self) -> str:
+        return self.lessee_id
+
+    def position(self, day: dt.date, rentals: tuple[Rental, ...] | None = None) -> LeasePosition:
+        rentals = self.rentals if rentals is None else rentals
+        listed = list(rentals)
+        until = max(day, self.accrued_until)
+        penalty = self.penalty_owed + penalty_between(
+            listed, self.accrued_until, until, self.grace_days, self.penalty_rate_bps,
+            self.day_count,
+        )  # fmt: skip
+        return LeasePosition(
+            rentals=rentals,
+            penalty_minor=penalty,
+            fees_minor=self.fees_owed,
+            due_minor=due_now(listed, day) + penalty + self.fees_owed,
+            principal_minor=sum(r.unpaid_principal_minor for r in rentals),
+            interest_due_minor=sum(r.unpaid_interest_minor for r in rentals if r.due <= day),
+            total_minor=sum(r.unpaid_minor for r in rentals) + penalty + self.fees_owed,
+            days_past_due=rentals_days_past_due(listed, day, self.grace_days),
+        )
+
+    def apply_payment(
+        self, amount_minor: int, value_date: dt.date, quote: Quote | None
+    ) -> PaymentEffect:
+        """Penalty to the value date, then the rental waterfall (rentals.py). Paid by an
+        early-termination quote, the interest of rentals after its date is waived."""
+        rentals = list(self.rentals)
+        day = max(value_date, self.accrued_until)
+        if quote is not None:
+            quote.check_payment(value_date, amount_minor)
+            day = max(day, quote.valid_until)
+            rentals = waive_future_interest(rentals, quote.valid_until)
+        position = self.position(day, tuple(rentals))
+        split, after = allocate_rentals(
+            amount_minor, position.penalty_minor, position.fees_minor, rentals
+        )
+        penalty = position.penalty_minor - split.penalty_minor
+        fees = position.fees_minor - split.fees_minor
+        changes = {
+            "accrued_until": day,
+            "principal_out": sum(r.unpaid_principal_minor for r in after),
+            "penalty_owed": penalty,
+            "fees_owed": fees,
+        }
+        settled = sum(r.unpaid_minor for r in after) + penalty + fees == 0
+        return PaymentEffect(split, changes, settled, tuple(after))
+
+    def standing(self, day: dt.date, today: dt.date) -> Standing:
+        p = self.position(day)
+        return Standing(
+            p.principal_minor, p.interest_due_minor, p.penalty_minor, p.fees_minor,
+            p.total_minor, p.due_minor, p.days_past_due,
+        )  # fmt: skip
+
+    def quote_amount(self, valid_until: dt.date) -> int:
+        position = self.position(valid_until)
+        return termination_amount(
+            list(position.rentals), valid_until, position.penalty_minor, position.fees_minor
+        )
+
+
+def financing_of(row: Mapping[str, Any], rentals: list[Rental]) -> Financing:
+    """The financing a row of ``loans`` holds: the one place the kind is read."""
+    if row["kind"] == "lease":
+        return Lease.from_row(row, rentals)
+    return Loan.from_row(row)
