@@ -236,6 +236,7 @@ def test_record_payment(
         value_date=day,
         bank_reference=reference,
         quote_id=quote,
+        idempotency_key=reference or "k",
     )
     code = platform.call("repayment", "RecordPayment", request)
     assert code not in NEVER

@@ -168,6 +168,7 @@ async def _rentals(settings: Settings, out: Console, lease_id: str) -> int:
                 repayment_pb2.RecordPaymentRequest(
                     loan_id=lease_id, payer="acme-builders", amount=line.total,
                     value_date=line.due, bank_reference=f"LS1-RENT-{line.number:03d}",
+                    idempotency_key=f"LS1-RENT-{line.number:03d}",
                 ),
                 timeout=10,
             )  # fmt: skip

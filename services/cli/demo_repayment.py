@@ -56,6 +56,7 @@ async def repay(settings: Settings, out: Console, first_loan: str, second_loan: 
                 amount=money_pb2.Money(amount="4000000.00", currency="CNY"),
                 value_date=due.isoformat(),
                 bank_reference="SUPV-2027-0001",
+                idempotency_key="SUPV-2027-0001",
             ),
             timeout=10,
         )
@@ -98,6 +99,7 @@ async def repay(settings: Settings, out: Console, first_loan: str, second_loan: 
                 value_date=today.isoformat(),
                 bank_reference="SUPV-2027-0002",
                 quote_id=quote.quote_id,
+                idempotency_key="SUPV-2027-0002",
             )
         )
         out.print(

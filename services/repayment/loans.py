@@ -136,6 +136,7 @@ class LoanBook:
 
     async def record_payment(
         self,
+        conn: Any,
         loan_id: str,
         payer: str,
         currency: str,
@@ -143,105 +144,104 @@ class LoanBook:
         value_date: dt.date,
         reference: str,
         quote_id: str,
-    ) -> tuple[str, Allocation, bool, Any]:
+    ) -> tuple[str, Allocation, bool, Any, bool]:
+        """Within the caller's transaction: allocate one payment, or refuse it. Once it
+        commits, a payment that settled the financing is announced (announce_settlement)."""
         today = self.clock.now().date()
         if value_date > today:
             raise InvalidArgument("value_date", f"{value_date} is in the future")
         if not reference:
             raise InvalidArgument("bank_reference", "required")
-        async with self.pool.acquire() as conn, conn.transaction():
-            # Payments with one bank reference at once queue here: the later ones
-            # are told it is a duplicate instead of tripping the unique index.
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"payment\x1f{reference}"
+        # Payments with one bank reference at once queue here: the later ones
+        # are told it is a duplicate instead of tripping the unique index.
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"payment\x1f{reference}"
+        )
+        if await conn.fetchval("SELECT 1 FROM payments WHERE bank_reference = $1", reference):
+            raise AlreadyExists(
+                f"bank reference {reference!r} was recorded already: a duplicate",
+                reason="DUPLICATE_REFERENCE",
             )
-            if await conn.fetchval("SELECT 1 FROM payments WHERE bank_reference = $1", reference):
-                raise AlreadyExists(
-                    f"bank reference {reference!r} was recorded already: a duplicate",
-                    reason="DUPLICATE_REFERENCE",
-                )
-            loan: Any = await conn.fetchrow(
-                "SELECT * FROM loans WHERE loan_id = $1 FOR UPDATE", loan_id
+        loan: Any = await conn.fetchrow(
+            "SELECT * FROM loans WHERE loan_id = $1 FOR UPDATE", loan_id
+        )
+        problem: NotFound | FailedPrecondition | None = None
+        if loan is None:
+            problem = NotFound(f"no loan {loan_id!r}; the payment is kept as unmatched")
+        elif loan["state"] != "open":
+            problem = FailedPrecondition(
+                f"loan {loan_id} is {loan['state']}; the payment is kept as unmatched"
             )
-            problem: NotFound | FailedPrecondition | None = None
-            if loan is None:
-                problem = NotFound(f"no loan {loan_id!r}; the payment is kept as unmatched")
-            elif loan["state"] != "open":
-                problem = FailedPrecondition(
-                    f"loan {loan_id} is {loan['state']}; the payment is kept as unmatched"
-                )
-            elif currency != loan["currency"]:
-                raise InvalidArgument("amount.currency", f"loan {loan_id} is in {loan['currency']}")
-            if problem is not None:
-                # On a connection of its own: kept although this transaction fails.
-                await self._unmatched(
-                    loan_id, payer, currency, amount_minor, value_date, reference, problem.message
-                )
-                raise problem
-            owed = await financing(conn, loan)
-            by_quote = await quote(conn, loan_id, quote_id) if quote_id else None
-            effect = owed.apply_payment(amount_minor, value_date, by_quote)
-            split, settled = effect.split, effect.settled
-            if effect.rentals:
-                await conn.executemany(
-                    "UPDATE schedule_lines SET paid = $3, interest = $4"
-                    " WHERE loan_id = $1 AND number = $2",
-                    [(loan_id, r.number, r.paid_minor, r.interest_minor) for r in effect.rentals],
-                )
-            version = loan["version"] + 1
-            columns = {
-                **effect.changes, "state": "settled" if settled else "open", "version": version,
-            }  # fmt: skip
-            await conn.execute(
-                "UPDATE loans SET "
-                + ", ".join(f"{c} = ${n}" for n, c in enumerate(columns, start=2))
-                + " WHERE loan_id = $1",
-                loan_id,
-                *columns.values(),
+        elif currency != loan["currency"]:
+            raise InvalidArgument("amount.currency", f"loan {loan_id} is in {loan['currency']}")
+        if problem is not None:
+            # On a connection of its own: kept although this transaction fails.
+            await self._unmatched(
+                loan_id, payer, currency, amount_minor, value_date, reference, problem.message
             )
-            payment_id = f"PAY-{uuid.uuid4().hex[:12].upper()}"
-            expected = payer == owed.expected_payer
-            allocation = split.__dict__ | {"expected_payer": expected}
-            await conn.execute(
-                "INSERT INTO payments (payment_id, loan_id, payer, amount_minor, value_date,"
-                " bank_reference, allocation, recorded_micros)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                payment_id,
-                loan_id,
-                payer,
-                amount_minor,
-                value_date,
-                reference,
-                allocation,
-                self.clock.now_micros(),
+            raise problem
+        owed = await financing(conn, loan)
+        by_quote = await quote(conn, loan_id, quote_id) if quote_id else None
+        effect = owed.apply_payment(amount_minor, value_date, by_quote)
+        split, settled = effect.split, effect.settled
+        if effect.rentals:
+            await conn.executemany(
+                "UPDATE schedule_lines SET paid = $3, interest = $4"
+                " WHERE loan_id = $1 AND number = $2",
+                [(loan_id, r.number, r.paid_minor, r.interest_minor) for r in effect.rentals],
             )
-            await self.journal(
-                conn,
-                loan_id,
-                "payment_allocated",
-                version,
-                {
-                    "payment_id": payment_id,
-                    "payer": payer,
-                    "amount_minor": amount_minor,
-                    "value_date": value_date.isoformat(),
-                    "bank_reference": reference,
-                    "quote_id": quote_id,
-                    "allocation": allocation,
-                    "principal_out": effect.changes["principal_out"],
-                },
-            )
-            if settled:
-                await self.journal(
-                    conn, loan_id, "settled", version + 1, {"settled_on": value_date.isoformat()}
-                )
-                await conn.execute(
-                    "UPDATE loans SET version = $2 WHERE loan_id = $1", loan_id, version + 1
-                )
-            row: Any = await conn.fetchrow("SELECT * FROM loans WHERE loan_id = $1", loan_id)
+        version = loan["version"] + 1
+        columns = {
+            **effect.changes, "state": "settled" if settled else "open", "version": version,
+        }  # fmt: skip
+        await conn.execute(
+            "UPDATE loans SET "
+            + ", ".join(f"{c} = ${n}" for n, c in enumerate(columns, start=2))
+            + " WHERE loan_id = $1",
+            loan_id,
+            *columns.values(),
+        )
+        payment_id = f"PAY-{uuid.uuid4().hex[:12].upper()}"
+        expected = payer == owed.expected_payer
+        allocation = split.__dict__ | {"expected_payer": expected}
+        await conn.execute(
+            "INSERT INTO payments (payment_id, loan_id, payer, amount_minor, value_date,"
+            " bank_reference, allocation, recorded_micros)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            payment_id,
+            loan_id,
+            payer,
+            amount_minor,
+            value_date,
+            reference,
+            allocation,
+            self.clock.now_micros(),
+        )
+        await self.journal(
+            conn,
+            loan_id,
+            "payment_allocated",
+            version,
+            {
+                "payment_id": payment_id,
+                "payer": payer,
+                "amount_minor": amount_minor,
+                "value_date": value_date.isoformat(),
+                "bank_reference": reference,
+                "quote_id": quote_id,
+                "allocation": allocation,
+                "principal_out": effect.changes["principal_out"],
+            },
+        )
         if settled:
-            await self.announce_settlement(loan_id)
-        return payment_id, split, expected, row
+            await self.journal(
+                conn, loan_id, "settled", version + 1, {"settled_on": value_date.isoformat()}
+            )
+            await conn.execute(
+                "UPDATE loans SET version = $2 WHERE loan_id = $1", loan_id, version + 1
+            )
+        row: Any = await conn.fetchrow("SELECT * FROM loans WHERE loan_id = $1", loan_id)
+        return payment_id, split, expected, row, settled
 
     async def _unmatched(
         self,
@@ -255,7 +255,8 @@ class LoanBook:
     ) -> None:
         await self.pool.execute(
             "INSERT INTO unmatched_payments (loan_id, payer, amount_minor, currency, value_date,"
-            " bank_reference, reason, recorded_micros) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            " bank_reference, reason, recorded_micros) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            " ON CONFLICT (bank_reference) DO NOTHING",
             loan_id,
             payer,
             amount,

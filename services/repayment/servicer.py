@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from services.gen.scf.repayment.v1 import repayment_pb2, repayment_pb2_grpc
@@ -10,7 +11,8 @@ from services.repayment.calc import bucket_for
 from services.repayment.loans import LoanBook
 from services.repayment.store import financing
 from services.runtime.dates import parse_date
-from services.runtime.errors import InvalidArgument, PermissionDenied
+from services.runtime.errors import AWAY, InvalidArgument, PermissionDenied, SCFError
+from services.runtime.idempotency import once
 from services.runtime.identity import Identity, Role, current_identity, require_role
 from services.runtime.money import Money, parse_money
 
@@ -35,12 +37,15 @@ class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
     def __init__(self, book: LoanBook) -> None:
         self.book = book
 
-    async def loan_view(self, loan: Any) -> repayment_pb2.Loan:
+    async def loan_view(self, loan: Any, conn: Any = None) -> repayment_pb2.Loan:
         """The loan or lease with its balances as of the clock (as of its last
         accrual once settled)."""
         today = self.book.clock.now().date()
         day = today if loan["state"] == "open" else loan["accrued_until"]
-        async with self.book.pool.acquire() as conn:
+        if conn is None:
+            async with self.book.pool.acquire() as own:
+                standing = (await financing(own, loan)).standing(day, today)
+        else:  # inside the caller's transaction: its rentals as it changed them
             standing = (await financing(conn, loan)).standing(day, today)
         owed = (
             standing.principal_minor, standing.interest_minor, standing.penalty_minor,
@@ -83,33 +88,44 @@ class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
     async def RecordPayment(
         self, request: repayment_pb2.RecordPaymentRequest, context: Any
     ) -> repayment_pb2.RecordPaymentResponse:
-        require_role(Role.OPERATOR)
+        who = require_role(Role.OPERATOR)
         if not request.loan_id:
             raise InvalidArgument("loan_id", "required")
         if not request.payer:
             raise InvalidArgument("payer", "required")
         amount = parse_money(request.amount.amount, request.amount.currency, "amount")
         value_date = parse_date(request.value_date, "value_date")
-        payment_id, split, expected, loan = await self.book.record_payment(
-            request.loan_id,
-            request.payer,
-            amount.currency,
-            amount.minor,
-            value_date,
-            request.bank_reference,
-            request.quote_id,
-        )
-        c = amount.currency
-        return repayment_pb2.RecordPaymentResponse(
-            payment_id=payment_id,
-            penalty=_m(c, split.penalty_minor),
-            fees=_m(c, split.fees_minor),
-            interest=_m(c, split.interest_minor),
-            principal=_m(c, split.principal_minor),
-            surplus=_m(c, split.surplus_minor),
-            expected_payer=expected,
-            loan=await self.loan_view(loan),
-        )
+        settled: list[str] = []
+
+        async def work(conn: Any) -> repayment_pb2.RecordPaymentResponse:
+            payment_id, split, expected, loan, settles = await self.book.record_payment(
+                conn, request.loan_id, request.payer, amount.currency, amount.minor,
+                value_date, request.bank_reference, request.quote_id,
+            )  # fmt: skip
+            if settles:
+                settled.append(request.loan_id)
+            c = amount.currency
+            return repayment_pb2.RecordPaymentResponse(
+                payment_id=payment_id,
+                penalty=_m(c, split.penalty_minor),
+                fees=_m(c, split.fees_minor),
+                interest=_m(c, split.interest_minor),
+                principal=_m(c, split.principal_minor),
+                surplus=_m(c, split.surplus_minor),
+                expected_payer=expected,
+                loan=await self.loan_view(loan, conn),
+            )
+
+        # The key makes a retry safe; the bank reference stays a business rule
+        # (a second payment with one reference is DUPLICATE_REFERENCE).
+        response = await once(
+            self.book.pool, who.party_id, "RecordPayment", request.idempotency_key, request,
+            repayment_pb2.RecordPaymentResponse, work,
+        )  # fmt: skip
+        for loan_id in settled:  # committed: orders and lending hear of it (or the sweep tells)
+            with contextlib.suppress(*AWAY, SCFError):
+                await self.book.announce_settlement(loan_id)
+        return response
 
     async def GetLoan(
         self, request: repayment_pb2.GetLoanRequest, context: Any

@@ -55,7 +55,8 @@ async def once(
                 if row is not None:
                     if bytes(row["request_sha256"]) != fingerprint:
                         raise AlreadyExists(
-                            f"idempotency key {idempotency_key!r} was used for a different request"
+                            f"idempotency key {idempotency_key!r} was used for a different request",
+                            reason="IDEMPOTENCY_KEY_REUSED",
                         )
                     return response_type.FromString(bytes(row["response"]))
                 response = await work(conn)

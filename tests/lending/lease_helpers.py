@@ -174,7 +174,8 @@ class LeaseEnv:
             repayment_pb2.RecordPaymentRequest(
                 loan_id=lease_id, payer="acme-builders",
                 amount=money_pb2.Money(amount=amount, currency="CNY"),
-                value_date=self.clock.now().date().isoformat(), bank_reference=ref, **kw,
+                value_date=self.clock.now().date().isoformat(), bank_reference=ref,
+                **{"idempotency_key": ref, **kw},
             )
         )  # fmt: skip
 

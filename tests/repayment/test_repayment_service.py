@@ -53,7 +53,7 @@ def _pay(
 ) -> Any:
     return repayment_pb2.RecordPaymentRequest(
         loan_id=loan_id, payer=payer, amount=money_pb2.Money(amount=amount, currency="CNY"),
-        value_date=day.isoformat(), bank_reference=ref, **kw,
+        value_date=day.isoformat(), bank_reference=ref, **{"idempotency_key": ref, **kw},
     )  # fmt: skip
 
 
@@ -103,6 +103,7 @@ async def test_paid_at_due_date_settles_order_and_restores_facility(settings: Se
                         amount=money_pb2.Money(amount="1.00", currency="USD"),
                         value_date=today.isoformat(),
                         bank_reference="f3",
+                        idempotency_key="f3",
                     ),
                     grpc.StatusCode.INVALID_ARGUMENT,
                 ),
@@ -130,8 +131,14 @@ async def test_paid_at_due_date_settles_order_and_restores_facility(settings: Se
             total = 400_000_000 - 50_000_000 - expected_interest - fee
             assert paid.surplus.amount == f"{total / 100:.2f}"
             assert paid.loan.state == "settled"
+            # A retry of the call gets its first answer; the same reference under
+            # another key is a second payment of one transfer: refused.
+            again = await operator.RecordPayment(_pay(loan_id, "4000000.00", today, "BANKREF-1"))
+            assert again == paid
             with pytest.raises(grpc.aio.AioRpcError) as info:
-                await operator.RecordPayment(_pay(loan_id, "4000000.00", today, "BANKREF-1"))
+                await operator.RecordPayment(
+                    _pay(loan_id, "4000000.00", today, "BANKREF-1", idempotency_key="other")
+                )
             assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await operator.RecordPayment(_pay(loan_id, "5.00", today, "BANKREF-2"))
@@ -272,14 +279,23 @@ async def test_one_bank_reference_at_once_is_one_payment_and_clear_duplicates(
             operator = repayment_pb2_grpc.RepaymentServiceStub(ch)
             await _opened(operator, loan_id)
             today = dt.date.today()
-            calls = [
+            # Eight retries of one call at once: one payment, and every caller its answer.
+            retries = [
                 operator.RecordPayment(_pay(loan_id, "10.00", today, "BANKREF-AT-ONCE"))
                 for _ in range(8)
             ]
+            answers = await asyncio.gather(*retries)
+            assert len({a.payment_id for a in answers}) == 1
+            # Eight other calls with that reference: duplicates, each told why.
+            calls = [
+                operator.RecordPayment(
+                    _pay(loan_id, "10.00", today, "BANKREF-AT-ONCE", idempotency_key=f"k{i}")
+                )
+                for i in range(8)
+            ]
             results = await asyncio.gather(*calls, return_exceptions=True)
-            paid = [r for r in results if not isinstance(r, BaseException)]
             refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
-            assert len(paid) == 1 and len(refused) == 7, results
+            assert len(refused) == 8, results
             for exc in refused:
                 assert exc.code() == grpc.StatusCode.ALREADY_EXISTS, exc
                 status = rpc_status.from_call(exc)

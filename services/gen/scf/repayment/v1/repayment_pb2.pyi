@@ -207,12 +207,19 @@ class RecordPaymentRequest(_message.Message):
     VALUE_DATE_FIELD_NUMBER: _builtins.int
     BANK_REFERENCE_FIELD_NUMBER: _builtins.int
     QUOTE_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     loan_id: _builtins.str
     payer: _builtins.str
     value_date: _builtins.str
     bank_reference: _builtins.str
     quote_id: _builtins.str
     """Pays the loan off by this quote (QuotePayoff), if given."""
+    idempotency_key: _builtins.str
+    """Required. A retry with the same key and request gets the first answer; the
+    same key with another request is ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED).
+    A second payment with a bank reference recorded before is ALREADY_EXISTS
+    with reason DUPLICATE_REFERENCE, whatever its key.
+    """
     @_builtins.property
     def amount(self) -> _money_pb2.Money: ...
     def __init__(
@@ -224,10 +231,11 @@ class RecordPaymentRequest(_message.Message):
         value_date: _builtins.str = ...,
         bank_reference: _builtins.str = ...,
         quote_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "bank_reference", b"bank_reference", "loan_id", b"loan_id", "payer", b"payer", "quote_id", b"quote_id", "value_date", b"value_date"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "bank_reference", b"bank_reference", "idempotency_key", b"idempotency_key", "loan_id", b"loan_id", "payer", b"payer", "quote_id", b"quote_id", "value_date", b"value_date"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

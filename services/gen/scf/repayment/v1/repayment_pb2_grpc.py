@@ -81,8 +81,9 @@ class RepaymentServiceServicer:
 
     def RecordPayment(self, request, context):
         """RecordPayment (operator of the supervised account): a payment with its
-        payer, amount, value date and bank reference. A reference seen before is
-        a duplicate (ALREADY_EXISTS), not a second payment. A payment for an
+        payer, amount, value date and bank reference, idempotent by its key. A
+        reference seen before is a duplicate (ALREADY_EXISTS, DUPLICATE_REFERENCE),
+        not a second payment. A payment for an
         unknown or closed loan is kept as unmatched for the operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -40,8 +40,9 @@ class RepaymentServiceStub:
     def __new__(cls, channel: _aio.Channel) -> RepaymentServiceAsyncStub: ...
     RecordPayment: _grpc.UnaryUnaryMultiCallable[_repayment_pb2.RecordPaymentRequest, _repayment_pb2.RecordPaymentResponse]
     """RecordPayment (operator of the supervised account): a payment with its
-    payer, amount, value date and bank reference. A reference seen before is
-    a duplicate (ALREADY_EXISTS), not a second payment. A payment for an
+    payer, amount, value date and bank reference, idempotent by its key. A
+    reference seen before is a duplicate (ALREADY_EXISTS, DUPLICATE_REFERENCE),
+    not a second payment. A payment for an
     unknown or closed loan is kept as unmatched for the operator.
     """
     GetLoan: _grpc.UnaryUnaryMultiCallable[_repayment_pb2.GetLoanRequest, _repayment_pb2.GetLoanResponse]
@@ -67,8 +68,9 @@ class RepaymentServiceAsyncStub(RepaymentServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     RecordPayment: _aio.UnaryUnaryMultiCallable[_repayment_pb2.RecordPaymentRequest, _repayment_pb2.RecordPaymentResponse]  # type: ignore[assignment]
     """RecordPayment (operator of the supervised account): a payment with its
-    payer, amount, value date and bank reference. A reference seen before is
-    a duplicate (ALREADY_EXISTS), not a second payment. A payment for an
+    payer, amount, value date and bank reference, idempotent by its key. A
+    reference seen before is a duplicate (ALREADY_EXISTS, DUPLICATE_REFERENCE),
+    not a second payment. A payment for an
     unknown or closed loan is kept as unmatched for the operator.
     """
     GetLoan: _aio.UnaryUnaryMultiCallable[_repayment_pb2.GetLoanRequest, _repayment_pb2.GetLoanResponse]  # type: ignore[assignment]
@@ -97,8 +99,9 @@ class RepaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_repayment_pb2.RecordPaymentResponse, _abc.Awaitable[_repayment_pb2.RecordPaymentResponse]]:
         """RecordPayment (operator of the supervised account): a payment with its
-        payer, amount, value date and bank reference. A reference seen before is
-        a duplicate (ALREADY_EXISTS), not a second payment. A payment for an
+        payer, amount, value date and bank reference, idempotent by its key. A
+        reference seen before is a duplicate (ALREADY_EXISTS, DUPLICATE_REFERENCE),
+        not a second payment. A payment for an
         unknown or closed loan is kept as unmatched for the operator.
         """
 
