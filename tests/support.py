@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -110,3 +113,15 @@ async def running(spec: ServiceSpec, settings: Settings, **kwargs: object) -> As
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)
+
+
+def scf(settings: Settings, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The ``scf`` command, as an operator runs it against these settings."""
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli.main", *args],
+        env={**os.environ, **settings.to_env(), "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+    )

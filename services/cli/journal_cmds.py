@@ -272,6 +272,48 @@ def refusals(limit: int = typer.Option(20, min=1, max=1000)) -> None:
     out.print(table)
 
 
+@journal_app.command("held-back")
+def held_back_statements() -> None:
+    """Statements a service's outbox holds back for good (set aside by its relay as
+    too large for any message, or refused by the journal), with the reason; from
+    each service's database. Exits 1 when there is any, so a script can alarm."""
+    from rich.table import Table
+
+    from services.runtime.config import SERVICE_NAMES
+    from services.runtime.journal_client import held_back
+
+    settings = Settings.from_env()
+    dsn = _database_url(settings)
+
+    async def run() -> list[tuple[str, Any]]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            found = []
+            for service in SERVICE_NAMES:
+                if service == "journal":
+                    continue
+                schema = settings.endpoint(service).schema
+                await conn.execute(f'SET search_path TO "{schema}"')
+                try:
+                    found += [(service, row) for row in await held_back(conn)]
+                except asyncpg.UndefinedTableError:  # the service never ran here
+                    continue
+            return found
+        finally:
+            await conn.close()
+
+    rows = asyncio.run(run())
+    table = Table("service", "outbox id", "idempotency key", "subject", "bytes", "reason")
+    for service, r in rows:
+        table.add_row(
+            service, str(r["id"]), r["idempotency_key"], r["subject"], str(r["size"]),
+            r["refused_reason"],
+        )  # fmt: skip
+    out.print(table if rows else "nothing held back")
+    if rows:
+        raise typer.Exit(1)
+
+
 @journal_app.command("rotate-key")
 def rotate_key(service: str) -> None:
     """Register a new signing key for SERVICE and put it in place of the old one.

@@ -383,6 +383,17 @@ _FRAMING = 2048
 _PER_STATEMENT = 4
 
 
+async def held_back(conn: Any) -> list[Any]:
+    """The statements this outbox holds back for good: set aside by the relay (too
+    large for any message) or refused by the journal, each with its reason."""
+    rows: list[Any] = await conn.fetch(
+        "SELECT id, idempotency_key, subject, length(statement) AS size, refused_reason,"
+        " created_at FROM outbox WHERE refused_reason IS NOT NULL AND journal_seq IS NULL"
+        " ORDER BY id"
+    )
+    return rows
+
+
 def split_for_messages(
     rows: list[Any], per_message: int, max_payload: int
 ) -> tuple[list[list[Any]], list[Any]]:

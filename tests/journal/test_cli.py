@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,19 +9,9 @@ import pytest
 from services.runtime.config import Settings
 from services.runtime.platform import Platform
 from tests.journal.helpers import producer
+from tests.support import scf
 
 pytestmark = pytest.mark.integration
-
-
-def scf(settings: Settings, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli.main", *args],
-        env={**os.environ, **settings.to_env(), "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-    )
 
 
 async def test_export_verify_receipt(settings: Settings, tmp_path: Path) -> None:

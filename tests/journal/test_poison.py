@@ -4,6 +4,8 @@ everything after it flows on."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from services.journal.service import SPEC as JOURNAL
@@ -11,7 +13,7 @@ from services.runtime.config import Settings
 from services.runtime.journal_client import split_for_messages
 from services.runtime.metrics import OUTBOX_SET_ASIDE
 from tests.journal.helpers import producer, wait_until
-from tests.support import running
+from tests.support import running, scf
 
 
 def _rows(*sizes: int) -> list[dict[str, object]]:
@@ -27,7 +29,9 @@ def test_groups_fit_a_message_in_order_and_what_fits_none_is_set_aside() -> None
 
 
 @pytest.mark.integration
-async def test_large_statements_flow_and_one_too_large_is_set_aside(settings: Settings) -> None:
+async def test_large_statements_flow_and_one_too_large_is_set_aside(
+    settings: Settings, tmp_path: Path
+) -> None:
     before = OUTBOX_SET_ASIDE.labels("orders")._value.get()
     async with running(JOURNAL, settings), producer(settings) as p:
         keys = ["small-1", "large-1", "large-2", "huge", "small-2"]
@@ -48,6 +52,11 @@ async def test_large_statements_flow_and_one_too_large_is_set_aside(settings: Se
         row = await p.pool.fetchrow("SELECT * FROM outbox WHERE idempotency_key = 'huge'")
         assert row["journal_seq"] is None and "set aside by the relay" in row["refused_reason"]
         assert OUTBOX_SET_ASIDE.labels("orders")._value.get() == before + 1
+        # The operator's listing names it (and exits 1: something is held back).
+        listed = scf(settings, "journal", "held-back", cwd=tmp_path)
+        assert listed.returncode == 1, listed.stderr
+        assert "huge" in listed.stdout and "set aside by the relay" in listed.stdout
+        assert "small-1" not in listed.stdout
         # Journaled in order, the large ones among them.
         seqs = [confirmed[k] for k in ("small-1", "large-1", "large-2", "small-2")]
         assert seqs == sorted(seqs)
