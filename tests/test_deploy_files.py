@@ -150,3 +150,10 @@ def test_the_permission_table_in_the_docs_is_the_one_the_code_enforces() -> None
 
     docs = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
     assert table_markdown() in docs
+
+
+def test_the_integer_ranges_in_the_docs_are_the_ones_the_boundary_checks() -> None:
+    from services.contracts.bounds import ranges_markdown
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    assert ranges_markdown() in docs

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from services.gen.scf.journal.v1 import journal_pb2
 from services.gen.scf.leasing.v1 import leasing_pb2
 from services.gen.scf.orders.v1 import orders_pb2
+from services.gen.scf.underwriting.v1 import underwriting_pb2
 from services.runtime.errors import InvalidArgument
 from services.runtime.grpcserver import refuse_nul
 
@@ -70,3 +72,35 @@ def test_a_field_named_larger_takes_its_own_bound() -> None:
     refuse_nul(scoring_pb2.LoadModelRequest(scorecard_json="{}" + " " * 50_000))
     with pytest.raises(InvalidArgument, match="100000 characters"):
         refuse_nul(scoring_pb2.LoadModelRequest(scorecard_json=" " * 100_001))
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (
+            orders_pb2.RegisterOrderRequest(line_items=[orders_pb2.LineItem(quantity=-3)]),
+            "line_items[0].quantity",
+        ),
+        (orders_pb2.ListOrdersRequest(page_size=101), "page_size"),
+        (leasing_pb2.ApplyForLeaseRequest(term_months=121), "term_months"),
+        (leasing_pb2.ExerciseOptionRequest(renewal_periods=-1), "renewal_periods"),
+        (
+            underwriting_pb2.ApproveRequest(terms=underwriting_pb2.Terms(rate_bps=5001)),
+            "terms.rate_bps",
+        ),
+        (journal_pb2.ListEntriesRequest(end=2**53), "end"),
+        (leasing_pb2.ApplyForLeaseRequest(frequency=99), "frequency"),  # type: ignore[arg-type]
+        (orders_pb2.ListOrdersRequest(states=[1, 77]), "states[1]"),  # type: ignore[list-item]
+    ],
+)
+def test_every_integer_has_a_range_and_every_enum_its_values(request_: object, field: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        refuse_nul(request_)
+    assert info.value.field == field
+
+
+def test_integers_within_their_ranges_pass() -> None:
+    refuse_nul(orders_pb2.ListOrdersRequest(page_size=100, states=[1, 2]))
+    terms = underwriting_pb2.Terms(rate_bps=5000, tenor_days=3652)
+    refuse_nul(underwriting_pb2.ApproveRequest(terms=terms))
+    refuse_nul(journal_pb2.ListEntriesRequest(start=0, end=2**53 - 1))
