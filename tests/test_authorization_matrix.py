@@ -79,6 +79,7 @@ def matrix(ids: dict[str, str]) -> list[tuple[str, Any, str, Any, frozenset[str]
         ("journal", Jg.JournalAdminServiceStub, "RegisterKey", J.RegisterKeyRequest(producer=""), frozenset({OP})),
         ("journal", Jg.JournalAdminServiceStub, "RevokeKey", J.RevokeKeyRequest(), frozenset({OP})),
         ("journal", Jg.JournalAdminServiceStub, "ListRefusals", J.ListRefusalsRequest(limit=1), frozenset({OP})),
+        ("journal", Jg.JournalAdminServiceStub, "GetStoreAudit", J.GetStoreAuditRequest(), frozenset({OP})),
         ("orders", Og.OrdersServiceStub, "RegisterOrder", O.RegisterOrderRequest(**key), frozenset({SUB, SUB2})),
         ("orders", Og.OrdersServiceStub, "ConfirmOrder", O.ConfirmOrderRequest(order_id=oid, **key), frozenset({BUY})),
         ("orders", Og.OrdersServiceStub, "DisputeOrder", O.DisputeOrderRequest(order_id=oid, **key), frozenset({BUY})),

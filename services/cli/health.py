@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -28,19 +30,47 @@ async def check_all(settings: Settings, addrs: dict[str, str]) -> dict[str, str]
     return dict(zip(addrs, results, strict=True))
 
 
+async def _ask(settings: Settings, addr: str, call: Callable[[Any], Awaitable[Any]]) -> Any:
+    """One call as the operator; the exception, if it failed, to be shown as it is."""
+    tls = load_party(settings.certs_dir, "operator")
+    async with client_channel(addr, tls) as channel:
+        try:
+            return await call(channel)
+        except Exception as exc:  # shown to the operator as it is
+            return exc
+
+
 async def replica_detail(settings: Settings, addr: str) -> str:
     """A replica's size, lag and alarm, for `scf status`."""
     from services.gen.scf.replica.v1 import replica_pb2, replica_pb2_grpc
 
-    tls = load_party(settings.certs_dir, "operator")
-    async with client_channel(addr, tls) as channel:
-        try:
-            s = await replica_pb2_grpc.ReplicaServiceStub(channel).GetStatus(
-                replica_pb2.GetStatusRequest(), timeout=2
-            )
-        except Exception as exc:  # shown to the operator as it is
-            return f"no status ({type(exc).__name__})"
+    s = await _ask(
+        settings, addr,
+        lambda ch: replica_pb2_grpc.ReplicaServiceStub(ch).GetStatus(
+            replica_pb2.GetStatusRequest(), timeout=2
+        ),
+    )  # fmt: skip
+    if isinstance(s, Exception):
+        return f"no status ({type(s).__name__})"
     text = f"{s.tree_size} entries, {s.lag_entries} behind, cosigned to {s.cosigned_size}"
     if s.HasField("alarm"):
         text += f"; ALARM ({s.alarm.kind}) at entry {s.alarm.seq}: {s.alarm.problem}"
+    return text
+
+
+async def journal_detail(settings: Settings, addr: str) -> str:
+    """The journal's own check of its store, for `scf status`."""
+    from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
+
+    s = await _ask(
+        settings, addr,
+        lambda ch: journal_pb2_grpc.JournalAdminServiceStub(ch).GetStoreAudit(
+            journal_pb2.GetStoreAuditRequest(), timeout=2
+        ),
+    )  # fmt: skip
+    if isinstance(s, Exception):
+        return f"no store audit ({type(s).__name__})"
+    text = f"{s.verified_size} entries verified, {s.sweeps} sweeps"
+    if s.HasField("damage"):
+        text += f"; ALARM (store damaged) at entry {s.damage.seq}: {s.damage.problem}"
     return text

@@ -192,7 +192,7 @@ def status(data_dir: Path | None = DataDirOption) -> None:
     if state is None:
         out.print(f"not running (no state in {settings.data_dir / 'run'})")
         raise typer.Exit(1)
-    from services.cli.health import check_all, replica_detail
+    from services.cli.health import check_all, journal_detail, replica_detail
 
     services = state["services"]
     assert isinstance(services, dict)
@@ -203,6 +203,8 @@ def status(data_dir: Path | None = DataDirOption) -> None:
         for n, a in addrs.items()
         if n.startswith("replica-")
     }
+    if "journal" in addrs:
+        details["journal"] = asyncio.run(journal_detail(settings, addrs["journal"]))
     table = Table("process", "pid", "state", "gRPC", "health", "detail")
     for name, info in services.items():
         alive = "alive" if _pid_alive(int(info["pid"])) else "gone"

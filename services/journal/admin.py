@@ -18,6 +18,7 @@ from services.journal.keyset import (
     PLATFORM_PRODUCER,
     canonical_json,
 )
+from services.journal.self_audit import StoreAudit
 from services.journal.sequencer import Sequencer
 from services.journal.storage import JournalStore
 from services.runtime.errors import FailedPrecondition, InvalidArgument
@@ -37,7 +38,9 @@ class AdminServicer(journal_pb2_grpc.JournalAdminServiceServicer):
         js: JetStreamContext,
         subjects: Subjects,
         root: Signer,
+        audit: StoreAudit | None = None,
     ) -> None:
+        self.audit = audit
         self.sequencer = sequencer
         self.store = store
         self.js = js
@@ -131,3 +134,26 @@ class AdminServicer(journal_pb2_grpc.JournalAdminServiceServicer):
         raise FailedPrecondition(
             "the journal did not take the entry in time; retry with the same key"
         )
+
+    async def GetStoreAudit(
+        self, request: journal_pb2.GetStoreAuditRequest, context: Any
+    ) -> journal_pb2.GetStoreAuditResponse:
+        require_role(Role.OPERATOR)
+        audit = self.audit
+        if audit is None:
+            return journal_pb2.GetStoreAuditResponse()
+        reply = journal_pb2.GetStoreAuditResponse(
+            verified_size=audit.size, sweeps=audit.sweeps,
+            last_sweep_micros=audit.last_sweep_micros,
+        )  # fmt: skip
+        if audit.damage is not None:
+            d = audit.damage
+            reply.damage.CopyFrom(
+                journal_pb2.StoreDamage(
+                    seq=max(d.seq, 0),
+                    problem=d.problem,
+                    evidence=list(d.evidence),
+                    detected_micros=d.detected_micros,
+                )
+            )
+        return reply

@@ -13,6 +13,7 @@ from typing import Any
 
 from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
 from services.journal.encoding import Entry
+from services.journal.self_audit import StoreAudit, StoreDamaged
 from services.journal.storage import JournalStore
 from services.journal.tree import consistency_ranges, inclusion_ranges
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -45,9 +46,33 @@ def entry_message(entry: Entry) -> journal_pb2.Entry:
 
 
 class AuditServicer(journal_pb2_grpc.AuditServiceServicer):
-    def __init__(self, store: JournalStore, root_public_key: bytes) -> None:
+    """The journal's (and each replica's) read API. With ``audit`` (the journal's
+    own check of its store) it serves only entries whose hash it verified, and
+    nothing once it found damage."""
+
+    def __init__(
+        self, store: JournalStore, root_public_key: bytes, audit: StoreAudit | None = None
+    ) -> None:
         self.store = store
         self.root_public_key = root_public_key
+        self.audit = audit
+
+    def _guard(self) -> None:
+        require_role(*READERS)
+        if self.audit is not None and self.audit.damage is not None:
+            d = self.audit.damage
+            raise StoreDamaged(
+                f"the journal's store is damaged at entry {d.seq}: {d.problem};"
+                " ask a bank's replica meanwhile", reason="STORE_DAMAGED",
+            )  # fmt: skip
+
+    async def _checked(self, entries: list[Entry]) -> list[Entry]:
+        return entries if self.audit is None else await self.audit.check_served(entries)
+
+    async def _stored_size(self) -> int:
+        """Entries that may be served: with the audit, those it verified."""
+        stored = await self.store.size()
+        return stored if self.audit is None else min(stored, self.audit.size)
 
     async def _latest(self) -> Any:
         latest = await self.store.latest_checkpoint()
@@ -56,7 +81,7 @@ class AuditServicer(journal_pb2_grpc.AuditServiceServicer):
         return latest
 
     async def GetCheckpoint(self, request: Any, context: Any) -> journal_pb2.GetCheckpointResponse:
-        require_role(*READERS)
+        self._guard()
         cp = await self.store.cosigned_checkpoint(request.min_cosignatures)
         if cp is None:
             raise FailedPrecondition(
@@ -69,21 +94,28 @@ class AuditServicer(journal_pb2_grpc.AuditServiceServicer):
     async def ListEntries(
         self, request: journal_pb2.ListEntriesRequest, context: Any
     ) -> AsyncIterator[journal_pb2.ListEntriesResponse]:
-        require_role(*READERS)
+        self._guard()
         if request.end and request.end < request.start:
             raise InvalidArgument("end", f"{request.end} is before start {request.start}")
-        size = await self.store.size()
+        size = await self._stored_size()
         end = min(request.end or size, size)
+        chunk: list[Entry] = []
         async for entry in self.store.entries(request.start, end):
-            yield journal_pb2.ListEntriesResponse(entry=entry_message(entry))
+            chunk.append(entry)
+            if len(chunk) == 500:
+                for checked in await self._checked(chunk):
+                    yield journal_pb2.ListEntriesResponse(entry=entry_message(checked))
+                chunk = []
+        for checked in await self._checked(chunk):
+            yield journal_pb2.ListEntriesResponse(entry=entry_message(checked))
 
     async def GetSubjectHistory(
         self, request: journal_pb2.GetSubjectHistoryRequest, context: Any
     ) -> AsyncIterator[journal_pb2.GetSubjectHistoryResponse]:
-        require_role(*READERS)
+        self._guard()
         if not request.subject:
             raise InvalidArgument("subject", "required, such as order/ORD-1")
-        for entry in await self.store.subject_history(request.subject):
+        for entry in await self._checked(await self.store.subject_history(request.subject)):
             yield journal_pb2.GetSubjectHistoryResponse(entry=entry_message(entry))
 
     async def _size(self, requested: int) -> int:
@@ -94,15 +126,15 @@ class AuditServicer(journal_pb2_grpc.AuditServiceServicer):
     async def GetInclusionProof(
         self, request: journal_pb2.GetInclusionProofRequest, context: Any
     ) -> journal_pb2.GetInclusionProofResponse:
-        require_role(*READERS)
+        self._guard()
         size = await self._size(request.tree_size)
-        stored = await self.store.size()
+        stored = await self._stored_size()
         if size > stored:
             raise InvalidArgument("tree_size", f"{size} is beyond the journal's {stored} entries")
         if request.seq >= size:
             raise InvalidArgument("seq", f"{request.seq} is not below tree size {size}")
         entry = await self.store.entry(request.seq)
-        if entry is None:
+        if entry is None or not await self._checked([entry]):
             raise NotFound(f"entry {request.seq}")
         proof = await self.store.proof(inclusion_ranges(request.seq, size))
         return journal_pb2.GetInclusionProofResponse(
@@ -112,9 +144,9 @@ class AuditServicer(journal_pb2_grpc.AuditServiceServicer):
     async def GetConsistencyProof(
         self, request: journal_pb2.GetConsistencyProofRequest, context: Any
     ) -> journal_pb2.GetConsistencyProofResponse:
-        require_role(*READERS)
+        self._guard()
         second = await self._size(request.second_size)
-        stored = await self.store.size()
+        stored = await self._stored_size()
         if second > stored:
             raise InvalidArgument(
                 "second_size", f"{second} is beyond the journal's {stored} entries"
@@ -129,8 +161,8 @@ class AuditServicer(journal_pb2_grpc.AuditServiceServicer):
     async def GetKeySet(
         self, request: journal_pb2.GetKeySetRequest, context: Any
     ) -> journal_pb2.GetKeySetResponse:
-        require_role(*READERS)
-        size = request.tree_size or await self.store.size()
+        self._guard()
+        size = request.tree_size or await self._stored_size()
         keys = await self.store.load_keys(self.root_public_key, upto=size)
         return journal_pb2.GetKeySetResponse(
             tree_size=size,
@@ -149,7 +181,10 @@ class AuditServicer(journal_pb2_grpc.AuditServiceServicer):
     async def GetReceipt(
         self, request: journal_pb2.GetReceiptRequest, context: Any
     ) -> journal_pb2.GetReceiptResponse:
-        require_role(*READERS)
+        self._guard()
+        entry = await self.store.entry(request.seq)
+        if entry is not None:
+            await self._checked([entry])
         receipt = await build_receipt(self.store, request.seq, request.min_cosignatures)
         return journal_pb2.GetReceiptResponse(receipt_json=json.dumps(receipt, indent=2))
 

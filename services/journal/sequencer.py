@@ -52,6 +52,7 @@ from services.journal.keyset import (
     KeySet,
     genesis_payload,
 )
+from services.journal.self_audit import StoreAudit, StoreDamaged
 from services.journal.storage import JournalStore, StoredCheckpoint
 from services.journal.tree import CompactRange
 from services.runtime.bus import ack, bind, fetch
@@ -81,6 +82,10 @@ class Refusal:
 
 
 log = logging.getLogger(__name__)
+
+
+class _Halted(Exception):
+    """The store's audit found damage: the commit under way does not happen."""
 
 
 @dataclass(frozen=True)
@@ -115,8 +120,11 @@ class Sequencer:
         root_signer: Signer,
         clock: Clock,
         config: SequencerConfig,
+        audit: StoreAudit | None = None,
     ) -> None:
         self.store = JournalStore(pool)
+        #: The journal's own check of its store; nothing is committed once it found damage.
+        self.audit = audit
         self.pool = pool
         self.js = js
         self.subjects = subjects
@@ -156,8 +164,18 @@ class Sequencer:
             if genesis_keys is not None:
                 await self._genesis(genesis_keys)
             return
-        self.tree = await self.store.load_tree(size)
-        self.prev_hash = await self.store.last_leaf_hash() or GENESIS_PREV_HASH
+        if self.audit is not None:
+            # Carry on from what the audit verified, not from what the store says.
+            if size != self.audit.size:
+                await self.audit.report(
+                    min(size, self.audit.size), f"{size} entries stored, {self.audit.size} written"
+                )
+                return
+            self.tree = CompactRange(self.audit.tree.size, list(self.audit.tree.frontier))
+            self.prev_hash = self.audit.leaves.get(size - 1) or GENESIS_PREV_HASH
+        else:
+            self.tree = await self.store.load_tree(size)
+            self.prev_hash = await self.store.last_leaf_hash() or GENESIS_PREV_HASH
         self.keys = await self.store.load_keys(self.root.public_raw)
         latest = await self.store.latest_checkpoint()
         self.checkpointed = latest.tree_size if latest else 0
@@ -199,9 +217,16 @@ class Sequencer:
             if self._lock_conn is not None:
                 await self.pool.release(self._lock_conn)
 
+    def halted(self) -> bool:
+        """The store is damaged: nothing more is sequenced on top of it."""
+        return self.audit is not None and self.audit.damage is not None
+
     async def _consume(self, sub: Any, watch: LoopWatch) -> None:
         while True:
             watch.round("sequencing")
+            if self.halted():  # submissions wait in the stream, unacknowledged
+                await asyncio.sleep(1.0)
+                continue
             msgs = await fetch(sub, self.config.batch_size, self.config.fetch_timeout_s)
             if self._unpublished:
                 await self._republish()
@@ -233,7 +258,8 @@ class Sequencer:
         accepted, key_refusals = self._sequence(batches, set(journaled), submitters)
         refused += key_refusals
         crash_point("sequencer.before_commit")
-        await self._commit(accepted, refusals=refused)
+        if not await self._commit(accepted, refusals=refused):
+            return  # unacknowledged: they wait for a restored store
         crash_point("sequencer.after_commit")
         for m in msgs:
             await ack(m)
@@ -326,27 +352,43 @@ class Sequencer:
         *,
         refusals: Sequence[Refusal] = (),
         force_checkpoint: bool = False,
-    ) -> None:
+    ) -> bool:
+        """Store entries (and a checkpoint when due), then publish them; False when
+        the store's audit found damage and nothing was stored."""
         checkpoint = None
         if (force_checkpoint or self._checkpoint_due()) and self.tree.size > self.checkpointed:
             checkpoint = self.sign_checkpoint()
         try:
-            await self.store.commit(
-                [(e, h) for e, h, _ in accepted],
-                [n for _, _, nodes in accepted for n in nodes],
-                [checkpoint] if checkpoint is not None else [],
-                [(r.producer, ",".join(r.keys), r.reason, r.message) for r in refusals],
-            )
+            async with self._audit_lock():
+                if self.halted():
+                    raise _Halted()
+                await self.store.commit(
+                    [(e, h) for e, h, _ in accepted],
+                    [n for _, _, nodes in accepted for n in nodes],
+                    [checkpoint] if checkpoint is not None else [],
+                    [(r.producer, ",".join(r.keys), r.reason, r.message) for r in refusals],
+                )
+                if self.audit is not None:
+                    self.audit.committed([h for _, h, _ in accepted])
+        except _Halted:
+            log.error("the store is damaged: %d entries not committed", len(accepted))
+            return False
         except BaseException:
             # The in-memory tree ran ahead of the database: reload it.
             log.exception("journal commit failed; reloading state")
             await self.load(None)
+            if self.halted():  # it failed on rows nobody should have written
+                return False
             raise
         if checkpoint is not None:
             self.checkpointed = checkpoint.tree_size
             self._uncovered_since = None
         crash_point("sequencer.before_publish")
         await self._publish([e for e, _, _ in accepted], checkpoint)
+        return True
+
+    def _audit_lock(self) -> Any:
+        return self.audit.lock if self.audit is not None else contextlib.nullcontext()
 
     async def request_checkpoint(self) -> StoredCheckpoint:
         """A checkpoint over everything committed so far, signed now if need be."""
@@ -356,7 +398,11 @@ class Sequencer:
 
     async def _answer_checkpoint_requests(self) -> None:
         waiters, self._checkpoint_waiters = self._checkpoint_waiters, []
-        await self._commit([], force_checkpoint=True)
+        if not await self._commit([], force_checkpoint=True):
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(StoreDamaged("the journal's store is damaged"))
+            return
         latest = await self.store.latest_checkpoint()
         for waiter in waiters:
             if not waiter.done() and latest is not None:

@@ -13,6 +13,7 @@ from services.gen.scf.journal.v1 import journal_pb2_grpc
 from services.journal.admin import AdminServicer
 from services.journal.audit import AuditServicer
 from services.journal.checkpoint import parse_note
+from services.journal.self_audit import Damage, StoreAudit
 from services.journal.sequencer import Sequencer, SequencerConfig
 from services.journal.storage import JournalStore
 from services.journal.witness import add_lines, cosigners
@@ -66,6 +67,13 @@ async def setup(ctx: ServiceContext) -> None:
     # others; an operator keeps it offline (docs/operations.md).
     root = load_or_create_signer(keys_dir, ROOT_KEY_NAME)
     genesis_keys = {n: load_or_create_signer(keys_dir, n).public_raw for n in SERVICE_NAMES}
+
+    async def damaged(damage: Damage) -> None:
+        await ctx.server.not_serving()
+
+    # Before anything is sequenced: the whole store, verified from the root key.
+    audit = StoreAudit(ctx.pool, root.public_raw, on_damage=damaged)
+    intact = await audit.verify_all()
     sequencer = Sequencer(
         ctx.pool,
         ctx.js,
@@ -77,26 +85,32 @@ async def setup(ctx: ServiceContext) -> None:
             origin=origin_for(ctx.settings.nats_prefix),
             max_message_bytes=ctx.nc.max_payload - 2048,
         ),
+        audit=audit,
     )
-    task = asyncio.create_task(sequencer.run(genesis_keys), name="sequencer")
-    ctx.tasks.append(task)
-    # Serve only once the journal has its genesis entry and first checkpoint.
-    ready = asyncio.create_task(sequencer.ready.wait())
-    await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        ready.cancel()
-        task.result()
+    if intact:
+        task = asyncio.create_task(sequencer.run(genesis_keys), name="sequencer")
+        ctx.tasks.append(task)
+        # Serve only once the journal has its genesis entry and first checkpoint.
+        ready = asyncio.create_task(sequencer.ready.wait())
+        await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            ready.cancel()
+            task.result()
+        ctx.tasks.append(asyncio.create_task(audit.run(), name="store-audit"))
+    else:
+        # Nothing is sequenced on a damaged store; the process stays up to say so.
+        log.error("the journal does not sequence: its store is damaged (see the ALARM above)")
     collector = CosignatureCollector(JournalStore(ctx.pool), keys_dir)
     await ctx.nc.subscribe(ctx.subjects.cosignatures(), cb=collector.on_message)
     store = JournalStore(ctx.pool)
     ctx.server.add(
         journal_pb2_grpc.add_AuditServiceServicer_to_server,
-        AuditServicer(store, root.public_raw),
+        AuditServicer(store, root.public_raw, audit),
         "scf.journal.v1.AuditService",
     )
     ctx.server.add(
         journal_pb2_grpc.add_JournalAdminServiceServicer_to_server,
-        AdminServicer(sequencer, store, ctx.js, ctx.subjects, root),
+        AdminServicer(sequencer, store, ctx.js, ctx.subjects, root, audit),
         "scf.journal.v1.JournalAdminService",
     )
 

@@ -231,6 +231,9 @@ class GrpcServer:
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._service_names: list[str] = []
+        #: False once the service found it cannot do its work (the journal's damaged store).
+        self.serving = True
+        self._started = False
 
     def add(
         self, register: Callable[[Any, grpc.aio.Server], None], servicer: Any, name: str
@@ -243,9 +246,20 @@ class GrpcServer:
         names = [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
         reflection.enable_server_reflection(names, self.server)
         await self.server.start()
-        for name in ["", *self._service_names]:
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._started = True
+        await self._set_health()
         log.info("gRPC %s listening on %s", self.service, self.addr)
+
+    async def not_serving(self) -> None:
+        """Health NOT_SERVING from now on (before or after start), for every service."""
+        self.serving = False
+        if self._started:
+            await self._set_health()
+
+    async def _set_health(self) -> None:
+        status = health_pb2.HealthCheckResponse
+        for name in ["", *self._service_names]:
+            await self.health.set(name, status.SERVING if self.serving else status.NOT_SERVING)
 
     async def stop(self, grace: float = 3.0) -> None:
         await self.health.enter_graceful_shutdown()

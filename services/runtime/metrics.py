@@ -32,6 +32,15 @@ OUTBOX_SET_ASIDE = Counter(
     ["service"],
 )
 
+JOURNAL_AUDITED = Counter(
+    "scf_journal_audited_entries_total",
+    "entries the journal's own check of its store re-read and found as verified",
+)
+JOURNAL_DAMAGED = Gauge(
+    "scf_journal_store_damaged",
+    "1 once the journal found its store altered (it then sequences nothing more)",
+)
+
 
 def serve_metrics(addr: str) -> None:
     """Expose /metrics on ``host:port``; an empty address disables it."""

@@ -424,6 +424,88 @@ class GetReceiptResponse(_message.Message):
 Global___GetReceiptResponse: _TypeAlias = GetReceiptResponse  # noqa: Y015
 
 @_typing.final
+class GetStoreAuditRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStoreAuditRequest: _TypeAlias = GetStoreAuditRequest  # noqa: Y015
+
+@_typing.final
+class StoreDamage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    PROBLEM_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
+    DETECTED_MICROS_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """The first sequence number the damage touches."""
+    problem: _builtins.str
+    detected_micros: _builtins.int
+    """When the journal found it, microseconds since the Unix epoch (UTC)."""
+    @_builtins.property
+    def evidence(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What was stored and what was verified, as found."""
+
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        problem: _builtins.str = ...,
+        evidence: _abc.Iterable[_builtins.str] | None = ...,
+        detected_micros: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detected_micros", b"detected_micros", "evidence", b"evidence", "problem", b"problem", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoreDamage: _TypeAlias = StoreDamage  # noqa: Y015
+
+@_typing.final
+class GetStoreAuditResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERIFIED_SIZE_FIELD_NUMBER: _builtins.int
+    SWEEPS_FIELD_NUMBER: _builtins.int
+    LAST_SWEEP_MICROS_FIELD_NUMBER: _builtins.int
+    DAMAGE_FIELD_NUMBER: _builtins.int
+    verified_size: _builtins.int
+    """Entries verified: from the root key at start-up, then as they were written."""
+    sweeps: _builtins.int
+    """Whole passes of the background sweep since start-up."""
+    last_sweep_micros: _builtins.int
+    """When the last pass (or the start-up check) ended, microseconds since the Unix epoch."""
+    @_builtins.property
+    def damage(self) -> Global___StoreDamage:
+        """Set once damage is found; it stays until the store is restored and the journal restarted."""
+
+    def __init__(
+        self,
+        *,
+        verified_size: _builtins.int = ...,
+        sweeps: _builtins.int = ...,
+        last_sweep_micros: _builtins.int = ...,
+        damage: Global___StoreDamage | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["damage", b"damage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["damage", b"damage", "last_sweep_micros", b"last_sweep_micros", "sweeps", b"sweeps", "verified_size", b"verified_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStoreAuditResponse: _TypeAlias = GetStoreAuditResponse  # noqa: Y015
+
+@_typing.final
 class RequestCheckpointRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -413,6 +413,11 @@ class JournalAdminServiceStub:
                 request_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListRefusalsRequest.SerializeToString,
                 response_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListRefusalsResponse.FromString,
                 _registered_method=True)
+        self.GetStoreAudit = channel.unary_unary(
+                '/scf.journal.v1.JournalAdminService/GetStoreAudit',
+                request_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetStoreAuditRequest.SerializeToString,
+                response_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetStoreAuditResponse.FromString,
+                _registered_method=True)
 
 
 class JournalAdminServiceServicer:
@@ -451,6 +456,15 @@ class JournalAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStoreAudit(self, request, context):
+        """GetStoreAudit is the journal's own check of its store: how far it has
+        verified, and the damage it found, if any (then it sequences nothing more
+        and its health is NOT_SERVING). docs/operations.md, "The journal audits itself".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JournalAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -473,6 +487,11 @@ def add_JournalAdminServiceServicer_to_server(servicer, server):
                     servicer.ListRefusals,
                     request_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListRefusalsRequest.FromString,
                     response_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListRefusalsResponse.SerializeToString,
+            ),
+            'GetStoreAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStoreAudit,
+                    request_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetStoreAuditRequest.FromString,
+                    response_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetStoreAuditResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -585,6 +604,33 @@ class JournalAdminService:
             '/scf.journal.v1.JournalAdminService/ListRefusals',
             services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListRefusalsRequest.SerializeToString,
             services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListRefusalsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStoreAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scf.journal.v1.JournalAdminService/GetStoreAudit',
+            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetStoreAuditRequest.SerializeToString,
+            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetStoreAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

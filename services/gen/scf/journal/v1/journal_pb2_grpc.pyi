@@ -209,6 +209,11 @@ class JournalAdminServiceStub:
     """
     ListRefusals: _grpc.UnaryUnaryMultiCallable[_journal_pb2.ListRefusalsRequest, _journal_pb2.ListRefusalsResponse]
     """ListRefusals returns the most recent statements the journal refused, and why."""
+    GetStoreAudit: _grpc.UnaryUnaryMultiCallable[_journal_pb2.GetStoreAuditRequest, _journal_pb2.GetStoreAuditResponse]
+    """GetStoreAudit is the journal's own check of its store: how far it has
+    verified, and the damage it found, if any (then it sequences nothing more
+    and its health is NOT_SERVING). docs/operations.md, "The journal audits itself".
+    """
 
 @_typing.type_check_only
 class JournalAdminServiceAsyncStub(JournalAdminServiceStub):
@@ -231,6 +236,11 @@ class JournalAdminServiceAsyncStub(JournalAdminServiceStub):
     """
     ListRefusals: _aio.UnaryUnaryMultiCallable[_journal_pb2.ListRefusalsRequest, _journal_pb2.ListRefusalsResponse]  # type: ignore[assignment]
     """ListRefusals returns the most recent statements the journal refused, and why."""
+    GetStoreAudit: _aio.UnaryUnaryMultiCallable[_journal_pb2.GetStoreAuditRequest, _journal_pb2.GetStoreAuditResponse]  # type: ignore[assignment]
+    """GetStoreAudit is the journal's own check of its store: how far it has
+    verified, and the damage it found, if any (then it sequences nothing more
+    and its health is NOT_SERVING). docs/operations.md, "The journal audits itself".
+    """
 
 class JournalAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """JournalAdminService is for the platform operator only. Everything it does
@@ -274,5 +284,16 @@ class JournalAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_journal_pb2.ListRefusalsResponse, _abc.Awaitable[_journal_pb2.ListRefusalsResponse]]:
         """ListRefusals returns the most recent statements the journal refused, and why."""
+
+    @_abc_1.abstractmethod
+    def GetStoreAudit(
+        self,
+        request: _journal_pb2.GetStoreAuditRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_journal_pb2.GetStoreAuditResponse, _abc.Awaitable[_journal_pb2.GetStoreAuditResponse]]:
+        """GetStoreAudit is the journal's own check of its store: how far it has
+        verified, and the damage it found, if any (then it sequences nothing more
+        and its health is NOT_SERVING). docs/operations.md, "The journal audits itself".
+        """
 
 def add_JournalAdminServiceServicer_to_server(servicer: JournalAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
