@@ -181,7 +181,10 @@ class StoreAudit:
                     entry.seq, "an entry read for the audit API is not the one verified",
                     (f"stored leaf {entry.leaf_hash().hex()}", f"verified leaf {verified.hex()}"),
                 )  # fmt: skip
-                raise StoreDamaged(f"entry {entry.seq} is not the entry the journal verified")
+                raise StoreDamaged(
+                    f"the journal's store is damaged at entry {entry.seq}: it is not the entry"
+                    " the journal verified", reason="STORE_DAMAGED",
+                )  # fmt: skip
             served.append(entry)
         return served
 

@@ -29,6 +29,9 @@ class ReplicaSettings:
     party_id: str
     #: ``SCF_REPLICA_<BANK>_LISTEN_ADDR``: what the server binds, when not grpc_addr.
     listen_addr: str = ""
+    #: ``SCF_REPLICA_CROSS_EXAM_PERIOD_S``: the journal's audit API is compared with
+    #: the whole verified copy once in this period (and sampled every second).
+    cross_exam_period_s: float = 300.0
 
     @classmethod
     def from_env(
@@ -51,7 +54,21 @@ class ReplicaSettings:
         return cls(
             bank=bank, grpc_addr=addr, database_url=url, party_id=f"replica-{bank}",
             listen_addr=env.get(f"SCF_REPLICA_{key}_LISTEN_ADDR", ""),
+            cross_exam_period_s=_seconds(env, "SCF_REPLICA_CROSS_EXAM_PERIOD_S", 300.0),
         )  # fmt: skip
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(name, f"a number of seconds, got {raw!r}") from None
+    if not 1 <= value <= 86_400:
+        raise ConfigError(name, "1 to 86400 seconds")
+    return value
 
 
 def database_beside(dsn: str, database: str) -> str:

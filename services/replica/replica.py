@@ -40,6 +40,8 @@ from services.journal import (
     parse_note,
     unpack_records,
 )
+from services.replica.alarm import AlarmRecord
+from services.replica.cross_exam import CrossExamination
 from services.runtime.bus import ack, bind, fetch
 from services.runtime.clock import Clock
 from services.runtime.journal_client import AuditClient
@@ -52,14 +54,6 @@ log = logging.getLogger(__name__)
 #: How long a gap in the stream may last before the audit API fills it.
 GAP_PATIENCE_S = 1.0
 ASK_JOURNAL_EVERY_S = 5.0
-
-
-@dataclass(frozen=True)
-class AlarmRecord:
-    kind: str  # "verification" or "fork"
-    seq: int
-    problem: str
-    evidence: tuple[str, ...]
 
 
 class _Alarm(Exception):
@@ -79,6 +73,8 @@ class Replica:
     witness: Signer
     clock: Clock
     audit_client: AuditClient
+    #: The audit API's whole history is compared with this replica's once in this period.
+    cross_exam_period_s: float = 300.0
     store: JournalStore = field(init=False)
     verifier: JournalVerifier = field(init=False)
     alarm: AlarmRecord | None = None
@@ -133,6 +129,10 @@ class Replica:
         # The consumer the operator made for this bank (cumulative acks).
         sub = await bind(self.js, self.subjects.replica(self.bank))
         gossip = await self.nc.subscribe(self.subjects.replica_checkpoints(), cb=self._on_peer_note)
+        examination = asyncio.create_task(
+            CrossExamination(self, period_s=self.cross_exam_period_s).run(),
+            name=f"replica-{self.bank}-cross-examination",
+        )
         asked = 0.0
         try:
             while self.alarm is None:
@@ -145,10 +145,13 @@ class Replica:
                 try:
                     await self._round(msgs)
                 except _Alarm as alarm:
-                    await self._raise(alarm.record)
+                    await self.raise_alarm(alarm.record)
                 if msgs:
                     await ack(msgs[-1])
         finally:
+            examination.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await examination
             with contextlib.suppress(Exception):
                 await gossip.unsubscribe()
 
@@ -258,7 +261,7 @@ class Replica:
         try:
             await self._journal_checkpoint(reply.checkpoint)
         except _Alarm as alarm:
-            await self._raise(alarm.record)
+            await self.raise_alarm(alarm.record)
 
     async def _journal_checkpoint(self, text: str) -> None:
         note = self._signed_by_journal(text) if self.size else None
@@ -394,7 +397,10 @@ class Replica:
         await self._advance()
         self._gap_since = None
 
-    async def _raise(self, alarm: AlarmRecord) -> None:
+    async def raise_alarm(self, alarm: AlarmRecord) -> None:
+        """Record the alarm (the first one stands) and stop ingesting."""
+        if self.alarm is not None:
+            return
         self.alarm = alarm
         log.error(
             "ALARM replica %s (%s) at entry %d: %s", self.bank, alarm.kind, alarm.seq, alarm.problem

@@ -129,6 +129,7 @@ async def run_replica(
             witness=witness,
             clock=clock or SystemClock(),
             audit_client=audit_client(settings.endpoint("journal").grpc_addr, tls),
+            cross_exam_period_s=rs.cross_exam_period_s,
         )
         if started is not None:
             started.append(replica)
