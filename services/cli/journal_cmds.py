@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import grpc
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -312,6 +313,98 @@ def held_back_statements() -> None:
     out.print(table if rows else "nothing held back")
     if rows:
         raise typer.Exit(1)
+
+
+@journal_app.command("restore")
+def restore(
+    from_replica: str = typer.Option(..., "--from-replica", help="The bank whose replica to copy."),
+    quorum: int = typer.Option(
+        1, min=0, help="Other banks whose cosigned checkpoints the copy must match."
+    ),
+) -> None:
+    """Rebuild the journal's store (damaged, truncated or lost) from a bank's replica.
+
+    Stop the journal first. Everything is verified from the platform root key and
+    against the other banks' cosigned checkpoints before the store is replaced; the
+    old tables are kept beside the new ones. Then start the journal again.
+    """
+    from services.journal.restore import RestoreError, plan_restore, write_restore
+    from services.replica.config import ReplicaSettings
+    from services.runtime.certs import load_party
+    from services.runtime.db import apply_migrations, connect_pool
+    from services.runtime.grpcserver import client_channel
+
+    settings = Settings.from_env()
+    dsn = _database_url(settings)
+    root = _hex_key(None, None, settings.keys_dir / "platform-root.pub", "root key")
+    if root is None:
+        raise _fail(f"SCF_KEYS_DIR: no platform-root.pub in {settings.keys_dir}", 2)
+    if from_replica not in settings.banks:
+        raise _fail(
+            f"--from-replica: {from_replica!r} is not one of {', '.join(settings.banks)}", 2
+        )
+    tls = load_party(settings.certs_dir, "operator")
+
+    def addr(bank: str) -> str:
+        return ReplicaSettings.from_env(bank, settings.database_url).grpc_addr
+
+    async def status(bank: str) -> Any:
+        from services.gen.scf.replica.v1 import replica_pb2, replica_pb2_grpc
+
+        async with client_channel(addr(bank), tls) as channel:
+            stub = replica_pb2_grpc.ReplicaServiceStub(channel)
+            return await stub.GetStatus(replica_pb2.GetStatusRequest(), timeout=10)
+
+    async def run() -> tuple[Any, str]:
+        from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
+
+        source = await status(from_replica)
+        cosigned: dict[str, str] = {}
+        witnesses: dict[str, bytes] = {}
+        for bank in settings.banks:
+            if bank == from_replica:
+                continue
+            key = _hex_key(None, None, settings.keys_dir / f"witness-{bank}.pub", bank)
+            try:
+                other = await status(bank)
+            except grpc.aio.AioRpcError as exc:
+                err.print(f"{bank}'s replica did not answer ({exc.code().name}); not counted")
+                continue
+            if key is not None and other.cosigned_checkpoint:
+                cosigned[bank], witnesses[bank] = other.cosigned_checkpoint, key
+        async with client_channel(addr(from_replica), tls) as channel:
+            audit = journal_pb2_grpc.AuditServiceStub(channel)
+            checkpoint = await audit.GetCheckpoint(journal_pb2.GetCheckpointRequest(), timeout=10)
+            request = journal_pb2.ListEntriesRequest(start=0, end=source.tree_size)
+            with _progress() as progress:
+                task = progress.add_task(f"copying {from_replica}", total=source.tree_size)
+                leaves = []
+                async for reply in audit.ListEntries(request):
+                    leaves.append(reply.entry.leaf)
+                    progress.advance(task)
+        plan = plan_restore(root, leaves, checkpoint.checkpoint, cosigned, witnesses, quorum)
+        schema = settings.endpoint("journal").schema
+        pool = await connect_pool(dsn, schema, max_size=2)
+        try:
+            await apply_migrations(pool, schema, "services.journal")
+            return plan, await write_restore(pool, plan)
+        finally:
+            await pool.close()
+
+    try:
+        plan, kept = asyncio.run(run())
+    except RestoreError as exc:
+        raise _fail(f"not restored: {exc}") from None
+    except grpc.aio.AioRpcError as exc:
+        raise _fail(f"{from_replica}'s replica: {exc.code().name}: {exc.details()}") from None
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    agreeing = ", ".join(sorted(plan.agreeing)) or "no other bank"
+    out.print(
+        f"restored {plan.size} entries from {from_replica}, root {plan.root.hex()};"
+        f" matches the checkpoints cosigned by {agreeing}. The old tables are kept as"
+        f" *_{kept}. Start the journal: it verifies the store again before sequencing."
+    )
 
 
 @journal_app.command("rotate-key")

@@ -20,10 +20,10 @@ from services.journal.encoding import (
 )
 from services.journal.hashing import leaf_hash
 from services.journal.keyset import KEYS_SUBJECT, KeyRefused, KeySet, canonical_json
-from services.journal.proofs import verify_inclusion
+from services.journal.proofs import ProofError, verify_inclusion
 from services.journal.storage import JournalStore, StoredCheckpoint
 from services.journal.verify import JournalVerifier, VerificationError
-from services.journal.witness import cosign
+from services.journal.witness import add_lines, cosign
 
 __all__ = [
     "KEYS_SUBJECT",
@@ -35,11 +35,13 @@ __all__ = [
     "JournalVerifier",
     "KeyRefused",
     "KeySet",
+    "ProofError",
     "SignedBatch",
     "SignedNote",
     "Statement",
     "StoredCheckpoint",
     "VerificationError",
+    "add_lines",
     "canonical_json",
     "cosign",
     "decode_entry",

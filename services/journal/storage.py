@@ -12,14 +12,14 @@ from services.journal.encoding import BatchProof, Entry, Statement
 from services.journal.keyset import PLATFORM_PRODUCER, KeySet
 from services.journal.tree import CompactRange, NodeId, nodes_for, perfect_nodes, range_hash
 
-__all__ = ["JournalStore", "StoredCheckpoint"]
+__all__ = ["ENTRY_COLUMNS", "JournalStore", "StoredCheckpoint", "entry_record"]
 
-_ENTRY_COLUMNS = (
+ENTRY_COLUMNS = (
     "seq", "time_micros", "prev_hash", "producer", "key_id", "produced_micros",
     "subject", "event_type", "idempotency_key", "payload",
     "batch_size", "batch_index", "batch_path", "signature", "leaf_hash",
 )  # fmt: skip
-_SELECT_ENTRY = f"SELECT {', '.join(_ENTRY_COLUMNS)} FROM entries"
+_SELECT_ENTRY = f"SELECT {', '.join(ENTRY_COLUMNS)} FROM entries"
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def entry_from_row(row: Mapping[str, Any]) -> Entry:
     )
 
 
-def _entry_record(entry: Entry, leaf_hash: bytes) -> tuple[Any, ...]:
+def entry_record(entry: Entry, leaf_hash: bytes) -> tuple[Any, ...]:
     st = entry.statement
     return (
         entry.seq, entry.time_micros, entry.prev_hash, st.producer, st.key_id,
@@ -127,8 +127,8 @@ class JournalStore:
             if entries:
                 await conn.copy_records_to_table(
                     "entries",
-                    records=[_entry_record(e, h) for e, h in entries],
-                    columns=_ENTRY_COLUMNS,
+                    records=[entry_record(e, h) for e, h in entries],
+                    columns=ENTRY_COLUMNS,
                 )
                 await conn.copy_records_to_table(
                     "tree_nodes", records=list(nodes), columns=("level", "idx", "hash")

@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from services.gen.scf.journal.v1 import journal_pb2
-from services.journal import leaf_hash
-from services.journal.proofs import ProofError, verify_inclusion
+from services.journal import ProofError, leaf_hash, verify_inclusion
 from services.replica.alarm import AlarmRecord
 from services.runtime.journal_client import AuditClient
 

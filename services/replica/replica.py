@@ -35,6 +35,7 @@ from services.journal import (
     SignedNote,
     StoredCheckpoint,
     VerificationError,
+    add_lines,
     cosign,
     leaf_hash,
     parse_note,
@@ -121,9 +122,17 @@ class Replica:
 
     # -- the loop ---------------------------------------------------------------
 
+    @property
+    def ingesting(self) -> bool:
+        """A verification or fork alarm stops ingesting for good: the replica never
+        stores what it could not verify. An alarm about what the journal's audit
+        API served leaves the replica's own copy, and its ingest, untouched."""
+        return self.alarm is None or self.alarm.kind == "cross-examination"
+
     async def run(self) -> None:
         await self.load()
-        if self.alarm is not None:
+        if not self.ingesting:
+            assert self.alarm is not None
             log.error("replica %s is stopped by its alarm: %s", self.bank, self.alarm.problem)
             return
         # The consumer the operator made for this bank (cumulative acks).
@@ -135,7 +144,7 @@ class Replica:
         )
         asked = 0.0
         try:
-            while self.alarm is None:
+            while self.ingesting:
                 if time.monotonic() - asked > ASK_JOURNAL_EVERY_S:
                     # The journal's own word on its size: how a replica learns it is
                     # behind when the stream no longer holds what it missed.
@@ -413,6 +422,13 @@ class Replica:
             alarm.problem,
             list(alarm.evidence),
         )
+
+    async def cosigned_note(self) -> str:
+        """The latest checkpoint this replica cosigned, with its cosignature line."""
+        row = await self.pool.fetchrow(
+            "SELECT note, line FROM cosigned ORDER BY tree_size DESC LIMIT 1"
+        )
+        return add_lines(row["note"], [row["line"]]) if row is not None else ""
 
     def lag(self) -> tuple[int, int]:
         """(entries, milliseconds) behind the journal as far as this replica knows."""

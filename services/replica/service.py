@@ -78,7 +78,8 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
             lag_entries=entries,
             lag_millis=millis,
             cosigned_size=r.cosigned_size,
-            ingesting=r.alarm is None,
+            ingesting=r.ingesting,
+            cosigned_checkpoint=await r.cosigned_note(),
         )
         if r.alarm is not None:
             reply.alarm.CopyFrom(

@@ -43,8 +43,10 @@ class Alarm(_message.Message):
     EVIDENCE_FIELD_NUMBER: _builtins.int
     RAISED_MICROS_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
-    """"verification" (an entry or checkpoint that does not check) or "fork"
-    (two journal-signed checkpoints that cannot both be true).
+    """"verification" (an entry or checkpoint that does not check), "fork"
+    (two journal-signed checkpoints that cannot both be true), or
+    "cross-examination" (the journal's audit API served something other than
+    what this replica verified, or said its store is damaged; ingesting goes on).
     """
     seq: _builtins.int
     """The first sequence number concerned."""
@@ -84,6 +86,7 @@ class GetStatusResponse(_message.Message):
     COSIGNED_SIZE_FIELD_NUMBER: _builtins.int
     INGESTING_FIELD_NUMBER: _builtins.int
     ALARM_FIELD_NUMBER: _builtins.int
+    COSIGNED_CHECKPOINT_FIELD_NUMBER: _builtins.int
     bank: _builtins.str
     tree_size: _builtins.int
     root_hash: _builtins.bytes
@@ -94,7 +97,12 @@ class GetStatusResponse(_message.Message):
     """Age of the newest stored entry while behind; 0 when in step."""
     cosigned_size: _builtins.int
     ingesting: _builtins.bool
-    """Ingesting stops for good when an alarm is raised."""
+    """Ingesting stops for good when a verification or fork alarm is raised."""
+    cosigned_checkpoint: _builtins.str
+    """The latest checkpoint this replica cosigned: the journal's note with this
+    bank's cosignature line (C2SP tlog-cosignature), for `scf journal restore`
+    and anyone checking the bank's word.
+    """
     @_builtins.property
     def alarm(self) -> Global___Alarm: ...
     def __init__(
@@ -109,10 +117,11 @@ class GetStatusResponse(_message.Message):
         cosigned_size: _builtins.int = ...,
         ingesting: _builtins.bool = ...,
         alarm: Global___Alarm | None = ...,
+        cosigned_checkpoint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_alarm", b"_alarm", "alarm", b"alarm"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_alarm", b"_alarm", "alarm", b"alarm", "bank", b"bank", "cosigned_size", b"cosigned_size", "ingesting", b"ingesting", "journal_size", b"journal_size", "lag_entries", b"lag_entries", "lag_millis", b"lag_millis", "root_hash", b"root_hash", "tree_size", b"tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_alarm", b"_alarm", "alarm", b"alarm", "bank", b"bank", "cosigned_checkpoint", b"cosigned_checkpoint", "cosigned_size", b"cosigned_size", "ingesting", b"ingesting", "journal_size", b"journal_size", "lag_entries", b"lag_entries", "lag_millis", b"lag_millis", "root_hash", b"root_hash", "tree_size", b"tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__alarm: _TypeAlias = _typing.Literal["alarm"]  # noqa: Y015
     _WhichOneofArgType__alarm: _TypeAlias = _typing.Literal["_alarm", b"_alarm"]  # noqa: Y015
