@@ -156,10 +156,14 @@ def verify(
     schema: str = typer.Option("", help="Its schema (default SCF_JOURNAL_SCHEMA)."),
     root_key: str = typer.Option("", help="The platform root public key, hex."),
     root_key_file: Path = typer.Option(None, help="A file holding it, hex."),
+    witness: list[str] = typer.Option([], help="A trusted bank witness, NAME=HEXKEY; repeatable."),
+    quorum: int = typer.Option(0, help="How many witnesses must have cosigned the latest one."),
 ) -> None:
-    """Check every signature, chain link and Merkle root against every checkpoint."""
+    """Check every signature, chain link and Merkle root against every checkpoint
+    (and that the latest checkpoint carries a quorum of the banks' cosignatures)."""
     settings = Settings.from_env()
     pinned = _hex_key(root_key, root_key_file, settings.keys_dir / "platform-root.pub", "root key")
+    witnesses = _witnesses(witness)
     try:
         with _progress() as progress:
             task = progress.add_task("verifying", total=None)
@@ -182,7 +186,33 @@ def verify(
         raise _fail(str(exc), 2) from None
     except asyncpg.UndefinedTableError:
         raise _fail(f"no journal in schema {schema!r}", 2) from None
+    if quorum:
+        from services.journal.checkpoint import parse_note
+        from services.journal.witness import cosigners
+
+        latest = report.latest_checkpoint
+        got = cosigners(parse_note(latest), witnesses) if latest else set()
+        if len(got) < quorum:
+            have = ", ".join(sorted(got)) or "none"
+            err.print(
+                f"[red]FAILED[/red]: the latest checkpoint carries {len(got)} of the {quorum}"
+                f" cosignatures required ({have})", highlight=False,
+            )  # fmt: skip
+            raise typer.Exit(1)
     _print_report(report)
+
+
+def _witnesses(items: list[str]) -> dict[str, bytes]:
+    """``--witness NAME=HEXKEY`` options: the banks' witness keys, as their replicas
+    serve them (ReplicaService.GetStatus, ``witness_public_key``)."""
+    witnesses: dict[str, bytes] = {}
+    for item in items:
+        name, _, hex_key = item.partition("=")
+        pub = _hex_key(hex_key, None, None, f"witness {name}")
+        if not name or pub is None:
+            raise _fail(f"--witness: NAME=HEXKEY, got {item!r}", 2)
+        witnesses[name] = pub
+    return witnesses
 
 
 @audit_app.command("verify-receipt")
@@ -202,13 +232,7 @@ def verify_receipt_cmd(
     if key is None:
         raise _fail("pass --journal-key or --journal-key-file", 2)
     root = _hex_key(root_key, None, None, "root key")
-    witnesses: dict[str, bytes] = {}
-    for item in witness:
-        name, _, hex_key = item.partition("=")
-        pub = _hex_key(hex_key, None, None, f"witness {name}")
-        if not name or pub is None:
-            raise _fail(f"--witness: NAME=HEXKEY, got {item!r}", 2)
-        witnesses[name] = pub
+    witnesses = _witnesses(witness)
     try:
         entry = verify_receipt(file.read_text(), key, root, witnesses, quorum)
     except ReceiptError as exc:

@@ -129,14 +129,24 @@ class KeySet:
         ]
 
     def apply(self, entry: Entry) -> None:
-        """Take in a key entry (already signature-checked). Others are ignored."""
+        """Take in a key entry (already signature-checked). Others are ignored.
+
+        A platform statement is a key entry: on subject ``journal/keys``, one of
+        the three events, its payload canonical JSON with exactly the listed fields."""
         st = entry.statement
         if st.producer != PLATFORM_PRODUCER:
             return
+        if st.subject != KEYS_SUBJECT:
+            raise KeyRefused(
+                f"a platform statement on {st.subject!r}; key entries are on {KEYS_SUBJECT}"
+            )
         if (entry.seq == 0) != (st.event_type == EV_GENESIS):
             raise KeyRefused("the genesis entry must be entry 0, and only entry 0")
         try:
             body = json.loads(st.payload)
+            if canonical_json(body) != st.payload:
+                raise KeyRefused("a key entry's payload is not canonical JSON")
+            _expect_fields(st.event_type, body)
             if st.event_type == EV_GENESIS:
                 self.origin = str(body["origin"])
                 for k in body["keys"]:
@@ -147,6 +157,8 @@ class KeySet:
                 kid = bytes.fromhex(body["key_id"])
                 if kid not in self.keys:
                     raise KeyRefused(f"revocation of unknown key {kid.hex()[:16]}…")
+                if self.keys[kid].revoked_at is not None:
+                    raise KeyRefused(f"key {kid.hex()[:16]}… is revoked already")
                 self.keys[kid] = replace(self.keys[kid], revoked_at=entry.seq)
             else:
                 raise KeyRefused(f"unknown key event {st.event_type}")
@@ -162,3 +174,25 @@ class KeySet:
         if kid in self.keys:
             raise KeyRefused(f"key {kid.hex()[:16]}… is registered already")
         self.keys[kid] = ProducerKey(producer, public_key, seq)
+
+
+#: The fields of each key event's payload, exactly (docs/journal-format.md).
+_FIELDS = {
+    EV_GENESIS: {"origin", "keys"},
+    EV_REGISTERED: {"producer", "public_key"},
+    EV_REVOKED: {"key_id"},
+}
+
+
+def _expect_fields(event_type: str, body: Any) -> None:
+    wanted = _FIELDS.get(event_type)
+    if wanted is None:
+        raise KeyRefused(f"unknown key event {event_type}")
+    if not isinstance(body, dict) or set(body) != wanted:
+        raise KeyRefused(f"a {event_type} payload has exactly the fields {sorted(wanted)}")
+    if event_type == EV_GENESIS:
+        keys = body["keys"]
+        if not isinstance(keys, list) or any(
+            not isinstance(k, dict) or set(k) != _FIELDS[EV_REGISTERED] for k in keys
+        ):
+            raise KeyRefused("each genesis key has exactly the fields ['producer', 'public_key']")

@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 
 import asyncpg
 
+from services.journal.checkpoint import parse_note
 from services.journal.storage import JournalStore, entry_from_row
 from services.journal.verify import JournalVerifier, VerificationError, VerifyReport
 
@@ -60,9 +61,9 @@ async def export_journal(
     with path.open("wb") as out:
         out.write(EXPORT_MAGIC)
         _record(out, REC_ROOT_KEY, root_public_key)
-        for cp in await store.checkpoints():
-            if cp.tree_size <= size:
-                _record(out, REC_CHECKPOINT, cp.note.encode())
+        for note in await store.checkpoint_notes():  # with the banks' cosignatures
+            if parse_note(note).checkpoint.size <= size:
+                _record(out, REC_CHECKPOINT, note.encode())
         tick = _Ticker(progress)
         async for entry in store.entries(0, size, chunk=5000):
             _record(out, REC_ENTRY, entry.encode())
@@ -159,7 +160,7 @@ async def verify_database(
     pool = await connect_pool(dsn, schema, max_size=2)
     try:
         store = JournalStore(pool)
-        verifier = JournalVerifier(root_public_key, [c.note for c in await store.checkpoints()])
+        verifier = JournalVerifier(root_public_key, await store.checkpoint_notes())
         tick = _Ticker(progress)
         async for row in _rows(pool):
             entry = entry_from_row(row)

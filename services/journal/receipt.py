@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from services.journal.checkpoint import CheckpointError, parse_note
 from services.journal.encoding import EncodingError, Entry, decode_entry
 from services.journal.hashing import leaf_hash
-from services.journal.keyset import PLATFORM_PRODUCER
+from services.journal.keyset import KEYS_SUBJECT, PLATFORM_PRODUCER
 from services.journal.proofs import ProofError, verify_inclusion
 from services.journal.witness import QuorumError, verify_quorum
 from services.runtime.keys import key_id_of
@@ -85,6 +85,13 @@ def verify_receipt(
     key_entry = _proven_entry(receipt.get("key_entry"), size, root, "key entry")
     if key_entry.statement.producer != PLATFORM_PRODUCER:
         raise ReceiptError("the key entry is not a platform key entry")
+    if key_entry.statement.subject != KEYS_SUBJECT:
+        raise ReceiptError(f"the key entry is not on {KEYS_SUBJECT}")
+    if key_entry.seq >= entry.seq:
+        raise ReceiptError(
+            f"the key entry ({key_entry.seq}) comes after the entry ({entry.seq}):"
+            " a key vouches only for what it signed after it was registered"
+        )
     if root_public_key is not None:
         _check_signature(key_entry, root_public_key)
     body = json.loads(key_entry.statement.payload)

@@ -184,6 +184,18 @@ class JournalStore:
         row = await self.pool.fetchrow("SELECT * FROM checkpoints ORDER BY tree_size DESC LIMIT 1")
         return StoredCheckpoint(**dict(row)) if row is not None else None
 
+    async def checkpoint_notes(self) -> list[str]:
+        """Every checkpoint's note, with the cosignature lines collected for it."""
+        from services.journal.witness import add_lines
+
+        rows = await self.pool.fetch(
+            "SELECT c.note, coalesce(array_agg(s.line ORDER BY s.witness)"
+            " FILTER (WHERE s.line IS NOT NULL), '{}') AS lines"
+            " FROM checkpoints c LEFT JOIN cosignatures s USING (tree_size)"
+            " GROUP BY c.tree_size ORDER BY c.tree_size"
+        )
+        return [add_lines(r["note"], list(r["lines"])) if r["lines"] else r["note"] for r in rows]
+
     async def checkpoints(self) -> list[StoredCheckpoint]:
         rows = await self.pool.fetch("SELECT * FROM checkpoints ORDER BY tree_size")
         return [StoredCheckpoint(**dict(r)) for r in rows]

@@ -36,6 +36,8 @@ class VerifyReport:
     checkpoints: int = 0
     root: bytes = b""
     producers: dict[str, int] = field(default_factory=dict)
+    #: The largest checkpoint verified, as given (with any cosignature lines).
+    latest_checkpoint: str = ""
 
 
 class JournalVerifier:
@@ -45,6 +47,8 @@ class JournalVerifier:
         self.prev = GENESIS_PREV_HASH
         self.report = VerifyReport()
         self._pending: dict[int, list[SignedNote]] = {}
+        #: (producer, idempotency key) -> the entry that journaled it: each at most once.
+        self._journaled: dict[tuple[str, str], int] = {}
         for text in checkpoints:
             self.add_checkpoint(text)
 
@@ -83,6 +87,14 @@ class JournalVerifier:
         if stored_hash is not None and stored_hash != h:
             raise VerificationError(expected, "stored leaf hash does not match the entry")
         statement = entry.statement
+        pair = (statement.producer, statement.idempotency_key)
+        if pair in self._journaled:
+            raise VerificationError(
+                expected,
+                f"{statement.producer}'s statement {statement.idempotency_key!r} was journaled"
+                f" already, as entry {self._journaled[pair]}",
+            )
+        self._journaled[pair] = expected
         try:
             self.keys.check_entry(entry)
             self.keys.apply(entry)
@@ -118,6 +130,7 @@ class JournalVerifier:
                 seq, f"Merkle root at size {seq + 1} differs from the signed checkpoint"
             )
         self.report.checkpoints += 1
+        self.report.latest_checkpoint = note.text
 
     def finish(self) -> VerifyReport:
         """Call after the last entry: every checkpoint must have been reached."""

@@ -80,6 +80,7 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
             cosigned_size=r.cosigned_size,
             ingesting=r.ingesting,
             cosigned_checkpoint=await r.cosigned_note(),
+            witness_public_key=r.witness.public_raw,
         )
         if r.alarm is not None:
             reply.alarm.CopyFrom(

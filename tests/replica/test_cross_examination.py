@@ -9,11 +9,15 @@ raise their alarm from what the journal then answers."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 import pytest
 
+from services.gen.scf.replica.v1 import replica_pb2, replica_pb2_grpc
 from services.journal.service import SPEC
 from services.replica.alarm import AlarmRecord
 from services.replica.config import ReplicaSettings
@@ -22,27 +26,35 @@ from services.replica.replica import Replica
 from services.replica.service import SCHEMA
 from services.runtime.certs import load_party
 from services.runtime.config import Settings
+from services.runtime.grpcserver import client_channel
 from services.runtime.journal_client import audit_client
 from services.runtime.keys import load_or_create_signer
 from tests.journal.helpers import producer, wait_until
 from tests.replica.helpers import replica_running, replica_settings, wait_in_step
-from tests.support import running
+from tests.support import running, scf
 
 pytestmark = pytest.mark.integration
 
 ENTRIES = 41
 
 
+@dataclass
+class Banks:
+    north: Replica
+    south: Replica
+    north_rs: ReplicaSettings
+    south_rs: ReplicaSettings
+
+
 @pytest.fixture
-async def two_replicas(
-    settings: Settings,
-) -> AsyncIterator[tuple[Replica, Replica, ReplicaSettings]]:
-    """North and south in step with the journal; south's settings."""
+async def two_replicas(settings: Settings) -> AsyncIterator[Banks]:
+    """North and south in step with the journal."""
     load_or_create_signer(settings.keys_dir, "platform-root")
     south_rs = replica_settings(settings, "bank-south")
+    north_rs = replica_settings(settings, "bank-north")
     async with (
         running(SPEC, settings),
-        replica_running(settings, "bank-north") as north,
+        replica_running(settings, "bank-north", north_rs) as north,
         replica_running(settings, "bank-south", south_rs) as south,
     ):
         async with producer(settings) as p:
@@ -50,7 +62,7 @@ async def two_replicas(
             await p.wait_confirmed(40)
         await wait_in_step(north, ENTRIES)
         await wait_in_step(south, ENTRIES)
-        yield north, south, south_rs
+        yield Banks(north, south, north_rs, south_rs)
 
 
 def _examining(north: Replica, settings: Settings, addr: str) -> CrossExamination:
@@ -84,9 +96,9 @@ ALTERED = {
 
 @pytest.mark.parametrize("how", list(ALTERED))
 async def test_what_an_audit_api_serves_differently_is_an_alarm(
-    settings: Settings, two_replicas: tuple[Replica, Replica, ReplicaSettings], how: str
+    settings: Settings, two_replicas: Banks, how: str
 ) -> None:
-    north, _, south_rs = two_replicas
+    north, south_rs = two_replicas.north, two_replicas.south_rs
     examination = _examining(north, settings, south_rs.grpc_addr)
     assert await examination.round() is None  # the same history: nothing to say
     statement, seq, words = ALTERED[how]
@@ -104,9 +116,9 @@ async def test_what_an_audit_api_serves_differently_is_an_alarm(
 
 
 async def test_a_damaged_journal_store_raises_every_replicas_alarm(
-    settings: Settings, two_replicas: tuple[Replica, Replica, ReplicaSettings]
+    settings: Settings, two_replicas: Banks
 ) -> None:
-    north, south, _ = two_replicas
+    north, south = two_replicas.north, two_replicas.south
     schema = settings.endpoint("journal").schema
     conn = await asyncpg.connect(settings.database_url)
     try:
@@ -125,3 +137,44 @@ async def test_a_damaged_journal_store_raises_every_replicas_alarm(
         assert replica.alarm.kind == "cross-examination", replica.alarm
         assert "damaged at entry 7" in replica.alarm.problem, replica.alarm
         assert replica.size >= ENTRIES
+
+
+async def test_an_export_carries_the_banks_cosignatures_and_witness_keys_are_served(
+    settings: Settings, two_replicas: Banks, tmp_path: Path
+) -> None:
+    """A verifier gets each bank's witness key from the bank (its replica's status),
+    and checks the export's latest checkpoint for a quorum of cosignatures."""
+    banks = two_replicas
+    schema = settings.endpoint("journal").schema
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+
+        async def both_collected() -> bool:
+            n = await conn.fetchval(
+                f'SELECT count(*) FROM "{schema}".cosignatures WHERE tree_size = $1', ENTRIES
+            )
+            return bool(n == 2)
+
+        await wait_until(both_collected, what="the journal holding both banks' cosignatures")
+    finally:
+        await conn.close()
+    keys = {}
+    for bank, addr in (("bank-north", banks.north_rs.grpc_addr),
+                       ("bank-south", banks.south_rs.grpc_addr)):  # fmt: skip
+        tls = load_party(settings.certs_dir, "operator")
+        async with client_channel(addr, tls) as ch:
+            status = await replica_pb2_grpc.ReplicaServiceStub(ch).GetStatus(
+                replica_pb2.GetStatusRequest()
+            )
+        assert bank in status.cosigned_checkpoint  # its own line on the note
+        keys[bank] = status.witness_public_key.hex()
+    path = tmp_path / "journal.export"
+    exported = await asyncio.to_thread(scf, settings, "journal", "export", str(path), cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    witnesses = [a for bank, key in keys.items() for a in ("--witness", f"{bank}={key}")]
+    for quorum, code in ((2, 0), (3, 1)):
+        checked = await asyncio.to_thread(
+            scf, settings, "audit", "verify", str(path), *witnesses, "--quorum", str(quorum),
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert checked.returncode == code, checked.stderr + checked.stdout

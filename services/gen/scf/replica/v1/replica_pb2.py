@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)services/gen/scf/replica/v1/replica.proto\x12\x0escf.replica.v1\"\x12\n\x10GetStatusRequest\"\\\n\x05\x41larm\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0f\n\x07problem\x18\x03 \x01(\t\x12\x10\n\x08\x65vidence\x18\x04 \x03(\t\x12\x15\n\rraised_micros\x18\x05 \x01(\x03\"\x82\x02\n\x11GetStatusResponse\x12\x0c\n\x04\x62\x61nk\x18\x01 \x01(\t\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x11\n\troot_hash\x18\x03 \x01(\x0c\x12\x14\n\x0cjournal_size\x18\x04 \x01(\x04\x12\x13\n\x0blag_entries\x18\x05 \x01(\x04\x12\x12\n\nlag_millis\x18\x06 \x01(\x03\x12\x15\n\rcosigned_size\x18\x07 \x01(\x04\x12\x11\n\tingesting\x18\x08 \x01(\x08\x12)\n\x05\x61larm\x18\t \x01(\x0b\x32\x15.scf.replica.v1.AlarmH\x00\x88\x01\x01\x12\x1b\n\x13\x63osigned_checkpoint\x18\n \x01(\tB\x08\n\x06_alarm2b\n\x0eReplicaService\x12P\n\tGetStatus\x12 .scf.replica.v1.GetStatusRequest\x1a!.scf.replica.v1.GetStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)services/gen/scf/replica/v1/replica.proto\x12\x0escf.replica.v1\"\x12\n\x10GetStatusRequest\"\\\n\x05\x41larm\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0f\n\x07problem\x18\x03 \x01(\t\x12\x10\n\x08\x65vidence\x18\x04 \x03(\t\x12\x15\n\rraised_micros\x18\x05 \x01(\x03\"\x9e\x02\n\x11GetStatusResponse\x12\x0c\n\x04\x62\x61nk\x18\x01 \x01(\t\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x11\n\troot_hash\x18\x03 \x01(\x0c\x12\x14\n\x0cjournal_size\x18\x04 \x01(\x04\x12\x13\n\x0blag_entries\x18\x05 \x01(\x04\x12\x12\n\nlag_millis\x18\x06 \x01(\x03\x12\x15\n\rcosigned_size\x18\x07 \x01(\x04\x12\x11\n\tingesting\x18\x08 \x01(\x08\x12)\n\x05\x61larm\x18\t \x01(\x0b\x32\x15.scf.replica.v1.AlarmH\x00\x88\x01\x01\x12\x1b\n\x13\x63osigned_checkpoint\x18\n \x01(\t\x12\x1a\n\x12witness_public_key\x18\x0b \x01(\x0c\x42\x08\n\x06_alarm2b\n\x0eReplicaService\x12P\n\tGetStatus\x12 .scf.replica.v1.GetStatusRequest\x1a!.scf.replica.v1.GetStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,7 +36,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ALARM']._serialized_start=81
   _globals['_ALARM']._serialized_end=173
   _globals['_GETSTATUSRESPONSE']._serialized_start=176
-  _globals['_GETSTATUSRESPONSE']._serialized_end=434
-  _globals['_REPLICASERVICE']._serialized_start=436
-  _globals['_REPLICASERVICE']._serialized_end=534
+  _globals['_GETSTATUSRESPONSE']._serialized_end=462
+  _globals['_REPLICASERVICE']._serialized_start=464
+  _globals['_REPLICASERVICE']._serialized_end=562
 # @@protoc_insertion_point(module_scope)

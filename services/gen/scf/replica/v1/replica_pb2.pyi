@@ -87,6 +87,7 @@ class GetStatusResponse(_message.Message):
     INGESTING_FIELD_NUMBER: _builtins.int
     ALARM_FIELD_NUMBER: _builtins.int
     COSIGNED_CHECKPOINT_FIELD_NUMBER: _builtins.int
+    WITNESS_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     bank: _builtins.str
     tree_size: _builtins.int
     root_hash: _builtins.bytes
@@ -103,6 +104,10 @@ class GetStatusResponse(_message.Message):
     bank's cosignature line (C2SP tlog-cosignature), for `scf journal restore`
     and anyone checking the bank's word.
     """
+    witness_public_key: _builtins.bytes
+    """This bank's witness public key (32 raw bytes, Ed25519): what its
+    cosignature lines verify under, served by the bank itself.
+    """
     @_builtins.property
     def alarm(self) -> Global___Alarm: ...
     def __init__(
@@ -118,10 +123,11 @@ class GetStatusResponse(_message.Message):
         ingesting: _builtins.bool = ...,
         alarm: Global___Alarm | None = ...,
         cosigned_checkpoint: _builtins.str = ...,
+        witness_public_key: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_alarm", b"_alarm", "alarm", b"alarm"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_alarm", b"_alarm", "alarm", b"alarm", "bank", b"bank", "cosigned_checkpoint", b"cosigned_checkpoint", "cosigned_size", b"cosigned_size", "ingesting", b"ingesting", "journal_size", b"journal_size", "lag_entries", b"lag_entries", "lag_millis", b"lag_millis", "root_hash", b"root_hash", "tree_size", b"tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_alarm", b"_alarm", "alarm", b"alarm", "bank", b"bank", "cosigned_checkpoint", b"cosigned_checkpoint", "cosigned_size", b"cosigned_size", "ingesting", b"ingesting", "journal_size", b"journal_size", "lag_entries", b"lag_entries", "lag_millis", b"lag_millis", "root_hash", b"root_hash", "tree_size", b"tree_size", "witness_public_key", b"witness_public_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__alarm: _TypeAlias = _typing.Literal["alarm"]  # noqa: Y015
     _WhichOneofArgType__alarm: _TypeAlias = _typing.Literal["_alarm", b"_alarm"]  # noqa: Y015
