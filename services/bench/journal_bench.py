@@ -152,6 +152,50 @@ async def bench_append(settings: Settings, n: int, progress: Any = None) -> Appe
     return AppendResult(n, elapsed, n / elapsed, published, machine())
 
 
+@dataclass
+class AuditResult:
+    entries: int
+    #: The start-up check: everything verified from the root key.
+    startup_seconds: float
+    #: One background sweep at full speed, and within the default share of a core.
+    sweep_seconds: float
+    sweep_shared_seconds: float
+    share: float
+    machine: str
+
+
+async def bench_audit(settings: Settings, n: int, progress: Any = None) -> AuditResult:
+    """The journal's own check of a store of ``n`` entries: start-up, and one sweep."""
+    from services.journal.self_audit import StoreAudit
+
+    platform = Platform(settings, services=("journal",))
+    try:
+        await fill_journal(settings, platform, n, progress)
+    finally:
+        platform.stop()
+    pool = await connect_pool(settings.database_url, settings.endpoint("journal").schema)
+    try:
+        root = load_or_create_signer(settings.keys_dir, "platform-root").public_raw
+        audit = StoreAudit(pool, root, share=1.0)
+        started = time.perf_counter()
+        if not await audit.verify_all():
+            raise RuntimeError(f"the store does not verify: {audit.damage}")
+        startup = time.perf_counter() - started
+        started = time.perf_counter()
+        await audit.sweep()
+        full = time.perf_counter() - started
+        shared = StoreAudit(pool, root)
+        await shared.verify_all()
+        started = time.perf_counter()
+        await shared.sweep()
+        return AuditResult(
+            audit.size, round(startup, 2), round(full, 2),
+            round(time.perf_counter() - started, 2), shared.share, machine(),
+        )  # fmt: skip
+    finally:
+        await pool.close()
+
+
 def write_synthetic_export(
     path: Path, n: int, keys_dir: Path, checkpoint_every: int = 1000
 ) -> bytes:

@@ -57,6 +57,22 @@ def append(
     _report("append", as_dict(result), json_out)
 
 
+@bench_app.command("audit")
+def audit(
+    entries: int = typer.Option(50_000, min=1, max=2_000_000),
+    json_out: Path | None = JsonOption,
+) -> None:
+    """The journal's own check of its store: the start-up check and one background sweep."""
+    from services.bench.journal_bench import bench_audit
+
+    with bench_settings() as settings, _progress() as progress:
+        task = progress.add_task("journaled", total=entries + 1)
+        result = asyncio.run(
+            bench_audit(settings, entries, lambda n: progress.update(task, completed=n))
+        )
+    _report("audit", as_dict(result), json_out)
+
+
 @bench_app.command("verify")
 def verify(
     entries: int = typer.Option(1_000_000, min=1, max=5_000_000),

@@ -35,7 +35,7 @@ import asyncpg
 from services.journal.checkpoint import CheckpointError, parse_note
 from services.journal.encoding import Entry
 from services.journal.hashing import leaf_hash
-from services.journal.storage import JournalStore, entry_from_row
+from services.journal.storage import JournalStore, StoredCheckpoint, entry_from_row
 from services.journal.tree import CompactRange
 from services.journal.verify import JournalVerifier, VerificationError
 from services.runtime.errors import SCFError
@@ -86,8 +86,8 @@ class StoreAudit:
     root_public_key: bytes
     #: Entries read per sweep step.
     chunk: int = 2000
-    #: The share of one core the background sweep may use.
-    share: float = 0.2
+    #: The share of the time the background sweep may spend reading and checking.
+    share: float = 0.1
     #: Between whole passes.
     pause_s: float = 0.5
     now_micros: Callable[[], int] = lambda: time.time_ns() // 1000
@@ -148,7 +148,7 @@ class StoreAudit:
                 )
                 return False
         self.tree = verifier.tree
-        problem = await self._check_tail_and_checkpoints()
+        problem = await self._check_tail()
         if problem is not None:
             await self._damaged(*problem)
             return False
@@ -198,27 +198,34 @@ class StoreAudit:
         """Sweep the whole store again and again, within ``share`` of a core. Once it
         found damage it stops, and so does nothing else: the journal stays up to say so."""
         while self.damage is None:
+            started = time.perf_counter()
             await self.sweep()
-            await asyncio.sleep(self.pause_s)
+            # A pass over a large store rests as long as it took (at least pause_s).
+            await asyncio.sleep(max(self.pause_s, time.perf_counter() - started))
         await asyncio.Event().wait()
 
     async def sweep(self) -> Damage | None:
         """One pass over the store; the damage found, if any."""
         size = len(self.leaves)
+        checkpoints = [c for c in await self.store.checkpoints() if c.tree_size <= size]
+        roots: dict[int, bytes] = {}
+        wanted = {c.tree_size for c in checkpoints}
         tree = CompactRange()
         pos = 0
         while pos < size and self.damage is None:
-            started = time.process_time()
+            started = time.perf_counter()
             end = min(size, pos + self.chunk)
-            problem = await self._check_entries(pos, end, tree)
+            problem = await self._check_entries(pos, end, tree, wanted, roots)
             if problem is not None:
                 await self._damaged(*problem)
                 return self.damage
             JOURNAL_AUDITED.inc(end - pos)
             pos = end
-            spent = time.process_time() - started
-            await asyncio.sleep(spent * (1 / self.share - 1))  # stay within the share
-        problem = await self._check_tail_and_checkpoints()
+            # Wall time, not this process's CPU: the database's work for the sweep
+            # counts against the share too.
+            spent = time.perf_counter() - started
+            await asyncio.sleep(spent * (1 / self.share - 1))
+        problem = self._check_checkpoints(checkpoints, roots) or await self._check_tail()
         if problem is not None:
             await self._damaged(*problem)
         self.sweeps += 1
@@ -226,7 +233,7 @@ class StoreAudit:
         return self.damage
 
     async def _check_entries(
-        self, start: int, end: int, tree: CompactRange
+        self, start: int, end: int, tree: CompactRange, wanted: set[int], roots: dict[int, bytes]
     ) -> tuple[int, str, tuple[str, ...]] | None:
         rows = await self.pool.fetch(
             "SELECT * FROM entries WHERE seq >= $1 AND seq < $2 ORDER BY seq", start, end
@@ -257,6 +264,8 @@ class StoreAudit:
             if previous is not None and entry.prev_hash != previous:
                 return seq, "the entry's link is not the hash of the entry before", ()
             completed += tree.append(verified)
+            if tree.size in wanted:
+                roots[tree.size] = tree.root()
             expected += 1
         if expected != end:
             return (
@@ -280,40 +289,46 @@ class StoreAudit:
                 )  # fmt: skip
         return None
 
-    async def _check_tail_and_checkpoints(self) -> tuple[int, str, tuple[str, ...]] | None:
-        """Nothing stored beyond what the sequencer wrote; every checkpoint's root."""
+    async def _check_tail(self) -> tuple[int, str, tuple[str, ...]] | None:
+        """Nothing stored beyond what the sequencer wrote: no entry, tree node or
+        checkpoint. Index lookups only, as the sequencer waits while they run."""
         async with self.lock:  # the sequencer is not half-way through a commit
             size = len(self.leaves)
             top = await self.pool.fetchval("SELECT max(seq) FROM entries")
-            count = await self.pool.fetchval("SELECT count(*) FROM entries")
-            beyond = await self.pool.fetchval(
-                "SELECT count(*) FROM tree_nodes WHERE ((idx + 1) << level) > $1", size
-            )
-            checkpoints = await self.store.checkpoints()
+            # A node (level, idx) covers leaves idx << level up to (idx + 1) << level:
+            # one beyond the store has idx >= size >> level, at some level.
+            beyond = await self.pool.fetchrow(
+                "SELECT t.level, t.idx FROM unnest($1::smallint[], $2::bigint[]) AS b(level, lo)"
+                " CROSS JOIN LATERAL (SELECT level, idx FROM tree_nodes"
+                "   WHERE level = b.level AND idx >= b.lo LIMIT 1) t LIMIT 1",
+                list(range(64)), [size >> level for level in range(64)],
+            )  # fmt: skip
+            covered = await self.pool.fetchval("SELECT max(tree_size) FROM checkpoints")
         if top is not None and top >= size:
             return size, f"entry {top} is stored beyond the {size} the journal wrote", ()
-        if count != size:
-            return size, f"{count} entries stored, {size} written", ()
-        if beyond:
-            return size, f"{beyond} tree nodes are stored beyond entry {size - 1}", ()
-        roots = _roots_at(self.leaves, [c.tree_size for c in checkpoints])
+        if beyond is not None:
+            level, idx = beyond["level"], beyond["idx"]
+            return size, f"tree node ({level}, {idx}) is stored beyond entry {size - 1}", ()
+        if covered is not None and covered > size:
+            return size, f"a checkpoint covers {covered} entries; {size} written", ()
+        return None
+
+    @staticmethod
+    def _check_checkpoints(
+        checkpoints: Sequence[StoredCheckpoint], roots: dict[int, bytes]
+    ) -> tuple[int, str, tuple[str, ...]] | None:
+        """Each checkpoint's stored root and note, against the root of its entries."""
         for cp in checkpoints:
-            if cp.tree_size > size:
-                return (
-                    size,
-                    f"a checkpoint covers {cp.tree_size} entries; {size} written",
-                    (cp.note,),
-                )
+            root = roots.get(cp.tree_size)
+            if root is None:
+                continue
             try:
                 note_root = parse_note(cp.note).checkpoint.root
             except CheckpointError as exc:
                 return cp.tree_size - 1, f"checkpoint {cp.tree_size} is malformed: {exc}", ()
-            if cp.root_hash != roots[cp.tree_size] or note_root != roots[cp.tree_size]:
-                return (
-                    cp.tree_size - 1,
-                    f"checkpoint {cp.tree_size}'s root is not the entries'",
-                    (cp.note,),
-                )
+            if cp.root_hash != root or note_root != root:
+                problem = f"checkpoint {cp.tree_size}'s root is not the entries'"
+                return cp.tree_size - 1, problem, (cp.note,)
         return None
 
     # -- the alarm ------------------------------------------------------------------
@@ -334,17 +349,3 @@ class StoreAudit:
         if self.on_damage is not None:
             with contextlib.suppress(Exception):
                 await self.on_damage(self.damage)
-
-
-def _roots_at(leaves: VerifiedLeaves, sizes: Sequence[int]) -> dict[int, bytes]:
-    """The Merkle root of the first n verified leaves, for each n in ``sizes``."""
-    wanted = sorted(set(s for s in sizes if 0 < s <= len(leaves)))
-    roots: dict[int, bytes] = {}
-    tree = CompactRange()
-    for n in wanted:
-        while tree.size < n:
-            h = leaves.get(tree.size)
-            assert h is not None
-            tree.append(h)
-        roots[n] = tree.root()
-    return roots
