@@ -87,7 +87,7 @@ class StoreAudit:
     #: Entries read per sweep step.
     chunk: int = 2000
     #: The share of the time the background sweep may spend reading and checking.
-    share: float = 0.1
+    share: float = 0.2
     #: Between whole passes.
     pause_s: float = 0.5
     now_micros: Callable[[], int] = lambda: time.time_ns() // 1000
