@@ -407,16 +407,24 @@ class Replica:
         self._gap_since = None
 
     async def raise_alarm(self, alarm: AlarmRecord) -> None:
-        """Record the alarm (the first one stands) and stop ingesting."""
-        if self.alarm is not None:
+        """Record the alarm and stop ingesting (but for a cross-examination alarm).
+        The first alarm stands, unless a verification or fork alarm follows a
+        cross-examination one: that one stops ingesting, and is kept instead."""
+        if self.alarm is not None and (
+            self.alarm.kind != "cross-examination" or alarm.kind == "cross-examination"
+        ):
             return
+        if self.alarm is not None:
+            log.error("replica %s: a %s alarm takes the place of: %s", self.bank, alarm.kind,
+                      self.alarm.problem)  # fmt: skip
         self.alarm = alarm
         log.error(
             "ALARM replica %s (%s) at entry %d: %s", self.bank, alarm.kind, alarm.seq, alarm.problem
         )
         await self.pool.execute(
             "INSERT INTO alarm (kind, seq, problem, evidence) VALUES ($1, $2, $3, $4)"
-            " ON CONFLICT DO NOTHING",
+            " ON CONFLICT (singleton) DO UPDATE SET kind = $1, seq = $2, problem = $3,"
+            " evidence = $4, raised_at = now()",
             alarm.kind,
             alarm.seq,
             alarm.problem,

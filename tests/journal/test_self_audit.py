@@ -5,8 +5,10 @@ verify, and journals nothing on top of the damage; and again at its next start."
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -20,9 +22,11 @@ from services.journal.service import SPEC
 from services.runtime.certs import load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
+from services.runtime.keys import load_or_create_signer
 from services.runtime.metrics import JOURNAL_DAMAGED
 from tests.journal.helpers import Producer, producer, wait_until
-from tests.support import running
+from tests.replica.helpers import replica_running, replica_settings, wait_in_step
+from tests.support import running, scf
 
 pytestmark = pytest.mark.integration
 
@@ -93,58 +97,101 @@ async def _waiting_in_stream(settings: Settings, p: Producer) -> int:
 
 
 @pytest.mark.parametrize("how", list(ALTERATIONS))
-async def test_the_journal_finds_an_alteration_of_its_store(settings: Settings, how: str) -> None:
+async def test_the_journal_finds_an_alteration_of_its_store(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """Under traffic, with both banks' replicas running; then restored from one."""
     statement, where = ALTERATIONS[how]
     schema = settings.endpoint("journal").schema
+    load_or_create_signer(settings.keys_dir, "platform-root")
+    north_rs = replica_settings(settings, "bank-north")
+    south_rs = replica_settings(settings, "bank-south")
+    monkeypatch.setenv("SCF_REPLICA_BANK_NORTH_ADDR", north_rs.grpc_addr)
+    monkeypatch.setenv("SCF_REPLICA_BANK_SOUTH_ADDR", south_rs.grpc_addr)
     conn = await asyncpg.connect(settings.database_url)
     try:
-        async with running(SPEC, settings), producer(settings) as p, channel(settings) as ch:
-            await _traffic(p, 40, 0)
-            await p.wait_confirmed(40)
-            audit = await _store_audit(ch)
-            assert not audit.HasField("damage") and audit.verified_size == 41
+        async with (
+            replica_running(settings, "bank-north", north_rs) as north,
+            replica_running(settings, "bank-south", south_rs) as south,
+        ):
+            async with running(SPEC, settings), producer(settings) as p, channel(settings) as ch:
+                await _traffic(p, 40, 0)
+                await p.wait_confirmed(40)
+                audit = await _store_audit(ch)
+                assert not audit.HasField("damage") and audit.verified_size == 41
+                await wait_in_step(north, 41)
+                await wait_in_step(south, 41)
+                size = await _size(conn, schema)
+                await conn.execute(f'SET search_path TO "{schema}"; {statement}')
+                await _traffic(p, 5, 100)  # traffic goes on
 
-            async def checkpointed() -> bool:
-                top = await conn.fetchval(f'SELECT max(tree_size) FROM "{schema}".checkpoints')
-                return bool(top == await _size(conn, schema))
+                async def found() -> bool:
+                    return (await _store_audit(ch)).HasField("damage")
 
-            await wait_until(checkpointed, what="a checkpoint over every entry")
-            size = await _size(conn, schema)
-            await conn.execute(f'SET search_path TO "{schema}"; {statement}')
-            await _traffic(p, 5, 100)  # traffic goes on
+                await wait_until(found, timeout=20, what=f"the journal noticing: {how}")
+                damage = (await _store_audit(ch)).damage
+                expected = {"last": size - 1, "next": size}.get(str(where), where)
+                assert damage.seq == expected, damage
+                assert await _health(ch) == health_pb2.HealthCheckResponse.NOT_SERVING
+                # What `scf status` shows for the journal.
+                shown = await journal_detail(settings, settings.endpoint("journal").grpc_addr)
+                assert f"ALARM (store damaged) at entry {expected}" in shown, shown
+                assert JOURNAL_DAMAGED._value.get() == 1
+                reader = journal_pb2_grpc.AuditServiceStub(ch)
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    request = journal_pb2.ListEntriesRequest()
+                    [r async for r in reader.ListEntries(request, timeout=5)]
+                assert info.value.code() == grpc.StatusCode.DATA_LOSS
 
-            async def found() -> bool:
-                return (await _store_audit(ch)).HasField("damage")
+                # Both banks' replicas, cross-examining the journal, raise their alarm.
+                async def both_alarmed() -> bool:
+                    return north.alarm is not None and south.alarm is not None
 
-            await wait_until(found, timeout=20, what=f"the journal noticing: {how}")
-            damage = (await _store_audit(ch)).damage
-            expected = {"last": size - 1, "next": size}.get(str(where), where)
-            assert damage.seq == expected, damage
-            assert await _health(ch) == health_pb2.HealthCheckResponse.NOT_SERVING
-            # What `scf status` shows for the journal.
-            shown = await journal_detail(settings, settings.endpoint("journal").grpc_addr)
-            assert f"ALARM (store damaged) at entry {expected}" in shown, shown
-            assert JOURNAL_DAMAGED._value.get() == 1
-            reader = journal_pb2_grpc.AuditServiceStub(ch)
-            with pytest.raises(grpc.aio.AioRpcError) as info:
-                [r async for r in reader.ListEntries(journal_pb2.ListEntriesRequest(), timeout=5)]
-            assert info.value.code() == grpc.StatusCode.DATA_LOSS
+                await wait_until(both_alarmed, timeout=20, what="both replicas' alarms")
+                for replica in (north, south):
+                    assert replica.alarm is not None
+                    assert replica.alarm.kind == "cross-examination", replica.alarm
 
-            # Nothing is sequenced on top: new submissions wait in the stream.
-            stored = await conn.fetchval(f'SELECT count(*) FROM "{schema}".entries')
-            await _traffic(p, 3, 200)
+                # Nothing is sequenced on top: new submissions wait in the stream.
+                stored = await conn.fetchval(f'SELECT count(*) FROM "{schema}".entries')
+                await _traffic(p, 3, 200)
 
-            async def waiting() -> bool:
-                return await _waiting_in_stream(settings, p) > 0
+                async def waiting() -> bool:
+                    return await _waiting_in_stream(settings, p) > 0
 
-            await wait_until(waiting, what="submissions waiting for a restored store")
-            assert await conn.fetchval(f'SELECT count(*) FROM "{schema}".entries') == stored
+                await wait_until(waiting, what="submissions waiting for a restored store")
+                assert await conn.fetchval(f'SELECT count(*) FROM "{schema}".entries') == stored
 
-        # Restarted on the damaged store, it finds the damage before sequencing anything.
-        async with running(SPEC, settings), channel(settings) as ch:
-            audit = await _store_audit(ch)
-            assert audit.HasField("damage"), how
-            assert await _health(ch) == health_pb2.HealthCheckResponse.NOT_SERVING
+            # Restarted on the damaged store, it finds the damage before sequencing anything.
+            async with running(SPEC, settings), channel(settings) as ch:
+                audit = await _store_audit(ch)
+                assert audit.HasField("damage"), how
+                assert await _health(ch) == health_pb2.HealthCheckResponse.NOT_SERVING
+
+            # Restored from bank-north's replica: the same root at the same size.
+            async def alike() -> bool:
+                return north.size == south.size and north.cosigned_size == south.cosigned_size
+
+            await wait_until(alike, what="the two replicas at one size")
+            root, kept = north.verifier.tree.root(), north.size
+            restored = await asyncio.to_thread(
+                scf, settings, "journal", "restore", "--from-replica", "bank-north",
+                cwd=tmp_path,
+            )  # fmt: skip
+            assert restored.returncode == 0, restored.stderr + restored.stdout
+            assert f"restored {kept} entries from bank-north, root {root.hex()}" in restored.stdout
+            async with running(SPEC, settings), producer(settings) as p, channel(settings) as ch:
+                audit = await _store_audit(ch)
+                assert not audit.HasField("damage") and audit.verified_size >= kept
+                assert await _health(ch) == health_pb2.HealthCheckResponse.SERVING
+                # Traffic flows again: what waited is journaled, and the replicas follow
+                # the restored history (a different one would be a verification alarm).
+                await _traffic(p, 2, 300)
+                await p.wait_confirmed(len(await p.confirmed()) + 2)
+                await wait_in_step(north, kept + 2)
+                await wait_in_step(south, kept + 2)
+                for replica in (north, south):
+                    assert replica.alarm is not None and replica.ingesting, replica.alarm
     finally:
         await conn.close()
 

@@ -178,3 +178,18 @@ async def test_an_export_carries_the_banks_cosignatures_and_witness_keys_are_ser
             cwd=tmp_path,
         )  # fmt: skip
         assert checked.returncode == code, checked.stderr + checked.stdout
+
+
+async def test_a_verification_alarm_takes_the_place_of_a_cross_examination_one(
+    settings: Settings, two_replicas: Banks
+) -> None:
+    north = two_replicas.north
+    await north.raise_alarm(AlarmRecord("cross-examination", 3, "served differently", ("x",)))
+    assert north.ingesting  # its own copy is not in question
+    await north.raise_alarm(AlarmRecord("cross-examination", 4, "again", ()))
+    assert north.alarm is not None and north.alarm.seq == 3  # the first stands
+    await north.raise_alarm(AlarmRecord("verification", 5, "does not verify", ("y",)))
+    assert north.alarm is not None and north.alarm.kind == "verification"
+    assert not north.ingesting
+    stored = await north.pool.fetchrow("SELECT kind, seq FROM alarm")
+    assert (stored["kind"], stored["seq"]) == ("verification", 5)
