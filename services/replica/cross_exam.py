@@ -21,17 +21,14 @@ import logging
 import math
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import grpc
 
 from services.gen.scf.journal.v1 import journal_pb2
-from services.journal import ProofError, leaf_hash, verify_inclusion
+from services.journal import JournalStore, ProofError, leaf_hash, verify_inclusion
 from services.replica.alarm import AlarmRecord
 from services.runtime.journal_client import AuditClient
-
-if TYPE_CHECKING:
-    from services.replica.replica import Replica
 
 __all__ = ["CrossExamination"]
 
@@ -44,9 +41,25 @@ class _Differs(Exception):
         self.seq, self.problem, self.evidence = seq, problem, evidence
 
 
+class Examiner(Protocol):
+    """What the cross-examination needs of its replica."""
+
+    bank: str
+    store: JournalStore
+    alarm: AlarmRecord | None
+
+    @property
+    def audit_client(self) -> AuditClient: ...
+
+    @property
+    def size(self) -> int: ...
+
+    async def raise_alarm(self, alarm: AlarmRecord) -> None: ...
+
+
 @dataclass
 class CrossExamination:
-    replica: Replica
+    replica: Examiner
     #: The audit API examined: the journal's (the replica's own client) unless given.
     audit_client: AuditClient | None = None
     #: The whole verified history is compared once in this period.

@@ -17,14 +17,12 @@ import pytest
 
 from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
 from services.journal.service import SPEC
-from services.replica.config import ReplicaSettings
 from services.replica.service import SCHEMA
 from services.runtime.certs import load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
-from services.runtime.keys import load_or_create_signer
 from tests.journal.helpers import producer
-from tests.replica.helpers import replica_running, replica_settings, wait_in_step
+from tests.replica.helpers import both_banks, wait_in_step
 from tests.support import running, scf
 
 pytestmark = pytest.mark.integration
@@ -46,13 +44,6 @@ async def operator(settings: Settings) -> AsyncIterator[Any]:
         yield ch
 
 
-def _env(settings: Settings, north: ReplicaSettings, south: ReplicaSettings) -> dict[str, str]:
-    return {
-        "SCF_REPLICA_BANK_NORTH_ADDR": north.grpc_addr,
-        "SCF_REPLICA_BANK_SOUTH_ADDR": south.grpc_addr,
-    }
-
-
 async def _restore(settings: Settings, cwd: Path) -> subprocess.CompletedProcess[str]:
     """The operator's command, in its own process, while the replicas here answer it."""
     return await asyncio.to_thread(
@@ -61,21 +52,10 @@ async def _restore(settings: Settings, cwd: Path) -> subprocess.CompletedProcess
 
 
 @pytest.mark.parametrize("how", list(DAMAGE))
-async def test_restore_from_a_banks_replica(
-    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
-) -> None:
-    load_or_create_signer(settings.keys_dir, "platform-root")
-    north_rs, south_rs = (
-        replica_settings(settings, "bank-north"),
-        replica_settings(settings, "bank-south"),
-    )
-    for name, value in _env(settings, north_rs, south_rs).items():
-        monkeypatch.setenv(name, value)
+async def test_restore_from_a_banks_replica(settings: Settings, tmp_path: Path, how: str) -> None:
     schema = settings.endpoint("journal").schema
-    async with (
-        replica_running(settings, "bank-north", north_rs) as north,
-        replica_running(settings, "bank-south", south_rs) as south,
-    ):
+    async with both_banks(settings) as banks:
+        north, south = banks.north, banks.south
         async with running(SPEC, settings), producer(settings) as p:
             await p.append(40)
             await p.wait_confirmed(40)
@@ -106,19 +86,10 @@ async def test_restore_from_a_banks_replica(
 
 
 async def test_a_replica_that_disagrees_with_the_other_bank_is_not_restored(
-    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, tmp_path: Path
 ) -> None:
-    load_or_create_signer(settings.keys_dir, "platform-root")
-    north_rs, south_rs = (
-        replica_settings(settings, "bank-north"),
-        replica_settings(settings, "bank-south"),
-    )
-    for name, value in _env(settings, north_rs, south_rs).items():
-        monkeypatch.setenv(name, value)
-    async with (
-        replica_running(settings, "bank-north", north_rs) as north,
-        replica_running(settings, "bank-south", south_rs) as south,
-    ):
+    async with both_banks(settings) as banks:
+        north, south = banks.north, banks.south
         async with running(SPEC, settings), producer(settings) as p:
             await p.append(20)
             await p.wait_confirmed(20)
@@ -128,7 +99,7 @@ async def test_a_replica_that_disagrees_with_the_other_bank_is_not_restored(
             refused = await _restore(settings, tmp_path)
             assert refused.returncode == 1 and "stop it first" in refused.stderr, refused.stderr
         # The source's copy altered behind its back (the bank's database): refused.
-        conn = await asyncpg.connect(north_rs.database_url)
+        conn = await asyncpg.connect(banks.north_rs.database_url)
         try:
             await conn.execute(
                 f"SET search_path TO {SCHEMA}; UPDATE entries SET payload = convert_to('{{}}',"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -12,6 +14,7 @@ from services.replica.config import ReplicaSettings, database_beside
 from services.replica.replica import Replica
 from services.replica.service import run_replica
 from services.runtime.config import Settings
+from services.runtime.keys import load_or_create_signer
 from services.runtime.ports import free_port
 from tests.journal.helpers import wait_until
 from tests.support import unique
@@ -65,3 +68,38 @@ async def wait_in_step(replica: Replica, size: int, timeout: float = 60.0) -> No
         return replica.size >= size and replica.cosigned_size >= size
 
     await wait_until(done, timeout, f"replica {replica.bank} at {size} entries, cosigned")
+
+
+@dataclass
+class Banks:
+    """Both example banks' replicas, running, and their settings."""
+
+    north: Replica
+    south: Replica
+    north_rs: ReplicaSettings
+    south_rs: ReplicaSettings
+
+
+@contextlib.asynccontextmanager
+async def both_banks(settings: Settings) -> AsyncIterator[Banks]:
+    """bank-north's and bank-south's replicas; ``SCF_REPLICA_<BANK>_ADDR`` set for
+    commands run meanwhile (`scf journal restore`), and unset again after."""
+    load_or_create_signer(settings.keys_dir, "platform-root")  # a replica may start first
+    north_rs = replica_settings(settings, "bank-north")
+    south_rs = replica_settings(settings, "bank-south")
+    env = {"SCF_REPLICA_BANK_NORTH_ADDR": north_rs.grpc_addr,
+           "SCF_REPLICA_BANK_SOUTH_ADDR": south_rs.grpc_addr}  # fmt: skip
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        async with (
+            replica_running(settings, "bank-north", north_rs) as north,
+            replica_running(settings, "bank-south", south_rs) as south,
+        ):
+            yield Banks(north, south, north_rs, south_rs)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

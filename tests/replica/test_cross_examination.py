@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -20,7 +19,6 @@ import pytest
 from services.gen.scf.replica.v1 import replica_pb2, replica_pb2_grpc
 from services.journal.service import SPEC
 from services.replica.alarm import AlarmRecord
-from services.replica.config import ReplicaSettings
 from services.replica.cross_exam import CrossExamination
 from services.replica.replica import Replica
 from services.replica.service import SCHEMA
@@ -28,9 +26,8 @@ from services.runtime.certs import load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
 from services.runtime.journal_client import audit_client
-from services.runtime.keys import load_or_create_signer
 from tests.journal.helpers import producer, wait_until
-from tests.replica.helpers import replica_running, replica_settings, wait_in_step
+from tests.replica.helpers import Banks, both_banks, wait_in_step
 from tests.support import running, scf
 
 pytestmark = pytest.mark.integration
@@ -38,31 +35,16 @@ pytestmark = pytest.mark.integration
 ENTRIES = 41
 
 
-@dataclass
-class Banks:
-    north: Replica
-    south: Replica
-    north_rs: ReplicaSettings
-    south_rs: ReplicaSettings
-
-
 @pytest.fixture
 async def two_replicas(settings: Settings) -> AsyncIterator[Banks]:
     """North and south in step with the journal."""
-    load_or_create_signer(settings.keys_dir, "platform-root")
-    south_rs = replica_settings(settings, "bank-south")
-    north_rs = replica_settings(settings, "bank-north")
-    async with (
-        running(SPEC, settings),
-        replica_running(settings, "bank-north", north_rs) as north,
-        replica_running(settings, "bank-south", south_rs) as south,
-    ):
+    async with running(SPEC, settings), both_banks(settings) as banks:
         async with producer(settings) as p:
             await p.append(40)
             await p.wait_confirmed(40)
-        await wait_in_step(north, ENTRIES)
-        await wait_in_step(south, ENTRIES)
-        yield Banks(north, south, north_rs, south_rs)
+        await wait_in_step(banks.north, ENTRIES)
+        await wait_in_step(banks.south, ENTRIES)
+        yield banks
 
 
 def _examining(north: Replica, settings: Settings, addr: str) -> CrossExamination:
