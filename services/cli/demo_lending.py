@@ -113,7 +113,7 @@ async def finance(settings: Settings, out: Console, order_id: str, quiet: bool =
         terms = underwriting_pb2.Terms(
             amount=money_pb2.Money(amount="2000000.00", currency="CNY"),
             rate_bps=600,
-            tenor_days=115,
+            tenor_days=0,  # it matures at the order's due date, as the contract says
         )
         for who in ("uw-alice", "uw-bob"):
             reply = await uw[who].Approve(
@@ -128,6 +128,13 @@ async def finance(settings: Settings, out: Console, order_id: str, quiet: bool =
         out.rule("7. Every party signs the contract; the money is disbursed")
         app = await _wait(lending["acme-builders"], app.application_id, "approved")
         out.print(f"contract {app.contract.contract_id}, SHA-256 {app.contract.sha256.hex()[:16]}…")
+        signed = json.loads(app.contract.document)
+        out.print(
+            f"{signed['rate_bps']} bp a year, {signed['day_count']}, maturing on"
+            f" {signed['maturity']} (the order's due date), arrangement fee"
+            f" {signed['arrangement_fee_bps']} bp, penalty {signed['penalty_rate_bps']} bp"
+            f" after {signed['grace_days']} days' grace"
+        )
         for party in ("acme-builders", "uw-alice", "citybuild"):
             await sign_contract(
                 lending[party], party, app.contract.contract_id, app.contract.sha256, "demo"

@@ -285,11 +285,14 @@ class Application:
     #: A lease's term in days (0 for order financing): its tenor is fixed.
     lease_term_days: int
     vendor_id: str
+    #: Order financing matures at the order's due date (None for a lease).
+    maturity: dt.date | None = None
 
     @staticmethod
     def from_row(row: Mapping[str, Any]) -> Application:
         decision = row["decision"] or {}
         lease = row["lease"] or {}
+        facts = row["order_facts"] if row["kind"] == Kind.ORDER.value else None
         months = int(lease.get("term_months", 0))
         return Application(
             application_id=row["application_id"],
@@ -306,6 +309,7 @@ class Application:
             offer_expires_micros=row["offer_expires_micros"],
             lease_term_days=months * 4383 // 144,
             vendor_id=str(lease.get("vendor_id", "")),
+            maturity=dt.date.fromisoformat(facts["due_date"]) if facts else None,
         )
 
     # -- who may do what -----------------------------------------------------------
@@ -370,24 +374,42 @@ class Application:
 
     # -- terms and four eyes ---------------------------------------------------------
 
-    def terms_from(self, amount: Money, rate_bps: int, tenor_days: int) -> Terms:
-        """Staff's terms, checked against the application; INVALID_ARGUMENT naming the field."""
+    def tenor_from(self, today: dt.date) -> int:
+        """The financing's days from ``today``: a lease its term; order financing to
+        its maturity, the order's due date."""
+        if self.kind is Kind.LEASE or self.maturity is None:
+            return self.lease_term_days
+        return (self.maturity - today).days
+
+    def terms_from(self, amount: Money, rate_bps: int, tenor_days: int, today: dt.date) -> Terms:
+        """Staff's terms, checked against the application; INVALID_ARGUMENT naming the
+        field. The tenor is not staff's to choose: a lease runs its term, and order
+        financing matures at the order's due date (give 0, or those days)."""
         if amount.currency != self.currency:
             raise InvalidArgument("terms.amount.currency", f"the application is in {self.currency}")
         if amount.minor > self.requested_minor:
             raise InvalidArgument("terms.amount.amount", "more than the subcontractor asked for")
         if not 0 < rate_bps <= MAX_RATE_BPS:
             raise InvalidArgument("terms.rate_bps", f"1 to {MAX_RATE_BPS} basis points")
+        days = self.tenor_from(today)
         if self.kind is Kind.LEASE:  # the term is the lessee's, in the contract already
-            if tenor_days not in (0, self.lease_term_days):
+            if tenor_days not in (0, days):
+                raise InvalidArgument(
+                    "terms.tenor_days", f"the lease runs {days} days; give 0 or that"
+                )
+        else:
+            if tenor_days not in (0, days):
                 raise InvalidArgument(
                     "terms.tenor_days",
-                    f"the lease runs {self.lease_term_days} days; give 0 or that",
+                    f"order financing matures at the order's due date {self.maturity},"
+                    f" {days} days from today; give 0 or {days}",
                 )
-            tenor_days = self.lease_term_days
-        elif not 0 < tenor_days <= MAX_TENOR_DAYS:
-            raise InvalidArgument("terms.tenor_days", f"1 to {MAX_TENOR_DAYS} days")
-        return Terms(amount.minor, rate_bps, tenor_days)
+            if not 0 < days <= MAX_TENOR_DAYS:
+                raise FailedPrecondition(
+                    f"the order is due in {days} days; order financing runs 1 to"
+                    f" {MAX_TENOR_DAYS} days", reason="TENOR_OUT_OF_RANGE", subject=self.subject,
+                )  # fmt: skip
+        return Terms(amount.minor, rate_bps, days)
 
     def _staff_decision(
         self, proposal: str, who: Identity, terms: Terms, policy: BankPolicy
@@ -546,19 +568,16 @@ class Application:
         return Move(S.RELEASING, "declined", "scoring", {"outcome": "declined", "reason": reason})
 
     def scored(self, decision: Mapping[str, Any], decision_id: str, policy: BankPolicy,
-               order_tenor_days: int) -> Outcome:  # fmt: skip
+               today: dt.date) -> Outcome:  # fmt: skip
         """Record the decision, then the policy's verdict: approve, decline or refer."""
         self.check(Action.SCORE, None)
         moves = [Move(self.state, "scored", "scoring",
                       {"decision": dict(decision), "decision_id": decision_id})]  # fmt: skip
         max_tenor = int(decision["max_tenor_days"])
-        if self.kind is Kind.LEASE:
-            tenor = self.lease_term_days
-        else:
-            tenor = min(order_tenor_days, max_tenor or 1)
+        tenor = self.tenor_from(today)  # the maturity is the order's (or the lease's term)
         verdict, terms = auto_decision(policy, dict(decision), self.requested_minor, tenor)
-        if verdict == "approve" and tenor > max_tenor:
-            verdict = "refer"  # a lease longer than the grade allows: staff decide
+        if verdict == "approve" and not 0 < tenor <= max_tenor:
+            verdict = "refer"  # longer than the grade allows (never shortened): staff decide
         if verdict == "approve" and terms is not None:
             approved = Terms(terms["amount_minor"], terms["rate_bps"], terms["tenor_days"])
             return Outcome(tuple(moves), approve=approved, by="policy")
@@ -570,8 +589,13 @@ class Application:
             moves.append(Move(S.REFERRED, "referred", "policy"))
         return Outcome(tuple(moves))
 
-    def disbursed(self) -> Move:
+    def disbursed(self, today: dt.date) -> Move:
+        """The money goes out; or, the order due by now, it never does: a loan
+        that matures before it is paid out cannot be charged as signed."""
         self.check(Action.DISBURSE, None)
+        if self.maturity is not None and today >= self.maturity:
+            reason = f"the order fell due on {self.maturity}, before the money went out"
+            return Move(S.RELEASING, "lapsed", "lending", {"outcome": "lapsed", "reason": reason})
         return Move(S.DISBURSED, "disbursed", "lending", {"outcome": "disbursed"})
 
     def expired(self, now_micros: int) -> Move | None:

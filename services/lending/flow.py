@@ -251,10 +251,9 @@ class FlowEngine:
             if refusal is not None:
                 await self.t.apply(conn, app, domain.scoring_refused(refusal.message), now)
                 return
-            facts = app["order_facts"] or {}
             outcome = domain.scored(
                 json.loads(result.decision_json), result.decision_id, policy_for(app["bank"]),
-                int(facts.get("tenor_days", 0)),
+                self.clock.now().date(),
             )  # fmt: skip
             await self.carry_out(conn, app, outcome)
 
@@ -285,8 +284,9 @@ class FlowEngine:
             # Lessee, lessor, and the vendor, who sells the asset to the lessor.
             signers = [app["subcontractor_id"], app["bank"], lease.vendor_id]
         else:
+            facts = app["order_facts"]
             document, digest = contract_document(
-                {**dict(app), "buyer_id": app["order_facts"]["buyer_id"]}, terms.as_json()
+                {**dict(app), "buyer_id": facts["buyer_id"]}, terms.as_json(), facts["due_date"]
             )
             signers = [app["subcontractor_id"], app["bank"], app["order_facts"]["buyer_id"]]
         contract_id = f"CON-{uuid.uuid4().hex[:12].upper()}"
@@ -318,7 +318,11 @@ class FlowEngine:
             domain = Application.from_row(app)
             if not domain.may(Action.DISBURSE):
                 return
-            await self.draw(conn, app, domain.disbursed())
+            move = domain.disbursed(self.clock.now().date())
+            if move.state is not State.DISBURSED:  # lapsed: released, nothing drawn
+                await self.t.apply(conn, app, move, self.clock.now_micros())
+                return
+            await self.draw(conn, app, move)
         crash_point("lending.before_announce")
         await self._announce(application_id)
 
@@ -337,8 +341,16 @@ class FlowEngine:
         signed, so repayment books only what lending disbursed)."""
         app = await self._get(application_id)
         announce = lease_commenced_event if app["kind"] == "lease" else loan_disbursed_event
+        event = announce(app)
+        # The signed contract travels with it: repayment books its terms, and
+        # refuses an event whose terms are not the contract's.
+        contract: Any = await self.pool.fetchrow(
+            "SELECT document, sha256 FROM contracts WHERE contract_id = $1", app["contract_id"]
+        )
+        event.contract_document = contract["document"]
+        event.contract_sha256 = bytes(contract["sha256"])
         await self.messenger.publish_event(
-            self.js, self.subjects.disbursed, announce(app), f"disbursed-{application_id}"
+            self.js, self.subjects.disbursed, event, f"disbursed-{application_id}"
         )
         await self.pool.execute(
             "UPDATE applications SET announced = true WHERE application_id = $1", application_id

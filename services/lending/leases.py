@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from services.gen.scf.leasing.v1 import leasing_pb2
+from services.lending.policy import product_terms
 from services.runtime.errors import InvalidArgument
 from services.runtime.money import parse_money
 
@@ -174,6 +175,7 @@ def lease_contract_document(
         + ("in advance" if lease.in_advance else "in arrears")
         + ", equal (annuity)",
         "residual_minor": lease.residual_minor,
+        **product_terms(application["bank"], terms["rate_bps"]),
         "end_of_lease": lease.end_option,
         "purchase": "the vendor sells the asset to the lessor for the price; the lessor pays"
         " the financed part to the vendor and the lessee the down payment",

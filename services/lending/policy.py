@@ -7,7 +7,16 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["POLICIES", "BankPolicy", "auto_decision", "contract_document", "policy_for"]
+from services.contracts.products import penalty_rate, product_for
+
+__all__ = [
+    "POLICIES",
+    "BankPolicy",
+    "auto_decision",
+    "contract_document",
+    "policy_for",
+    "product_terms",
+]
 
 
 @dataclass(frozen=True)
@@ -63,8 +72,24 @@ def auto_decision(
     return "refer", None
 
 
-def contract_document(application: dict[str, Any], terms: dict[str, Any]) -> tuple[str, bytes]:
-    """The canonical contract (sorted-key JSON, no spaces) and its SHA-256."""
+def product_terms(bank: str, rate_bps: int) -> dict[str, Any]:
+    """What the bank's product adds to a contract: exactly what repayment charges."""
+    product = product_for(bank)
+    return {
+        "day_count": product.day_count,
+        "arrangement_fee_bps": product.arrangement_fee_bps,
+        "late_fee_minor": product.late_fee_minor,
+        "grace_days": product.grace_days,
+        "penalty_rate_bps": penalty_rate(rate_bps),
+        "business_days": "none: due dates stand as written, on any day",
+    }
+
+
+def contract_document(
+    application: dict[str, Any], terms: dict[str, Any], maturity: str
+) -> tuple[str, bytes]:
+    """The canonical contract (sorted-key JSON, no spaces) and its SHA-256. Its terms
+    are the ones repayment books (it refuses a disbursement whose terms differ)."""
     body = {
         "kind": "order-financing",
         "application_id": application["application_id"],
@@ -76,8 +101,11 @@ def contract_document(application: dict[str, Any], terms: dict[str, Any]) -> tup
         "principal_minor": terms["amount_minor"],
         "rate_bps": terms["rate_bps"],
         "tenor_days": terms["tenor_days"],
-        "day_count": "ACT/365",
-        "repayment": "bullet at the order's due date, paid by the buyer to the supervised account",
+        "maturity": maturity,
+        **product_terms(application["bank"], terms["rate_bps"]),
+        "repayment": "bullet at maturity (the order's due date): principal, interest from"
+        " disbursement to maturity, and the arrangement fee, paid by the buyer to the"
+        " supervised account",
         "assignment": "the buyer acknowledges the assignment of the order's payment to the lender",
     }
     text = json.dumps(body, sort_keys=True, separators=(",", ":"))

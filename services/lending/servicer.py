@@ -12,6 +12,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from services.contracts.orders import FINANCEABLE_STATES
+from services.contracts.products import product_for
 from services.contracts.subjects import Subjects
 from services.gen.scf.bus.v1 import bus_pb2
 from services.gen.scf.lending.v1 import lending_pb2, lending_pb2_grpc
@@ -274,6 +275,14 @@ class LendingServicer(ApplicationCalls, lending_pb2_grpc.LendingServiceServicer)
         if amount.minor > order_amount.minor:
             raise InvalidArgument("amount.amount", f"more than the order's {order.amount.amount}")
         due = dt.date.fromisoformat(order.due_date)
+        today = self.clock.now().date()
+        least = product_for(request.bank).min_tenor_days
+        if (due - today).days < least:
+            raise FailedPrecondition(
+                f"order {order.order_id} is due on {due}, in {(due - today).days} days;"
+                f" {request.bank} finances orders due in {least} days or more",
+                reason="DUE_TOO_SOON", subject=f"order/{order.order_id}",
+            )  # fmt: skip
         return {
             "buyer_id": order.buyer_id,
             "due_date": order.due_date,

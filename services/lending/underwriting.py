@@ -116,10 +116,9 @@ class UnderwritingServicer(underwriting_pb2_grpc.UnderwritingServiceServicer):
         self.engine.wake.set()
         return result
 
-    @staticmethod
-    def _terms(app: Application, terms: underwriting_pb2.Terms) -> Terms:
+    def _terms(self, app: Application, terms: underwriting_pb2.Terms) -> Terms:
         money = parse_money(terms.amount.amount, terms.amount.currency, "terms.amount")
-        return app.terms_from(money, terms.rate_bps, terms.tenor_days)
+        return app.terms_from(money, terms.rate_bps, terms.tenor_days, self.clock.now().date())
 
     async def Approve(
         self, request: underwriting_pb2.ApproveRequest, context: Any

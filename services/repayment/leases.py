@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from services.repayment.calc import annuity_schedule, bucket_for
-from services.repayment.products import penalty_rate, product_for
+from services.repayment.contract import signed_terms
 from services.repayment.rentals import Rental, rentals_days_past_due
 from services.repayment.store import LoanJournal, rental_of
 from services.repayment.store import rentals as rentals_of
@@ -31,13 +31,13 @@ class LeaseBook:
         """The rental schedule of a lease that commenced; False when open already."""
         loan_id = event["application_id"]
         start = dt.date.fromisoformat(event["commenced_on"])
-        principal, rate = int(event["principal_minor"]), int(event["rate_bps"])
+        terms = signed_terms(event)  # what every party signed is what is charged
+        principal, rate = terms.principal_minor, terms.rate_bps
         residual = int(event["residual_minor"])
         lines = annuity_schedule(
             principal, rate, int(event["periods"]), start, per_year=int(event["per_year"]),
             in_advance=bool(event["in_advance"]), residual_minor=residual,
         )  # fmt: skip
-        product = product_for(event["bank"])
         async with self.pool.acquire() as conn, conn.transaction():
             inserted = await conn.fetchval(
                 "INSERT INTO loans (loan_id, kind, subcontractor_id, bank, buyer_id, order_id,"
@@ -47,9 +47,9 @@ class LeaseBook:
                 " $5, $6, $7, $8, $9, $10, $11, $10, $6, $12, $13, $14, $15)"
                 " ON CONFLICT DO NOTHING RETURNING 1",
                 loan_id, event["subcontractor_id"], event["bank"], event["facility_id"],
-                event["currency"], principal, rate, penalty_rate(rate), product.day_count, start,
-                lines[-1].due, self.clock.now_micros(), product.grace_days,
-                product.late_fee_minor, int(event["per_year"]),
+                event["currency"], principal, rate, terms.penalty_rate_bps, terms.day_count, start,
+                lines[-1].due, self.clock.now_micros(), terms.grace_days,
+                terms.late_fee_minor, int(event["per_year"]),
             )  # fmt: skip
             if not inserted:
                 return False
@@ -66,8 +66,10 @@ class LeaseBook:
                 conn, loan_id, "opened", 1,
                 {
                     "kind": "lease", "principal_minor": principal, "currency": event["currency"],
-                    "rate_bps": rate, "penalty_rate_bps": penalty_rate(rate),
-                    "day_count": product.day_count, "grace_days": product.grace_days,
+                    "rate_bps": rate, "penalty_rate_bps": terms.penalty_rate_bps,
+                    "day_count": terms.day_count, "grace_days": terms.grace_days,
+                    "late_fee_minor": terms.late_fee_minor,
+                    "contract_sha256": bytes(event["contract_sha256"]).hex(),
                     "commenced_on": start.isoformat(), "residual_minor": residual,
                     "in_advance": bool(event["in_advance"]), "per_year": int(event["per_year"]),
                     "schedule": _lines_json(lines),

@@ -15,9 +15,9 @@ from services.contracts.subjects import OrderVerb, Subjects
 from services.contracts.values import BUCKETS, lease_option_value
 from services.gen.scf.bus.v1 import bus_pb2
 from services.repayment.calc import Allocation, bullet_schedule
+from services.repayment.contract import ContractMismatch, signed_terms
 from services.repayment.domain import Loan
 from services.repayment.leases import LeaseBook
-from services.repayment.products import penalty_rate, product_for
 from services.repayment.store import LoanJournal, financing, quote
 from services.runtime.clock import Clock
 from services.runtime.errors import (
@@ -61,11 +61,14 @@ class LoanBook:
             return await self.leases.open(event)
         loan_id = event["application_id"]
         disbursed = dt.datetime.fromtimestamp(event["disbursed_micros"] / 1_000_000, dt.UTC).date()
-        due = dt.date.fromisoformat(event["due_date"])
-        principal, rate = int(event["principal_minor"]), int(event["rate_bps"])
-        product = product_for(event["bank"])
-        lines = bullet_schedule(principal, rate, disbursed, due, product.day_count)
-        fee = round(Fraction(principal * product.arrangement_fee_bps, 10_000))
+        terms = signed_terms(event)  # what every party signed is what is charged
+        assert terms.maturity is not None
+        due = terms.maturity
+        if due <= disbursed:
+            raise ContractMismatch(f"the contract matures on {due}, not after {disbursed}")
+        principal, rate = terms.principal_minor, terms.rate_bps
+        lines = bullet_schedule(principal, rate, disbursed, due, terms.day_count)
+        fee = round(Fraction(principal * terms.arrangement_fee_bps, 10_000))
         async with self.pool.acquire() as conn, conn.transaction():
             inserted = await conn.fetchval(
                 "INSERT INTO loans (loan_id, subcontractor_id, bank, buyer_id, order_id,"
@@ -82,14 +85,14 @@ class LoanBook:
                 event["currency"],
                 principal,
                 rate,
-                penalty_rate(rate),
-                product.day_count,
+                terms.penalty_rate_bps,
+                terms.day_count,
                 disbursed,
                 due,
                 self.clock.now_micros(),
                 fee,
-                product.grace_days,
-                product.late_fee_minor,
+                terms.grace_days,
+                terms.late_fee_minor,
             )
             if not inserted:
                 return False
@@ -110,10 +113,12 @@ class LoanBook:
                     "principal_minor": principal,
                     "currency": event["currency"],
                     "rate_bps": rate,
-                    "penalty_rate_bps": penalty_rate(rate),
-                    "day_count": product.day_count,
+                    "penalty_rate_bps": terms.penalty_rate_bps,
+                    "day_count": terms.day_count,
                     "arrangement_fee_minor": fee,
-                    "grace_days": product.grace_days,
+                    "grace_days": terms.grace_days,
+                    "late_fee_minor": terms.late_fee_minor,
+                    "contract_sha256": bytes(event["contract_sha256"]).hex(),
                     "disbursed_on": disbursed.isoformat(),
                     "due_date": due.isoformat(),
                     "schedule": [

@@ -7,12 +7,16 @@ import contextlib
 import logging
 from typing import Any
 
+import nats.errors
+
 from services.contracts.values import enum_name
 from services.gen.scf.bus.v1 import bus_pb2
 from services.gen.scf.repayment.v1 import repayment_pb2_grpc
+from services.repayment.contract import ContractMismatch
 from services.repayment.loans import LoanBook
 from services.repayment.servicer import RepaymentServicer
 from services.runtime.bus import ack, bind, fetch
+from services.runtime.errors import RETRY_LATER
 from services.runtime.service import ServiceContext, ServiceSpec
 from services.runtime.waiting import pause
 
@@ -26,7 +30,8 @@ def _fields(event: bus_pb2.Disbursed) -> dict[str, Any]:
 
 async def open_loans(ctx: ServiceContext, book: LoanBook) -> None:
     """Every disbursement from lending opens a loan, exactly once (durable consumer).
-    Only a disbursement lending signed is booked."""
+    Only a disbursement lending signed, carrying the contract its terms are, is
+    booked; one that cannot be is set aside with an alarm, and the rest flow on."""
     sub = await bind(ctx.js, ctx.subjects.repayment_disbursed)
     while True:
         for msg in await fetch(sub, 50, 1.0):
@@ -35,7 +40,19 @@ async def open_loans(ctx: ServiceContext, book: LoanBook) -> None:
             )
             if event is None:
                 continue
-            await book.open(_fields(event))
+            try:
+                await book.open(_fields(event))
+            except RETRY_LATER as exc:  # unacknowledged: it comes again
+                log.warning("disbursement %s deferred: %r", event.application_id, exc)
+                continue
+            except Exception as exc:  # it would fail alike each time: set aside, never a crash
+                log.error(
+                    "ALARM: disbursement %s set aside, not booked: %s", event.application_id,
+                    exc, exc_info=not isinstance(exc, ContractMismatch),
+                )  # fmt: skip
+                with contextlib.suppress(nats.errors.Error):
+                    await msg.term()
+                continue
             await ack(msg)
 
 

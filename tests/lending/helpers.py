@@ -112,7 +112,7 @@ class LendingEnv:
                 terms=underwriting_pb2.Terms(
                     amount=money_pb2.Money(amount=amount, currency="CNY"),
                     rate_bps=600,
-                    tenor_days=115,
+                    tenor_days=0,  # matures at the order's due date
                 ),
                 idempotency_key=key,
             )

@@ -33,6 +33,7 @@ from services.runtime.identity import Identity, Role
 from services.runtime.money import Money
 
 S = State
+TODAY = dt.date(2027, 3, 3)
 BANK = {Kind.ORDER: "bank-north", Kind.LEASE: "lease-one"}
 DECIDABLE = {S.REFERRED, S.PENDING_SECOND_APPROVAL}
 WITHDRAWABLE = {
@@ -97,6 +98,7 @@ def application(kind: Kind = Kind.ORDER, state: State = S.REFERRED, **over: Any)
         terms=None, approvals=(), proposal="", recommended_minor=200_000_000,
         offer_expires_micros=0, lease_term_days=365 if kind is Kind.LEASE else 0,
         vendor_id="liftco" if kind is Kind.LEASE else "",
+        maturity=None if kind is Kind.LEASE else TODAY + dt.timedelta(days=90),
     )  # fmt: skip
     return dataclasses.replace(base, **over)
 
@@ -216,33 +218,41 @@ def test_the_policy_approves_alone_only_what_its_rules_allow() -> None:
         "max_tenor_days": 180, "spread_bps": 250, "knockouts": [], "reasons": [],
     }  # fmt: skip
     app = application(state=S.PLEDGED)
-    outcome = app.scored(decision, "DEC-1", policy, 90)
+    outcome = app.scored(decision, "DEC-1", policy, TODAY)
     assert outcome.approve == Terms(200_000_000, 600, 90) and outcome.by == "policy"
-    refer = app.scored({**decision, "grade": "C"}, "DEC-1", policy, 90)
+    refer = app.scored({**decision, "grade": "C"}, "DEC-1", policy, TODAY)
     assert refer.approve is None and refer.moves[-1].state is S.REFERRED
+    # Due later than the grade's longest tenor: referred, never shortened.
+    long = app.scored({**decision, "max_tenor_days": 60}, "DEC-1", policy, TODAY)
+    assert long.approve is None and long.moves[-1].state is S.REFERRED
     with pytest.raises(FailedPrecondition):
-        application(state=S.REFERRED).scored(decision, "DEC-1", policy, 90)
+        application(state=S.REFERRED).scored(decision, "DEC-1", policy, TODAY)
 
 
 def test_terms_are_bounded() -> None:
     app = application()
     cny = Money("CNY", 100)
-    assert app.terms_from(cny, 1, 1) == Terms(100, 1, 1)
+    # Order financing matures at the order's due date: the tenor is derived.
+    assert app.terms_from(cny, 1, 0, TODAY) == Terms(100, 1, 90)
+    assert app.terms_from(cny, 1, 90, TODAY) == Terms(100, 1, 90)
     for money, rate, tenor, field in (
         (Money("USD", 100), 500, 90, "terms.amount.currency"),
         (Money("CNY", 200_000_001), 500, 90, "terms.amount.amount"),
         (cny, 0, 90, "terms.rate_bps"),
         (cny, 5001, 90, "terms.rate_bps"),
-        (cny, 500, 0, "terms.tenor_days"),
+        (cny, 500, 20, "terms.tenor_days"),  # a term the contract would not hold to
         (cny, 500, 731, "terms.tenor_days"),
     ):
         with pytest.raises(InvalidArgument) as info:
-            app.terms_from(money, rate, tenor)
+            app.terms_from(money, rate, tenor, TODAY)
         assert info.value.field == field
+    late = dataclasses.replace(app, maturity=TODAY)
+    with pytest.raises(FailedPrecondition):
+        late.terms_from(cny, 500, 0, TODAY)
     lease = application(Kind.LEASE)
-    assert lease.terms_from(cny, 500, 0).tenor_days == 365
+    assert lease.terms_from(cny, 500, 0, TODAY).tenor_days == 365
     with pytest.raises(InvalidArgument):
-        lease.terms_from(cny, 500, 90)
+        lease.terms_from(cny, 500, 90, TODAY)
 
 
 def test_signers() -> None:
@@ -339,3 +349,10 @@ def test_an_order_backs_at_most_one_live_financing(ops: list[tuple[str, str]]) -
         else:
             assert holder is not None and holder.application_id == application_id
             assert order.pledge is None
+
+
+def test_money_never_goes_out_for_an_order_due_by_then() -> None:
+    app = application(state=S.EFFECTIVE)
+    assert app.disbursed(TODAY).state is S.DISBURSED
+    lapsed = app.disbursed(TODAY + dt.timedelta(days=90))  # its maturity
+    assert lapsed.state is S.RELEASING and lapsed.changes["outcome"] == "lapsed"

@@ -150,7 +150,7 @@ async def test_counter_offers_accepted_and_declined(settings: Settings) -> None:
                     terms=underwriting_pb2.Terms(
                         amount=money_pb2.Money(amount="900000.00", currency="CNY"),
                         rate_bps=700,
-                        tenor_days=90,
+                        tenor_days=0,
                     ),
                     idempotency_key=f"co-{ref}",
                 )

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 def _terms(amount: str, rate_bps: int = 700) -> underwriting_pb2.Terms:
     return underwriting_pb2.Terms(
-        amount=money_pb2.Money(amount=amount, currency="CNY"), rate_bps=rate_bps, tenor_days=90
+        amount=money_pb2.Money(amount=amount, currency="CNY"), rate_bps=rate_bps, tenor_days=0
     )
 
 

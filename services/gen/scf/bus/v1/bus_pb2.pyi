@@ -559,6 +559,8 @@ class Disbursed(_message.Message):
     IN_ADVANCE_FIELD_NUMBER: _builtins.int
     RESIDUAL_MINOR_FIELD_NUMBER: _builtins.int
     COMMENCED_ON_FIELD_NUMBER: _builtins.int
+    CONTRACT_DOCUMENT_FIELD_NUMBER: _builtins.int
+    CONTRACT_SHA256_FIELD_NUMBER: _builtins.int
     kind: Global___FinancingKind.ValueType
     application_id: _builtins.str
     subcontractor_id: _builtins.str
@@ -580,6 +582,12 @@ class Disbursed(_message.Message):
     in_advance: _builtins.bool
     residual_minor: _builtins.int
     commenced_on: _builtins.str
+    contract_document: _builtins.str
+    """The contract every party signed (canonical JSON) and its SHA-256: repayment
+    books its terms (day count, fees, grace, penalty rate, maturity) and refuses
+    an event whose own fields are not the contract's.
+    """
+    contract_sha256: _builtins.bytes
     def __init__(
         self,
         *,
@@ -602,10 +610,12 @@ class Disbursed(_message.Message):
         in_advance: _builtins.bool = ...,
         residual_minor: _builtins.int = ...,
         commenced_on: _builtins.str = ...,
+        contract_document: _builtins.str = ...,
+        contract_sha256: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_id", b"application_id", "bank", b"bank", "buyer_id", b"buyer_id", "commenced_on", b"commenced_on", "currency", b"currency", "disbursed_micros", b"disbursed_micros", "due_date", b"due_date", "facility_id", b"facility_id", "in_advance", b"in_advance", "kind", b"kind", "order_id", b"order_id", "per_year", b"per_year", "periods", b"periods", "principal_minor", b"principal_minor", "rate_bps", b"rate_bps", "residual_minor", b"residual_minor", "subcontractor_id", b"subcontractor_id", "tenor_days", b"tenor_days", "vendor_id", b"vendor_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_id", b"application_id", "bank", b"bank", "buyer_id", b"buyer_id", "commenced_on", b"commenced_on", "contract_document", b"contract_document", "contract_sha256", b"contract_sha256", "currency", b"currency", "disbursed_micros", b"disbursed_micros", "due_date", b"due_date", "facility_id", b"facility_id", "in_advance", b"in_advance", "kind", b"kind", "order_id", b"order_id", "per_year", b"per_year", "periods", b"periods", "principal_minor", b"principal_minor", "rate_bps", b"rate_bps", "residual_minor", b"residual_minor", "subcontractor_id", b"subcontractor_id", "tenor_days", b"tenor_days", "vendor_id", b"vendor_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,4 +1,8 @@
-"""Each bank's order-financing product: fees, grace, day count. Pure data.
+"""Each bank's financing product: fees, grace, day count, penalty, minimum tenor.
+
+Declared once, here, because two services hold to it: lending writes these
+terms into the contract every party signs, and repayment books and charges
+exactly what the signed contract says. Pure data.
 
 The arrangement fee is charged when the loan opens (a basis-point share of
 the principal, rounded half-even), the late fee once, when the loan first
@@ -10,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Product", "penalty_rate", "product_for"]
+__all__ = ["PRODUCTS", "Product", "penalty_rate", "product_for"]
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,8 @@ class Product:
     late_fee_minor: int = 0
     grace_days: int = 0
     day_count: str = "ACT/365"
+    #: An order due sooner than this (from the day financing is asked for) is not financed.
+    min_tenor_days: int = 7
 
 
 PRODUCTS = {
@@ -32,8 +38,9 @@ PRODUCTS = {
 
 
 def penalty_rate(rate_bps: int) -> int:
-    """Penalty interest on overdue amounts: the loan's (or lease's) rate plus half again."""
-    return rate_bps * 3 // 2
+    """Penalty interest on overdue amounts: the loan's (or lease's) rate plus half
+    again, rounded half up to a whole basis point (525 bp gives 787.5, so 788)."""
+    return (rate_bps * 3 + 1) // 2
 
 
 def product_for(bank: str) -> Product:
