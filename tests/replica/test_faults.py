@@ -158,7 +158,7 @@ async def test_history_rewritten_after_replication_is_found_and_kept_from_the_ba
 ) -> None:
     """An edit re-chained and re-hashed (not re-signed): the journal's own check finds
     it at its next start, sequences nothing on it, and serves none of it; the
-    replica keeps what it verified."""
+    replica raises its cross-examination alarm and keeps what it verified."""
     from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
     from services.runtime.certs import load_party
     from services.runtime.grpcserver import client_channel
@@ -181,7 +181,15 @@ async def test_history_rewritten_after_replication_is_found_and_kept_from_the_ba
                 with pytest.raises(grpc.aio.AioRpcError) as info:
                     await reader.GetCheckpoint(journal_pb2.GetCheckpointRequest())
                 assert info.value.code() == grpc.StatusCode.DATA_LOSS
-    assert north.alarm is None and north.size == 41  # what it verified, nothing forged
+
+            # The bank hears it from the journal itself, and its copy stands.
+            async def alarmed() -> bool:
+                return north.alarm is not None
+
+            await wait_until(alarmed, what="the replica's cross-examination alarm")
+    assert north.alarm is not None and north.alarm.kind == "cross-examination", north.alarm
+    assert "damaged at entry 17" in north.alarm.problem
+    assert north.ingesting and north.size == 41  # what it verified, nothing forged
 
 
 async def test_forged_fork_is_detected_and_never_reaches_quorum(settings: Settings) -> None:
