@@ -15,6 +15,7 @@ from services.journal.encoding import (
     SignedBatch,
     Statement,
     decode_entry,
+    decode_statement,
     sign_batch,
     unpack_records,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "canonical_json",
     "cosign",
     "decode_entry",
+    "decode_statement",
     "leaf_hash",
     "parse_note",
     "sign_batch",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import uuid
 from fractions import Fraction
@@ -14,6 +15,7 @@ from nats.js import JetStreamContext
 from services.contracts.subjects import OrderVerb, Subjects
 from services.contracts.values import BUCKETS, lease_option_value
 from services.gen.scf.bus.v1 import bus_pb2
+from services.journal import decode_statement
 from services.repayment.calc import Allocation, bullet_schedule
 from services.repayment.contract import ContractMismatch, signed_terms
 from services.repayment.domain import Loan
@@ -132,6 +134,23 @@ class LoanBook:
                 },
             )
         return True
+
+    async def journaled(self, loan_id: str) -> dict[str, int]:
+        """The journal sequence of each confirmed entry of the loan, by what it records:
+        "opened", "settled", and "payment_allocated/<payment id>"."""
+        rows = await self.pool.fetch(
+            "SELECT statement, journal_seq FROM outbox WHERE subject = $1"
+            " AND journal_seq IS NOT NULL",
+            f"loan/{loan_id}",
+        )
+        found: dict[str, int] = {}
+        for row in rows:
+            st = decode_statement(bytes(row["statement"]))
+            event = st.event_type.removeprefix("loan.")
+            if event == "payment_allocated":
+                event = f"{event}/{json.loads(st.payload)['payment_id']}"
+            found[event] = row["journal_seq"]
+        return found
 
     async def loan(self, loan_id: str) -> Any:
         row = await self.pool.fetchrow("SELECT * FROM loans WHERE loan_id = $1", loan_id)

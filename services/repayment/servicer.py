@@ -162,12 +162,14 @@ class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
     ) -> repayment_pb2.GetStatementResponse:
         loan = await self._readable(request.loan_id)
         c = loan["currency"]
+        entries = await self.book.journaled(request.loan_id)
         lines = [
             repayment_pb2.StatementLine(
                 date=loan["disbursed_on"].isoformat(),
                 kind="disbursed",
                 amount=_m(c, loan["principal_minor"]),
                 reference=loan["loan_id"],
+                journal_seq=entries.get("opened", 0),
             )
         ]
         payments = await self.book.pool.fetch(
@@ -176,35 +178,33 @@ class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
         )
         for p in payments:
             day, a = p["value_date"].isoformat(), p["allocation"]
+            seq = entries.get(f"payment_allocated/{p['payment_id']}", 0)
             lines.append(
                 repayment_pb2.StatementLine(
-                    date=day,
-                    kind=f"payment from {p['payer']}",
-                    amount=_m(c, p["amount_minor"]),
-                    reference=p["bank_reference"],
+                    date=day, kind="payment", amount=_m(c, p["amount_minor"]),
+                    reference=p["bank_reference"], journal_seq=seq, party=p["payer"],
                 )
-            )
+            )  # fmt: skip
             for part in ("penalty", "fees", "interest", "principal", "surplus"):
                 if a[f"{part}_minor"]:
-                    kind = (
-                        "surplus to the subcontractor"
-                        if part == "surplus"
-                        else f"allocated to {part}"
-                    )
+                    surplus = part == "surplus"
                     lines.append(
                         repayment_pb2.StatementLine(
                             date=day,
-                            kind=kind,
+                            kind="surplus-to-subcontractor" if surplus else f"allocated-{part}",
                             amount=_m(c, a[f"{part}_minor"]),
                             reference=p["payment_id"],
+                            journal_seq=seq,
+                            party=loan["subcontractor_id"] if surplus else "",
                         )
                     )
         if loan["state"] == "settled":
             lines.append(
                 repayment_pb2.StatementLine(
-                    date=lines[-1].date, kind="settled", reference=loan["loan_id"]
+                    date=lines[-1].date, kind="settled", reference=loan["loan_id"],
+                    journal_seq=entries.get("settled", 0),
                 )
-            )
+            )  # fmt: skip
         return repayment_pb2.GetStatementResponse(loan=await self.loan_view(loan), lines=lines)
 
     async def QuotePayoff(

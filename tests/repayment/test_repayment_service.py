@@ -149,7 +149,25 @@ async def test_paid_at_due_date_settles_order_and_restores_facility(settings: Se
             )
             kinds = [line.kind for line in statement.lines]
             assert kinds[0] == "disbursed" and kinds[-1] == "settled"
-            assert "surplus to the subcontractor" in kinds
+            assert "surplus-to-subcontractor" in kinds and "payment" in kinds
+            allowed = {"disbursed", "payment", "allocated-penalty", "allocated-fees",
+                       "allocated-interest", "allocated-principal",
+                       "surplus-to-subcontractor", "settled"}  # fmt: skip
+            assert set(kinds) <= allowed, kinds
+
+            # Every line names its journal entry, once the journal confirmed it.
+            async def all_named() -> bool:
+                got = await borrower.GetStatement(
+                    repayment_pb2.GetStatementRequest(loan_id=loan_id)
+                )
+                return all(line.journal_seq for line in got.lines)
+
+            await wait_until(all_named, what="every statement line's journal entry")
+            named = await borrower.GetStatement(repayment_pb2.GetStatementRequest(loan_id=loan_id))
+            seqs = [line.journal_seq for line in named.lines]
+            assert seqs == sorted(seqs) and len(set(seqs)) == 3  # opened, payment, settled
+            payment = next(line for line in named.lines if line.kind == "payment")
+            assert payment.party == "citybuild" and payment.reference == "BANKREF-1"
 
         sub = env.orders.stub("acme-builders")
 

@@ -171,13 +171,23 @@ class StatementLine(_message.Message):
     AMOUNT_FIELD_NUMBER: _builtins.int
     REFERENCE_FIELD_NUMBER: _builtins.int
     JOURNAL_SEQ_FIELD_NUMBER: _builtins.int
+    PARTY_FIELD_NUMBER: _builtins.int
     date: _builtins.str
+    """The value date (ISO 8601, YYYY-MM-DD)."""
     kind: _builtins.str
-    """disbursed, payment, allocated-penalty, allocated-interest,
-    allocated-principal, surplus-to-subcontractor, settled, ...
+    """One of: disbursed, payment, allocated-penalty, allocated-fees,
+    allocated-interest, allocated-principal, surplus-to-subcontractor, settled.
     """
     reference: _builtins.str
+    """The loan id (disbursed, settled), the bank reference (payment), or the
+    payment id (its allocations).
+    """
     journal_seq: _builtins.int
+    """The journal entry that records this line (the loan's opening, the payment's
+    allocation, the settlement); 0 while the journal has not confirmed it yet.
+    """
+    party: _builtins.str
+    """Who paid (payment), or who receives the surplus (surplus-to-subcontractor)."""
     @_builtins.property
     def amount(self) -> _money_pb2.Money: ...
     def __init__(
@@ -188,10 +198,11 @@ class StatementLine(_message.Message):
         amount: _money_pb2.Money | None = ...,
         reference: _builtins.str = ...,
         journal_seq: _builtins.int = ...,
+        party: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "date", b"date", "journal_seq", b"journal_seq", "kind", b"kind", "reference", b"reference"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "date", b"date", "journal_seq", b"journal_seq", "kind", b"kind", "party", b"party", "reference", b"reference"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
