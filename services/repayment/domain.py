@@ -173,7 +173,14 @@ class Loan:
         return PaymentEffect(split, changes, after.total_minor == 0)
 
     def quote_amount(self, valid_until: dt.date) -> int:
-        return self.as_of(valid_until).total_minor
+        """Everything owed if paid on ``valid_until``: principal, interest, penalty and
+        fees accrued to it, and the late fee that falls due by then if not charged yet
+        (so that paying the quote by its date settles the loan)."""
+        owed = self.as_of(valid_until)
+        late_fee = 0
+        if not self.late_fee_charged and owed.total_minor > 0 and valid_until > self.overdue_from:
+            late_fee = self.late_fee_minor
+        return owed.total_minor + late_fee
 
     def standing(self, day: dt.date, today: dt.date) -> Standing:
         b = self.as_of(day)
