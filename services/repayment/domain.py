@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from services.repayment.calc import (
@@ -85,6 +85,8 @@ class PaymentEffect:
     changes: Mapping[str, Any]
     settled: bool
     rentals: tuple[Rental, ...] = field(default=())
+    #: A late fee charged before a payment value-dated within the grace arrived.
+    late_fee_reversed_minor: int = 0
 
 
 class Financing(Protocol):
@@ -150,10 +152,18 @@ class Loan:
     def apply_payment(
         self, amount_minor: int, value_date: dt.date, quote: Quote | None
     ) -> PaymentEffect:
-        """Accrue to the value date (or the quote's), then the waterfall."""
+        """Accrue to the value date (or the quote's), then the waterfall. Lateness
+        follows the value date: a payment value-dated within the grace that pays all
+        that was owed on that date takes back the late fee charged meanwhile, and
+        the loan was never past due."""
         if quote is not None:
             quote.check_payment(value_date, amount_minor)
         balances = self.as_of(quote.valid_until if quote is not None else value_date)
+        reversed_fee = 0
+        in_grace = self.late_fee_charged and value_date <= self.overdue_from and quote is None
+        if in_grace and amount_minor >= balances.total_minor - self.late_fee_minor:
+            reversed_fee = self.late_fee_minor
+            balances = replace(balances, fees_minor=balances.fees_minor - reversed_fee)
         split = allocate(
             amount_minor, balances.penalty_minor, balances.fees_minor, balances.interest_minor,
             balances.principal_minor,
@@ -170,7 +180,11 @@ class Loan:
             "interest_owed": after.interest_minor, "penalty_owed": after.penalty_minor,
             "fees_owed": after.fees_minor,
         }  # fmt: skip
-        return PaymentEffect(split, changes, after.total_minor == 0)
+        if reversed_fee:
+            changes |= {"late_fee_charged": False, "max_days_past_due": 0, "bucket": "current"}
+        return PaymentEffect(
+            split, changes, after.total_minor == 0, late_fee_reversed_minor=reversed_fee
+        )
 
     def quote_amount(self, valid_until: dt.date) -> int:
         """Everything owed if paid on ``valid_until``: principal, interest, penalty and

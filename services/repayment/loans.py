@@ -255,6 +255,12 @@ class LoanBook:
                 "quote_id": quote_id,
                 "allocation": allocation,
                 "principal_out": effect.changes["principal_out"],
+                # A correction, journaled with the payment that calls for it.
+                **(
+                    {"late_fee_reversed_minor": effect.late_fee_reversed_minor}
+                    if effect.late_fee_reversed_minor
+                    else {}
+                ),
             },
         )
         if settled:

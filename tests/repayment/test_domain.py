@@ -80,3 +80,16 @@ def _row_extras() -> dict[str, Any]:
         "interest_owed": b.interest_minor, "penalty_owed": b.penalty_minor,
         "fees_owed": b.fees_minor,
     }  # fmt: skip
+
+
+def test_a_payment_value_dated_within_the_grace_takes_back_the_late_fee() -> None:
+    charged = _loan(fees_owed=25_000 + 50_000, late_fee_charged=True, bucket="1-30")
+    in_grace = DUE + dt.timedelta(days=2)
+    owed = charged.as_of(in_grace).total_minor - 50_000
+    effect = charged.apply_payment(owed, in_grace, None)
+    assert effect.settled and effect.late_fee_reversed_minor == 50_000
+    assert effect.changes["late_fee_charged"] is False and effect.changes["bucket"] == "current"
+    # After the grace, the fee stands.
+    late = DUE + dt.timedelta(days=4)
+    effect = charged.apply_payment(charged.as_of(late).total_minor, late, None)
+    assert effect.settled and effect.late_fee_reversed_minor == 0

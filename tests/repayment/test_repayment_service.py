@@ -17,6 +17,7 @@ from services.runtime.certs import load_party
 from services.runtime.clock import ManualClock
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
+from services.runtime.money import Money
 from tests.journal.helpers import wait_until
 from tests.lending.helpers import LendingEnv, lending_env
 
@@ -394,3 +395,40 @@ async def test_absurd_dates_are_refused_for_facilities_quotes_and_payments(
             service="repayment",
         )
         assert journaled[0]["n"] == 1  # the loan's opening alone
+
+
+async def test_a_payment_value_dated_within_the_grace_is_not_late(settings: Settings) -> None:
+    """Value-dated inside the grace, recorded after it: the late fee the sweep
+    charged meanwhile is taken back (journaled with the payment), the loan was
+    never past due, and the subcontractor's record says so."""
+    clock = ManualClock(dt.datetime.now(dt.UTC))
+    async with lending_env(settings, repayment_clock=clock) as env:
+        loan_id, _ = await _disbursed_loan(env, "PO-P-GRACE")
+        addr = settings.endpoint("repayment").grpc_addr
+        async with client_channel(addr, load_party(settings.certs_dir, "operator")) as ch:
+            repayment = repayment_pb2_grpc.RepaymentServiceStub(ch)
+            await _opened(repayment, loan_id)
+            loan = (await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id))).loan
+            due = dt.date.fromisoformat(loan.due_date)
+            in_grace = due + dt.timedelta(days=2)  # bank-north's grace is 3 days
+            clock.advance(due + dt.timedelta(days=10) - clock.now().date())
+
+            async def fee_charged() -> bool:
+                got = await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id))
+                return got.loan.days_past_due > 0 and got.loan.bucket != "current"
+
+            await wait_until(fee_charged, what="the sweep charging the late fee")
+            # What was owed on the value date: principal, interest to maturity, the fee.
+            disbursed = dt.date.fromisoformat(loan.disbursed_on)
+            owed = 50_000_000 + interest(50_000_000, 600, disbursed, due, "ACT/365") + 125_000
+            paid = await repayment.RecordPayment(
+                _pay(loan_id, Money("CNY", owed).major(), in_grace, "GRACE-1")
+            )
+            assert paid.loan.state == "settled", paid
+            assert paid.penalty.amount == "0.00" and paid.surplus.amount == "0.00"
+            assert paid.loan.days_past_due == 0
+        rows = await env.orders.sql(
+            f"SELECT late_fee_charged, max_days_past_due FROM loans WHERE loan_id = '{loan_id}'",
+            service="repayment",
+        )
+        assert rows[0]["late_fee_charged"] is False and rows[0]["max_days_past_due"] == 0
