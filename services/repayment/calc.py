@@ -130,7 +130,9 @@ def annuity_schedule(
         balance -= principal
     if residual_minor:
         end = add_months(start, months * periods)
-        owed_interest = _round(balance * i) if in_advance else 0
+        # The residual line is the residual, to the minor unit: in advance, its
+        # capital is what remains and the rest is the last period's interest.
+        owed_interest = residual_minor - balance if in_advance else 0
         lines.append(Line(periods + 1, end, balance, owed_interest))
     return lines
 

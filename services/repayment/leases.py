@@ -206,7 +206,9 @@ class LeaseBook:
         )
         if line is None or rental_of(line).unpaid_minor <= 0:
             raise FailedPrecondition("there is no residual left to renew the lease for")
-        capital = rental_of(line).unpaid_principal_minor
+        # The residual itself becomes the capital (docs/leasing.md), not its value
+        # discounted one period, which an in-advance lease's line holds as capital.
+        capital = rental_of(line).unpaid_minor
         lines = annuity_schedule(
             capital, loan["rate_bps"], periods, line["due"], per_year=loan["per_year"]
         )

@@ -308,14 +308,22 @@ async def test_overdue_rental_then_return_at_end_of_term(settings: Settings) -> 
         assert "application.ownership_transferred" not in events
 
 
-async def test_renewal_turns_the_residual_into_further_rentals(settings: Settings) -> None:
+@pytest.mark.parametrize(
+    "timing", [leasing_pb2.PAYMENT_TIMING_IN_ARREARS, leasing_pb2.PAYMENT_TIMING_IN_ADVANCE]
+)
+async def test_renewal_turns_the_residual_into_further_rentals(
+    settings: Settings, timing: int
+) -> None:
+    """In advance too, the residual itself (20,000.00) becomes the renewal's
+    capital, not its value discounted one period (19,6xx)."""
     async with lease_env(settings) as env:
         await env.facility()
         lease = await env.in_force(
             lease_request("L4", option=leasing_pb2.END_OPTION_RENEW, price="100000.00",
-                          down="20000.00", residual="20000.00")
+                          down="20000.00", residual="20000.00", timing=timing)
         )  # fmt: skip
         await pay_rentals_through(env, lease.lease_id, 4, "N")
+        env.move_to(add_months(dt.date.fromisoformat(lease.commenced_on), 12))  # the term's end
         renewal = leasing_pb2.ExerciseOptionRequest(
             lease_id=lease.lease_id, option=leasing_pb2.END_OPTION_RENEW, idempotency_key="renew"
         )
