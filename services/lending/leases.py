@@ -17,7 +17,7 @@ from typing import Any
 from services.gen.scf.leasing.v1 import leasing_pb2
 from services.lending.policy import product_terms
 from services.runtime.errors import InvalidArgument
-from services.runtime.money import parse_money
+from services.runtime.money import Money, parse_money
 
 __all__ = [
     "END_OPTIONS",
@@ -40,6 +40,8 @@ END_OPTIONS: dict[int, str] = {
     leasing_pb2.END_OPTION_RENEW: "renew",
 }
 MAX_TERM_MONTHS = 120
+#: The least capital each rental may repay (minor units): 10.00.
+MIN_CAPITAL_PER_RENTAL_MINOR = 1_000
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,10 @@ def validate_lease(request: leasing_pb2.ApplyForLeaseRequest, lessee_id: str) ->
         )
     if residual.minor > price.minor:
         raise InvalidArgument("residual.amount", f"more than the price {price.major()}")
-    if residual.minor > price.minor - down.minor:
-        raise InvalidArgument("residual.amount", "more than the amount financed")
+    if residual.minor >= price.minor - down.minor:
+        # A residual of the whole amount financed leaves rentals of interest only,
+        # and their rounding would make capital lines negative.
+        raise InvalidArgument("residual.amount", "must be less than the amount financed")
     if request.term_months <= 0:
         raise InvalidArgument("term_months", "must be a positive number of months")
     if request.term_months > MAX_TERM_MONTHS:
@@ -125,6 +129,15 @@ def validate_lease(request: leasing_pb2.ApplyForLeaseRequest, lessee_id: str) ->
     name, per_year = FREQUENCIES[request.frequency]
     if request.term_months % (12 // per_year):
         raise InvalidArgument("term_months", f"not a whole number of {name} periods")
+    periods = request.term_months * per_year // 12
+    if price.minor - down.minor - residual.minor < MIN_CAPITAL_PER_RENTAL_MINOR * periods:
+        # Rentals of a few minor units round into negative capital lines.
+        least = Money(price.currency, MIN_CAPITAL_PER_RENTAL_MINOR * periods + residual.minor)
+        raise InvalidArgument(
+            "asset.price",
+            f"the amount financed must be at least {least} for {periods} rentals"
+            f" (10.00 of capital a rental, above the residual)",
+        )
     if request.timing not in (
         leasing_pb2.PAYMENT_TIMING_IN_ADVANCE,
         leasing_pb2.PAYMENT_TIMING_IN_ARREARS,

@@ -134,6 +134,9 @@ def annuity_schedule(
         # capital is what remains and the rest is the last period's interest.
         owed_interest = residual_minor - balance if in_advance else 0
         lines.append(Line(periods + 1, end, balance, owed_interest))
+    if any(line.principal_minor < 0 or line.interest_minor < 0 for line in lines):
+        # Lending refuses such terms (too little capital a rental); never booked.
+        raise ValueError("these terms round into a negative line")
     return lines
 
 

@@ -365,6 +365,20 @@ async def test_bad_lease_input_is_refused_and_changes_nothing(settings: Settings
             (lease_request("b4", term=-12), "term_months"),
             (lease_request("b5", residual="300000.01"), "residual.amount"),
             (lease_request("b6", residual="250000.00"), "residual.amount"),
+            # The whole amount financed as residual: capital lines would go negative.
+            (lease_request("b6b", residual="240000.00"), "residual.amount"),
+            # A 20.00 lease over 120 months ended with a rental of -0.24.
+            (
+                lease_request(
+                    "b6c",
+                    price="20.00",
+                    down="0.00",
+                    residual="0.00",
+                    term=120,
+                    frequency=leasing_pb2.PAYMENT_FREQUENCY_MONTHLY,
+                ),
+                "asset.price",
+            ),
             (lease_request("b7", term=10), "term_months"),
             (lease_request("b8", frequency=0), "frequency"),
             (lease_request("b9", timing=0), "timing"),

@@ -149,3 +149,25 @@ def test_an_in_advance_residual_line_is_the_residual_to_the_minor_unit() -> None
             off.append(yuan)
         assert sum(line.principal_minor for line in lines) == 20_000_000
     assert off == []
+
+
+@given(
+    st.integers(1, 10_000_000_00),
+    st.integers(0, 5_000),
+    st.integers(1, 120),
+    st.booleans(),
+    st.integers(0, 100),
+)
+def test_no_schedule_has_a_negative_line(
+    principal: int, rate_bps: int, periods: int, in_advance: bool, residual_pct: int
+) -> None:
+    """Terms that would round into a negative line are refused, never booked."""
+    residual = principal * residual_pct // 100
+    try:
+        lines = annuity_schedule(
+            principal, rate_bps, periods, D(2027, 1, 31), in_advance=in_advance,
+            residual_minor=residual,
+        )  # fmt: skip
+    except ValueError:
+        return
+    assert all(line.principal_minor >= 0 and line.interest_minor >= 0 for line in lines)
