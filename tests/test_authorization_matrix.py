@@ -45,7 +45,7 @@ from services.runtime.grpcserver import client_channel
 from tests.lending.lease_helpers import lease_env, lease_request
 from tests.orders.helpers import CONTRACT
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 SUB, SUB2, BUY, BUY2 = "acme-builders", "delta-pumps", "citybuild", "harbor-works"
 UW, UW2, LEASE, VEN = "uw-alice", "uw-carol", "ls-dana", "liftco"

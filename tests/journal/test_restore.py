@@ -25,7 +25,7 @@ from tests.journal.helpers import producer
 from tests.replica.helpers import both_banks, wait_in_step
 from tests.support import running, scf
 
-pytestmark = [pytest.mark.integration, pytest.mark.store_alterations]
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 DAMAGE = {
     "a damaged store": "UPDATE entries SET payload = convert_to('{}', 'UTF8') WHERE seq = 9;"

@@ -28,7 +28,7 @@ from tests.journal.helpers import Producer, producer, wait_until
 from tests.replica.helpers import both_banks, wait_in_step
 from tests.support import running, scf
 
-pytestmark = [pytest.mark.integration, pytest.mark.store_alterations]
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 #: What an operator with write access might do to the store; and the first
 #: entry each one touches (None: the one named in the statement's comment).

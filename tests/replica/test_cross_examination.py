@@ -30,7 +30,7 @@ from tests.journal.helpers import producer, wait_until
 from tests.replica.helpers import Banks, both_banks, wait_in_step
 from tests.support import running, scf
 
-pytestmark = [pytest.mark.integration, pytest.mark.store_alterations]
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 ENTRIES = 41
 

@@ -36,7 +36,7 @@ from tests.replica.helpers import (
 )
 from tests.support import running
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 
 def _key(settings: Settings, name: str) -> bytes:
