@@ -473,3 +473,35 @@ async def test_bad_lease_input_is_refused_and_changes_nothing(settings: Settings
             "serial_number",
         )
         assert (await env.get(lease.lease_id)).state == "vendor_paid"
+
+
+async def test_the_booked_lease_is_the_signed_contract(settings: Settings) -> None:
+    """lease-one's product, as its contract states it, is what its rentals are charged."""
+    import json
+
+    from services.contracts.products import penalty_rate, product_for
+
+    async with lease_env(settings) as env:
+        await env.facility()
+        lease = await env.in_force(lease_request("L-SIGNED"))
+        signed = json.loads(lease.contract.document)
+        booked = (
+            await env.repayment("acme-builders").GetLoan(
+                repayment_pb2.GetLoanRequest(loan_id=lease.lease_id)
+            )
+        ).loan
+        product = product_for("lease-one")
+        assert signed["day_count"] == booked.day_count == product.day_count
+        assert signed["grace_days"] == booked.grace_days == product.grace_days
+        assert (
+            signed["penalty_rate_bps"]
+            == booked.penalty_rate_bps
+            == penalty_rate(signed["rate_bps"])
+        )
+        assert signed["rate_bps"] == booked.rate_bps == lease.rate_bps
+        assert (
+            signed["financed_minor"]
+            == parse_money(booked.principal.amount, "CNY", "principal").minor
+        )
+        assert signed["late_fee_minor"] == product.late_fee_minor
+        assert signed["business_days"].startswith("none")
