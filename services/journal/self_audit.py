@@ -38,7 +38,7 @@ from services.journal.hashing import leaf_hash
 from services.journal.storage import JournalStore, StoredCheckpoint, entry_from_row
 from services.journal.tree import CompactRange
 from services.journal.verify import JournalVerifier, VerificationError
-from services.runtime.errors import SCFError
+from services.runtime.errors import DataLoss
 from services.runtime.metrics import JOURNAL_AUDITED, JOURNAL_DAMAGED
 
 __all__ = ["Damage", "StoreAudit", "StoreDamaged", "VerifiedLeaves"]
@@ -54,12 +54,8 @@ class Damage:
     detected_micros: int
 
 
-class StoreDamaged(SCFError):
+class StoreDamaged(DataLoss):
     """The journal will not serve what its own check found altered."""
-
-    import grpc as _grpc
-
-    code = _grpc.StatusCode.DATA_LOSS
 
 
 class VerifiedLeaves:

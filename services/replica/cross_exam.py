@@ -16,7 +16,6 @@ check found its store damaged) is an alarm too, with the journal's words.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import random
@@ -189,10 +188,10 @@ class CrossExamination:
                     (f"held {e.encode().hex()}", await self._our_checkpoint()),
                 )  # fmt: skip
             self._same(e.seq, served[e.seq], e.encode(), f"history of {subject}")
-        with contextlib.suppress(StopIteration):
-            extra = next(s for s in sorted(served) if s < self.replica.size and s not in
-                         {e.seq for e in held})  # fmt: skip
+        ours = {e.seq for e in held}
+        extra = sorted(s for s in served if s < self.replica.size and s not in ours)
+        if extra:
             raise _Differs(
-                extra, f"the journal's history of {subject} has entry {extra}, which is not"
-                f" {subject}'s", (f"served {served[extra].hex()}",),
+                extra[0], f"the journal's history of {subject} has entry {extra[0]}, which is"
+                f" not {subject}'s", (f"served {served[extra[0]].hex()}",),
             )  # fmt: skip

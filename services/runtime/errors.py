@@ -28,6 +28,7 @@ __all__ = [
     "TRANSIENT",
     "AlreadyExists",
     "ConfigError",
+    "DataLoss",
     "FailedPrecondition",
     "InvalidArgument",
     "NotFound",
@@ -92,6 +93,12 @@ class AlreadyExists(SCFError):
 
 class Unauthenticated(SCFError):
     code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class DataLoss(SCFError):
+    """Stored data is not what was written: nothing is served from it."""
+
+    code = grpc.StatusCode.DATA_LOSS
 
 
 class Unavailable(SCFError):

@@ -159,3 +159,28 @@ def test_a_receipt_whose_key_entry_comes_after_its_entry_is_refused(
     with pytest.raises(ReceiptError) as info:
         verify_receipt(receipt, forge.journal.public_raw, forge.root.public_raw)
     assert "comes after the entry" in str(info.value)
+
+
+def test_a_restore_needs_the_other_banks_word(forge: Forge, tmp_path: Path) -> None:
+    """Without a quorum of other banks' matching cosigned checkpoints, nothing is restored."""
+    from services.journal.restore import RestoreError, plan_restore
+    from services.journal.witness import add_lines, cosign
+
+    forge.order("k-1")
+    leaves = [e.encode() for e in forge.entries]
+    note = forge.checkpoint()
+    with pytest.raises(RestoreError, match="0 of the 1"):
+        plan_restore(forge.root.public_raw, leaves, note, {}, {}, quorum=1)
+    south = load_or_create_signer(tmp_path, "witness-bank-south")
+    cosigned = add_lines(note, [cosign(note, south, "bank-south", 1)])
+    plan = plan_restore(
+        forge.root.public_raw, leaves, note, {"bank-south": cosigned},
+        {"bank-south": south.public_raw}, quorum=1,
+    )  # fmt: skip
+    assert plan.size == len(leaves) and plan.agreeing == {"bank-south"}
+    # A cosignature under another key is no word of that bank's.
+    with pytest.raises(RestoreError, match="does not verify"):
+        plan_restore(
+            forge.root.public_raw, leaves, note, {"bank-south": cosigned},
+            {"bank-south": forge.orders.public_raw}, quorum=1,
+        )  # fmt: skip

@@ -89,7 +89,7 @@ async def _traffic(p: Producer, n: int, start: int) -> None:
     await p.append(n, subject=f"order/ORD-{start}", start=start)
 
 
-async def _waiting_in_stream(settings: Settings, p: Producer) -> int:
+async def _waiting_in_stream(p: Producer) -> int:
     """Submissions the sequencer has not taken (it takes nothing on a damaged store)."""
     spec = p.subjects.sequencer
     info = await p.js.consumer_info(spec.stream, spec.durable)
@@ -150,7 +150,7 @@ async def test_the_journal_finds_an_alteration_of_its_store(
                 await _traffic(p, 3, 200)
 
                 async def waiting() -> bool:
-                    return await _waiting_in_stream(settings, p) > 0
+                    return await _waiting_in_stream(p) > 0
 
                 await wait_until(waiting, what="submissions waiting for a restored store")
                 assert await conn.fetchval(f'SELECT count(*) FROM "{schema}".entries') == stored
