@@ -113,10 +113,12 @@ class CrossExamination:
 
     async def _size(self, audit: Any) -> None:
         """A journal whose size goes backwards lost entries it had published."""
-        reply = await audit.GetCheckpoint(journal_pb2.GetCheckpointRequest(), timeout=5)
         # Entries verify one by one, before a checkpoint covers them: the size to
         # hold the journal to is the largest it signed, not what this replica holds.
+        # Ours is read before asking: a checkpoint the journal signs after it answered
+        # may reach this replica before the answer is compared.
         ours = await self.replica.store.latest_checkpoint()
+        reply = await audit.GetCheckpoint(journal_pb2.GetCheckpointRequest(), timeout=5)
         said = max(self.journal_said, ours.tree_size if ours is not None else 0)
         if reply.tree_size < said:
             raise _Differs(
@@ -177,10 +179,13 @@ class CrossExamination:
                     (f"proof {[p.hex() for p in reply.proof]}", checkpoint.note),
                 ) from None  # fmt: skip
         subject = mine.statement.subject
+        # The history is compared up to what this replica held when it asked: entries
+        # it verifies while the answer is on its way may be newer than the answer.
+        asked_at = self.replica.size
         request = journal_pb2.GetSubjectHistoryRequest(subject=subject)
         stream: Any = audit.GetSubjectHistory(request, timeout=10)
         served = {r.entry.seq: r.entry.leaf async for r in stream}
-        held = [e for e in await store.subject_history(subject) if e.seq < self.replica.size]
+        held = [e for e in await store.subject_history(subject) if e.seq < asked_at]
         for e in held:
             if e.seq not in served:
                 raise _Differs(
@@ -189,7 +194,7 @@ class CrossExamination:
                 )  # fmt: skip
             self._same(e.seq, served[e.seq], e.encode(), f"history of {subject}")
         ours = {e.seq for e in held}
-        extra = sorted(s for s in served if s < self.replica.size and s not in ours)
+        extra = sorted(s for s in served if s < asked_at and s not in ours)
         if extra:
             raise _Differs(
                 extra[0], f"the journal's history of {subject} has entry {extra[0]}, which is"

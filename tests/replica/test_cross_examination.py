@@ -10,8 +10,10 @@ raise their alarm from what the journal then answers."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -95,6 +97,71 @@ async def test_what_an_audit_api_serves_differently_is_an_alarm(
     if seq is not None:
         assert alarm.seq == seq, alarm
     assert alarm.evidence and any(alarm.evidence), alarm
+
+
+class _Overtaken:
+    """The journal's audit API, whose answer to ``method`` is overtaken once: after
+    the answer is read and before the replica compares it, ``then`` runs."""
+
+    def __init__(self, stub: Any, method: str, then: Callable[[], Awaitable[None]]) -> None:
+        self._stub, self._method, self._then = stub, method, then
+        self.overtaken = False
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self._stub, name)
+        if name != self._method or self.overtaken:
+            return call
+        self.overtaken = True
+        if name == "GetSubjectHistory":
+
+            async def streamed(*args: Any, **kw: Any) -> AsyncIterator[Any]:
+                answer = [r async for r in call(*args, **kw)]
+                await self._then()
+                for r in answer:
+                    yield r
+
+            return streamed
+
+        async def unary(*args: Any, **kw: Any) -> Any:
+            answer = await call(*args, **kw)
+            await self._then()
+            return answer
+
+        return unary
+
+
+@pytest.mark.parametrize("method", ["GetSubjectHistory", "GetCheckpoint"])
+async def test_an_answer_overtaken_by_newer_entries_is_no_alarm(
+    settings: Settings, two_replicas: Banks, method: str
+) -> None:
+    """The journal answers, then sequences more of the same subject (and signs a
+    checkpoint over it), and the replica verifies those before it compares: what
+    is newer than the question is not what the journal left out."""
+    north = two_replicas.north
+    tls = load_party(settings.certs_dir, "replica-bank-north")
+    journal_api = audit_client(settings.endpoint("journal").grpc_addr, tls)
+    wrappers: list[_Overtaken] = []
+
+    async def newer_entry() -> None:
+        async with producer(settings) as p:
+            await p.append(1, start=200)
+            await p.wait_confirmed(ENTRIES)
+        await wait_in_step(north, ENTRIES + 1)
+
+    @contextlib.asynccontextmanager
+    async def overtaken() -> AsyncIterator[Any]:
+        async with journal_api() as stub:
+            # Only the first round's answer is overtaken; the next is asked afresh.
+            wrapper = _Overtaken(stub, method, newer_entry)
+            wrapper.overtaken = bool(wrappers)
+            wrappers.append(wrapper)
+            yield wrapper
+
+    examination = CrossExamination(north, audit_client=overtaken, period_s=1.0, samples=1)
+    assert await examination.round() is None
+    assert wrappers and wrappers[0].overtaken and north.size == ENTRIES + 1
+    assert await examination.round() is None  # and the next round agrees in full
+    assert len(wrappers) == 2
 
 
 async def test_a_damaged_journal_store_raises_every_replicas_alarm(
