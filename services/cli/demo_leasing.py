@@ -159,6 +159,10 @@ async def _rentals(settings: Settings, out: Console, lease_id: str) -> int:
                 label, line.due, line.principal.amount, line.interest.amount, line.total.amount
             )
         out.print(table)
+        out.print(
+            "  a rental whose date falls on a weekend or a holiday of China's calendar is"
+            " due on the next business day (lease-one rolls following); its amount stays"
+        )
         for line in lines[:2]:
             now = await platform_today(settings)
             due = dt.date.fromisoformat(line.due)

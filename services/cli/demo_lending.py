@@ -133,7 +133,8 @@ async def finance(settings: Settings, out: Console, order_id: str, quiet: bool =
             f"{signed['rate_bps']} bp a year, {signed['day_count']}, maturing on"
             f" {signed['maturity']} (the order's due date), arrangement fee"
             f" {signed['arrangement_fee_bps']} bp, penalty {signed['penalty_rate_bps']} bp"
-            f" after {signed['grace_days']} days' grace"
+            f" after {signed['grace_days']} days' grace, business days"
+            f" {signed['business_days']} (due dates stand, whatever the day)"
         )
         for party in ("acme-builders", "uw-alice", "citybuild"):
             await sign_contract(

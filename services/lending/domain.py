@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from services.lending.policy import BankPolicy, auto_decision
+from services.lending.policy import BankPolicy, auto_decision, maturity_of
 from services.runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from services.runtime.identity import Identity, Role
 from services.runtime.money import Money
@@ -285,7 +285,8 @@ class Application:
     #: A lease's term in days (0 for order financing): its tenor is fixed.
     lease_term_days: int
     vendor_id: str
-    #: Order financing matures at the order's due date (None for a lease).
+    #: Order financing matures at the order's due date, rolled to a business day by
+    #: the bank's product (None for a lease).
     maturity: dt.date | None = None
 
     @staticmethod
@@ -309,7 +310,9 @@ class Application:
             offer_expires_micros=row["offer_expires_micros"],
             lease_term_days=months * 4383 // 144,
             vendor_id=str(lease.get("vendor_id", "")),
-            maturity=dt.date.fromisoformat(facts["due_date"]) if facts else None,
+            maturity=maturity_of(row["bank"], dt.date.fromisoformat(facts["due_date"]))
+            if facts
+            else None,
         )
 
     # -- who may do what -----------------------------------------------------------

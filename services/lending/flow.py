@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
 import uuid
@@ -39,7 +40,7 @@ from services.lending.domain import (
     Terms,
 )
 from services.lending.leases import LeaseRequest, lease_contract_document
-from services.lending.policy import contract_document, policy_for
+from services.lending.policy import contract_document, maturity_of, policy_for
 from services.lending.store import Transitions
 from services.runtime.bus import ack, bind, fetch
 from services.runtime.clock import Clock
@@ -285,9 +286,11 @@ class FlowEngine:
             signers = [app["subcontractor_id"], app["bank"], lease.vendor_id]
         else:
             facts = app["order_facts"]
+            maturity = maturity_of(app["bank"], dt.date.fromisoformat(facts["due_date"]))
             document, digest = contract_document(
-                {**dict(app), "buyer_id": facts["buyer_id"]}, terms.as_json(), facts["due_date"]
-            )
+                {**dict(app), "buyer_id": facts["buyer_id"]},
+                terms.as_json(), facts["due_date"], maturity.isoformat(),
+            )  # fmt: skip
             signers = [app["subcontractor_id"], app["bank"], app["order_facts"]["buyer_id"]]
         contract_id = f"CON-{uuid.uuid4().hex[:12].upper()}"
         await conn.execute(

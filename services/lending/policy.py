@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
+from services.contracts.business_days import CALENDAR_SOURCE, Convention, roll
 from services.contracts.products import penalty_rate, product_for
 
 __all__ = [
@@ -14,6 +16,7 @@ __all__ = [
     "BankPolicy",
     "auto_decision",
     "contract_document",
+    "maturity_of",
     "policy_for",
     "product_terms",
 ]
@@ -72,6 +75,13 @@ def auto_decision(
     return "refer", None
 
 
+def maturity_of(bank: str, order_due: dt.date) -> dt.date:
+    """When order financing matures: the order's due date, rolled to a business day
+    by the bank's product (interest runs to the rolled date)."""
+    product = product_for(bank)
+    return roll(order_due, product.business_days, product.holiday_calendar)
+
+
 def product_terms(bank: str, rate_bps: int) -> dict[str, Any]:
     """What the bank's product adds to a contract: exactly what repayment charges."""
     product = product_for(bank)
@@ -81,15 +91,22 @@ def product_terms(bank: str, rate_bps: int) -> dict[str, Any]:
         "late_fee_minor": product.late_fee_minor,
         "grace_days": product.grace_days,
         "penalty_rate_bps": penalty_rate(rate_bps),
-        "business_days": "none: due dates stand as written, on any day",
+        "business_days": product.business_days.value,
+        # A product that rolls nothing names no calendar: no date depends on one.
+        **(
+            {"holiday_calendar": "", "calendar_source": ""}
+            if product.business_days is Convention.NONE
+            else {"holiday_calendar": product.holiday_calendar, "calendar_source": CALENDAR_SOURCE}
+        ),
     }
 
 
 def contract_document(
-    application: dict[str, Any], terms: dict[str, Any], maturity: str
+    application: dict[str, Any], terms: dict[str, Any], order_due: str, maturity: str
 ) -> tuple[str, bytes]:
     """The canonical contract (sorted-key JSON, no spaces) and its SHA-256. Its terms
-    are the ones repayment books (it refuses a disbursement whose terms differ)."""
+    are the ones repayment books (it refuses a disbursement whose terms differ).
+    The maturity is the order's due date rolled by the product's business days."""
     body = {
         "kind": "order-financing",
         "application_id": application["application_id"],
@@ -101,9 +118,11 @@ def contract_document(
         "principal_minor": terms["amount_minor"],
         "rate_bps": terms["rate_bps"],
         "tenor_days": terms["tenor_days"],
+        "order_due_date": order_due,
         "maturity": maturity,
         **product_terms(application["bank"], terms["rate_bps"]),
-        "repayment": "bullet at maturity (the order's due date): principal, interest from"
+        "repayment": "bullet at maturity (the order's due date, rolled to a business day by"
+        " the contract's business_days): principal, interest from"
         " disbursement to maturity, and the arrangement fee, paid by the buyer to the"
         " supervised account",
         "assignment": "the buyer acknowledges the assignment of the order's payment to the lender",

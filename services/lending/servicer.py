@@ -26,7 +26,7 @@ from services.lending.domain import (
     signer_for,
 )
 from services.lending.flow import FlowEngine
-from services.lending.policy import policy_for
+from services.lending.policy import maturity_of, policy_for
 from services.lending.store import Transitions, application_proto, facility_proto
 from services.runtime.clock import Clock
 from services.runtime.dates import parse_date
@@ -287,7 +287,8 @@ class LendingServicer(ApplicationCalls, lending_pb2_grpc.LendingServiceServicer)
             "buyer_id": order.buyer_id,
             "due_date": order.due_date,
             "order_amount_minor": order_amount.minor,
-            "tenor_days": max(1, (due - self.clock.now().date()).days),
+            # The days of interest: to the maturity, the due date rolled to a business day.
+            "tenor_days": max(1, (maturity_of(request.bank, due) - today).days),
         }
 
     async def GetApplication(

@@ -9,7 +9,9 @@ schedule's lines add up exactly to its totals.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -28,6 +30,7 @@ __all__ = [
     "day_count_fraction",
     "days_past_due",
     "interest",
+    "rolled",
 ]
 
 BASES = ("ACT/365", "ACT/360", "30/360")
@@ -238,3 +241,9 @@ def days_past_due(b: Balances, due: dt.date, today: dt.date) -> int:
     if b.total_minor <= 0 or today <= due:
         return 0
     return (today - due).days
+
+
+def rolled(lines: list[Line], roll: Callable[[dt.date], dt.date]) -> list[Line]:
+    """A schedule whose due dates fall on business days: each line keeps its
+    amounts (its period accrues as if unrolled) and falls due on ``roll(due)``."""
+    return [dataclasses.replace(ln, due=roll(ln.due)) for ln in lines]

@@ -8,7 +8,8 @@ from typing import Any
 
 import asyncpg
 
-from services.repayment.calc import annuity_schedule, bucket_for
+from services.contracts.business_days import roll
+from services.repayment.calc import annuity_schedule, bucket_for, rolled
 from services.repayment.contract import signed_terms
 from services.repayment.rentals import Rental, rentals_days_past_due
 from services.repayment.store import LoanJournal, rental_of
@@ -34,22 +35,23 @@ class LeaseBook:
         terms = signed_terms(event)  # what every party signed is what is charged
         principal, rate = terms.principal_minor, terms.rate_bps
         residual = int(event["residual_minor"])
-        lines = annuity_schedule(
+        lines = rolled(annuity_schedule(
             principal, rate, int(event["periods"]), start, per_year=int(event["per_year"]),
             in_advance=bool(event["in_advance"]), residual_minor=residual,
-        )  # fmt: skip
+        ), terms.roll)  # fmt: skip
         async with self.pool.acquire() as conn, conn.transaction():
             inserted = await conn.fetchval(
                 "INSERT INTO loans (loan_id, kind, subcontractor_id, bank, buyer_id, order_id,"
                 " facility_id, currency, principal_minor, rate_bps, penalty_rate_bps, day_count,"
                 " disbursed_on, due_date, accrued_until, principal_out, created_micros,"
-                " grace_days, late_fee_minor, per_year) VALUES ($1, 'lease', $2, $3, '', '', $4,"
-                " $5, $6, $7, $8, $9, $10, $11, $10, $6, $12, $13, $14, $15)"
-                " ON CONFLICT DO NOTHING RETURNING 1",
+                " grace_days, late_fee_minor, per_year, business_days, holiday_calendar) VALUES"
+                " ($1, 'lease', $2, $3, '', '', $4, $5, $6, $7, $8, $9, $10, $11, $10, $6, $12,"
+                " $13, $14, $15, $16, $17) ON CONFLICT DO NOTHING RETURNING 1",
                 loan_id, event["subcontractor_id"], event["bank"], event["facility_id"],
                 event["currency"], principal, rate, terms.penalty_rate_bps, terms.day_count, start,
                 lines[-1].due, self.clock.now_micros(), terms.grace_days,
-                terms.late_fee_minor, int(event["per_year"]),
+                terms.late_fee_minor, int(event["per_year"]), terms.business_days.value,
+                terms.holiday_calendar,
             )  # fmt: skip
             if not inserted:
                 return False
@@ -209,9 +211,13 @@ class LeaseBook:
         # The residual itself becomes the capital (docs/leasing.md), not its value
         # discounted one period, which an in-advance lease's line holds as capital.
         capital = rental_of(line).unpaid_minor
-        lines = annuity_schedule(
-            capital, loan["rate_bps"], periods, line["due"], per_year=loan["per_year"]
-        )
+        # The new term runs from the day the residual fell due, and its rentals roll
+        # as the contract says.
+        lines = rolled(
+            annuity_schedule(capital, loan["rate_bps"], periods, line["due"],
+                             per_year=loan["per_year"]),
+            lambda d: roll(d, loan["business_days"], loan["holiday_calendar"]),
+        )  # fmt: skip
         await conn.execute(
             "UPDATE schedule_lines SET waived = true WHERE loan_id = $1 AND residual",
             loan["loan_id"],

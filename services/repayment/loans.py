@@ -76,8 +76,10 @@ class LoanBook:
                 "INSERT INTO loans (loan_id, subcontractor_id, bank, buyer_id, order_id,"
                 " facility_id, currency, principal_minor, rate_bps, penalty_rate_bps, day_count,"
                 " disbursed_on, due_date, accrued_until, principal_out, created_micros, fees_owed,"
-                " grace_days, late_fee_minor) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
-                " $12, $13, $12, $8, $14, $15, $16, $17) ON CONFLICT DO NOTHING RETURNING 1",
+                " grace_days, late_fee_minor, business_days, holiday_calendar) VALUES ($1, $2,"
+                " $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $12, $8, $14, $15, $16, $17,"
+                " $18, $19)"
+                " ON CONFLICT DO NOTHING RETURNING 1",
                 loan_id,
                 event["subcontractor_id"],
                 event["bank"],
@@ -95,6 +97,8 @@ class LoanBook:
                 fee,
                 terms.grace_days,
                 terms.late_fee_minor,
+                terms.business_days.value,
+                terms.holiday_calendar,
             )
             if not inserted:
                 return False

@@ -73,6 +73,8 @@ class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
             penalty_owed=penalty,
             fees_owed=fees,
             grace_days=loan["grace_days"],
+            business_days=loan["business_days"],
+            holiday_calendar=loan["holiday_calendar"],
             total_owed=_m(c, total),
             due_now=_m(c, due),
             days_past_due=dpd,

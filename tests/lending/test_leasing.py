@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 import pytest
 
+from services.contracts.business_days import Convention, roll
 from services.gen.scf.leasing.v1 import leasing_pb2
 from services.gen.scf.lending.v1 import lending_pb2
 from services.gen.scf.repayment.v1 import repayment_pb2
@@ -40,16 +41,18 @@ async def refused(call: Any, code: grpc.StatusCode, field: str = "") -> str:
     return info.value.details() or ""
 
 
-def present_value(lines: list[Any], rate_bps: int, per_year: int, start: dt.date) -> Fraction:
+def present_value(
+    lines: list[Any], rate_bps: int, per_year: int, periods: int, *, in_advance: bool = False
+) -> Fraction:
     """An independent check of an annuity: every line discounted at the periodic
-    rate from its due date, counted in whole periods from the start."""
+    rate over the whole periods before it falls due, counted by its place in the
+    schedule (its date is rolled to a business day; its period is not). A residual
+    line after the rentals falls due at the end of the term."""
     i = Fraction(rate_bps, 10_000 * per_year)
-    months = 12 // per_year
     pv = Fraction(0)
     for line in lines:
-        due = dt.date.fromisoformat(line.due)
-        periods = ((due.year - start.year) * 12 + due.month - start.month) // months
-        pv += Fraction(minor(line.total)) / (1 + i) ** periods
+        n = min(line.number - (1 if in_advance else 0), periods)
+        pv += Fraction(minor(line.total)) / (1 + i) ** n
     return pv
 
 
@@ -119,15 +122,17 @@ async def test_lease_from_application_to_purchase_at_end_of_term(settings: Setti
         start = dt.date.fromisoformat(delivered.lease.commenced_on)
         await env.rentals_open(lease_id)
 
-        # The rentals: 4 quarterly, in arrears, and the residual at the end of the term.
+        # The rentals: 4 quarterly, in arrears, and the residual at the end of the term,
+        # each on the next business day of China's calendar (lease-one rolls following).
         lines = await env.schedule(lease_id)
         assert [line.due for line in lines] == [
-            add_months(start, m).isoformat() for m in (3, 6, 9, 12, 12)
+            roll(add_months(start, m), Convention.FOLLOWING, "CN").isoformat()
+            for m in (3, 6, 9, 12, 12)
         ]
         assert len({minor(line.total) for line in lines[:3]}) == 1
         assert minor(lines[-1].total) == 2_400_000
         assert sum(minor(line.principal) for line in lines) == 24_000_000
-        assert abs(present_value(lines, 800, 4, start) - 24_000_000) <= 4
+        assert abs(present_value(lines, 800, 4, 4) - 24_000_000) <= 4
 
         await refused(
             env.leasing("acme-builders").ExerciseOption(
@@ -187,9 +192,10 @@ async def test_early_termination_with_a_quote(settings: Settings) -> None:
         )  # fmt: skip
         start = dt.date.fromisoformat(lease.commenced_on)
         lines = await env.schedule(lease.lease_id)
-        assert len(lines) == 24 and lines[0].due == start.isoformat()
+        assert len(lines) == 24
+        assert lines[0].due == roll(start, Convention.FOLLOWING, "CN").isoformat()
         assert minor(lines[0].interest) == 0  # in advance: no interest before the first rental
-        assert abs(present_value(lines, 800, 12, start) - 10_000_000) <= 24
+        assert abs(present_value(lines, 800, 12, 24, in_advance=True) - 10_000_000) <= 24
 
         await pay_rentals_through(env, lease.lease_id, 3, "E")
         today = env.clock.now().date()
@@ -323,7 +329,8 @@ async def test_renewal_turns_the_residual_into_further_rentals(
                           down="20000.00", residual="20000.00", timing=timing)
         )  # fmt: skip
         await pay_rentals_through(env, lease.lease_id, 4, "N")
-        env.move_to(add_months(dt.date.fromisoformat(lease.commenced_on), 12))  # the term's end
+        residual = (await env.schedule(lease.lease_id))[4]
+        env.move_to(dt.date.fromisoformat(residual.due))  # the term's end, on a business day
         renewal = leasing_pb2.ExerciseOptionRequest(
             lease_id=lease.lease_id, option=leasing_pb2.END_OPTION_RENEW, idempotency_key="renew"
         )
@@ -504,4 +511,6 @@ async def test_the_booked_lease_is_the_signed_contract(settings: Settings) -> No
             == parse_money(booked.principal.amount, "CNY", "principal").minor
         )
         assert signed["late_fee_minor"] == product.late_fee_minor
-        assert signed["business_days"].startswith("none")
+        assert signed["business_days"] == product.business_days.value == "following"
+        assert signed["holiday_calendar"] == booked.holiday_calendar == "CN"
+        assert booked.business_days == "following"

@@ -5,6 +5,8 @@ PostgreSQL (and the model validator's findings, each failing before)."""
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import json
 from fractions import Fraction
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import grpc
 import pytest
 
+from services.contracts.business_days import Convention, is_business_day, roll
 from services.contracts.products import penalty_rate, product_for
 from services.contracts.subjects import Subjects
 from services.gen.scf.bus.v1 import bus_pb2
@@ -24,7 +27,7 @@ from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
 from services.runtime.money import Money
 from tests.journal.helpers import wait_until
-from tests.lending.helpers import LendingEnv, lending_env, sign_contract
+from tests.lending.helpers import TODAY, LendingEnv, lending_env, sign_contract
 from tests.support import messenger_as
 
 pytestmark = pytest.mark.integration
@@ -51,10 +54,12 @@ async def _loan(settings: Settings, loan_id: str) -> repayment_pb2.Loan:
         return got[0]
 
 
-async def _financed(env: LendingEnv, bank: str, ref: str) -> lending_pb2.Application:
+async def _financed(
+    env: LendingEnv, bank: str, ref: str, due_in_days: int = 45
+) -> lending_pb2.Application:
     underwriter, amount = BANKS[bank]
     await env.facility(bank_party=underwriter)
-    oid = await env.confirmed_order(ref, due_in_days=45)
+    oid = await env.confirmed_order(ref, due_in_days=due_in_days)
     app_id = await env.request(oid, amount, bank=bank)
     await env.wait_state(app_id, "referred", "approved")
     app = await env.get(app_id)
@@ -90,6 +95,48 @@ async def test_the_booked_loan_is_the_signed_contract(settings: Settings, bank: 
         fee = round(Fraction(signed["principal_minor"] * signed["arrangement_fee_bps"], 10_000))
         assert loan.fees_owed.amount == Money("CNY", fee).major()
         assert signed["late_fee_minor"] == product.late_fee_minor
+
+
+async def test_a_maturity_on_a_shut_day_rolls_and_interest_runs_to_the_rolled_date(
+    settings: Settings,
+) -> None:
+    """Due dates on weekends and holidays were never rolled. bank-south rolls by
+    modified following on China's calendar: an order due on a shut day matures on
+    the business day the convention gives, the contract says both dates, and
+    the loan is charged ACT/360 to the rolled maturity."""
+    product = product_for("bank-south")
+    assert product.business_days is Convention.MODIFIED_FOLLOWING
+    days = next(
+        n for n in range(45, 120) if not is_business_day(TODAY + dt.timedelta(days=n), "CN")
+    )
+    order_due = TODAY + dt.timedelta(days=days)
+    maturity = roll(order_due, Convention.MODIFIED_FOLLOWING, "CN")
+    assert maturity != order_due
+    async with lending_env(settings) as env:
+        app = await _financed(env, "bank-south", "PO-T-ROLL", due_in_days=days)
+        signed = json.loads(app.contract.document)
+        assert signed["order_due_date"] == order_due.isoformat()
+        assert signed["maturity"] == maturity.isoformat()
+        assert (signed["business_days"], signed["holiday_calendar"]) == ("modified_following", "CN")
+        assert signed["calendar_source"].startswith("holidays ")
+        assert app.terms.tenor_days == signed["tenor_days"] == (maturity - TODAY).days
+        loan = await _loan(settings, app.application_id)
+        assert loan.due_date == maturity.isoformat()
+        assert (loan.business_days, loan.holiday_calendar) == ("modified_following", "CN")
+        addr = settings.endpoint("repayment").grpc_addr
+        async with client_channel(addr, load_party(settings.certs_dir, "operator")) as ch:
+            stub = repayment_pb2_grpc.RepaymentServiceStub(ch)
+            schedule = await stub.GetSchedule(
+                repayment_pb2.GetScheduleRequest(loan_id=app.application_id)
+            )
+        (line,) = schedule.lines
+        assert line.due == maturity.isoformat()
+        # ACT/360 to the rolled date, rounded half-even once: reckoned here afresh.
+        disbursed = dt.date.fromisoformat(loan.disbursed_on)
+        exact = Fraction(signed["principal_minor"] * signed["rate_bps"], 10_000) * Fraction(
+            (maturity - disbursed).days, 360
+        )
+        assert line.interest.amount == Money("CNY", round(exact)).major()
 
 
 def test_the_penalty_rate_is_rounded_half_up_to_a_basis_point() -> None:
@@ -151,7 +198,7 @@ async def test_a_disbursement_whose_terms_are_not_its_contracts_is_set_aside(
         base: dict[str, Any] = dict(
             kind=bus_pb2.FINANCING_KIND_LOAN, bank="bank-north",
             subcontractor_id="acme-builders", buyer_id="citybuild", order_id=app.order_id,
-            due_date=json.loads(document)["maturity"], currency="CNY",
+            due_date=json.loads(document)["order_due_date"], currency="CNY",
             principal_minor=json.loads(document)["principal_minor"],
             rate_bps=json.loads(document)["rate_bps"], disbursed_micros=app.updated_micros,
             facility_id=app.facility_id,
@@ -161,6 +208,8 @@ async def test_a_disbursement_whose_terms_are_not_its_contracts_is_set_aside(
                                contract_sha256=app.contract.sha256),
             "APP-T-NONE": {},
             "APP-T-HASH": dict(contract_document=document, contract_sha256=bytes(32)),
+            # Its own hash, but a maturity on a Saturday its convention would roll.
+            "APP-T-UNROLLED": _unrolled(document),
         }  # fmt: skip
         for loan_id, extra in bad.items():
             event = bus_pb2.Disbursed(application_id=loan_id, **{**base, **extra})
@@ -171,6 +220,21 @@ async def test_a_disbursement_whose_terms_are_not_its_contracts_is_set_aside(
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await _loan_now(settings, loan_id)
             assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def _unrolled(document: str) -> dict[str, Any]:
+    """A contract that rolls by following, but matures on the Saturday it is due."""
+    saturday = next(
+        TODAY + dt.timedelta(days=n) for n in range(45, 60)
+        if (TODAY + dt.timedelta(days=n)).weekday() == 5
+    )  # fmt: skip
+    body = {**json.loads(document), "business_days": "following", "holiday_calendar": "CN",
+            "order_due_date": saturday.isoformat(), "maturity": saturday.isoformat()}  # fmt: skip
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return dict(
+        contract_document=text, contract_sha256=hashlib.sha256(text.encode()).digest(),
+        due_date=saturday.isoformat(),
+    )  # fmt: skip
 
 
 async def _loan_now(settings: Settings, loan_id: str) -> repayment_pb2.Loan:

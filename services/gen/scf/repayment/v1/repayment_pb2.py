@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from services.gen.scf.types.v1 import money_pb2 as services_dot_gen_dot_scf_dot_types_dot_v1_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-services/gen/scf/repayment/v1/repayment.proto\x12\x10scf.repayment.v1\x1a%services/gen/scf/types/v1/money.proto\"\xdb\x04\n\x04Loan\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\x12\x18\n\x10subcontractor_id\x18\x02 \x01(\t\x12\x0c\n\x04\x62\x61nk\x18\x03 \x01(\t\x12\x10\n\x08\x62uyer_id\x18\x04 \x01(\t\x12\x10\n\x08order_id\x18\x05 \x01(\t\x12&\n\tprincipal\x18\x06 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x10\n\x08rate_bps\x18\x07 \x01(\x05\x12\x18\n\x10penalty_rate_bps\x18\x08 \x01(\x05\x12\x11\n\tday_count\x18\t \x01(\t\x12\x14\n\x0c\x64isbursed_on\x18\n \x01(\t\x12\x10\n\x08\x64ue_date\x18\x0b \x01(\t\x12\r\n\x05state\x18\x0c \x01(\t\x12\x32\n\x15principal_outstanding\x18\r \x01(\x0b\x32\x13.scf.types.v1.Money\x12*\n\rinterest_owed\x18\x0e \x01(\x0b\x32\x13.scf.types.v1.Money\x12)\n\x0cpenalty_owed\x18\x0f \x01(\x0b\x32\x13.scf.types.v1.Money\x12\'\n\ntotal_owed\x18\x10 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x15\n\rdays_past_due\x18\x11 \x01(\x05\x12\x0e\n\x06\x62ucket\x18\x12 \x01(\t\x12\r\n\x05\x61s_of\x18\x13 \x01(\t\x12&\n\tfees_owed\x18\x14 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x12\n\ngrace_days\x18\x15 \x01(\x05\x12\x0c\n\x04kind\x18\x16 \x01(\t\x12$\n\x07\x64ue_now\x18\x17 \x01(\x0b\x32\x13.scf.types.v1.Money\"\xd1\x01\n\x0cScheduleLine\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\x0b\n\x03\x64ue\x18\x02 \x01(\t\x12&\n\tprincipal\x18\x03 \x01(\x0b\x32\x13.scf.types.v1.Money\x12%\n\x08interest\x18\x04 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\"\n\x05total\x18\x05 \x01(\x0b\x32\x13.scf.types.v1.Money\x12!\n\x04paid\x18\x06 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x0e\n\x06waived\x18\x07 \x01(\x08\"\x87\x01\n\rStatementLine\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x11\n\treference\x18\x04 \x01(\t\x12\x13\n\x0bjournal_seq\x18\x05 \x01(\x04\x12\r\n\x05party\x18\x06 \x01(\t\"\xb2\x01\n\x14RecordPaymentRequest\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\x12\r\n\x05payer\x18\x02 \x01(\t\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x12\n\nvalue_date\x18\x04 \x01(\t\x12\x16\n\x0e\x62\x61nk_reference\x18\x05 \x01(\t\x12\x10\n\x08quote_id\x18\x06 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\"\xa7\x02\n\x15RecordPaymentResponse\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12$\n\x07penalty\x18\x02 \x01(\x0b\x32\x13.scf.types.v1.Money\x12!\n\x04\x66\x65\x65s\x18\x03 \x01(\x0b\x32\x13.scf.types.v1.Money\x12%\n\x08interest\x18\x04 \x01(\x0b\x32\x13.scf.types.v1.Money\x12&\n\tprincipal\x18\x05 \x01(\x0b\x32\x13.scf.types.v1.Money\x12$\n\x07surplus\x18\x06 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x16\n\x0e\x65xpected_payer\x18\x07 \x01(\x08\x12$\n\x04loan\x18\x08 \x01(\x0b\x32\x16.scf.repayment.v1.Loan\"!\n\x0eGetLoanRequest\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\"7\n\x0fGetLoanResponse\x12$\n\x04loan\x18\x01 \x01(\x0b\x32\x16.scf.repayment.v1.Loan\"%\n\x12GetScheduleRequest\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\"D\n\x13GetScheduleResponse\x12-\n\x05lines\x18\x01 \x03(\x0b\x32\x1e.scf.repayment.v1.ScheduleLine\"&\n\x13GetStatementRequest\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\"l\n\x14GetStatementResponse\x12$\n\x04loan\x18\x01 \x01(\x0b\x32\x16.scf.repayment.v1.Loan\x12.\n\x05lines\x18\x02 \x03(\x0b\x32\x1f.scf.repayment.v1.StatementLine\":\n\x12QuotePayoffRequest\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\x12\x13\n\x0bvalid_until\x18\x02 \x01(\t\"a\n\x13QuotePayoffResponse\x12\x10\n\x08quote_id\x18\x01 \x01(\t\x12#\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x13\n\x0bvalid_until\x18\x03 \x01(\t\"\x16\n\x14ListUnmatchedRequest\"\x93\x01\n\x10UnmatchedPayment\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\x12\r\n\x05payer\x18\x02 \x01(\t\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x12\n\nvalue_date\x18\x04 \x01(\t\x12\x16\n\x0e\x62\x61nk_reference\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\"M\n\x15ListUnmatchedResponse\x12\x34\n\x08payments\x18\x01 \x03(\x0b\x32\".scf.repayment.v1.UnmatchedPayment2\xbd\x04\n\x10RepaymentService\x12`\n\rRecordPayment\x12&.scf.repayment.v1.RecordPaymentRequest\x1a\'.scf.repayment.v1.RecordPaymentResponse\x12N\n\x07GetLoan\x12 .scf.repayment.v1.GetLoanRequest\x1a!.scf.repayment.v1.GetLoanResponse\x12Z\n\x0bGetSchedule\x12$.scf.repayment.v1.GetScheduleRequest\x1a%.scf.repayment.v1.GetScheduleResponse\x12]\n\x0cGetStatement\x12%.scf.repayment.v1.GetStatementRequest\x1a&.scf.repayment.v1.GetStatementResponse\x12Z\n\x0bQuotePayoff\x12$.scf.repayment.v1.QuotePayoffRequest\x1a%.scf.repayment.v1.QuotePayoffResponse\x12`\n\rListUnmatched\x12&.scf.repayment.v1.ListUnmatchedRequest\x1a\'.scf.repayment.v1.ListUnmatchedResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-services/gen/scf/repayment/v1/repayment.proto\x12\x10scf.repayment.v1\x1a%services/gen/scf/types/v1/money.proto\"\x8c\x05\n\x04Loan\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\x12\x18\n\x10subcontractor_id\x18\x02 \x01(\t\x12\x0c\n\x04\x62\x61nk\x18\x03 \x01(\t\x12\x10\n\x08\x62uyer_id\x18\x04 \x01(\t\x12\x10\n\x08order_id\x18\x05 \x01(\t\x12&\n\tprincipal\x18\x06 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x10\n\x08rate_bps\x18\x07 \x01(\x05\x12\x18\n\x10penalty_rate_bps\x18\x08 \x01(\x05\x12\x11\n\tday_count\x18\t \x01(\t\x12\x14\n\x0c\x64isbursed_on\x18\n \x01(\t\x12\x10\n\x08\x64ue_date\x18\x0b \x01(\t\x12\r\n\x05state\x18\x0c \x01(\t\x12\x32\n\x15principal_outstanding\x18\r \x01(\x0b\x32\x13.scf.types.v1.Money\x12*\n\rinterest_owed\x18\x0e \x01(\x0b\x32\x13.scf.types.v1.Money\x12)\n\x0cpenalty_owed\x18\x0f \x01(\x0b\x32\x13.scf.types.v1.Money\x12\'\n\ntotal_owed\x18\x10 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x15\n\rdays_past_due\x18\x11 \x01(\x05\x12\x0e\n\x06\x62ucket\x18\x12 \x01(\t\x12\r\n\x05\x61s_of\x18\x13 \x01(\t\x12&\n\tfees_owed\x18\x14 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x12\n\ngrace_days\x18\x15 \x01(\x05\x12\x0c\n\x04kind\x18\x16 \x01(\t\x12$\n\x07\x64ue_now\x18\x17 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x15\n\rbusiness_days\x18\x18 \x01(\t\x12\x18\n\x10holiday_calendar\x18\x19 \x01(\t\"\xd1\x01\n\x0cScheduleLine\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\x0b\n\x03\x64ue\x18\x02 \x01(\t\x12&\n\tprincipal\x18\x03 \x01(\x0b\x32\x13.scf.types.v1.Money\x12%\n\x08interest\x18\x04 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\"\n\x05total\x18\x05 \x01(\x0b\x32\x13.scf.types.v1.Money\x12!\n\x04paid\x18\x06 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x0e\n\x06waived\x18\x07 \x01(\x08\"\x87\x01\n\rStatementLine\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x11\n\treference\x18\x04 \x01(\t\x12\x13\n\x0bjournal_seq\x18\x05 \x01(\x04\x12\r\n\x05party\x18\x06 \x01(\t\"\xb2\x01\n\x14RecordPaymentRequest\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\x12\r\n\x05payer\x18\x02 \x01(\t\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x12\n\nvalue_date\x18\x04 \x01(\t\x12\x16\n\x0e\x62\x61nk_reference\x18\x05 \x01(\t\x12\x10\n\x08quote_id\x18\x06 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\"\xa7\x02\n\x15RecordPaymentResponse\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12$\n\x07penalty\x18\x02 \x01(\x0b\x32\x13.scf.types.v1.Money\x12!\n\x04\x66\x65\x65s\x18\x03 \x01(\x0b\x32\x13.scf.types.v1.Money\x12%\n\x08interest\x18\x04 \x01(\x0b\x32\x13.scf.types.v1.Money\x12&\n\tprincipal\x18\x05 \x01(\x0b\x32\x13.scf.types.v1.Money\x12$\n\x07surplus\x18\x06 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x16\n\x0e\x65xpected_payer\x18\x07 \x01(\x08\x12$\n\x04loan\x18\x08 \x01(\x0b\x32\x16.scf.repayment.v1.Loan\"!\n\x0eGetLoanRequest\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\"7\n\x0fGetLoanResponse\x12$\n\x04loan\x18\x01 \x01(\x0b\x32\x16.scf.repayment.v1.Loan\"%\n\x12GetScheduleRequest\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\"D\n\x13GetScheduleResponse\x12-\n\x05lines\x18\x01 \x03(\x0b\x32\x1e.scf.repayment.v1.ScheduleLine\"&\n\x13GetStatementRequest\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\"l\n\x14GetStatementResponse\x12$\n\x04loan\x18\x01 \x01(\x0b\x32\x16.scf.repayment.v1.Loan\x12.\n\x05lines\x18\x02 \x03(\x0b\x32\x1f.scf.repayment.v1.StatementLine\":\n\x12QuotePayoffRequest\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\x12\x13\n\x0bvalid_until\x18\x02 \x01(\t\"a\n\x13QuotePayoffResponse\x12\x10\n\x08quote_id\x18\x01 \x01(\t\x12#\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x13\n\x0bvalid_until\x18\x03 \x01(\t\"\x16\n\x14ListUnmatchedRequest\"\x93\x01\n\x10UnmatchedPayment\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\x12\r\n\x05payer\x18\x02 \x01(\t\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x12\n\nvalue_date\x18\x04 \x01(\t\x12\x16\n\x0e\x62\x61nk_reference\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\"M\n\x15ListUnmatchedResponse\x12\x34\n\x08payments\x18\x01 \x03(\x0b\x32\".scf.repayment.v1.UnmatchedPayment2\xbd\x04\n\x10RepaymentService\x12`\n\rRecordPayment\x12&.scf.repayment.v1.RecordPaymentRequest\x1a\'.scf.repayment.v1.RecordPaymentResponse\x12N\n\x07GetLoan\x12 .scf.repayment.v1.GetLoanRequest\x1a!.scf.repayment.v1.GetLoanResponse\x12Z\n\x0bGetSchedule\x12$.scf.repayment.v1.GetScheduleRequest\x1a%.scf.repayment.v1.GetScheduleResponse\x12]\n\x0cGetStatement\x12%.scf.repayment.v1.GetStatementRequest\x1a&.scf.repayment.v1.GetStatementResponse\x12Z\n\x0bQuotePayoff\x12$.scf.repayment.v1.QuotePayoffRequest\x1a%.scf.repayment.v1.QuotePayoffResponse\x12`\n\rListUnmatched\x12&.scf.repayment.v1.ListUnmatchedRequest\x1a\'.scf.repayment.v1.ListUnmatchedResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,37 +33,37 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'services.gen.scf.repayment.
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LOAN']._serialized_start=107
-  _globals['_LOAN']._serialized_end=710
-  _globals['_SCHEDULELINE']._serialized_start=713
-  _globals['_SCHEDULELINE']._serialized_end=922
-  _globals['_STATEMENTLINE']._serialized_start=925
-  _globals['_STATEMENTLINE']._serialized_end=1060
-  _globals['_RECORDPAYMENTREQUEST']._serialized_start=1063
-  _globals['_RECORDPAYMENTREQUEST']._serialized_end=1241
-  _globals['_RECORDPAYMENTRESPONSE']._serialized_start=1244
-  _globals['_RECORDPAYMENTRESPONSE']._serialized_end=1539
-  _globals['_GETLOANREQUEST']._serialized_start=1541
-  _globals['_GETLOANREQUEST']._serialized_end=1574
-  _globals['_GETLOANRESPONSE']._serialized_start=1576
-  _globals['_GETLOANRESPONSE']._serialized_end=1631
-  _globals['_GETSCHEDULEREQUEST']._serialized_start=1633
-  _globals['_GETSCHEDULEREQUEST']._serialized_end=1670
-  _globals['_GETSCHEDULERESPONSE']._serialized_start=1672
-  _globals['_GETSCHEDULERESPONSE']._serialized_end=1740
-  _globals['_GETSTATEMENTREQUEST']._serialized_start=1742
-  _globals['_GETSTATEMENTREQUEST']._serialized_end=1780
-  _globals['_GETSTATEMENTRESPONSE']._serialized_start=1782
-  _globals['_GETSTATEMENTRESPONSE']._serialized_end=1890
-  _globals['_QUOTEPAYOFFREQUEST']._serialized_start=1892
-  _globals['_QUOTEPAYOFFREQUEST']._serialized_end=1950
-  _globals['_QUOTEPAYOFFRESPONSE']._serialized_start=1952
-  _globals['_QUOTEPAYOFFRESPONSE']._serialized_end=2049
-  _globals['_LISTUNMATCHEDREQUEST']._serialized_start=2051
-  _globals['_LISTUNMATCHEDREQUEST']._serialized_end=2073
-  _globals['_UNMATCHEDPAYMENT']._serialized_start=2076
-  _globals['_UNMATCHEDPAYMENT']._serialized_end=2223
-  _globals['_LISTUNMATCHEDRESPONSE']._serialized_start=2225
-  _globals['_LISTUNMATCHEDRESPONSE']._serialized_end=2302
-  _globals['_REPAYMENTSERVICE']._serialized_start=2305
-  _globals['_REPAYMENTSERVICE']._serialized_end=2878
+  _globals['_LOAN']._serialized_end=759
+  _globals['_SCHEDULELINE']._serialized_start=762
+  _globals['_SCHEDULELINE']._serialized_end=971
+  _globals['_STATEMENTLINE']._serialized_start=974
+  _globals['_STATEMENTLINE']._serialized_end=1109
+  _globals['_RECORDPAYMENTREQUEST']._serialized_start=1112
+  _globals['_RECORDPAYMENTREQUEST']._serialized_end=1290
+  _globals['_RECORDPAYMENTRESPONSE']._serialized_start=1293
+  _globals['_RECORDPAYMENTRESPONSE']._serialized_end=1588
+  _globals['_GETLOANREQUEST']._serialized_start=1590
+  _globals['_GETLOANREQUEST']._serialized_end=1623
+  _globals['_GETLOANRESPONSE']._serialized_start=1625
+  _globals['_GETLOANRESPONSE']._serialized_end=1680
+  _globals['_GETSCHEDULEREQUEST']._serialized_start=1682
+  _globals['_GETSCHEDULEREQUEST']._serialized_end=1719
+  _globals['_GETSCHEDULERESPONSE']._serialized_start=1721
+  _globals['_GETSCHEDULERESPONSE']._serialized_end=1789
+  _globals['_GETSTATEMENTREQUEST']._serialized_start=1791
+  _globals['_GETSTATEMENTREQUEST']._serialized_end=1829
+  _globals['_GETSTATEMENTRESPONSE']._serialized_start=1831
+  _globals['_GETSTATEMENTRESPONSE']._serialized_end=1939
+  _globals['_QUOTEPAYOFFREQUEST']._serialized_start=1941
+  _globals['_QUOTEPAYOFFREQUEST']._serialized_end=1999
+  _globals['_QUOTEPAYOFFRESPONSE']._serialized_start=2001
+  _globals['_QUOTEPAYOFFRESPONSE']._serialized_end=2098
+  _globals['_LISTUNMATCHEDREQUEST']._serialized_start=2100
+  _globals['_LISTUNMATCHEDREQUEST']._serialized_end=2122
+  _globals['_UNMATCHEDPAYMENT']._serialized_start=2125
+  _globals['_UNMATCHEDPAYMENT']._serialized_end=2272
+  _globals['_LISTUNMATCHEDRESPONSE']._serialized_start=2274
+  _globals['_LISTUNMATCHEDRESPONSE']._serialized_end=2351
+  _globals['_REPAYMENTSERVICE']._serialized_start=2354
+  _globals['_REPAYMENTSERVICE']._serialized_end=2927
 # @@protoc_insertion_point(module_scope)

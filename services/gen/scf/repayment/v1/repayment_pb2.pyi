@@ -46,6 +46,8 @@ class Loan(_message.Message):
     GRACE_DAYS_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     DUE_NOW_FIELD_NUMBER: _builtins.int
+    BUSINESS_DAYS_FIELD_NUMBER: _builtins.int
+    HOLIDAY_CALENDAR_FIELD_NUMBER: _builtins.int
     loan_id: _builtins.str
     subcontractor_id: _builtins.str
     bank: _builtins.str
@@ -65,6 +67,12 @@ class Loan(_message.Message):
     grace_days: _builtins.int
     kind: _builtins.str
     """loan (order financing, one bullet) or lease (rentals)."""
+    business_days: _builtins.str
+    """How due dates fall on business days, as the contract signed: none,
+    following or modified_following, and the holiday calendar (a country code;
+    empty when nothing rolls). due_date and the schedule's dates are rolled.
+    """
+    holiday_calendar: _builtins.str
     @_builtins.property
     def principal(self) -> _money_pb2.Money: ...
     @_builtins.property
@@ -109,10 +117,12 @@ class Loan(_message.Message):
         grace_days: _builtins.int = ...,
         kind: _builtins.str = ...,
         due_now: _money_pb2.Money | None = ...,
+        business_days: _builtins.str = ...,
+        holiday_calendar: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["due_now", b"due_now", "fees_owed", b"fees_owed", "interest_owed", b"interest_owed", "penalty_owed", b"penalty_owed", "principal", b"principal", "principal_outstanding", b"principal_outstanding", "total_owed", b"total_owed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "bank", b"bank", "bucket", b"bucket", "buyer_id", b"buyer_id", "day_count", b"day_count", "days_past_due", b"days_past_due", "disbursed_on", b"disbursed_on", "due_date", b"due_date", "due_now", b"due_now", "fees_owed", b"fees_owed", "grace_days", b"grace_days", "interest_owed", b"interest_owed", "kind", b"kind", "loan_id", b"loan_id", "order_id", b"order_id", "penalty_owed", b"penalty_owed", "penalty_rate_bps", b"penalty_rate_bps", "principal", b"principal", "principal_outstanding", b"principal_outstanding", "rate_bps", b"rate_bps", "state", b"state", "subcontractor_id", b"subcontractor_id", "total_owed", b"total_owed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "bank", b"bank", "bucket", b"bucket", "business_days", b"business_days", "buyer_id", b"buyer_id", "day_count", b"day_count", "days_past_due", b"days_past_due", "disbursed_on", b"disbursed_on", "due_date", b"due_date", "due_now", b"due_now", "fees_owed", b"fees_owed", "grace_days", b"grace_days", "holiday_calendar", b"holiday_calendar", "interest_owed", b"interest_owed", "kind", b"kind", "loan_id", b"loan_id", "order_id", b"order_id", "penalty_owed", b"penalty_owed", "penalty_rate_bps", b"penalty_rate_bps", "principal", b"principal", "principal_outstanding", b"principal_outstanding", "rate_bps", b"rate_bps", "state", b"state", "subcontractor_id", b"subcontractor_id", "total_owed", b"total_owed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
