@@ -87,6 +87,8 @@ class PaymentEffect:
     rentals: tuple[Rental, ...] = field(default=())
     #: A late fee charged before a payment value-dated within the grace arrived.
     late_fee_reversed_minor: int = 0
+    #: The late fee due by the payment's date that the sweep had not charged yet.
+    late_fee_charged_minor: int = 0
 
 
 class Financing(Protocol):
@@ -119,6 +121,8 @@ class Loan:
     bucket: str
     late_fee_minor: int
     late_fee_charged: bool
+    #: The worst days past due on record (what scoring reads).
+    max_days_past_due: int = 0
 
     @staticmethod
     def from_row(row: Mapping[str, Any]) -> Loan:
@@ -131,6 +135,7 @@ class Loan:
                               row["penalty_owed"], row["fees_owed"]),
             bucket=row["bucket"], late_fee_minor=row["late_fee_minor"],
             late_fee_charged=row["late_fee_charged"],
+            max_days_past_due=row.get("max_days_past_due", 0),
         )  # fmt: skip
 
     @property
@@ -158,7 +163,14 @@ class Loan:
         the loan was never past due."""
         if quote is not None:
             quote.check_payment(value_date, amount_minor)
-        balances = self.as_of(quote.valid_until if quote is not None else value_date)
+        day = quote.valid_until if quote is not None else value_date
+        balances = self.as_of(day)
+        # Lateness on the payment's own date, whether or not the sweep has seen it yet:
+        # the late fee that fell due by then is charged now, as the quote counted it,
+        # and the days past due go on record.
+        charged_fee = self._late_fee_due(balances, day)
+        balances = replace(balances, fees_minor=balances.fees_minor + charged_fee)
+        late_by = days_past_due(balances, self.overdue_from, value_date)
         reversed_fee = 0
         in_grace = self.late_fee_charged and value_date <= self.overdue_from and quote is None
         if in_grace and amount_minor >= balances.total_minor - self.late_fee_minor:
@@ -182,19 +194,27 @@ class Loan:
         }  # fmt: skip
         if reversed_fee:
             changes |= {"late_fee_charged": False, "max_days_past_due": 0, "bucket": "current"}
+        elif late_by > self.max_days_past_due:
+            changes["max_days_past_due"] = late_by
+        if charged_fee:
+            changes["late_fee_charged"] = True
         return PaymentEffect(
-            split, changes, after.total_minor == 0, late_fee_reversed_minor=reversed_fee
-        )
+            split, changes, after.total_minor == 0, late_fee_reversed_minor=reversed_fee,
+            late_fee_charged_minor=charged_fee,
+        )  # fmt: skip
+
+    def _late_fee_due(self, owed: Balances, day: dt.date) -> int:
+        """The late fee a loan owing ``owed`` on ``day`` has incurred and not been charged."""
+        if self.late_fee_charged or owed.total_minor <= 0 or day <= self.overdue_from:
+            return 0
+        return self.late_fee_minor
 
     def quote_amount(self, valid_until: dt.date) -> int:
         """Everything owed if paid on ``valid_until``: principal, interest, penalty and
         fees accrued to it, and the late fee that falls due by then if not charged yet
         (so that paying the quote by its date settles the loan)."""
         owed = self.as_of(valid_until)
-        late_fee = 0
-        if not self.late_fee_charged and owed.total_minor > 0 and valid_until > self.overdue_from:
-            late_fee = self.late_fee_minor
-        return owed.total_minor + late_fee
+        return owed.total_minor + self._late_fee_due(owed, valid_until)
 
     def standing(self, day: dt.date, today: dt.date) -> Standing:
         b = self.as_of(day)
@@ -245,6 +265,8 @@ class Lease:
     penalty_owed: int
     fees_owed: int
     rentals: tuple[Rental, ...]
+    late_fee_minor: int = 0
+    max_days_past_due: int = 0
 
     @staticmethod
     def from_row(row: Mapping[str, Any], rentals: list[Rental]) -> Lease:
@@ -254,6 +276,8 @@ class Lease:
             day_count=row["day_count"], grace_days=row["grace_days"],
             accrued_until=row["accrued_until"], penalty_owed=row["penalty_owed"],
             fees_owed=row["fees_owed"], rentals=tuple(rentals),
+            late_fee_minor=row.get("late_fee_minor", 0),
+            max_days_past_due=row.get("max_days_past_due", 0),
         )  # fmt: skip
 
     @property
@@ -268,16 +292,23 @@ class Lease:
             listed, self.accrued_until, until, self.grace_days, self.penalty_rate_bps,
             self.day_count,
         )  # fmt: skip
+        # Each rental late by ``day`` owes its late fee, whether or not the sweep has
+        # charged it yet.
+        fees = self.fees_owed + self.late_fee_minor * len(self._uncharged(listed, day))
         return LeasePosition(
             rentals=rentals,
             penalty_minor=penalty,
-            fees_minor=self.fees_owed,
-            due_minor=due_now(listed, day) + penalty + self.fees_owed,
+            fees_minor=fees,
+            due_minor=due_now(listed, day) + penalty + fees,
             principal_minor=sum(r.unpaid_principal_minor for r in rentals),
             interest_due_minor=sum(r.unpaid_interest_minor for r in rentals if r.due <= day),
-            total_minor=sum(r.unpaid_minor for r in rentals) + penalty + self.fees_owed,
+            total_minor=sum(r.unpaid_minor for r in rentals) + penalty + fees,
             days_past_due=rentals_days_past_due(listed, day, self.grace_days),
         )
+
+    def _uncharged(self, rentals: list[Rental], day: dt.date) -> list[Rental]:
+        """The rentals late by ``day`` whose late fee is not charged yet."""
+        return [r for r in rentals if not r.late_fee_charged and r.late_on(day, self.grace_days)]
 
     def apply_payment(
         self, amount_minor: int, value_date: dt.date, quote: Quote | None
@@ -291,19 +322,28 @@ class Lease:
             day = max(day, quote.valid_until)
             rentals = waive_future_interest(rentals, quote.valid_until)
         position = self.position(day, tuple(rentals))
+        # The late fees the position counted are charged with this payment.
+        charged = {r.number for r in self._uncharged(rentals, day)}
         split, after = allocate_rentals(
             amount_minor, position.penalty_minor, position.fees_minor, rentals
         )
+        after = [replace(r, late_fee_charged=True) if r.number in charged else r for r in after]
         penalty = position.penalty_minor - split.penalty_minor
         fees = position.fees_minor - split.fees_minor
-        changes = {
+        changes: dict[str, Any] = {
             "accrued_until": day,
             "principal_out": sum(r.unpaid_principal_minor for r in after),
             "penalty_owed": penalty,
             "fees_owed": fees,
         }
+        late_by = rentals_days_past_due(list(self.rentals), value_date, self.grace_days)
+        if late_by > self.max_days_past_due:
+            changes["max_days_past_due"] = late_by
         settled = sum(r.unpaid_minor for r in after) + penalty + fees == 0
-        return PaymentEffect(split, changes, settled, tuple(after))
+        return PaymentEffect(
+            split, changes, settled, tuple(after),
+            late_fee_charged_minor=self.late_fee_minor * len(charged),
+        )  # fmt: skip
 
     def standing(self, day: dt.date, today: dt.date) -> Standing:
         p = self.position(day)

@@ -214,9 +214,12 @@ class LoanBook:
         split, settled = effect.split, effect.settled
         if effect.rentals:
             await conn.executemany(
-                "UPDATE schedule_lines SET paid = $3, interest = $4"
+                "UPDATE schedule_lines SET paid = $3, interest = $4, late_fee_charged = $5"
                 " WHERE loan_id = $1 AND number = $2",
-                [(loan_id, r.number, r.paid_minor, r.interest_minor) for r in effect.rentals],
+                [
+                    (loan_id, r.number, r.paid_minor, r.interest_minor, r.late_fee_charged)
+                    for r in effect.rentals
+                ],
             )
         version = loan["version"] + 1
         columns = {
@@ -263,6 +266,11 @@ class LoanBook:
                 **(
                     {"late_fee_reversed_minor": effect.late_fee_reversed_minor}
                     if effect.late_fee_reversed_minor
+                    else {}
+                ),
+                **(
+                    {"late_fee_charged_minor": effect.late_fee_charged_minor}
+                    if effect.late_fee_charged_minor
                     else {}
                 ),
             },
@@ -367,16 +375,21 @@ class LoanBook:
             dpd, bucket, late_fee = change
             async with self.pool.acquire() as conn, conn.transaction():
                 version = loan["version"] + 1
-                await conn.execute(
+                # Only the version read: a payment since (which may have charged the
+                # late fee itself, or settled the loan) makes the next pass decide again.
+                updated = await conn.execute(
                     "UPDATE loans SET bucket = $2, version = $4, fees_owed = fees_owed + $5,"
                     " late_fee_charged = late_fee_charged OR $5 > 0,"
-                    " max_days_past_due = greatest(max_days_past_due, $3) WHERE loan_id = $1",
+                    " max_days_past_due = greatest(max_days_past_due, $3)"
+                    " WHERE loan_id = $1 AND version = $4 - 1 AND state = 'open'",
                     loan["loan_id"],
                     bucket,
                     dpd,
                     version,
                     late_fee,
                 )
+                if updated != "UPDATE 1":
+                    continue
                 await self.journal(
                     conn,
                     loan["loan_id"],

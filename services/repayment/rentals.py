@@ -37,6 +37,8 @@ class Rental:
     paid_minor: int = 0
     #: The residual line of a returned asset: no longer owed.
     waived: bool = False
+    #: The product's late fee for this rental has been charged (once per rental).
+    late_fee_charged: bool = False
 
     @property
     def total_minor(self) -> int:
@@ -49,6 +51,10 @@ class Rental:
     @property
     def unpaid_interest_minor(self) -> int:
         return 0 if self.waived else max(0, self.interest_minor - self.paid_minor)
+
+    def late_on(self, day: dt.date, grace_days: int) -> bool:
+        """Unpaid past its due date plus grace on ``day``."""
+        return self.unpaid_minor > 0 and self.due + dt.timedelta(days=grace_days) < day
 
     @property
     def unpaid_principal_minor(self) -> int:

@@ -15,8 +15,9 @@ __all__ = ["LoanJournal", "financing", "quote", "rental_of", "rentals"]
 def rental_of(row: Any) -> Rental:
     """A line of ``schedule_lines`` (a loan's one bullet line, or a lease's rental)."""
     return Rental(
-        row["number"], row["due"], row["principal"], row["interest"], row["paid"], row["waived"]
-    )
+        row["number"], row["due"], row["principal"], row["interest"], row["paid"], row["waived"],
+        row["late_fee_charged"],
+    )  # fmt: skip
 
 
 async def rentals(conn: Any, loan_id: str) -> list[Rental]:

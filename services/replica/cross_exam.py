@@ -50,8 +50,8 @@ class Examiner(Protocol):
     @property
     def audit_client(self) -> AuditClient: ...
 
-    @property
-    def size(self) -> int: ...
+    #: How many entries the replica has verified and stored: what its store answers for.
+    stored_size: int
 
     async def raise_alarm(self, alarm: AlarmRecord) -> None: ...
 
@@ -84,7 +84,7 @@ class CrossExamination:
 
     async def round(self) -> AlarmRecord | None:
         """One round: the journal's size, a chunk of the sweep, a few samples."""
-        if self.replica.size == 0:
+        if self.replica.stored_size == 0:
             return None
         try:
             client = self.audit_client or self.replica.audit_client
@@ -92,13 +92,13 @@ class CrossExamination:
                 await self._size(audit)
                 await self._sweep(audit)
                 for _ in range(self.samples):
-                    await self._sample(audit, self.rng.randrange(self.replica.size))
+                    await self._sample(audit, self.rng.randrange(self.replica.stored_size))
         except _Differs as d:
             return AlarmRecord("cross-examination", d.seq, d.problem, d.evidence)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.DATA_LOSS:
                 return AlarmRecord(
-                    "cross-examination", self.replica.size,
+                    "cross-examination", self.replica.stored_size,
                     f"the journal reports its store damaged: {exc.details()}",
                     (await self._our_checkpoint(),),
                 )  # fmt: skip
@@ -130,7 +130,7 @@ class CrossExamination:
         self.journal_said = max(self.journal_said, int(reply.tree_size))
 
     async def _sweep(self, audit: Any) -> None:
-        size = self.replica.size
+        size = self.replica.stored_size
         rounds = max(1.0, self.period_s / self.interval_s)
         chunk = max(256, math.ceil(size / rounds))
         start = self.position if self.position < size else 0
@@ -181,7 +181,7 @@ class CrossExamination:
         subject = mine.statement.subject
         # The history is compared up to what this replica held when it asked: entries
         # it verifies while the answer is on its way may be newer than the answer.
-        asked_at = self.replica.size
+        asked_at = self.replica.stored_size
         request = journal_pb2.GetSubjectHistoryRequest(subject=subject)
         stream: Any = audit.GetSubjectHistory(request, timeout=10)
         served = {r.entry.seq: r.entry.leaf async for r in stream}

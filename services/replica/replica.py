@@ -81,6 +81,9 @@ class Replica:
     alarm: AlarmRecord | None = None
     journal_size: int = 0
     cosigned_size: int = 0
+    #: The entries verified and committed to the store; ``size`` runs ahead of it
+    #: while a batch of verified entries is being written.
+    stored_size: int = 0
     last_entry_micros: int = 0
     _buffer: dict[int, bytes] = field(default_factory=dict)
     _pending: dict[int, list[SignedNote]] = field(default_factory=dict)
@@ -109,6 +112,7 @@ class Replica:
             last = await self.store.entry(size - 1)
             self.last_entry_micros = last.time_micros if last else 0
         self.verifier = v
+        self.stored_size = size
         latest = await self.store.latest_checkpoint()
         self.journal_size = max(size, latest.tree_size if latest else 0)
         row = await self.pool.fetchrow("SELECT * FROM alarm")
@@ -243,6 +247,7 @@ class Replica:
         await self.store.commit(accepted, nodes, checkpoints)
         if accepted:
             self.last_entry_micros = accepted[-1][0].time_micros
+            self.stored_size = accepted[-1][0].seq + 1
         accepted.clear()
         nodes.clear()
 

@@ -93,3 +93,48 @@ def test_a_payment_value_dated_within_the_grace_takes_back_the_late_fee() -> Non
     late = DUE + dt.timedelta(days=4)
     effect = charged.apply_payment(charged.as_of(late).total_minor, late, None)
     assert effect.settled and effect.late_fee_reversed_minor == 0
+
+
+def test_a_late_payment_before_the_sweep_charges_the_late_fee_itself() -> None:
+    """The demo's second loan, paid 45 days late before the sweep had run: its quote
+    counted the late fee, the payment did not charge it, and 500.00 went back as
+    surplus; the loan's record showed it never late."""
+    loan = _loan()  # the sweep has not charged the late fee
+    day = loan.overdue_from + dt.timedelta(days=45)
+    amount = loan.quote_amount(day)
+    effect = loan.apply_payment(amount, day, Quote("QTE-1", amount, day))
+    assert effect.settled and effect.split.surplus_minor == 0
+    assert effect.split.fees_minor == 25_000 + 50_000
+    assert effect.late_fee_charged_minor == 50_000
+    assert effect.changes["late_fee_charged"] is True
+    assert effect.changes["max_days_past_due"] == 45
+    # Paid without a quote, the same; and a loan the sweep charged is not charged twice.
+    assert loan.apply_payment(amount, day, None).split.surplus_minor == 0
+    charged = _loan(fees_owed=75_000, late_fee_charged=True, max_days_past_due=10)
+    again = charged.apply_payment(amount, day, None)
+    assert again.late_fee_charged_minor == 0 and again.split.surplus_minor == 0
+    assert again.changes["max_days_past_due"] == 45
+
+
+def test_a_lease_paid_late_before_the_sweep_charges_each_rentals_late_fee() -> None:
+    row = {
+        "loan_id": "LSE-1", "state": "open", "currency": "CNY", "kind": "lease",
+        "subcontractor_id": "acme-builders", "penalty_rate_bps": 900, "day_count": "ACT/365",
+        "grace_days": 5, "accrued_until": DUE, "penalty_owed": 0, "fees_owed": 0,
+        "late_fee_minor": 20_000,
+    }  # fmt: skip
+    rentals = [
+        Rental(1, DUE, 90_000, 10_000),
+        Rental(2, DUE + dt.timedelta(days=30), 95_000, 5_000),
+        Rental(3, DUE + dt.timedelta(days=60), 100_000, 0, late_fee_charged=True),
+    ]
+    lease = financing_of(row, rentals)
+    day = DUE + dt.timedelta(days=70)  # all three late; the sweep charged the third's fee
+    position = lease.position(day)  # type: ignore[attr-defined]
+    assert position.fees_minor == 2 * 20_000
+    amount = position.due_minor
+    effect = lease.apply_payment(amount, day, None)
+    assert effect.split.fees_minor == 40_000 and effect.late_fee_charged_minor == 40_000
+    assert [r.late_fee_charged for r in effect.rentals] == [True, True, True]
+    assert effect.changes["max_days_past_due"] == 70 - 5
+    assert effect.split.surplus_minor == 0 and effect.settled  # all three had fallen due

@@ -71,7 +71,10 @@ def test_every_quote_of_the_grid_is_the_contracts_and_settles() -> None:
         day = loan.due_date + dt.timedelta(days=after)
         amount = loan.quote_amount(day)
         assert amount == _expected(bank, principal, rate, order_due, day), (bank, rate, day)
-        # Paid on its date, the quote settles: the sweep has charged the late fee by then.
+        # Paid on its date, the quote settles, whether the sweep has charged the late
+        # fee by then or not.
+        effect = loan.apply_payment(amount, day, Quote("QTE-G", amount, day))
+        assert effect.settled and effect.split.surplus_minor == 0, (bank, rate, day)
         late = day > loan.overdue_from
         charged = _loan(
             bank, principal, rate, order_due,

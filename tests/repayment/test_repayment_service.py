@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -187,70 +189,107 @@ async def test_paid_at_due_date_settles_order_and_restores_facility(settings: Se
         await wait_until(facility_restored, what="lending to restore the facility")
 
 
-async def test_overdue_then_payoff_with_penalty(settings: Settings) -> None:
+@contextlib.asynccontextmanager
+async def _open_loan(
+    settings: Settings, ref: str
+) -> AsyncIterator[tuple[LendingEnv, ManualClock, Any, repayment_pb2.Loan]]:
+    """A bank-north loan opened in repayment, whose clock the test moves; the
+    operator's repayment stub."""
     clock = ManualClock(dt.datetime.now(dt.UTC))
     async with lending_env(settings, repayment_clock=clock) as env:
-        loan_id, _ = await _disbursed_loan(env, "PO-P2")
+        loan_id, _ = await _disbursed_loan(env, ref)
         addr = settings.endpoint("repayment").grpc_addr
         async with client_channel(addr, load_party(settings.certs_dir, "operator")) as channel:
             repayment = repayment_pb2_grpc.RepaymentServiceStub(channel)
-
             await _opened(repayment, loan_id)
             loan = (await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id))).loan
-            due = dt.date.fromisoformat(loan.due_date)
-            assert loan.grace_days == 3  # bank-north's product
-            overdue_from = due + dt.timedelta(days=3)
-            clock.advance(overdue_from - clock.now().date() + dt.timedelta(days=45))
+            yield env, clock, repayment, loan
 
-            async def delinquent() -> bool:
-                got = (await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id))).loan
-                # The sweep has recorded the change of bucket (and charged the late fee).
-                return got.bucket == "31-60" and got.fees_owed.amount == "1750.00"
 
-            await wait_until(delinquent, what="45 days past due, recorded by the sweep")
-            loan = (await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id))).loan
-            penalty = interest(
-                50_000_000, 900, overdue_from, overdue_from + dt.timedelta(days=45), "ACT/365"
+async def test_overdue_then_payoff_with_penalty(settings: Settings) -> None:
+    async with _open_loan(settings, "PO-P2") as (_, clock, repayment, loan):
+        loan_id = loan.loan_id
+        due = dt.date.fromisoformat(loan.due_date)
+        assert loan.grace_days == 3  # bank-north's product
+        overdue_from = due + dt.timedelta(days=3)
+        clock.advance(overdue_from - clock.now().date() + dt.timedelta(days=45))
+
+        async def delinquent() -> bool:
+            got = (await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id))).loan
+            # The sweep has recorded the change of bucket (and charged the late fee).
+            return got.bucket == "31-60" and got.fees_owed.amount == "1750.00"
+
+        await wait_until(delinquent, what="45 days past due, recorded by the sweep")
+        loan = (await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id))).loan
+        penalty = interest(
+            50_000_000, 900, overdue_from, overdue_from + dt.timedelta(days=45), "ACT/365"
+        )
+        assert loan.days_past_due == 45
+        assert loan.penalty_owed.amount == f"{penalty / 100:.2f}" and penalty > 0
+        assert loan.fees_owed.amount == "1750.00"  # arrangement fee and one late fee
+        today = clock.now().date()
+        # A partial payment: penalty first, then fees, then interest, then principal.
+        partial = await repayment.RecordPayment(_pay(loan_id, "100000.00", today, "PART-1"))
+        assert partial.penalty.amount == f"{penalty / 100:.2f}"
+        assert partial.fees.amount == "1750.00" and partial.surplus.amount == "0.00"
+        assert partial.loan.state == "open" and partial.loan.penalty_owed.amount == "0.00"
+        assert partial.loan.principal_outstanding.amount != "500000.00"
+        quote = await repayment.QuotePayoff(
+            repayment_pb2.QuotePayoffRequest(
+                loan_id=loan_id, valid_until=(today + dt.timedelta(days=3)).isoformat()
             )
-            assert loan.days_past_due == 45
-            assert loan.penalty_owed.amount == f"{penalty / 100:.2f}" and penalty > 0
-            assert loan.fees_owed.amount == "1750.00"  # arrangement fee and one late fee
-            today = clock.now().date()
-            # A partial payment: penalty first, then fees, then interest, then principal.
-            partial = await repayment.RecordPayment(_pay(loan_id, "100000.00", today, "PART-1"))
-            assert partial.penalty.amount == f"{penalty / 100:.2f}"
-            assert partial.fees.amount == "1750.00" and partial.surplus.amount == "0.00"
-            assert partial.loan.state == "open" and partial.loan.penalty_owed.amount == "0.00"
-            assert partial.loan.principal_outstanding.amount != "500000.00"
-            quote = await repayment.QuotePayoff(
-                repayment_pb2.QuotePayoffRequest(
-                    loan_id=loan_id, valid_until=(today + dt.timedelta(days=3)).isoformat()
-                )
+        )
+        late = today + dt.timedelta(days=4)
+        clock.advance(dt.timedelta(days=4))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await repayment.RecordPayment(
+                _pay(loan_id, quote.amount.amount, late, "Q-LATE", quote_id=quote.quote_id)
             )
-            late = today + dt.timedelta(days=4)
-            clock.advance(dt.timedelta(days=4))
-            with pytest.raises(grpc.aio.AioRpcError) as info:
-                await repayment.RecordPayment(
-                    _pay(loan_id, quote.amount.amount, late, "Q-LATE", quote_id=quote.quote_id)
-                )
-            assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "expired" in (
-                info.value.details() or ""
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "expired" in (
+            info.value.details() or ""
+        )
+        fresh = await repayment.QuotePayoff(
+            repayment_pb2.QuotePayoffRequest(loan_id=loan_id, valid_until=late.isoformat())
+        )
+        paid = await repayment.RecordPayment(
+            _pay(
+                loan_id,
+                fresh.amount.amount,
+                late,
+                "Q-1",
+                payer="acme-builders",
+                quote_id=fresh.quote_id,
             )
-            fresh = await repayment.QuotePayoff(
-                repayment_pb2.QuotePayoffRequest(loan_id=loan_id, valid_until=late.isoformat())
-            )
-            paid = await repayment.RecordPayment(
-                _pay(
-                    loan_id,
-                    fresh.amount.amount,
-                    late,
-                    "Q-1",
-                    payer="acme-builders",
-                    quote_id=fresh.quote_id,
-                )
-            )
-            assert paid.loan.state == "settled" and not paid.expected_payer
-            assert paid.penalty.amount != "0.00" and paid.surplus.amount == "0.00"
+        )
+        assert paid.loan.state == "settled" and not paid.expected_payer
+        assert paid.penalty.amount != "0.00" and paid.surplus.amount == "0.00"
+
+
+async def test_paid_late_before_the_sweep_ran_the_late_fee_is_charged_with_it(
+    settings: Settings,
+) -> None:
+    """The demo's second loan: paid 45 days late before the sweep saw it, its quote
+    counted the 500.00 late fee, the payment did not charge it, and it went back
+    as surplus. Whichever comes first now, the payment or the sweep, the fee is
+    charged once, the quote settles with no surplus, and the lateness is on record."""
+    async with _open_loan(settings, "PO-P7") as (env, clock, repayment, loan):
+        loan_id = loan.loan_id
+        overdue_from = dt.date.fromisoformat(loan.due_date) + dt.timedelta(days=3)
+        day = overdue_from + dt.timedelta(days=45)
+        clock.advance(day - clock.now().date())
+        quote = await repayment.QuotePayoff(
+            repayment_pb2.QuotePayoffRequest(loan_id=loan_id, valid_until=day.isoformat())
+        )
+        paid = await repayment.RecordPayment(
+            _pay(loan_id, quote.amount.amount, day, "LATE-1", quote_id=quote.quote_id)
+        )
+        assert paid.loan.state == "settled" and paid.surplus.amount == "0.00"
+        assert paid.fees.amount == "1750.00"  # the arrangement fee and the late fee
+        rows = await env.orders.sql(
+            "SELECT max_days_past_due, fees_owed, late_fee_charged FROM loans"
+            " WHERE loan_id = $1", loan_id, service="repayment",
+        )  # fmt: skip
+        assert tuple(rows[0]) == (45, 0, True)  # late on record, nothing left owed
 
 
 async def test_overdue_across_year_end_and_leap_day(settings: Settings) -> None:

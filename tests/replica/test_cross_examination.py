@@ -164,6 +164,37 @@ async def test_an_answer_overtaken_by_newer_entries_is_no_alarm(
     assert len(wrappers) == 2
 
 
+async def test_entries_verified_but_not_yet_stored_are_no_alarm(
+    settings: Settings, two_replicas: Banks
+) -> None:
+    """Seen in a fault run: the replica had verified a new entry of the subject it
+    sampled but not yet written it to its store, and took the journal's history,
+    which had it, for one with an entry that was not the subject's."""
+    north = two_replicas.north
+    commit = north.store.commit
+    writing, written = asyncio.Event(), asyncio.Event()
+
+    async def held_back(*args: Any) -> None:
+        writing.set()
+        await written.wait()
+        await commit(*args)
+
+    north.store.commit = held_back  # type: ignore[method-assign]
+    try:
+        async with producer(settings) as p:
+            await p.append(1, start=300)
+            await p.wait_confirmed(ENTRIES)
+        await asyncio.wait_for(writing.wait(), timeout=10)
+        assert (north.size, north.stored_size) == (ENTRIES + 1, ENTRIES)
+        examination = _examining(north, settings, settings.endpoint("journal").grpc_addr)
+        assert await examination.round() is None
+    finally:
+        written.set()
+        north.store.commit = commit  # type: ignore[method-assign]
+    await wait_in_step(north, ENTRIES + 1)
+    assert north.stored_size == ENTRIES + 1 and north.alarm is None
+
+
 async def test_a_damaged_journal_store_raises_every_replicas_alarm(
     settings: Settings, two_replicas: Banks
 ) -> None:
