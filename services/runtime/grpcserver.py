@@ -10,6 +10,8 @@ servicer. The same wrapper turns :class:`SCFError` into statuses, once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import logging
 import signal
 import time
@@ -125,6 +127,38 @@ def _internal(method: str) -> str:
     return f"internal error {error_id}; it is logged under this id"
 
 
+@contextlib.asynccontextmanager
+async def _guarded(service: str, method: str, request: Any, context: Any) -> AsyncIterator[None]:
+    """One call, whatever its shape: the caller's identity set for its duration, the
+    request checked, every failure a status (never UNKNOWN), counted and timed by
+    the code it ended with."""
+    name = method.rsplit("/", 1)[-1]
+    started = time.perf_counter()
+    code = "OK"
+    token = None
+    try:
+        token = ident.set_identity(_identity_of(context))
+        _decoded(request)
+        refuse_nul(request)
+        yield
+    except SCFError as exc:
+        code = exc.code.name
+        await context.abort_with_status(rpc_status.to_status(status_for(exc)))
+    except AWAY as exc:
+        code = "UNAVAILABLE"
+        await context.abort(grpc.StatusCode.UNAVAILABLE, unavailable(exc))
+    except grpc.aio.AbortError:
+        raise
+    except Exception:
+        code = "INTERNAL"
+        await context.abort(grpc.StatusCode.INTERNAL, _internal(method))
+    finally:
+        if token is not None:
+            ident.reset_identity(token)
+        RPC_TOTAL.labels(service, name, code).inc()
+        RPC_LATENCY.labels(service, name).observe(time.perf_counter() - started)
+
+
 class _CallerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, service: str) -> None:
         self._service = service
@@ -137,72 +171,55 @@ class _CallerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler = await continuation(details)
         if handler is None:
             return handler
-        method = details.method.rsplit("/", 1)[-1]
-        service = self._service
+        service, method = self._service, details.method
+        deserializer = _tolerant(handler.request_deserializer)
         if handler.unary_unary is not None:
             inner: Any = handler.unary_unary
 
             async def unary(request: Any, context: Any) -> Any:
-                started = time.perf_counter()
-                code = "OK"
-                token = None
-                try:
-                    token = ident.set_identity(_identity_of(context))
-                    _decoded(request)
-                    refuse_nul(request)
+                async with _guarded(service, method, request, context):
                     return await inner(request, context)
-                except SCFError as exc:
-                    code = exc.code.name
-                    await context.abort_with_status(rpc_status.to_status(status_for(exc)))
-                except AWAY as exc:
-                    code = "UNAVAILABLE"
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, unavailable(exc))
-                except grpc.aio.AbortError:
-                    raise
-                except Exception:
-                    code = "INTERNAL"
-                    await context.abort(grpc.StatusCode.INTERNAL, _internal(details.method))
-                finally:
-                    if token is not None:
-                        ident.reset_identity(token)
-                    RPC_TOTAL.labels(service, method, code).inc()
-                    RPC_LATENCY.labels(service, method).observe(time.perf_counter() - started)
 
             return grpc.unary_unary_rpc_method_handler(
-                unary, _tolerant(handler.request_deserializer), handler.response_serializer
+                unary, deserializer, handler.response_serializer
             )
-        if handler.unary_stream is not None:
-            inner_stream: Any = handler.unary_stream
+        if handler.unary_stream is None:
+            return handler
+        inner_stream: Any = handler.unary_stream
+        if inspect.isasyncgenfunction(inner_stream):
 
             async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
-                code = "OK"
-                token = None
-                try:
-                    token = ident.set_identity(_identity_of(context))
-                    _decoded(request)
-                    refuse_nul(request)
+                async with _guarded(service, method, request, context):
                     async for item in inner_stream(request, context):
                         yield item
-                except SCFError as exc:
-                    code = exc.code.name
-                    await context.abort_with_status(rpc_status.to_status(status_for(exc)))
-                except AWAY as exc:
-                    code = "UNAVAILABLE"
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, unavailable(exc))
-                except grpc.aio.AbortError:
-                    raise
-                except Exception:
-                    code = "INTERNAL"
-                    await context.abort(grpc.StatusCode.INTERNAL, _internal(details.method))
-                finally:
-                    if token is not None:
-                        ident.reset_identity(token)
-                    RPC_TOTAL.labels(service, method, code).inc()
 
             return grpc.unary_stream_rpc_method_handler(
-                stream, _tolerant(handler.request_deserializer), handler.response_serializer
+                stream, deserializer, handler.response_serializer
             )
-        return handler
+
+        # A stream that writes with ``context.write`` and returns a coroutine, as the
+        # health service's Watch does: wrapped as one, since ``async for`` breaks it.
+        async def written(request: Any, context: Any) -> None:
+            async with _guarded(service, method, request, context):
+                await inner_stream(request, context)
+
+        return grpc.unary_stream_rpc_method_handler(
+            written, deserializer, handler.response_serializer
+        )
+
+
+class _Health(health.aio.HealthServicer):  # type: ignore[misc,name-defined]
+    """grpc's health service, with the List its aio servicer leaves unimplemented."""
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: Any
+    ) -> health_pb2.HealthListResponse:
+        return health_pb2.HealthListResponse(
+            statuses={
+                name: health_pb2.HealthCheckResponse(status=status)
+                for name, status in self._server_status.items()
+            }
+        )
 
 
 class GrpcServer:
@@ -228,7 +245,7 @@ class GrpcServer:
             self.port = 0
         if self.port == 0:
             raise ConfigError(f"SCF_{service.upper()}_ADDR", f"cannot listen on {addr} (in use?)")
-        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self.health = _Health()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._service_names: list[str] = []
         #: False once the service found it cannot do its work (the journal's damaged store).

@@ -1,0 +1,49 @@
+"""Health as orchestrators and grpc's own clients read it: Check, List and Watch,
+through the platform's interceptor (whose wrapping once broke Watch: UNKNOWN)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.runtime.certs import load_party
+from services.runtime.grpcserver import GrpcServer, client_channel
+from services.runtime.metrics import RPC_TOTAL
+from services.runtime.ports import free_ports
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_watch_follows_the_status_and_list_names_every_service(certs_dir: Path) -> None:
+    port = free_ports(1)[0]
+    server = GrpcServer("health-test", f"127.0.0.1:{port}", load_party(certs_dir, "orders"))
+    await server.start()
+    try:
+        tls = load_party(certs_dir, "operator")
+        async with client_channel(f"127.0.0.1:{port}", tls) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            watch = stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=10)
+            first = await asyncio.wait_for(watch.read(), timeout=5)
+            assert first.status == SERVING
+            await server.not_serving()  # as the journal does on a damaged store
+            second = await asyncio.wait_for(watch.read(), timeout=5)
+            assert second.status == NOT_SERVING
+            watch.cancel()
+            listed = await stub.List(health_pb2.HealthListRequest(), timeout=5)
+            assert listed.statuses[""].status == NOT_SERVING
+            checked = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            assert checked.status == NOT_SERVING
+    finally:
+        await server.stop(0)
+    # Each call is counted under its own method, and none as a failure.
+    counted = {
+        (s.labels["method"], s.labels["code"])
+        for metric in RPC_TOTAL.collect()
+        for s in metric.samples
+        if s.labels.get("service") == "health-test" and s.name.endswith("_total")
+    }
+    assert {("List", "OK"), ("Check", "OK")} <= counted
+    assert not any(code in ("UNKNOWN", "INTERNAL") for _, code in counted)
