@@ -440,8 +440,11 @@ def rotate_key(service: str) -> None:
     import time
 
     from services.gen.scf.journal.v1 import journal_pb2
+    from services.runtime.config import SERVICE_NAMES
     from services.runtime.keys import load_or_create_signer
 
+    if service not in SERVICE_NAMES:  # checked before any key file is made
+        raise _fail(f"{service!r} is not a service: one of {', '.join(SERVICE_NAMES)}", 2)
     settings = Settings.from_env()
     current = load_or_create_signer(settings.keys_dir, service)
     staged = load_or_create_signer(settings.keys_dir, f"{service}.next")

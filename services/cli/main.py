@@ -27,6 +27,25 @@ from services.runtime.errors import ConfigError
 from services.runtime.platform import Platform, read_state
 
 app = typer.Typer(help="SCF supply-chain financing platform.", no_args_is_help=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"scf {version('scf')}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """SCF supply-chain financing platform."""
+
+
 certs_app = typer.Typer(help="Certificates of the platform CA.", no_args_is_help=True)
 nats_app = typer.Typer(help="The operator's NATS set-up.", no_args_is_help=True)
 app.add_typer(certs_app, name="certs")

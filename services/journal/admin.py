@@ -21,6 +21,7 @@ from services.journal.keyset import (
 from services.journal.self_audit import StoreAudit
 from services.journal.sequencer import Sequencer
 from services.journal.storage import JournalStore
+from services.runtime.config import SERVICE_NAMES
 from services.runtime.errors import FailedPrecondition, InvalidArgument
 from services.runtime.identity import Role, require_role
 from services.runtime.keys import Signer, key_id_of
@@ -60,8 +61,11 @@ class AdminServicer(journal_pb2_grpc.JournalAdminServiceServicer):
     ) -> journal_pb2.RegisterKeyResponse:
         require_role(Role.OPERATOR)
         producer = request.producer
-        if not producer or len(producer) > 64 or producer == PLATFORM_PRODUCER:
-            raise InvalidArgument("producer", "a service name of 1 to 64 characters")
+        if producer not in SERVICE_NAMES:
+            # A key for a producer nobody runs would stand in the key set for good.
+            raise InvalidArgument(
+                "producer", f"{producer!r} is not a service: one of {', '.join(SERVICE_NAMES)}"
+            )
         if len(request.public_key) != 32:
             raise InvalidArgument("public_key", "an Ed25519 public key is 32 bytes")
         body = {"producer": producer, "public_key": request.public_key.hex()}

@@ -91,5 +91,20 @@ async def test_operator_key_rotation_commands(settings: Settings, tmp_path: Path
         assert cp.returncode == 0 and "\n3\n" in cp.stdout  # genesis and two key entries
         listed = scf(settings, "journal", "refusals", cwd=tmp_path)
         assert listed.returncode == 0, listed.stderr
+        # A key for a service that does not exist: refused before any key file is
+        # made, and nothing journaled (it journaled a permanent key before).
+        keys_before = sorted(p.name for p in settings.keys_dir.iterdir())
+        nosuch = scf(settings, "journal", "rotate-key", "nosuch", cwd=tmp_path)
+        assert nosuch.returncode == 2 and "'nosuch' is not a service" in nosuch.stderr
+        assert sorted(p.name for p in settings.keys_dir.iterdir()) == keys_before
+        cp = scf(settings, "journal", "checkpoint", cwd=tmp_path)
+        assert cp.returncode == 0 and "\n3\n" in cp.stdout
     finally:
         platform.stop()
+
+
+def test_version(settings: Settings, tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    shown = scf(settings, "--version", cwd=tmp_path)
+    assert shown.returncode == 0 and shown.stdout.strip() == f"scf {version('scf')}"

@@ -65,6 +65,13 @@ async def test_rotation_and_revocation(settings: Settings) -> None:
                     journal_pb2.RevokeKeyRequest(key_id=b"\x01" * 32, idempotency_key="unknown"),
                     grpc.StatusCode.FAILED_PRECONDITION,
                 ),
+                (  # a producer nobody runs
+                    admin.RegisterKey,
+                    journal_pb2.RegisterKeyRequest(
+                        producer="nosuch", public_key=bytes(range(32)), idempotency_key="ns"
+                    ),
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                ),
             ]:
                 with pytest.raises(grpc.aio.AioRpcError) as info:
                     await call(request)
