@@ -23,7 +23,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from services.contracts.bounds import check_request
@@ -222,6 +222,25 @@ class _Health(health.aio.HealthServicer):  # type: ignore[misc,name-defined]
         )
 
 
+#: Newer clients (grpcurl, Postman) ask for v1 first; grpcio-reflection serves v1alpha.
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def _serve_reflection(names: list[str], server: grpc.aio.Server) -> None:
+    """Reflection under both names: v1's messages are v1alpha's, field for field, so
+    one servicer answers both."""
+    servicer = reflection.aio.ReflectionServicer(names)  # type: ignore[attr-defined]
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    v1 = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": v1}),)
+    )
+
+
 class GrpcServer:
     """A grpc.aio server with mTLS, health, reflection and graceful shutdown.
 
@@ -260,8 +279,10 @@ class GrpcServer:
         self._service_names.append(name)
 
     async def start(self) -> None:
-        names = [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
-        reflection.enable_server_reflection(names, self.server)
+        names = [
+            *self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME, REFLECTION_V1
+        ]  # fmt: skip
+        _serve_reflection(names, self.server)
         await self.server.start()
         self._started = True
         await self._set_health()

@@ -47,3 +47,31 @@ async def test_watch_follows_the_status_and_list_names_every_service(certs_dir: 
     }
     assert {("List", "OK"), ("Check", "OK")} <= counted
     assert not any(code in ("UNKNOWN", "INTERNAL") for _, code in counted)
+
+
+async def test_reflection_answers_under_v1_and_v1alpha(certs_dir: Path) -> None:
+    """grpcurl and other newer clients ask for v1 first; it was UNIMPLEMENTED."""
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    port = free_ports(1)[0]
+    server = GrpcServer("reflection-test", f"127.0.0.1:{port}", load_party(certs_dir, "orders"))
+    await server.start()
+    try:
+        tls = load_party(certs_dir, "operator")
+        async with client_channel(f"127.0.0.1:{port}", tls) as channel:
+            for version in ("v1", "v1alpha"):
+                call = channel.stream_stream(
+                    f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+                    request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                    response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+                )
+                request = reflection_pb2.ServerReflectionRequest(list_services="")
+                replies = [r async for r in call(iter([request]), timeout=5)]
+                names = {s.name for s in replies[0].list_services_response.service}
+                assert {
+                    "grpc.health.v1.Health",
+                    "grpc.reflection.v1.ServerReflection",
+                    "grpc.reflection.v1alpha.ServerReflection",
+                } <= names, version
+    finally:
+        await server.stop(0)
