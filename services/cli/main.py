@@ -204,18 +204,37 @@ def replica(bank: str = typer.Option(..., help="The bank whose replica this is."
 
 
 @app.command()
-def status(data_dir: Path | None = DataDirOption) -> None:
-    """What runs where, and whether each service answers its health check."""
+def status(
+    data_dir: Path | None = DataDirOption,
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout, for scripts."),
+) -> None:
+    """Each service's and replica's health, each replica's lag and alarm, and the
+    journal's check of its store. Asks the processes `scf up` started beside it or,
+    without them, the addresses the settings name (SCF_<SERVICE>_ADDR,
+    SCF_REPLICA_<BANK>_ADDR), wherever they run. Exits 1 unless all is well."""
+    import json
+
+    from services.cli.health import check_all, journal_detail, replica_detail
+    from services.replica.config import replica_addr
+    from services.runtime.config import SERVICE_NAMES
+
     settings = settings_for(data_dir)
     state = read_state(settings)
-    if state is None:
-        out.print(f"not running (no state in {settings.data_dir / 'run'})")
-        raise typer.Exit(1)
-    from services.cli.health import check_all, journal_detail, replica_detail
-
-    services = state["services"]
-    assert isinstance(services, dict)
-    addrs = {n: s["grpc_addr"] for n, s in services.items()}
+    pids: dict[str, int] = {}
+    if state is not None:
+        started = state["services"]
+        assert isinstance(started, dict)
+        addrs = {n: str(s["grpc_addr"]) for n, s in started.items()}
+        pids = {n: int(s["pid"]) for n, s in started.items()}
+        nats_url, database_url = str(state["nats_url"]), str(state["database_url"])
+    else:
+        addrs = {n: settings.endpoint(n).grpc_addr for n in SERVICE_NAMES}
+        try:
+            addrs |= {f"replica-{bank}": replica_addr(bank) for bank in settings.banks}
+        except ConfigError as exc:
+            console.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+        nats_url, database_url = settings.nats_url, settings.database_url
     health = asyncio.run(check_all(settings, addrs))
     details = {
         n: asyncio.run(replica_detail(settings, a))
@@ -224,18 +243,36 @@ def status(data_dir: Path | None = DataDirOption) -> None:
     }
     if "journal" in addrs:
         details["journal"] = asyncio.run(journal_detail(settings, addrs["journal"]))
-    table = Table("process", "pid", "state", "gRPC", "health", "detail")
-    for name, info in services.items():
-        alive = "alive" if _pid_alive(int(info["pid"])) else "gone"
-        table.add_row(
-            name, str(info["pid"]), alive, info["grpc_addr"], health[name], details.get(name, "")
-        )
-    out.print(f"NATS        {state['nats_url']}")
-    out.print(f"PostgreSQL  {state['database_url']}")
-    out.print(table)
-    if not all(h == "SERVING" for h in health.values()) or any(
+    processes = [
+        {
+            "name": name, "grpc_addr": addr, "health": health[name],
+            "detail": details.get(name, ""),
+            **({"pid": pids[name], "alive": _pid_alive(pids[name])} if name in pids else {}),
+        }
+        for name, addr in addrs.items()
+    ]  # fmt: skip
+    ok = all(h == "SERVING" for h in health.values()) and not any(
         "ALARM" in d for d in details.values()
-    ):
+    )
+    if as_json:
+        report = {
+            "source": "scf up" if state is not None else "settings",
+            "nats_url": nats_url, "database_url": database_url,
+            "processes": processes, "ok": ok,
+        }  # fmt: skip
+        print(json.dumps(report, indent=2))
+    else:
+        table = Table("process", "pid", "state", "gRPC", "health", "detail")
+        for p in processes:
+            alive = "" if "alive" not in p else "alive" if p["alive"] else "gone"
+            table.add_row(
+                str(p["name"]), str(p.get("pid", "")), alive, str(p["grpc_addr"]),
+                str(p["health"]), str(p["detail"]),
+            )  # fmt: skip
+        out.print(f"NATS        {nats_url}")
+        out.print(f"PostgreSQL  {database_url}")
+        out.print(table)
+    if not ok:
         raise typer.Exit(1)
 
 

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 from services.contracts.permissions import DEFAULT_BANKS
 from services.runtime.errors import ConfigError
 
-__all__ = ["EXAMPLE_BANKS", "ReplicaSettings"]
+__all__ = ["EXAMPLE_BANKS", "ReplicaSettings", "replica_addr"]
 
 #: The example banks `scf up` starts a replica for.
 #: The example banks: the platform's default banks (SCF_BANKS).
@@ -41,11 +41,7 @@ class ReplicaSettings:
         if not bank.replace("-", "").isalnum():
             raise ConfigError("--bank", f"must be letters, digits and '-', got {bank!r}")
         key = bank.upper().replace("-", "_")
-        addr = env.get(f"SCF_REPLICA_{key}_ADDR") or (
-            f"127.0.0.1:{_DEFAULT_PORT[bank]}" if bank in _DEFAULT_PORT else ""
-        )
-        if not addr:
-            raise ConfigError(f"SCF_REPLICA_{key}_ADDR", f"not set for bank {bank}")
+        addr = replica_addr(bank, env)
         url = env.get(f"SCF_REPLICA_{key}_DATABASE_URL") or database_beside(
             platform_database_url, f"scf_replica_{key.lower()}"
         )
@@ -56,6 +52,19 @@ class ReplicaSettings:
             listen_addr=env.get(f"SCF_REPLICA_{key}_LISTEN_ADDR", ""),
             cross_exam_period_s=_seconds(env, "SCF_REPLICA_CROSS_EXAM_PERIOD_S", 300.0),
         )  # fmt: skip
+
+
+def replica_addr(bank: str, env: Mapping[str, str] | None = None) -> str:
+    """Where ``bank``'s replica answers: ``SCF_REPLICA_<BANK>_ADDR``, or an example
+    bank's default port on loopback."""
+    env = os.environ if env is None else env
+    key = bank.upper().replace("-", "_")
+    addr = env.get(f"SCF_REPLICA_{key}_ADDR") or (
+        f"127.0.0.1:{_DEFAULT_PORT[bank]}" if bank in _DEFAULT_PORT else ""
+    )
+    if not addr:
+        raise ConfigError(f"SCF_REPLICA_{key}_ADDR", f"not set for bank {bank}")
+    return addr
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:

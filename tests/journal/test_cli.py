@@ -108,3 +108,33 @@ def test_version(settings: Settings, tmp_path: Path) -> None:
 
     shown = scf(settings, "--version", cwd=tmp_path)
     assert shown.returncode == 0 and shown.stdout.strip() == f"scf {version('scf')}"
+
+
+async def test_status_asks_the_settings_addresses_and_answers_json(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """`scf status` read only the run file beside `scf up` ("not running" anywhere
+    else) and printed a table even when piped."""
+    import json
+
+    platform = Platform(settings, services=("journal",))
+    try:
+        platform.spawn("journal")
+        await platform.wait_ready("journal")
+        shown = scf(settings, "status", "--json", cwd=tmp_path)
+        assert shown.returncode == 1, shown.stderr  # the other services are not running
+        report = json.loads(shown.stdout)
+        assert report["source"] == "settings" and report["ok"] is False
+        by_name = {p["name"]: p for p in report["processes"]}
+        assert set(by_name) == {
+            "journal", "orders", "scoring", "lending", "repayment",
+            *(f"replica-{bank}" for bank in settings.banks),
+        }  # fmt: skip
+        journal = by_name["journal"]
+        assert journal["grpc_addr"] == settings.endpoint("journal").grpc_addr
+        assert journal["health"] == "SERVING" and "entries verified" in journal["detail"]
+        assert by_name["orders"]["health"].startswith("unreachable")
+        table = scf(settings, "status", cwd=tmp_path)
+        assert table.returncode == 1 and "journal" in table.stdout and "SERVING" in table.stdout
+    finally:
+        platform.stop()
