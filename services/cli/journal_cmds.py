@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from services.cli.output import JsonFlag, print_json, print_rows
 from services.journal.offline import export_journal, verify_database, verify_export
 from services.journal.receipt import ReceiptError, verify_receipt
 from services.journal.verify import VerificationError, VerifyReport
@@ -158,6 +159,7 @@ def verify(
     root_key_file: Path = typer.Option(None, help="A file holding it, hex."),
     witness: list[str] = typer.Option([], help="A trusted bank witness, NAME=HEXKEY; repeatable."),
     quorum: int = typer.Option(0, help="How many witnesses must have cosigned the latest one."),
+    as_json: bool = JsonFlag,
 ) -> None:
     """Check every signature, chain link and Merkle root against every checkpoint
     (and that the latest checkpoint carries a quorum of the banks' cosignatures)."""
@@ -199,7 +201,14 @@ def verify(
                 f" cosignatures required ({have})", highlight=False,
             )  # fmt: skip
             raise typer.Exit(1)
-    _print_report(report)
+    if as_json:
+        print_json(
+            {"verified": True, "entries": report.entries, "checkpoints": report.checkpoints,
+             "root": report.root.hex(), "producers": report.producers,
+             "latest_checkpoint": report.latest_checkpoint}
+        )  # fmt: skip
+    else:
+        _print_report(report)
 
 
 def _witnesses(items: list[str]) -> dict[str, bytes]:
@@ -225,6 +234,7 @@ def verify_receipt_cmd(
     ),
     witness: list[str] = typer.Option([], help="A trusted bank witness, NAME=HEXKEY; repeatable."),
     quorum: int = typer.Option(0, help="How many of the witnesses must have cosigned."),
+    as_json: bool = JsonFlag,
 ) -> None:
     """Check a receipt offline with the journal's public key (and a quorum of banks)."""
     settings = Settings.from_env()
@@ -241,6 +251,16 @@ def verify_receipt_cmd(
     except OSError as exc:
         raise _fail(str(exc), 2) from None
     st = entry.statement
+    if as_json:
+        try:
+            payload: Any = json.loads(st.payload)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            payload = st.payload.hex()
+        print_json(
+            {"valid": True, "seq": entry.seq, "event_type": st.event_type,
+             "subject": st.subject, "producer": st.producer, "payload": payload}
+        )  # fmt: skip
+        return
     out.print(
         f"[green]valid[/green]: entry {entry.seq} {st.event_type} on {st.subject} by {st.producer}"
     )
@@ -284,33 +304,31 @@ def checkpoint() -> None:
 
 
 @journal_app.command("refusals")
-def refusals(limit: int = typer.Option(20, min=1, max=1000)) -> None:
+def refusals(limit: int = typer.Option(20, min=1, max=1000), as_json: bool = JsonFlag) -> None:
     """The statements the journal refused most recently, and why."""
-    from rich.table import Table
-
     from services.gen.scf.journal.v1 import journal_pb2
 
     reply = _admin_call("ListRefusals", journal_pb2.ListRefusalsRequest(limit=limit))
-    table = Table("producer", "idempotency keys", "reason")
-    for r in reply.refusals:
-        table.add_row(r.producer, r.idempotency_keys or "?", r.reason)
-    out.print(table)
+    rows = [
+        {"producer": r.producer, "idempotency_keys": r.idempotency_keys, "reason": r.reason}
+        for r in reply.refusals
+    ]
+    columns = {"producer": "producer", "idempotency_keys": "idempotency keys", "reason": "reason"}
+    print_rows(out, rows, columns, as_json)
 
 
 @journal_app.command("held-back")
-def held_back_statements() -> None:
+def held_back_statements(as_json: bool = JsonFlag) -> None:
     """Statements a service's outbox holds back for good (set aside by its relay as
     too large for any message, or refused by the journal), with the reason; from
     each service's database. Exits 1 when there is any, so a script can alarm."""
-    from rich.table import Table
-
     from services.runtime.config import SERVICE_NAMES
     from services.runtime.journal_client import held_back
 
     settings = Settings.from_env()
     dsn = _database_url(settings)
 
-    async def run() -> list[tuple[str, Any]]:
+    async def run() -> list[dict[str, Any]]:
         conn = await asyncpg.connect(dsn)
         try:
             found = []
@@ -320,21 +338,25 @@ def held_back_statements() -> None:
                 schema = settings.endpoint(service).schema
                 await conn.execute(f'SET search_path TO "{schema}"')
                 try:
-                    found += [(service, row) for row in await held_back(conn)]
+                    rows = await held_back(conn)
                 except asyncpg.UndefinedTableError:  # the service never ran here
                     continue
+                found += [
+                    {"service": service, "outbox_id": r["id"],
+                     "idempotency_key": r["idempotency_key"], "subject": r["subject"],
+                     "bytes": r["size"], "reason": r["refused_reason"]}
+                    for r in rows
+                ]  # fmt: skip
             return found
         finally:
             await conn.close()
 
     rows = asyncio.run(run())
-    table = Table("service", "outbox id", "idempotency key", "subject", "bytes", "reason")
-    for service, r in rows:
-        table.add_row(
-            service, str(r["id"]), r["idempotency_key"], r["subject"], str(r["size"]),
-            r["refused_reason"],
-        )  # fmt: skip
-    out.print(table if rows else "nothing held back")
+    columns = {
+        "service": "service", "outbox_id": "outbox id", "idempotency_key": "idempotency key",
+        "subject": "subject", "bytes": "bytes", "reason": "reason",
+    }  # fmt: skip
+    print_rows(out, rows, columns, as_json, empty="nothing held back")
     if rows:
         raise typer.Exit(1)
 

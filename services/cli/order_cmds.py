@@ -9,6 +9,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from services.cli.output import JsonFlag, print_json
 from services.runtime.config import Settings
 from services.runtime.errors import ConfigError
 
@@ -23,6 +24,7 @@ def card(
     contract_sha256: str = typer.Option(..., help="The SHA-256 of the signed contract, hex."),
     party: str = typer.Option("auditor-reg", "--as", help="Whose certificate to present."),
     out_dir: Path = typer.Option(Path("."), "--out", help="Where to write the card."),
+    as_json: bool = JsonFlag,
 ) -> None:
     """Fetch ORDER_ID's identity card, check its journal proofs, write JSON and a QR code."""
     import grpc
@@ -59,6 +61,12 @@ def card(
     except ValueError as exc:
         err.print(f"[red]INVALID card:[/red] {exc}")
         raise typer.Exit(1) from None
+    if as_json:
+        print_json(
+            {"order_id": order_id, "entries_proven": len(reply.entries),
+             "card": str(json_path), "qr_code": str(svg_path)}
+        )  # fmt: skip
+        return
     out.print(
         f"order {order_id}: {len(reply.entries)} journal entries proven;"
         f" card {json_path}, QR code {svg_path}"

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from services.cli.output import JsonFlag, print_json
 from services.runtime.config import Settings
 from services.runtime.errors import ConfigError
 
@@ -21,6 +22,7 @@ err = Console(stderr=True)
 def explain(
     decision_id: str,
     party: str = typer.Option("auditor-reg", "--as", help="Whose certificate to present."),
+    as_json: bool = JsonFlag,
 ) -> None:
     """Print the points each characteristic earned in DECISION_ID, and why."""
     import grpc
@@ -46,7 +48,12 @@ def explain(
     except ConfigError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    out.print(show(d))
+    if as_json:
+        from google.protobuf.json_format import MessageToDict
+
+        print_json(MessageToDict(d, preserving_proto_field_name=True))
+    else:
+        out.print(show(d))
 
 
 def show(d: Any) -> Table:

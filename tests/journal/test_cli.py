@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,10 @@ async def test_export_verify_receipt(settings: Settings, tmp_path: Path) -> None
     ok = scf(settings, "audit", "verify", "j.export", cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert "verified 13 entries" in ok.stdout
+    verified = json.loads(
+        scf(settings, "audit", "verify", "j.export", "--json", cwd=tmp_path).stdout
+    )
+    assert verified["verified"] and verified["entries"] == 13 and len(verified["root"]) == 64
 
     db = scf(settings, "audit", "verify", cwd=tmp_path)
     assert db.returncode == 0, db.stderr
@@ -48,6 +53,10 @@ async def test_export_verify_receipt(settings: Settings, tmp_path: Path) -> None
     receipt = scf(settings, "audit", "verify-receipt", "r.json", cwd=tmp_path)
     assert receipt.returncode == 0, receipt.stderr
     assert "valid" in receipt.stdout and "entry 12" in receipt.stdout
+    as_json = scf(settings, "audit", "verify-receipt", "r.json", "--json", cwd=tmp_path)
+    assert as_json.returncode == 0, as_json.stderr
+    valid = json.loads(as_json.stdout)
+    assert valid["valid"] and valid["seq"] == 12 and valid["subject"] == "order/ORD-1"
 
     wrong_key = scf(
         settings, "audit", "verify-receipt", "r.json", "--journal-key", "00" * 32, cwd=tmp_path
@@ -91,6 +100,8 @@ async def test_operator_key_rotation_commands(settings: Settings, tmp_path: Path
         assert cp.returncode == 0 and "\n3\n" in cp.stdout  # genesis and two key entries
         listed = scf(settings, "journal", "refusals", cwd=tmp_path)
         assert listed.returncode == 0, listed.stderr
+        listed = scf(settings, "journal", "refusals", "--json", cwd=tmp_path)
+        assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stderr
         # A key for a service that does not exist: refused before any key file is
         # made, and nothing journaled (it journaled a permanent key before).
         keys_before = sorted(p.name for p in settings.keys_dir.iterdir())
@@ -115,8 +126,6 @@ async def test_status_asks_the_settings_addresses_and_answers_json(
 ) -> None:
     """`scf status` read only the run file beside `scf up` ("not running" anywhere
     else) and printed a table even when piped."""
-    import json
-
     platform = Platform(settings, services=("journal",))
     try:
         platform.spawn("journal")

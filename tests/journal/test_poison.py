@@ -4,6 +4,7 @@ everything after it flows on."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,10 @@ async def test_large_statements_flow_and_one_too_large_is_set_aside(
         assert listed.returncode == 1, listed.stderr
         assert "huge" in listed.stdout and "set aside by the relay" in listed.stdout
         assert "small-1" not in listed.stdout
+        as_json = scf(settings, "journal", "held-back", "--json", cwd=tmp_path)
+        assert as_json.returncode == 1, as_json.stderr
+        (held,) = [r for r in json.loads(as_json.stdout) if r["idempotency_key"] == "huge"]
+        assert held["service"] == "orders" and "set aside by the relay" in held["reason"]
         # Journaled in order, the large ones among them.
         seqs = [confirmed[k] for k in ("small-1", "large-1", "large-2", "small-2")]
         assert seqs == sorted(seqs)

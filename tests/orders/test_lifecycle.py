@@ -120,6 +120,16 @@ async def test_register_to_settled(settings: Settings, tmp_path: Path) -> None:
         assert card_json["state"] == "settled" and len(card_json["journal_entries"]) == 6
         assert card_json["qr"].startswith(f"scf-order:{oid}?sha256={CONTRACT.hex()}")
         assert (tmp_path / f"{oid}.qr.svg").read_text().startswith("<?xml")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.cli.main", "order", "card", oid,
+            "--contract-sha256", CONTRACT.hex(), "--as", "delta-pumps", "--out", str(tmp_path),
+            "--json", env={**os.environ, **settings.to_env()},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        stdout, stderr = await proc.communicate()
+        assert proc.returncode == 0, stderr.decode()
+        written = json.loads(stdout)
+        assert written["entries_proven"] == 6 and written["card"].endswith(f"{oid}.card.json")
 
 
 async def test_dispute_and_cancel(settings: Settings) -> None:

@@ -125,6 +125,16 @@ async def test_decide_explain_recompute(settings: Settings) -> None:
         stdout, stderr = await explain.communicate()
         assert explain.returncode == 0, stderr.decode()
         assert "the buyer's credit rating" in stdout.decode() and "refer" in stdout.decode()
+        as_json = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.cli.main", "score", "explain", first.decision_id,
+            "--as", "uw-alice", "--json", env={**os.environ, **settings.to_env()},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        stdout, stderr = await as_json.communicate()
+        assert as_json.returncode == 0, stderr.decode()
+        explained = json.loads(stdout)
+        assert explained["decision_id"] == first.decision_id
+        assert explained["recommendation"] == "refer" and explained["characteristics"]
 
         async with client_channel(addr, load_party(settings.certs_dir, "uw-carol")) as channel:
             with pytest.raises(grpc.aio.AioRpcError) as info:
