@@ -270,6 +270,8 @@ class GrpcServer:
         #: False once the service found it cannot do its work (the journal's damaged store).
         self.serving = True
         self._started = False
+        #: Dependencies lost for now (PostgreSQL, NATS), each with what went wrong.
+        self.failing: dict[str, str] = {}
 
     def add(
         self, register: Callable[[Any, grpc.aio.Server], None], servicer: Any, name: str
@@ -294,10 +296,30 @@ class GrpcServer:
         if self._started:
             await self._set_health()
 
+    @property
+    def ready(self) -> bool:
+        """SERVING: started, able to do its work, and every dependency there."""
+        return self._started and self.serving and not self.failing
+
+    async def dependency(self, name: str, problem: str | None) -> None:
+        """A dependency lost (``problem`` says how) or back (None): health follows."""
+        if self.failing.get(name) == problem:
+            return
+        if problem is None:
+            self.failing.pop(name, None)
+            log.info("%s: %s is back", self.service, name)
+        else:
+            if name not in self.failing:
+                log.warning("%s: %s lost, NOT_SERVING until it is back: %s", self.service,
+                            name, problem)  # fmt: skip
+            self.failing[name] = problem
+        if self._started:
+            await self._set_health()
+
     async def _set_health(self) -> None:
         status = health_pb2.HealthCheckResponse
         for name in ["", *self._service_names]:
-            await self.health.set(name, status.SERVING if self.serving else status.NOT_SERVING)
+            await self.health.set(name, status.SERVING if self.ready else status.NOT_SERVING)
 
     async def stop(self, grace: float = 3.0) -> None:
         await self.health.enter_graceful_shutdown()

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
 
 from services.runtime.errors import ConfigError
 
@@ -10,6 +16,7 @@ __all__ = [
     "NATS_REDELIVERIES",
     "OUTBOX_BACKLOG",
     "OUTBOX_SET_ASIDE",
+    "PROBES",
     "RPC_LATENCY",
     "RPC_TOTAL",
     "serve_metrics",
@@ -42,14 +49,54 @@ JOURNAL_DAMAGED = Gauge(
 )
 
 
-def serve_metrics(addr: str) -> None:
-    """Expose /metrics on ``host:port``; an empty address disables it."""
+class Probes:
+    """What ``/healthz`` and ``/readyz`` answer. They are for orchestrators, whose
+    probes cannot present a client certificate, so they say nothing but whether
+    the process answers and whether its service is SERVING."""
+
+    def __init__(self) -> None:
+        self.ready: Callable[[], bool] = lambda: False
+
+
+PROBES = Probes()
+
+
+def _app(metrics: Any) -> Callable[..., Iterable[bytes]]:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path in ("/healthz", "/readyz"):
+            ok = path == "/healthz" or PROBES.ready()
+            start_response(
+                "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")]
+            )
+            return [b"ok\n" if ok else b"not ready\n"]
+        return metrics(environ, start_response)  # type: ignore[no-any-return]
+
+    return app
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # a probe every few seconds is not news
+
+
+def serve_metrics(addr: str) -> int:
+    """Expose /metrics, /healthz and /readyz on ``host:port`` (an empty address
+    disables them); returns the port bound."""
     if not addr:
-        return
+        return 0
     host, _, port = addr.rpartition(":")
     try:
-        start_http_server(int(port), addr=host)
+        server = make_server(
+            host, int(port), _app(make_wsgi_app()), server_class=_Server, handler_class=_Quiet
+        )
     except OSError as exc:
         raise ConfigError(
             "SCF_<SERVICE>_METRICS_ADDR", f"cannot listen on {addr}: {exc.strerror}"
         ) from None
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return int(server.server_port)

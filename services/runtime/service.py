@@ -26,6 +26,7 @@ from services.runtime.certs import load_party
 from services.runtime.clock import Clock, OffsetClock, SystemClock
 from services.runtime.config import ServiceEndpoint, Settings
 from services.runtime.db import apply_migrations, connect_pool
+from services.runtime.dependencies import watch_dependencies
 from services.runtime.errors import ConfigError
 from services.runtime.grpcserver import GrpcServer, wait_for_signal
 from services.runtime.identity import current_identity
@@ -33,7 +34,7 @@ from services.runtime.journal_client import Outbox, OutboxRelay, audit_client
 from services.runtime.keys import Signer, load_or_create_signer
 from services.runtime.logs import install_stack_dumps, setup_logging
 from services.runtime.messaging import Messenger
-from services.runtime.metrics import serve_metrics
+from services.runtime.metrics import PROBES, serve_metrics
 from services.runtime.peer_keys import PeerKeys
 from services.runtime.platform_clock import follow_platform_clock
 from services.runtime.waiting import SHUTDOWN_S, exit_if_stuck
@@ -170,6 +171,10 @@ async def run_service(
         if spec.setup is not None:
             await spec.setup(ctx)
         await server.start()
+        PROBES.ready = lambda: server is not None and server.ready
+        ctx.tasks.append(
+            asyncio.create_task(watch_dependencies(server, pool, nc), name="dependencies")
+        )
         if ready is not None:
             ready.set()
         log.info("%s ready", spec.name)
