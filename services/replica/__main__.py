@@ -11,6 +11,7 @@ from services.replica.service import run_replica
 from services.runtime.config import Settings
 from services.runtime.errors import ConfigError
 from services.runtime.logs import setup_logging
+from services.runtime.metrics import serve_metrics
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
                 "SCF_NATS_URL", "not set: start the platform with `scf up`, or set it"
             )
         replica = ReplicaSettings.from_env(args.bank, settings.database_url)
+        serve_metrics(replica.metrics_addr)
         asyncio.run(run_replica(settings, replica))
     except ConfigError as exc:
         print(f"scf-replica-{args.bank}: {exc}", file=sys.stderr)

@@ -32,6 +32,8 @@ class ReplicaSettings:
     #: ``SCF_REPLICA_CROSS_EXAM_PERIOD_S``: the journal's audit API is compared with
     #: the whole verified copy once in this period (and sampled every second).
     cross_exam_period_s: float = 300.0
+    #: ``SCF_REPLICA_<BANK>_METRICS_ADDR``: /metrics, /healthz and /readyz (off if empty).
+    metrics_addr: str = ""
 
     @classmethod
     def from_env(
@@ -51,6 +53,7 @@ class ReplicaSettings:
             bank=bank, grpc_addr=addr, database_url=url, party_id=f"replica-{bank}",
             listen_addr=env.get(f"SCF_REPLICA_{key}_LISTEN_ADDR", ""),
             cross_exam_period_s=_seconds(env, "SCF_REPLICA_CROSS_EXAM_PERIOD_S", 300.0),
+            metrics_addr=env.get(f"SCF_REPLICA_{key}_METRICS_ADDR", ""),
         )  # fmt: skip
 
 

@@ -13,6 +13,7 @@ from services.contracts.subjects import Subjects
 from services.gen.scf.journal.v1 import journal_pb2_grpc
 from services.gen.scf.replica.v1 import replica_pb2, replica_pb2_grpc
 from services.journal import AuditServicer, JournalStore
+from services.replica.alarm import ALARM_KINDS
 from services.replica.config import ReplicaSettings, database_beside
 from services.replica.replica import Replica
 from services.runtime.bus import connect_nats
@@ -20,13 +21,22 @@ from services.runtime.certs import load_party
 from services.runtime.clock import Clock, SystemClock
 from services.runtime.config import Settings
 from services.runtime.db import apply_migrations, connect_pool
+from services.runtime.dependencies import watch_dependencies
 from services.runtime.errors import ConfigError
 from services.runtime.grpcserver import GrpcServer, wait_for_signal
 from services.runtime.identity import Role, require_role
 from services.runtime.journal_client import audit_client
 from services.runtime.keys import load_or_create_signer
 from services.runtime.logs import install_stack_dumps
-from services.runtime.waiting import SHUTDOWN_S, exit_if_stuck
+from services.runtime.metrics import (
+    PROBES,
+    REPLICA_ALARM,
+    REPLICA_COSIGNED_SIZE,
+    REPLICA_LAG_ENTRIES,
+    REPLICA_LAG_SECONDS,
+    REPLICA_TREE_SIZE,
+)
+from services.runtime.waiting import SHUTDOWN_S, exit_if_stuck, pause
 
 __all__ = ["ReplicaServicer", "root_key", "run_replica"]
 
@@ -94,6 +104,28 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
         return reply
 
 
+async def report(replica: Replica, server: GrpcServer, period_s: float = 1.0) -> None:
+    """Until cancelled: the replica's figures as metrics, and its health NOT_SERVING
+    while an alarm stands (what Prometheus and an orchestrator can alert on)."""
+    bank = replica.bank
+    while True:
+        try:
+            entries, millis = replica.lag()
+            REPLICA_TREE_SIZE.labels(bank).set(replica.size)
+            REPLICA_LAG_ENTRIES.labels(bank).set(entries)
+            REPLICA_LAG_SECONDS.labels(bank).set(millis / 1000)
+            REPLICA_COSIGNED_SIZE.labels(bank).set(replica.cosigned_size)
+            alarm = replica.alarm
+            for kind in ALARM_KINDS:
+                REPLICA_ALARM.labels(bank, kind).set(int(alarm is not None and alarm.kind == kind))
+            await server.dependency(
+                "alarm", None if alarm is None else f"{alarm.kind} alarm at entry {alarm.seq}"
+            )
+        except Exception:  # the report must outlive any one failed round
+            log.exception("replica %s: reporting failed", bank)
+        await pause(period_s)
+
+
 async def run_replica(
     settings: Settings,
     replica_settings: ReplicaSettings,
@@ -114,6 +146,7 @@ async def run_replica(
     server: GrpcServer | None = None
     nc = None
     task: asyncio.Task[None] | None = None
+    watches: list[asyncio.Task[None]] = []
     try:
         await apply_migrations(pool, SCHEMA, "services.journal")
         await apply_migrations(pool, SCHEMA, "services.replica")
@@ -148,6 +181,11 @@ async def run_replica(
         )
         task = asyncio.create_task(replica.run(), name=f"replica-{rs.bank}")
         await server.start()
+        PROBES.ready = lambda: server is not None and server.ready
+        watches = [
+            asyncio.create_task(watch_dependencies(server, pool, nc), name="dependencies"),
+            asyncio.create_task(report(replica, server), name="replica-report"),
+        ]
         if ready is not None:
             ready.set()
         stopper = asyncio.create_task(wait_for_signal() if stop is None else stop.wait())
@@ -159,6 +197,8 @@ async def run_replica(
     finally:
         if stop is None:
             exit_if_stuck(SHUTDOWN_S)
+        for watch in watches:
+            watch.cancel()
         if server is not None:
             await server.stop()
         if task is not None:

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from importlib.metadata import version
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import Counter, Gauge, Histogram, Info, make_wsgi_app
 
 from services.runtime.errors import ConfigError
 
 __all__ = [
+    "BUILD_INFO",
     "NATS_REDELIVERIES",
     "OUTBOX_BACKLOG",
     "OUTBOX_SET_ASIDE",
     "PROBES",
+    "REPLICA_ALARM",
+    "REPLICA_COSIGNED_SIZE",
+    "REPLICA_LAG_ENTRIES",
+    "REPLICA_LAG_SECONDS",
+    "REPLICA_TREE_SIZE",
     "RPC_LATENCY",
     "RPC_TOTAL",
     "serve_metrics",
@@ -37,6 +44,25 @@ OUTBOX_SET_ASIDE = Counter(
     "scf_outbox_set_aside_total",
     "statements the relay set aside because no NATS message can carry them",
     ["service"],
+)
+
+BUILD_INFO = Info("scf_build", "the running platform's version")
+BUILD_INFO.info({"version": version("scf")})
+
+REPLICA_TREE_SIZE = Gauge("scf_replica_tree_size", "entries the replica verified", ["bank"])
+REPLICA_LAG_ENTRIES = Gauge(
+    "scf_replica_lag_entries", "entries the journal has that the replica has not", ["bank"]
+)
+REPLICA_LAG_SECONDS = Gauge(
+    "scf_replica_lag_seconds", "how long the replica has been behind the journal", ["bank"]
+)
+REPLICA_COSIGNED_SIZE = Gauge(
+    "scf_replica_cosigned_size", "the largest checkpoint the bank cosigned", ["bank"]
+)
+REPLICA_ALARM = Gauge(
+    "scf_replica_alarm",
+    "1 while an alarm stands (verification, fork or cross-examination), by kind",
+    ["bank", "kind"],
 )
 
 JOURNAL_AUDITED = Counter(

@@ -192,8 +192,13 @@ class Platform:
         return restarted
 
     async def wait_ready(self, name: str, timeout: float = 30.0) -> None:
-        """Until the service answers its health check as SERVING."""
+        """Until the service answers its health check as SERVING. A replica that
+        answers NOT_SERVING is up too: it holds an alarm (kept across restarts),
+        which the operator reads with `scf status`, and the platform comes up."""
         proc = self.processes[name]
+        up = {health_pb2.HealthCheckResponse.SERVING}
+        if name.startswith("replica-"):
+            up.add(health_pb2.HealthCheckResponse.NOT_SERVING)
         tls = load_party(self.settings.certs_dir, "operator")
         addr = self.addr_of(name)
         deadline = time.monotonic() + timeout
@@ -207,7 +212,7 @@ class Platform:
                     )
                 with contextlib.suppress(Exception):
                     reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    if reply.status in up:
                         return
                 await asyncio.sleep(0.1)
         raise ConfigError(f"SCF_{name.upper()}_ADDR", f"{name} not ready after {timeout:.0f}s")

@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.gen.scf.replica.v1 import replica_pb2, replica_pb2_grpc
 from services.journal.service import SPEC
@@ -28,6 +29,7 @@ from services.runtime.certs import load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
 from services.runtime.journal_client import audit_client
+from services.runtime.metrics import REPLICA_ALARM, REPLICA_TREE_SIZE
 from tests.journal.helpers import producer, wait_until
 from tests.replica.helpers import Banks, both_banks, wait_in_step
 from tests.support import running, scf
@@ -217,6 +219,19 @@ async def test_a_damaged_journal_store_raises_every_replicas_alarm(
         assert replica.alarm.kind == "cross-examination", replica.alarm
         assert "damaged at entry 7" in replica.alarm.problem, replica.alarm
         assert replica.size >= ENTRIES
+    # What an orchestrator and Prometheus see: NOT_SERVING, and the alarm's gauge.
+    tls = load_party(settings.certs_dir, "operator")
+    for bank, rs in (("bank-north", two_replicas.north_rs), ("bank-south", two_replicas.south_rs)):
+        async with client_channel(rs.grpc_addr, tls) as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service=""), timeout=15
+            )
+            async for reply in watch:  # the current status, then each change
+                if reply.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                    break
+        assert REPLICA_ALARM.labels(bank, "cross-examination")._value.get() == 1
+        assert REPLICA_ALARM.labels(bank, "verification")._value.get() == 0
+        assert REPLICA_TREE_SIZE.labels(bank)._value.get() >= ENTRIES
 
 
 async def test_an_export_carries_the_banks_cosignatures_and_witness_keys_are_served(

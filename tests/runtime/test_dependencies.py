@@ -10,6 +10,7 @@ import dataclasses
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib.metadata import version
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
@@ -138,3 +139,4 @@ async def test_health_follows_a_lost_postgresql_and_its_return(settings: Setting
                 watch.cancel()
         status, metrics = await asyncio.to_thread(_probe, probes, "/metrics")
         assert status == 200 and b"scf_rpc_total" in metrics  # /metrics beside them
+        assert f'scf_build_info{{version="{version("scf")}"}} 1.0'.encode() in metrics
