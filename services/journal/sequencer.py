@@ -60,6 +60,14 @@ from services.runtime.clock import Clock
 from services.runtime.faults import crash_point
 from services.runtime.keys import Signer
 from services.runtime.messaging import purpose_of, real_time_micros
+from services.runtime.metrics import (
+    JOURNAL_BATCH_ENTRIES,
+    JOURNAL_CHECKPOINT_SECONDS,
+    JOURNAL_COMMIT_SECONDS,
+    JOURNAL_ENTRIES,
+    JOURNAL_REFUSALS,
+    JOURNAL_TREE_SIZE,
+)
 from services.runtime.packing import pack
 from services.runtime.waiting import LoopWatch, run_together
 
@@ -358,6 +366,7 @@ class Sequencer:
         checkpoint = None
         if (force_checkpoint or self._checkpoint_due()) and self.tree.size > self.checkpointed:
             checkpoint = self.sign_checkpoint()
+        started = time.perf_counter()
         try:
             async with self._audit_lock():
                 if self.halted():
@@ -380,9 +389,18 @@ class Sequencer:
             if self.halted():  # it failed on rows nobody should have written
                 return False
             raise
+        if accepted or refusals or checkpoint is not None:
+            JOURNAL_COMMIT_SECONDS.observe(time.perf_counter() - started)
+        if accepted:
+            JOURNAL_ENTRIES.inc(len(accepted))
+            JOURNAL_BATCH_ENTRIES.observe(len(accepted))
+        for r in refusals:
+            JOURNAL_REFUSALS.labels(r.producer).inc()
+        JOURNAL_TREE_SIZE.set(self.tree.size)
         if checkpoint is not None:
             self.checkpointed = checkpoint.tree_size
             self._uncovered_since = None
+            JOURNAL_CHECKPOINT_SECONDS.set(checkpoint.time_micros / 1_000_000)
         crash_point("sequencer.before_publish")
         await self._publish([e for e, _, _ in accepted], checkpoint)
         return True

@@ -48,7 +48,7 @@ from services.runtime.faults import crash_point
 from services.runtime.grpcserver import client_channel
 from services.runtime.keys import Signer
 from services.runtime.messaging import Messenger
-from services.runtime.metrics import OUTBOX_BACKLOG, OUTBOX_SET_ASIDE
+from services.runtime.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_SECONDS, OUTBOX_SET_ASIDE
 from services.runtime.packing import pack
 from services.runtime.waiting import LoopWatch, run_together, wait_event
 
@@ -314,10 +314,13 @@ class OutboxRelay:
             await wait_event(self._wake, min(1.0, self.retry_after_s))
 
     async def _backlog(self) -> int:
-        n = await self.pool.fetchval(
-            "SELECT count(*) FROM outbox WHERE journal_seq IS NULL AND refused_reason IS NULL"
+        """How many statements wait for the journal; the oldest one's age is set too."""
+        row: Any = await self.pool.fetchrow(
+            "SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0)"
+            " AS oldest FROM outbox WHERE journal_seq IS NULL AND refused_reason IS NULL"
         )
-        return int(n)
+        OUTBOX_OLDEST_SECONDS.labels(self.producer).set(float(row["oldest"]))
+        return int(row["n"])
 
     async def _confirm_loop(self, kind: str) -> None:
         sub = self._subs[kind]

@@ -15,8 +15,15 @@ from services.runtime.errors import ConfigError
 
 __all__ = [
     "BUILD_INFO",
+    "JOURNAL_BATCH_ENTRIES",
+    "JOURNAL_CHECKPOINT_SECONDS",
+    "JOURNAL_COMMIT_SECONDS",
+    "JOURNAL_ENTRIES",
+    "JOURNAL_REFUSALS",
+    "JOURNAL_TREE_SIZE",
     "NATS_REDELIVERIES",
     "OUTBOX_BACKLOG",
+    "OUTBOX_OLDEST_SECONDS",
     "OUTBOX_SET_ASIDE",
     "PROBES",
     "REPLICA_ALARM",
@@ -63,6 +70,31 @@ REPLICA_ALARM = Gauge(
     "scf_replica_alarm",
     "1 while an alarm stands (verification, fork or cross-examination), by kind",
     ["bank", "kind"],
+)
+
+JOURNAL_ENTRIES = Counter("scf_journal_entries_total", "entries the journal sequenced")
+JOURNAL_REFUSALS = Counter(
+    "scf_journal_refusals_total", "submissions the journal refused, by producer", ["producer"]
+)
+JOURNAL_COMMIT_SECONDS = Histogram(
+    "scf_journal_commit_seconds",
+    "time to store one round of entries (and a checkpoint when due)",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+JOURNAL_BATCH_ENTRIES = Histogram(
+    "scf_journal_batch_entries",
+    "entries stored in one round",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+)
+JOURNAL_TREE_SIZE = Gauge("scf_journal_tree_size", "entries in the journal's tree")
+JOURNAL_CHECKPOINT_SECONDS = Gauge(
+    "scf_journal_checkpoint_timestamp_seconds",
+    "when the latest checkpoint was signed (its age is time() minus this)",
+)
+OUTBOX_OLDEST_SECONDS = Gauge(
+    "scf_outbox_oldest_pending_seconds",
+    "age of the oldest statement the journal has not confirmed yet (0 when none)",
+    ["service"],
 )
 
 JOURNAL_AUDITED = Counter(

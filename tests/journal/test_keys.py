@@ -6,12 +6,19 @@ import grpc
 import pytest
 
 from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
+from services.journal.checkpoint import parse_note
 from services.journal.offline import verify_database
 from services.journal.service import SPEC
 from services.runtime.certs import load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
 from services.runtime.keys import load_or_create_signer
+from services.runtime.metrics import (
+    JOURNAL_CHECKPOINT_SECONDS,
+    JOURNAL_ENTRIES,
+    JOURNAL_REFUSALS,
+    JOURNAL_TREE_SIZE,
+)
 from tests.journal.helpers import producer, wait_until
 from tests.support import running
 
@@ -20,6 +27,8 @@ pytestmark = pytest.mark.integration
 
 async def test_rotation_and_revocation(settings: Settings) -> None:
     addr = settings.endpoint("journal").grpc_addr
+    entries_before = JOURNAL_ENTRIES._value.get()
+    refusals_before = JOURNAL_REFUSALS.labels("orders")._value.get()
     async with running(SPEC, settings):
         async with producer(settings) as old:
             await old.append(3)
@@ -101,6 +110,12 @@ async def test_rotation_and_revocation(settings: Settings) -> None:
             refusals = await admin.ListRefusals(journal_pb2.ListRefusalsRequest(limit=10))
         assert cp.tree_size == confirmed["k-61"] + 1
         assert any("revoked" in r.reason for r in refusals.refusals)
+        # The same, as Prometheus reads it.
+        assert JOURNAL_TREE_SIZE._value.get() == cp.tree_size
+        assert JOURNAL_ENTRIES._value.get() - entries_before >= cp.tree_size - 1
+        assert JOURNAL_REFUSALS.labels("orders")._value.get() - refusals_before >= 1
+        signed_at = parse_note(cp.checkpoint).checkpoint.timestamp_micros / 1e6
+        assert JOURNAL_CHECKPOINT_SECONDS._value.get() >= signed_at - 0.001
 
         auditor = load_party(settings.certs_dir, "auditor-reg")
         async with client_channel(addr, auditor) as channel:
