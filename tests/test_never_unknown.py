@@ -4,12 +4,15 @@ counted), and neither changes anything or leaks a Python class name."""
 
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
 
 from services.runtime.certs import load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
+from services.runtime.logs import JsonFormatter
 from services.runtime.metrics import RPC_TOTAL
 from tests.orders.helpers import orders_env
 
@@ -62,6 +65,10 @@ async def test_an_unexpected_failure_is_internal_with_an_error_id(
         error_id = details.split()[2].rstrip(";")
         logged = [r for r in caplog.records if error_id in r.getMessage()]
         assert logged and logged[0].exc_info is not None  # with its traceback
+        # The line names the call it came from: the RPC and the calling party.
+        line = json.loads(JsonFormatter("orders").format(logged[0]))
+        assert line["rpc"] == "/scf.orders.v1.OrdersService/ListBuyers"
+        assert line["party"] == "acme-builders" and error_id in line["msg"]
         assert RPC_TOTAL.labels("orders", "ListBuyers", "INTERNAL")._value.get() == before + 1
 
 

@@ -10,7 +10,7 @@ from services.replica.config import ReplicaSettings
 from services.replica.service import run_replica
 from services.runtime.config import Settings
 from services.runtime.errors import ConfigError
-from services.runtime.logs import setup_logging
+from services.runtime.logs import LOG_LEVELS, setup_logging
 from services.runtime.metrics import serve_metrics
 
 
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
-        setup_logging(f"replica-{args.bank}", settings.log_format)
+        setup_logging(f"replica-{args.bank}", settings.log_format, LOG_LEVELS[settings.log_level])
         if not settings.nats_url or not settings.database_url:
             raise ConfigError(
                 "SCF_NATS_URL", "not set: start the platform with `scf up`, or set it"

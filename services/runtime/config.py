@@ -65,6 +65,8 @@ class Settings:
     #: "production", "demo" or "test" (``SCF_MODE``): only demo and test may move the clock.
     mode: str
     endpoints: Mapping[str, ServiceEndpoint] = field(default_factory=dict)
+    #: "debug", "info", "warning" or "error" (``SCF_LOG_LEVEL``).
+    log_level: str = "info"
     #: This process's NATS user and password (``SCF_NATS_USER``, ``SCF_NATS_PASSWORD``);
     #: empty when the server asks for none.
     nats_user: str = ""
@@ -85,6 +87,11 @@ class Settings:
         log_format = env.get("SCF_LOG_FORMAT", "auto")
         if log_format not in ("auto", "json", "text"):
             raise ConfigError("SCF_LOG_FORMAT", f"must be auto, json or text, got {log_format!r}")
+        log_level = env.get("SCF_LOG_LEVEL", "info").lower()
+        if log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError(
+                "SCF_LOG_LEVEL", f"must be debug, info, warning or error, got {log_level!r}"
+            )
         mode = env.get("SCF_MODE", "production")
         if mode not in ("production", "demo", "test"):
             raise ConfigError("SCF_MODE", f"must be production, demo or test, got {mode!r}")
@@ -113,6 +120,7 @@ class Settings:
             certs_dir=Path(env.get("SCF_CERTS_DIR", str(data_dir / "certs"))).absolute(),
             keys_dir=Path(env.get("SCF_KEYS_DIR", str(data_dir / "keys"))).absolute(),
             log_format=log_format,
+            log_level=log_level,
             mode=mode,
             endpoints=endpoints,
             stream_replicas=_stream_replicas(env.get("SCF_STREAM_REPLICAS", "1")),
@@ -137,6 +145,7 @@ class Settings:
             "SCF_CERTS_DIR": str(self.certs_dir),
             "SCF_KEYS_DIR": str(self.keys_dir),
             "SCF_LOG_FORMAT": self.log_format,
+            "SCF_LOG_LEVEL": self.log_level,
             "SCF_MODE": self.mode,
             "SCF_STREAM_REPLICAS": str(self.stream_replicas),
             "SCF_NATS_USER": self.nats_user,

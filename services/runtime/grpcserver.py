@@ -37,6 +37,7 @@ from services.runtime.errors import (
     SCFError,
     Unauthenticated,
 )
+from services.runtime.logs import LOG_FIELDS
 from services.runtime.metrics import RPC_LATENCY, RPC_TOTAL
 
 __all__ = ["GrpcServer", "client_channel", "status_for"]
@@ -136,8 +137,14 @@ async def _guarded(service: str, method: str, request: Any, context: Any) -> Asy
     started = time.perf_counter()
     code = "OK"
     token = None
+    fields = {"rpc": method}
+    fields_token = LOG_FIELDS.set(fields)
     try:
-        token = ident.set_identity(_identity_of(context))
+        caller = _identity_of(context)
+        fields["party"] = caller.party_id
+        if key := getattr(request, "idempotency_key", ""):
+            fields["idempotency_key"] = str(key)[:200]
+        token = ident.set_identity(caller)
         _decoded(request)
         refuse_nul(request)
         yield
@@ -157,6 +164,7 @@ async def _guarded(service: str, method: str, request: Any, context: Any) -> Asy
             ident.reset_identity(token)
         RPC_TOTAL.labels(service, name, code).inc()
         RPC_LATENCY.labels(service, name).observe(time.perf_counter() - started)
+        LOG_FIELDS.reset(fields_token)
 
 
 class _CallerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]

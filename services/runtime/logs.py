@@ -1,4 +1,9 @@
-"""Structured logging: JSON lines when stderr is not a terminal."""
+"""Structured logging: JSON lines when stderr is not a terminal.
+
+Each line carries the context of the call it was written in (the RPC, the
+calling party, the idempotency key), taken when the record is made, and any
+``extra`` fields the caller gave.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,38 @@ import logging
 import signal
 import sys
 import time
+from contextvars import ContextVar
 from typing import Any, TextIO
 
-__all__ = ["dump_tasks", "install_stack_dumps", "setup_logging"]
+__all__ = [
+    "LOG_FIELDS",
+    "LOG_LEVELS",
+    "JsonFormatter",
+    "dump_tasks",
+    "install_stack_dumps",
+    "setup_logging",
+]
+
+#: The current call's fields for every log line written within it (one dict per call).
+LOG_FIELDS: ContextVar[dict[str, str]] = ContextVar("scf_log_fields", default={})  # noqa: B039
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+              "error": logging.ERROR}  # fmt: skip
+
+#: What every LogRecord has; anything else on a record came from ``extra``.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+_make_record = logging.getLogRecordFactory()
 
 
-class _JsonFormatter(logging.Formatter):
+def _record_with_context(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    record = _make_record(*args, **kwargs)
+    record.scf_context = dict(LOG_FIELDS.get())
+    return record
+
+
+logging.setLogRecordFactory(_record_with_context)
+
+
+class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__()
         self._service = service
@@ -28,22 +59,27 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        out.update(getattr(record, "scf_context", {}))
+        for key, value in vars(record).items():
+            if key not in _STANDARD and key != "scf_context":
+                out.setdefault(key, value)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out)
+        return json.dumps(out, default=str)
 
 
 def setup_logging(service: str, fmt: str = "auto", level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     if use_json:
-        handler.setFormatter(_JsonFormatter(service))
+        handler.setFormatter(JsonFormatter(service))
     else:
         handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("nats").setLevel(logging.WARNING)
+    logging.captureWarnings(True)  # Python's warnings as log lines, not raw text
 
 
 def dump_tasks(out: TextIO | None = None) -> None:

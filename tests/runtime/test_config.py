@@ -31,6 +31,7 @@ def test_environment_overrides() -> None:
         ({"SCF_NATS_PREFIX": "a.b"}, "SCF_NATS_PREFIX"),
         ({"SCF_MODE": "chaos"}, "SCF_MODE"),
         ({"SCF_LOG_FORMAT": "xml"}, "SCF_LOG_FORMAT"),
+        ({"SCF_LOG_LEVEL": "loud"}, "SCF_LOG_LEVEL"),
     ],
 )
 def test_bad_setting_is_named(env: dict[str, str], setting: str) -> None:
@@ -43,3 +44,20 @@ def test_bad_setting_is_named(env: dict[str, str], setting: str) -> None:
 def test_unknown_service_is_refused() -> None:
     with pytest.raises(ConfigError):
         Settings.from_env({}).endpoint("payments")
+
+
+def test_the_log_level_is_a_setting_and_lines_carry_their_extra_fields() -> None:
+    import json
+    import logging
+
+    from services.runtime.logs import JsonFormatter
+
+    assert Settings.from_env({}).log_level == "info"
+    settings = Settings.from_env({"SCF_LOG_LEVEL": "DEBUG"})
+    assert settings.log_level == "debug" and settings.to_env()["SCF_LOG_LEVEL"] == "debug"
+    record = logging.getLogger("scf.test").makeRecord(
+        "scf.test", logging.WARNING, __file__, 1, "relay stalled", (), None,
+        extra={"outbox_id": 7},
+    )  # fmt: skip
+    line = json.loads(JsonFormatter("orders").format(record))
+    assert line["outbox_id"] == 7 and line["msg"] == "relay stalled" and "rpc" not in line
