@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
@@ -45,35 +45,51 @@ __all__ = ["GrpcServer", "client_channel", "status_for"]
 log = logging.getLogger(__name__)
 
 
-def status_for(exc: SCFError) -> status_pb2.Status:
-    """The rich ``google.rpc.Status`` for a domain error."""
+def _packed(message: Any) -> any_pb2.Any:
     detail = any_pb2.Any()
+    detail.Pack(message)
+    return detail
+
+
+def status_for(exc: SCFError) -> status_pb2.Status:
+    """The rich ``google.rpc.Status`` for a domain error: the detail of its kind
+    (BadRequest naming the field, PreconditionFailure), then always an ErrorInfo
+    whose reason is a stable UPPER_SNAKE code a program may branch on (the error's
+    own, or its status code's name) and whose metadata names the subject."""
+    details = []
     if isinstance(exc, InvalidArgument):
-        detail.Pack(
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=exc.field, description=exc.problem
-                    )
-                ]
-            )
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=exc.field, description=exc.problem
         )
+        details.append(_packed(error_details_pb2.BadRequest(field_violations=[violation])))
     elif isinstance(exc, FailedPrecondition):
-        detail.Pack(
-            error_details_pb2.PreconditionFailure(
-                violations=[
-                    error_details_pb2.PreconditionFailure.Violation(
-                        type="STATE", description=exc.message
-                    )
-                ]
-            )
+        violation = error_details_pb2.PreconditionFailure.Violation(
+            type=exc.reason or "STATE", subject=exc.subject, description=exc.message
         )
-    else:
-        detail.Pack(
-            error_details_pb2.ErrorInfo(reason=exc.reason or type(exc).__name__, domain="scf")
-        )
+        details.append(_packed(error_details_pb2.PreconditionFailure(violations=[violation])))
+    metadata = {"subject": exc.subject} if exc.subject else {}
+    info = error_details_pb2.ErrorInfo(
+        reason=exc.reason or exc.code.name, domain="scf", metadata=metadata
+    )
+    details.append(_packed(info))
     return status_pb2.Status(
-        code=getattr(code_pb2, exc.code.name), message=exc.message, details=[detail]
+        code=getattr(code_pb2, exc.code.name), message=exc.message, details=details
+    )
+
+
+#: How long a caller should wait before retrying a call that found a dependency away.
+RETRY_AFTER = duration_pb2.Duration(seconds=1)
+
+
+def unavailable_status(exc: BaseException) -> status_pb2.Status:
+    """UNAVAILABLE, with when to retry (RetryInfo) and a reason to branch on."""
+    return status_pb2.Status(
+        code=code_pb2.UNAVAILABLE,
+        message=unavailable(exc),
+        details=[
+            _packed(error_details_pb2.RetryInfo(retry_delay=RETRY_AFTER)),
+            _packed(error_details_pb2.ErrorInfo(reason="DEPENDENCY_UNAVAILABLE", domain="scf")),
+        ],
     )
 
 
@@ -153,7 +169,7 @@ async def _guarded(service: str, method: str, request: Any, context: Any) -> Asy
         await context.abort_with_status(rpc_status.to_status(status_for(exc)))
     except AWAY as exc:
         code = "UNAVAILABLE"
-        await context.abort(grpc.StatusCode.UNAVAILABLE, unavailable(exc))
+        await context.abort_with_status(rpc_status.to_status(unavailable_status(exc)))
     except grpc.aio.AbortError:
         raise
     except Exception:
