@@ -125,3 +125,25 @@ def scf(settings: Settings, *args: str, cwd: Path) -> subprocess.CompletedProces
         timeout=120,
         cwd=cwd,
     )
+
+
+@contextlib.asynccontextmanager
+async def bare_server(
+    certs_dir: Path, service: str, *handlers: Any
+) -> AsyncIterator[tuple[Any, Any]]:
+    """The platform's gRPC server alone (health, reflection, the interceptor, and
+    any ``handlers``) on a free loopback port, and the operator's channel to it."""
+    from services.runtime.certs import load_party
+    from services.runtime.grpcserver import GrpcServer, client_channel
+    from services.runtime.ports import free_ports
+
+    port = free_ports(1)[0]
+    server = GrpcServer(service, f"127.0.0.1:{port}", load_party(certs_dir, "orders"))
+    if handlers:
+        server.server.add_generic_rpc_handlers(handlers)
+    await server.start()
+    try:
+        async with client_channel(f"127.0.0.1:{port}", load_party(certs_dir, "operator")) as ch:
+            yield server, ch
+    finally:
+        await server.stop(0)

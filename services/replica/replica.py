@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +79,8 @@ class Replica:
     store: JournalStore = field(init=False)
     verifier: JournalVerifier = field(init=False)
     alarm: AlarmRecord | None = None
+    #: Told of every alarm as it is raised (the service turns health NOT_SERVING).
+    on_alarm: Callable[[AlarmRecord], Awaitable[None]] | None = None
     journal_size: int = 0
     cosigned_size: int = 0
     #: The entries verified and committed to the store; ``size`` runs ahead of it
@@ -423,6 +425,8 @@ class Replica:
             log.error("replica %s: a %s alarm takes the place of: %s", self.bank, alarm.kind,
                       self.alarm.problem)  # fmt: skip
         self.alarm = alarm
+        if self.on_alarm is not None:
+            await self.on_alarm(alarm)
         log.error(
             "ALARM replica %s (%s) at entry %d: %s", self.bank, alarm.kind, alarm.seq, alarm.problem
         )

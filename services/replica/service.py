@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -13,7 +15,7 @@ from services.contracts.subjects import Subjects
 from services.gen.scf.journal.v1 import journal_pb2_grpc
 from services.gen.scf.replica.v1 import replica_pb2, replica_pb2_grpc
 from services.journal import AuditServicer, JournalStore
-from services.replica.alarm import ALARM_KINDS
+from services.replica.alarm import ALARM_KINDS, AlarmRecord
 from services.replica.config import ReplicaSettings, database_beside
 from services.replica.replica import Replica
 from services.runtime.bus import connect_nats
@@ -36,7 +38,7 @@ from services.runtime.metrics import (
     REPLICA_LAG_SECONDS,
     REPLICA_TREE_SIZE,
 )
-from services.runtime.waiting import SHUTDOWN_S, exit_if_stuck, pause
+from services.runtime.waiting import SHUTDOWN_S, exit_if_stuck
 
 __all__ = ["ReplicaServicer", "root_key", "run_replica"]
 
@@ -104,26 +106,25 @@ class ReplicaServicer(replica_pb2_grpc.ReplicaServiceServicer):
         return reply
 
 
-async def report(replica: Replica, server: GrpcServer, period_s: float = 1.0) -> None:
-    """Until cancelled: the replica's figures as metrics, and its health NOT_SERVING
-    while an alarm stands (what Prometheus and an orchestrator can alert on)."""
+def export_metrics(replica: Replica) -> None:
+    """The replica's figures, read from it whenever Prometheus scrapes."""
     bank = replica.bank
-    while True:
-        try:
-            entries, millis = replica.lag()
-            REPLICA_TREE_SIZE.labels(bank).set(replica.size)
-            REPLICA_LAG_ENTRIES.labels(bank).set(entries)
-            REPLICA_LAG_SECONDS.labels(bank).set(millis / 1000)
-            REPLICA_COSIGNED_SIZE.labels(bank).set(replica.cosigned_size)
-            alarm = replica.alarm
-            for kind in ALARM_KINDS:
-                REPLICA_ALARM.labels(bank, kind).set(int(alarm is not None and alarm.kind == kind))
-            await server.dependency(
-                "alarm", None if alarm is None else f"{alarm.kind} alarm at entry {alarm.seq}"
-            )
-        except Exception:  # the report must outlive any one failed round
-            log.exception("replica %s: reporting failed", bank)
-        await pause(period_s)
+    REPLICA_TREE_SIZE.labels(bank).set_function(lambda: replica.size)
+    REPLICA_LAG_ENTRIES.labels(bank).set_function(lambda: replica.lag()[0])
+    REPLICA_LAG_SECONDS.labels(bank).set_function(lambda: replica.lag()[1] / 1000)
+    REPLICA_COSIGNED_SIZE.labels(bank).set_function(lambda: replica.cosigned_size)
+
+    def alarmed(kind: str) -> Callable[[], float]:
+        return lambda: float(replica.alarm is not None and replica.alarm.kind == kind)
+
+    for kind in ALARM_KINDS:
+        REPLICA_ALARM.labels(bank, kind).set_function(alarmed(kind))
+
+
+async def alarm_health(server: GrpcServer, alarm: AlarmRecord | None) -> None:
+    """NOT_SERVING while an alarm stands: what an orchestrator can alert on."""
+    problem = None if alarm is None else f"{alarm.kind} alarm at entry {alarm.seq}"
+    await server.dependency("alarm", problem)
 
 
 async def run_replica(
@@ -182,10 +183,10 @@ async def run_replica(
         task = asyncio.create_task(replica.run(), name=f"replica-{rs.bank}")
         await server.start()
         PROBES.ready = lambda: server is not None and server.ready
-        watches = [
-            asyncio.create_task(watch_dependencies(server, pool, nc), name="dependencies"),
-            asyncio.create_task(report(replica, server), name="replica-report"),
-        ]
+        export_metrics(replica)
+        await alarm_health(server, replica.alarm)  # one kept from before a restart
+        replica.on_alarm = functools.partial(alarm_health, server)
+        watches = [asyncio.create_task(watch_dependencies(server, pool, nc), name="dependencies")]
         if ready is not None:
             ready.set()
         stopper = asyncio.create_task(wait_for_signal() if stop is None else stop.wait())
@@ -199,6 +200,8 @@ async def run_replica(
             exit_if_stuck(SHUTDOWN_S)
         for watch in watches:
             watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
         if server is not None:
             await server.stop()
         if task is not None:

@@ -37,11 +37,10 @@ __all__ = [
 ]
 
 RPC_TOTAL = Counter("scf_rpc_total", "gRPC calls served", ["service", "method", "code"])
+#: Seconds, from half a millisecond to a few seconds: calls and commits alike.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 RPC_LATENCY = Histogram(
-    "scf_rpc_seconds",
-    "gRPC call latency",
-    ["service", "method"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    "scf_rpc_seconds", "gRPC call latency", ["service", "method"], buckets=LATENCY_BUCKETS
 )
 NATS_REDELIVERIES = Counter(
     "scf_nats_redeliveries_total", "JetStream messages received more than once", ["consumer"]
@@ -79,7 +78,7 @@ JOURNAL_REFUSALS = Counter(
 JOURNAL_COMMIT_SECONDS = Histogram(
     "scf_journal_commit_seconds",
     "time to store one round of entries (and a checkpoint when due)",
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    buckets=LATENCY_BUCKETS,
 )
 JOURNAL_BATCH_ENTRIES = Histogram(
     "scf_journal_batch_entries",

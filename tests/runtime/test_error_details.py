@@ -14,10 +14,8 @@ from google.protobuf import empty_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from services.runtime.certs import load_party
 from services.runtime.errors import FailedPrecondition, NotFound
-from services.runtime.grpcserver import GrpcServer, client_channel
-from services.runtime.ports import free_ports
+from tests.support import bare_server
 
 FAILURES: dict[str, Callable[[], BaseException]] = {
     "Away": lambda: ConnectionRefusedError("scoring is down"),
@@ -61,25 +59,17 @@ def _details(exc: grpc.aio.AioRpcError) -> dict[str, Any]:
 async def test_every_refusal_has_a_stable_reason_and_unavailable_says_when_to_retry(
     certs_dir: Path,
 ) -> None:
-    port = free_ports(1)[0]
-    server = GrpcServer("errors-test", f"127.0.0.1:{port}", load_party(certs_dir, "orders"))
-    server.server.add_generic_rpc_handlers((_failing(),))
-    await server.start()
-    try:
-        tls = load_party(certs_dir, "operator")
-        async with client_channel(f"127.0.0.1:{port}", tls) as channel:
-            got = {}
-            for name in FAILURES:
-                call = channel.unary_unary(
-                    f"/scf.test.v1.Failing/{name}",
-                    request_serializer=empty_pb2.Empty.SerializeToString,
-                    response_deserializer=empty_pb2.Empty.FromString,
-                )
-                with pytest.raises(grpc.aio.AioRpcError) as info:
-                    await call(empty_pb2.Empty(), timeout=5)
-                got[name] = (info.value.code(), _details(info.value))
-    finally:
-        await server.stop(0)
+    async with bare_server(certs_dir, "errors-test", _failing()) as (_, channel):
+        got = {}
+        for name in FAILURES:
+            call = channel.unary_unary(
+                f"/scf.test.v1.Failing/{name}",
+                request_serializer=empty_pb2.Empty.SerializeToString,
+                response_deserializer=empty_pb2.Empty.FromString,
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call(empty_pb2.Empty(), timeout=5)
+            got[name] = (info.value.code(), _details(info.value))
     code, away = got["Away"]
     assert code == grpc.StatusCode.UNAVAILABLE
     assert away["RetryInfo"].retry_delay.seconds == 1
