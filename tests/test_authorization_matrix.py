@@ -87,6 +87,7 @@ def matrix(ids: dict[str, str]) -> list[tuple[str, Any, str, Any, frozenset[str]
         ("orders", Og.OrdersServiceStub, "AcceptDelivery", O.AcceptDeliveryRequest(order_id=oid, **key), frozenset({BUY})),
         ("orders", Og.OrdersServiceStub, "CancelOrder", O.CancelOrderRequest(order_id=oid, **key), frozenset({SUB})),
         ("orders", Og.OrdersServiceStub, "GetOrder", O.GetOrderRequest(order_id=oid), order_parties),
+        ("orders", Og.OrdersServiceStub, "WatchOrder", O.WatchOrderRequest(order_id=oid), order_parties),
         ("orders", Og.OrdersServiceStub, "ListOrders", O.ListOrdersRequest(), frozenset({SUB, SUB2, BUY, BUY2, AUD, OP})),
         ("orders", Og.OrdersServiceStub, "VerifyOrder", O.VerifyOrderRequest(order_id=oid, contract_sha256=CONTRACT), ANYONE),
         ("orders", Og.OrdersServiceStub, "ListBuyers", O.ListBuyersRequest(), ANYONE),
@@ -99,6 +100,7 @@ def matrix(ids: dict[str, str]) -> list[tuple[str, Any, str, Any, frozenset[str]
         ("lending", Lg.LendingServiceStub, "ListFacilities", L.ListFacilitiesRequest(), frozenset({SUB, SUB2, UW, UW2, LEASE, AUD, OP})),
         ("lending", Lg.LendingServiceStub, "RequestFinancing", L.RequestFinancingRequest(**key), frozenset({SUB, SUB2})),
         ("lending", Lg.LendingServiceStub, "GetApplication", L.GetApplicationRequest(application_id=app), frozenset({SUB, UW, AUD, OP})),
+        ("lending", Lg.LendingServiceStub, "WatchApplication", L.WatchApplicationRequest(application_id=app), frozenset({SUB, UW, AUD, OP})),
         ("lending", Lg.LendingServiceStub, "AcceptOffer", L.AcceptOfferRequest(application_id=app, **key), frozenset({SUB})),
         ("lending", Lg.LendingServiceStub, "DeclineOffer", L.DeclineOfferRequest(application_id=app, **key), frozenset({SUB})),
         ("lending", Lg.LendingServiceStub, "WithdrawApplication", L.WithdrawApplicationRequest(application_id=app, **key), frozenset({SUB})),
@@ -112,11 +114,13 @@ def matrix(ids: dict[str, str]) -> list[tuple[str, Any, str, Any, frozenset[str]
         ("lending", Ug.UnderwritingServiceStub, "GetApplication", U.GetApplicationRequest(application_id=lease), frozenset({LEASE})),
         ("lending", Xg.LeasingServiceStub, "ApplyForLease", X.ApplyForLeaseRequest(**key), frozenset({SUB, SUB2})),
         ("lending", Xg.LeasingServiceStub, "GetLease", X.GetLeaseRequest(lease_id=lease), frozenset({SUB, LEASE, VEN, AUD, OP})),
+        ("lending", Xg.LeasingServiceStub, "WatchLease", X.WatchLeaseRequest(lease_id=lease), frozenset({SUB, LEASE, VEN, AUD, OP})),
         ("lending", Xg.LeasingServiceStub, "PayVendor", pay, frozenset({LEASE})),
         ("lending", Xg.LeasingServiceStub, "ConfirmDelivery", X.ConfirmDeliveryRequest(lease_id=lease, **key), frozenset({SUB})),
         ("lending", Xg.LeasingServiceStub, "ExerciseOption", X.ExerciseOptionRequest(lease_id=lease, option=1, **key), frozenset({SUB})),
         ("repayment", Rg.RepaymentServiceStub, "RecordPayment", R.RecordPaymentRequest(), frozenset({OP})),
         ("repayment", Rg.RepaymentServiceStub, "GetLoan", R.GetLoanRequest(loan_id=app), loan_readers),
+        ("repayment", Rg.RepaymentServiceStub, "WatchLoan", R.WatchLoanRequest(loan_id=app), loan_readers),
         ("repayment", Rg.RepaymentServiceStub, "GetSchedule", R.GetScheduleRequest(loan_id=app), loan_readers),
         ("repayment", Rg.RepaymentServiceStub, "GetStatement", R.GetStatementRequest(loan_id=app), loan_readers),
         ("repayment", Rg.RepaymentServiceStub, "QuotePayoff", R.QuotePayoffRequest(loan_id=app), loan_readers),
@@ -153,7 +157,11 @@ async def _call(stub: Any, method: str, request: Any) -> grpc.StatusCode:
     try:
         reply = getattr(stub, method)(request, timeout=10)
         if hasattr(reply, "__aiter__"):
-            [r async for r in reply]
+            # A listing ends by itself; a watch goes on: its first answer tells.
+            async for _ in reply:
+                if method.startswith("Watch"):
+                    reply.cancel()
+                    break
         else:
             await reply
         return grpc.StatusCode.OK

@@ -119,6 +119,11 @@ class Subjects:
         """Core NATS: a loan changed bucket (for anyone watching)."""
         return f"{self.prefix}.repayment.delinquency"
 
+    def journaled(self, producer: str) -> str:
+        """Core NATS: which of ``producer``'s subjects the journal has just
+        confirmed (its relay tells its watch calls; unsigned, grants nothing)."""
+        return f"{self.prefix}.journaled.{producer}"
+
     # -- the journal ----------------------------------------------------------
 
     def submit(self, producer: str) -> str:

@@ -47,9 +47,13 @@ from services.runtime.clock import Clock
 from services.runtime.errors import RETRY_LATER, SCFError, Unavailable
 from services.runtime.faults import crash_point
 from services.runtime.messaging import Messenger
+from services.runtime.pg_listen import PgListener
 from services.runtime.waiting import run_together, wait_event
 
 __all__ = ["FlowEngine"]
+
+#: What :meth:`FlowEngine.due` reads of an application.
+_DUE_COLUMNS = "state, kind, offer_expires_micros, announced"
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,9 @@ class FlowEngine:
         transitions: Transitions,
         clock: Clock,
         subjects: Subjects,
+        *,
+        safety_pass_s: float = 5.0,
+        concurrency: int = 32,
     ) -> None:
         self.pool = pool
         self.messenger = messenger
@@ -70,7 +77,16 @@ class FlowEngine:
         self.t = transitions
         self.clock = clock
         self.subjects = subjects
+        #: Set to take a safety pass now (the clock moved: offers may have lapsed).
         self.wake = asyncio.Event()
+        self.safety_pass_s = safety_pass_s
+        self.listener = PgListener(pool, transitions.channel, self.kick)
+        #: Applications of many borrowers move side by side; each step waits
+        #: mostly on another service, so this many at once.
+        self._limit = asyncio.Semaphore(concurrency)
+        self._active: set[str] = set()
+        self._again: set[str] = set()
+        self._running: set[asyncio.Task[None]] = set()
 
     async def restore_facilities(self) -> None:
         """Repayment settled a loan: give its facility the amount back, once. Only
@@ -124,42 +140,80 @@ class FlowEngine:
         # If either fails, both stop, and so does the service.
         await run_together(self.restore_facilities(), self._loop())
 
+    def kick(self, application_id: str) -> None:
+        """A transition of ``application_id`` committed: take its next step now.
+        One step of an application at a time; a kick meanwhile runs it again."""
+        if application_id in self._active:
+            self._again.add(application_id)
+            return
+        self._active.add(application_id)
+        task = asyncio.create_task(self._drive(application_id), name=f"step-{application_id}")
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _drive(self, application_id: str) -> None:
+        try:
+            while True:
+                self._again.discard(application_id)
+                async with self._limit:
+                    row = await self.pool.fetchrow(
+                        f"SELECT {_DUE_COLUMNS} FROM applications WHERE application_id = $1",
+                        application_id,
+                    )
+                    if row is not None and self.due(row):
+                        await self.step(application_id, row["state"], row["kind"])
+                if application_id not in self._again:
+                    return
+        except Exception:  # the safety pass takes it again
+            log.exception("step of %s failed", application_id)
+        finally:
+            self._active.discard(application_id)
+
+    def due(self, row: Any) -> bool:
+        """Whether the platform has a step to take for this application now (as
+        :meth:`step_all`'s query selects them)."""
+        kind, state = Kind(row["kind"]), State(row["state"])
+        if (kind, state) in PLATFORM_STEPS:
+            return True
+        if state in EXPIRING and 0 < row["offer_expires_micros"] < self.clock.now_micros():
+            return True
+        return OPENS_REPAYMENT.get(kind) == state and not row["announced"]
+
     async def _loop(self) -> None:
-        while True:
-            self.wake.clear()
-            try:
-                await self.step_all()
-            except Exception:  # one bad step must not stop the others; it is retried
-                log.exception("lending step failed")
-            await wait_event(self.wake, 0.5)
+        await self.listener.ensure()
+        try:
+            while True:
+                self.wake.clear()
+                try:
+                    await self.listener.ensure()
+                    await self.step_all()
+                except Exception:  # one bad pass must not stop the service; it is retried
+                    log.exception("lending pass failed")
+                await wait_event(self.wake, self.safety_pass_s)
+        finally:
+            await self.listener.close()
+            for task in list(self._running):
+                task.cancel()
 
     async def step_all(self) -> None:
+        """The safety net: every application with a step due, whatever its
+        notification did (lost, or a step that failed), and offers that lapsed."""
         now = self.clock.now_micros()
         kinds, states = zip(*PLATFORM_STEPS, strict=True)
         opened_kinds, opened_states = zip(*OPENS_REPAYMENT.items(), strict=True)
         rows = await self.pool.fetch(
-            "SELECT application_id, state, kind FROM applications"
+            "SELECT application_id FROM applications"
             " WHERE (kind, state) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
             " OR (state = ANY($3::text[]) AND offer_expires_micros > 0"
             "     AND offer_expires_micros < $4)"
             " OR ((kind, state) IN (SELECT * FROM unnest($5::text[], $6::text[]))"
             "     AND NOT announced)"
-            " ORDER BY created_micros LIMIT 100",
+            " ORDER BY created_micros LIMIT 1000",
             list(kinds), list(states), list(EXPIRING), now,
             list(opened_kinds), list(opened_states),
         )  # fmt: skip
-        # Applications are independent (each step locks its own row), so their
-        # steps run side by side; the calls they wait on are to other services.
-        limit = asyncio.Semaphore(16)
-
-        async def one(row: Any) -> None:
-            async with limit:
-                try:
-                    await self.step(row["application_id"], row["state"], row["kind"])
-                except Exception:  # retried on the next pass; the others go on
-                    log.exception("step of %s failed", row["application_id"])
-
-        await asyncio.gather(*(one(row) for row in rows))
+        for row in rows:
+            self.kick(row["application_id"])
 
     async def step(self, application_id: str, state: str, kind: str = "order") -> None:
         action = PLATFORM_STEPS.get((Kind(kind), State(state)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from services.contracts.values import lease_option_value
@@ -165,6 +166,14 @@ class LeasingServicer(ApplicationCalls, leasing_pb2_grpc.LeasingServiceServicer)
                 )
             return leasing_pb2.GetLeaseResponse(lease=await lease_view(conn, app))
 
+    async def WatchLease(
+        self, request: leasing_pb2.WatchLeaseRequest, context: Any
+    ) -> AsyncIterator[leasing_pb2.WatchLeaseResponse]:
+        async for s in self._watch(request.lease_id, Kind.LEASE, lease_view):
+            yield leasing_pb2.WatchLeaseResponse(
+                lease=s.view, version=s.version, journal_seq=s.journal_seq
+            )
+
     async def PayVendor(
         self, request: leasing_pb2.PayVendorRequest, context: Any
     ) -> leasing_pb2.PayVendorResponse:
@@ -228,12 +237,11 @@ class LeasingServicer(ApplicationCalls, leasing_pb2_grpc.LeasingServiceServicer)
                 chosen = "terminate"
             if option == "renew" and request.renewal_periods <= 0:
                 raise InvalidArgument("renewal_periods", "a renewal needs a number of rentals")
-            settled = await self._tell_repayment(app, chosen, request)
+            await self._tell_repayment(app, chosen, request)
             move = domain.option_exercised(who, chosen)
-            app = await self.t.apply(conn, app, move, self.clock.now_micros())
-            if settled:  # a return with every rental paid: nothing more to wait for
-                self.engine.wake.set()
-            return app
+            # A return with every rental paid waits for nothing more: the
+            # transition's notification starts the release.
+            return await self.t.apply(conn, app, move, self.clock.now_micros())
 
         return await self._lessee_step(request, leasing_pb2.ExerciseOptionResponse, step)
 

@@ -21,7 +21,7 @@ async def setup(ctx: ServiceContext) -> None:
     )
     ctx.server.add(
         lending_pb2_grpc.add_LendingServiceServicer_to_server,
-        LendingServicer(ctx.pool, ctx.messenger, engine, ctx.clock, ctx.subjects),
+        LendingServicer(ctx.pool, ctx.messenger, engine, ctx.clock, ctx.subjects, ctx.feed),
         "scf.lending.v1.LendingService",
     )
     ctx.server.add(
@@ -31,7 +31,7 @@ async def setup(ctx: ServiceContext) -> None:
     )
     ctx.server.add(
         leasing_pb2_grpc.add_LeasingServiceServicer_to_server,
-        LeasingServicer(ctx.pool, ctx.messenger, engine, ctx.clock, ctx.subjects),
+        LeasingServicer(ctx.pool, ctx.messenger, engine, ctx.clock, ctx.subjects, ctx.feed),
         "scf.leasing.v1.LeasingService",
     )
     ctx.tasks.append(asyncio.create_task(engine.run(), name="lending-flow"))

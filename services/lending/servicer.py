@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import asyncpg
 from cryptography.exceptions import InvalidSignature
@@ -23,6 +23,7 @@ from services.lending.domain import (
     Application,
     Facility,
     Kind,
+    State,
     signer_for,
 )
 from services.lending.flow import FlowEngine
@@ -43,8 +44,11 @@ from services.runtime.keys import key_id_of
 from services.runtime.messages import build
 from services.runtime.messaging import Messenger
 from services.runtime.money import Money, parse_money
+from services.runtime.watching import JournaledFeed, Snapshot, follow, journal_seq_of
 
 __all__ = ["LendingServicer", "application_view"]
+
+V = TypeVar("V")
 
 
 async def usable_facility(
@@ -91,8 +95,8 @@ SIGNING_ROLES = (Role.SUBCONTRACTOR, Role.BUYER, Role.UNDERWRITER, Role.LEASING,
 
 
 class ApplicationCalls:
-    """What the lending and leasing servicers share: idempotent calls that wake the
-    flow engine, and the steps an applicant (borrower or lessee) takes on its own."""
+    """What the lending and leasing servicers share: idempotent calls, the steps
+    an applicant (borrower or lessee) takes on its own, and watching one."""
 
     def __init__(
         self,
@@ -101,6 +105,7 @@ class ApplicationCalls:
         engine: FlowEngine,
         clock: Clock,
         subjects: Subjects,
+        feed: JournaledFeed,
     ) -> None:
         self.pool = pool
         self.messenger = messenger
@@ -108,15 +113,41 @@ class ApplicationCalls:
         self.t: Transitions = engine.t
         self.clock = clock
         self.subjects = subjects
+        self.feed = feed
+
+    async def _watch(
+        self, application_id: str, kind: Kind, view: Callable[[Any, Any], Awaitable[V]]
+    ) -> AsyncIterator[Snapshot[V]]:
+        """An application of ``kind`` as each of its versions is journaled, for
+        whoever may read it, until it is closed."""
+        who = current_identity()
+        subject = f"application/{application_id}"
+
+        async def read() -> Snapshot[V]:
+            async with self.pool.acquire() as conn:
+                app = await conn.fetchrow(
+                    "SELECT * FROM applications WHERE application_id = $1 AND kind = $2",
+                    application_id, kind.value,
+                )  # fmt: skip
+                if app is None:
+                    raise NotFound(f"no {kind.value} {application_id!r}")
+                _may_read(who, app)
+                return Snapshot(
+                    await view(conn, app), app["version"],
+                    await journal_seq_of(conn, subject, app["version"]),
+                    final=app["state"] == State.CLOSED,
+                )  # fmt: skip
+
+        async for snapshot in follow(self.feed, subject, read):
+            yield snapshot
 
     async def _once(
         self, who: Identity, method: str, request: Any, response: type[M], work: Any
     ) -> M:
-        result = await once(
+        # Each transition it commits starts the platform's next step (Transitions).
+        return await once(
             self.pool, who.party_id, method, request.idempotency_key, request, response, work
         )
-        self.engine.wake.set()
-        return result
 
     async def _applicant_step(
         self,
@@ -303,6 +334,14 @@ class LendingServicer(ApplicationCalls, lending_pb2_grpc.LendingServiceServicer)
                 raise NotFound(f"no application {request.application_id!r}")
             _may_read(who, app)
             return lending_pb2.GetApplicationResponse(application=await application_view(conn, app))
+
+    async def WatchApplication(
+        self, request: lending_pb2.WatchApplicationRequest, context: Any
+    ) -> AsyncIterator[lending_pb2.WatchApplicationResponse]:
+        async for s in self._watch(request.application_id, Kind.ORDER, application_view):
+            yield lending_pb2.WatchApplicationResponse(
+                application=s.view, version=s.version, journal_seq=s.journal_seq
+            )
 
     async def _borrower_step(
         self, request: Any, response: type[M], step: Any, kinds: tuple[Kind, ...] = (Kind.ORDER,)

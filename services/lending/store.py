@@ -91,6 +91,9 @@ class Transitions:
 
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox
+        #: Each transition, once committed, is announced here with its application
+        #: id: the process managers of every lending instance take the next step.
+        self.channel = f"steps_{outbox.schema}"
 
     async def open(
         self,
@@ -115,6 +118,7 @@ class Transitions:
             event_type="application.requested",
             payload={"application_id": application_id, **journaled, "version": 1},
             idempotency_key=f"application/{application_id}/v1",
+            notify=(self.channel, application_id),
         )
         return row
 
@@ -170,5 +174,6 @@ class Transitions:
             event_type=f"application.{event}",
             payload=payload,
             idempotency_key=f"application/{row['application_id']}/v{row['version']}",
+            notify=(self.channel, row["application_id"]),
         )
         return row

@@ -110,11 +110,9 @@ class UnderwritingServicer(underwriting_pb2_grpc.UnderwritingServiceServicer):
             return build(response, state=app["state"])
 
         method = type(request).__name__.removesuffix("Request")
-        result = await once(
+        return await once(
             self.pool, who.party_id, method, request.idempotency_key, request, response, work
         )
-        self.engine.wake.set()
-        return result
 
     def _terms(self, app: Application, terms: underwriting_pb2.Terms) -> Terms:
         money = parse_money(terms.amount.amount, terms.amount.currency, "terms.amount")

@@ -17,7 +17,7 @@ async def setup(ctx: ServiceContext) -> None:
     )
     ctx.server.add(
         orders_pb2_grpc.add_OrdersServiceServicer_to_server,
-        OrdersServicer(ctx.pool, ctx.outbox, ctx.clock, journal),
+        OrdersServicer(ctx.pool, ctx.outbox, ctx.clock, journal, ctx.feed),
         "scf.orders.v1.OrdersService",
     )
     await PledgeHandler(ctx.pool, ctx.outbox, ctx.clock).subscribe(ctx.messenger, ctx.subjects)

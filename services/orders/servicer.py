@@ -13,7 +13,7 @@ import asyncpg
 from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
 from services.gen.scf.orders.v1 import orders_pb2, orders_pb2_grpc
 from services.orders.convert import PROTO_TO_STATE, STATE_TO_PROTO, money, to_proto
-from services.orders.domain import Action, Order, apply, validate_draft
+from services.orders.domain import Action, Order, State, apply, validate_draft
 from services.orders.journaling import record
 from services.orders.storage import OrderStore
 from services.runtime.clock import Clock
@@ -28,8 +28,12 @@ from services.runtime.idempotency import M, once
 from services.runtime.identity import Identity, Role, current_identity, require_role
 from services.runtime.journal_client import AuditClient, Outbox
 from services.runtime.messages import build
+from services.runtime.watching import JournaledFeed, Snapshot, follow, journal_seq_of
 
 __all__ = ["OrdersServicer"]
+
+#: No change follows these (a watch ends there).
+FINAL_STATES = frozenset({State.SETTLED, State.CANCELLED})
 
 
 def _order_id(value: str) -> str:
@@ -40,8 +44,14 @@ def _order_id(value: str) -> str:
 
 class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):
     def __init__(
-        self, pool: asyncpg.Pool[Any], outbox: Outbox, clock: Clock, audit_client: AuditClient
+        self,
+        pool: asyncpg.Pool[Any],
+        outbox: Outbox,
+        clock: Clock,
+        audit_client: AuditClient,
+        feed: JournaledFeed,
     ) -> None:
+        self.feed = feed
         self.pool = pool
         self.store = OrderStore(pool)
         self.outbox = outbox
@@ -155,6 +165,20 @@ class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):
         self, request: orders_pb2.GetOrderRequest, context: Any
     ) -> orders_pb2.GetOrderResponse:
         return orders_pb2.GetOrderResponse(order=to_proto(await self._readable(request.order_id)))
+
+    async def WatchOrder(
+        self, request: orders_pb2.WatchOrderRequest, context: Any
+    ) -> AsyncIterator[orders_pb2.WatchOrderResponse]:
+        subject = f"order/{_order_id(request.order_id)}"
+
+        async def read() -> Snapshot[Order]:
+            order = await self._readable(request.order_id)
+            async with self.pool.acquire() as conn:
+                seq = await journal_seq_of(conn, subject, order.version)
+            return Snapshot(order, order.version, seq, final=order.state in FINAL_STATES)
+
+        async for s in follow(self.feed, subject, read):
+            yield orders_pb2.WatchOrderResponse(order=to_proto(s.view), journal_seq=s.journal_seq)
 
     async def ListOrders(
         self, request: orders_pb2.ListOrdersRequest, context: Any

@@ -69,7 +69,7 @@ async def setup(ctx: ServiceContext) -> None:
     book = LoanBook(ctx.pool, ctx.messenger, ctx.js, ctx.outbox, ctx.clock, ctx.subjects)
     ctx.server.add(
         repayment_pb2_grpc.add_RepaymentServiceServicer_to_server,
-        RepaymentServicer(book),
+        RepaymentServicer(book, ctx.feed),
         "scf.repayment.v1.RepaymentService",
     )
 

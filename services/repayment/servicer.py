@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from services.gen.scf.repayment.v1 import repayment_pb2, repayment_pb2_grpc
@@ -11,10 +12,11 @@ from services.repayment.calc import bucket_for
 from services.repayment.loans import LoanBook
 from services.repayment.store import financing
 from services.runtime.dates import parse_date
-from services.runtime.errors import AWAY, InvalidArgument, PermissionDenied, SCFError
+from services.runtime.errors import AWAY, InvalidArgument, NotFound, PermissionDenied, SCFError
 from services.runtime.idempotency import once
 from services.runtime.identity import Identity, Role, current_identity, require_role
 from services.runtime.money import Money, parse_money
+from services.runtime.watching import JournaledFeed, Snapshot, follow, journal_seq_of
 
 __all__ = ["RepaymentServicer"]
 
@@ -34,8 +36,9 @@ def _may_read(who: Identity, loan: Any) -> None:
 
 
 class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
-    def __init__(self, book: LoanBook) -> None:
+    def __init__(self, book: LoanBook, feed: JournaledFeed) -> None:
         self.book = book
+        self.feed = feed
 
     async def loan_view(self, loan: Any, conn: Any = None) -> repayment_pb2.Loan:
         """The loan or lease with its balances as of the clock (as of its last
@@ -135,6 +138,28 @@ class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
         return repayment_pb2.GetLoanResponse(
             loan=await self.loan_view(await self._readable(request.loan_id))
         )
+
+    async def WatchLoan(
+        self, request: repayment_pb2.WatchLoanRequest, context: Any
+    ) -> AsyncIterator[repayment_pb2.WatchLoanResponse]:
+        if not request.loan_id:
+            raise InvalidArgument("loan_id", "required: the application's id")
+        subject = f"loan/{request.loan_id}"
+
+        async def read() -> Snapshot[repayment_pb2.Loan] | None:
+            try:
+                loan = await self._readable(request.loan_id)
+            except NotFound:  # lending disbursed it; repayment opens it in a moment
+                return None
+            async with self.book.pool.acquire() as conn:
+                seq = await journal_seq_of(conn, subject, loan["version"])
+                view = await self.loan_view(loan, conn)
+            return Snapshot(view, loan["version"], seq, final=loan["state"] == "settled")
+
+        async for s in follow(self.feed, subject, read):
+            yield repayment_pb2.WatchLoanResponse(
+                loan=s.view, version=s.version, journal_seq=s.journal_seq
+            )
 
     async def GetSchedule(
         self, request: repayment_pb2.GetScheduleRequest, context: Any

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -50,7 +50,9 @@ from services.runtime.keys import Signer
 from services.runtime.messaging import Messenger
 from services.runtime.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_SECONDS, OUTBOX_SET_ASIDE
 from services.runtime.packing import pack
+from services.runtime.pg_listen import PgListener
 from services.runtime.waiting import LoopWatch, run_together, wait_event
+from services.runtime.watching import notification
 
 __all__ = [
     "AuditClient",
@@ -68,6 +70,7 @@ class Outbox:
     def __init__(self, signer: Signer, clock: Clock, schema: str) -> None:
         self.signer = signer
         self.clock = clock
+        self.schema = schema
         self.channel = f"outbox_{schema}"
 
     def statement(
@@ -99,15 +102,22 @@ class Outbox:
         event_type: str,
         payload: Mapping[str, Any] | bytes,
         idempotency_key: str,
+        notify: tuple[str, str] | None = None,
     ) -> None:
-        """Within the caller's transaction: queue one statement for the journal."""
+        """Within the caller's transaction: queue one statement for the journal, and
+        wake the relay (and, with ``notify``, a channel and payload of the caller's)
+        when the transaction commits; one round trip."""
+        also, args = "", [self.channel]
+        if notify is not None:
+            also, args = ", pg_notify($5, $6)", [self.channel, *notify]
         await conn.execute(
-            "INSERT INTO outbox (idempotency_key, subject, statement) VALUES ($1, $2, $3)",
+            "WITH queued AS (INSERT INTO outbox (idempotency_key, subject, statement)"
+            f" VALUES ($1, $2, $3) RETURNING id) SELECT pg_notify($4, ''){also} FROM queued",
             idempotency_key,
             subject,
             self.statement(subject, event_type, payload, idempotency_key),
+            *args,
         )
-        await conn.execute("SELECT pg_notify($1, '')", self.channel)
 
     @staticmethod
     async def journal_seqs(conn: Any, subject: str) -> list[int]:
@@ -148,6 +158,7 @@ class OutboxRelay:
         retry_after_s: float = 5.0,
         stall_s: float = 60.0,
         max_payload: int = 1 << 20,
+        notify: Callable[[bytes], Awaitable[None]] | None = None,
     ) -> None:
         self.pool = pool
         self.js = js
@@ -162,8 +173,10 @@ class OutboxRelay:
         self.retry_after_s = retry_after_s
         #: The NATS server's message limit: a submission never grows past it.
         self.max_payload = max_payload
+        #: Publishes which subjects were journaled, for watch calls (watching.py).
+        self.notify = notify
         self._wake = asyncio.Event()
-        self._listener: Any = None
+        self._listener = PgListener(pool, self.channel, lambda _payload: self._wake.set())
         #: Each loop comes round within seconds, whether NATS and PostgreSQL answer
         #: or fail; one that has not for stall_s stops the relay (and its service).
         self.loops = LoopWatch(f"{self.producer}'s outbox relay", stall_s)
@@ -178,7 +191,7 @@ class OutboxRelay:
     async def run(self) -> None:
         if not getattr(self, "_subs", None):
             await self.setup()
-        await self._listen()
+        await self._listener.ensure()
         try:
             await run_together(
                 self._confirm_loop("entries"),
@@ -187,39 +200,7 @@ class OutboxRelay:
                 self.loops.watch(),
             )
         finally:
-            await self._unlisten()
-
-    async def _listen(self) -> None:
-        """LISTEN on a connection of its own (releasing it would UNLISTEN); again
-        on a new one when PostgreSQL restarted, or the relay would only poll."""
-        if self._listening():
-            return
-        await self._unlisten()
-        conn = await self.pool.acquire()
-        try:
-            await conn.add_listener(self.channel, self._on_notify)
-        except BaseException:
-            with contextlib.suppress(*TRANSIENT):
-                await self.pool.release(conn)
-            raise
-        self._listener = conn
-
-    def _listening(self) -> bool:
-        try:
-            return self._listener is not None and not self._listener.is_closed()
-        except asyncpg.InterfaceError:  # the pool took back a connection it lost
-            return False
-
-    async def _unlisten(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            with contextlib.suppress(*TRANSIENT):
-                await listener.remove_listener(self.channel, self._on_notify)
-            with contextlib.suppress(*TRANSIENT):
-                await self.pool.release(listener)
-
-    def _on_notify(self, *args: Any) -> None:
-        self._wake.set()
+            await self._listener.close()
 
     async def publish_pending(self) -> int:
         """Publish one batch of due rows; returns how many were published."""
@@ -303,7 +284,7 @@ class OutboxRelay:
             self._wake.clear()
             # The database or NATS away: try again shortly; the pool reconnects.
             try:
-                await self._listen()
+                await self._listener.ensure()
                 published = await self.publish_pending()
                 OUTBOX_BACKLOG.labels(self.producer).set(await self._backlog())
             except _RETRIED as exc:
@@ -330,12 +311,14 @@ class OutboxRelay:
             if not msgs:
                 continue
             updates: list[tuple[str, int | None, str | None]] = []
+            journaled: list[tuple[str, int]] = []
             settled = []  # messages done with: recorded, or set aside
             for m in msgs:
                 if kind == "entries":
                     for record in unpack_records(m.data):
                         entry = decode_entry(record)
                         updates.append((entry.statement.idempotency_key, entry.seq, None))
+                        journaled.append((entry.statement.subject, entry.seq))
                     settled.append(m)
                     continue
                 try:
@@ -365,6 +348,9 @@ class OutboxRelay:
                 continue
             for m in settled:
                 await ack(m)
+            if journaled and self.notify is not None:
+                with contextlib.suppress(nats.errors.Error):  # it costs watchers latency only
+                    await self.notify(notification(journaled))
             if kind == "refusals":
                 for key, _, refusal_reason in updates:
                     log.error("journal refused %s: %s", key, refusal_reason)

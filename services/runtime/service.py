@@ -38,6 +38,7 @@ from services.runtime.metrics import PROBES, serve_metrics
 from services.runtime.peer_keys import PeerKeys
 from services.runtime.platform_clock import follow_platform_clock
 from services.runtime.waiting import SHUTDOWN_S, exit_if_stuck
+from services.runtime.watching import JournaledFeed
 
 __all__ = ["PlatformServicer", "ServiceContext", "ServiceSpec", "main", "run_service"]
 
@@ -62,6 +63,15 @@ class ServiceContext:
     messenger: Messenger
     #: Background tasks the service started; cancelled at shutdown.
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    #: What the journal confirmed of this service's subjects (journaling services).
+    journaled: JournaledFeed | None = None
+
+    @property
+    def feed(self) -> JournaledFeed:
+        """The feed its watch calls wait on."""
+        if self.journaled is None:
+            raise RuntimeError("only a service that journals has a journaled feed")
+        return self.journaled
 
 
 @dataclass(frozen=True)
@@ -163,9 +173,17 @@ async def run_service(
                 )
             )
         if spec.journals:
+            journaled, client = subjects.journaled(spec.name), nc
+
+            async def notify(data: bytes) -> None:
+                await client.publish(journaled, data)
+
             relay = OutboxRelay(
-                pool, ctx.js, subjects, ctx.outbox, ctx.messenger, max_payload=nc.max_payload
-            )
+                pool, ctx.js, subjects, ctx.outbox, ctx.messenger,
+                max_payload=nc.max_payload, notify=notify,
+            )  # fmt: skip
+            ctx.journaled = JournaledFeed(nc, journaled)
+            await ctx.journaled.start()
             await relay.setup()
             ctx.tasks.append(asyncio.create_task(relay.run(), name=f"{spec.name}-relay"))
         if spec.setup is not None:

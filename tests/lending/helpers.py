@@ -16,8 +16,8 @@ from services.lending.service import SPEC as LENDING
 from services.lending.signing import sign_contract
 from services.repayment.service import SPEC as REPAYMENT
 from services.runtime.config import Settings
+from services.runtime.watch_client import watch_until
 from services.scoring.service import SPEC as SCORING
-from tests.journal.helpers import wait_until
 from tests.orders.helpers import OrdersEnv, orders_env, register_request
 from tests.support import running
 
@@ -94,16 +94,16 @@ class LendingEnv:
         return reply.application
 
     async def wait_state(
-        self, application_id: str, *states: str, timeout: float = 30
+        self, application_id: str, *states: str, timeout: float = 30, party: str = "acme-builders"
     ) -> lending_pb2.Application:
-        got: list[lending_pb2.Application] = []
-
-        async def reached() -> bool:
-            got[:] = [await self.get(application_id)]
-            return got[0].state in states
-
-        await wait_until(reached, timeout, f"application {application_id} in {states}")
-        return got[0]
+        """Watch the application until it is in one of ``states``."""
+        request = lending_pb2.WatchApplicationRequest(application_id=application_id)
+        reply = await watch_until(
+            lambda left: self.lending(party).WatchApplication(request, timeout=left),
+            lambda r: r.application.state in states,
+            timeout, f"application {application_id} in {states}",
+        )  # fmt: skip
+        return reply.application
 
     async def approve(self, application_id: str, party: str, amount: str, key: str) -> str:
         reply = await self.underwriting(party).Approve(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -20,6 +20,7 @@ from services.runtime.clock import ManualClock
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
 from services.runtime.money import Money
+from services.runtime.watch_client import watch_until
 from tests.journal.helpers import wait_until
 from tests.lending.helpers import LendingEnv, lending_env
 
@@ -37,18 +38,25 @@ async def _disbursed_loan(env: LendingEnv, ref: str, amount: str = "500000.00") 
     return app_id, oid
 
 
-async def _opened(repayment: Any, loan_id: str) -> None:
+async def _opened(repayment: Any, loan_id: str) -> repayment_pb2.Loan:
     """Until repayment has opened the loan from lending's disbursement event."""
+    request = repayment_pb2.WatchLoanRequest(loan_id=loan_id)
+    reply = await watch_until(
+        lambda left: repayment.WatchLoan(request, timeout=left),
+        lambda _reply: True, 30, f"loan {loan_id} opened",
+    )  # fmt: skip
+    return reply.loan
 
-    async def opened() -> bool:
-        try:
-            await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id))
-            return True
-        except grpc.aio.AioRpcError as exc:
-            assert exc.code() == grpc.StatusCode.NOT_FOUND
-            return False
 
-    await wait_until(opened, what=f"loan {loan_id} opened")
+async def _loan_until(
+    repayment: Any, loan_id: str, reached: Callable[[repayment_pb2.Loan], bool], what: str
+) -> repayment_pb2.Loan:
+    request = repayment_pb2.WatchLoanRequest(loan_id=loan_id)
+    reply = await watch_until(
+        lambda left: repayment.WatchLoan(request, timeout=left),
+        lambda r: reached(r.loan), 30, what,
+    )  # fmt: skip
+    return reply.loan
 
 
 def _pay(
@@ -173,12 +181,12 @@ async def test_paid_at_due_date_settles_order_and_restores_facility(settings: Se
             assert payment.party == "citybuild" and payment.reference == "BANKREF-1"
 
         sub = env.orders.stub("acme-builders")
-
-        async def order_settled() -> bool:
-            order = (await sub.GetOrder(orders_pb2.GetOrderRequest(order_id=oid))).order
-            return order.state == orders_pb2.ORDER_STATE_SETTLED
-
-        await wait_until(order_settled, what="orders to mark the order settled")
+        watch = orders_pb2.WatchOrderRequest(order_id=oid)
+        await watch_until(
+            lambda left: sub.WatchOrder(watch, timeout=left),
+            lambda r: r.order.state == orders_pb2.ORDER_STATE_SETTLED,
+            30, "orders to mark the order settled",
+        )  # fmt: skip
 
         async def facility_restored() -> bool:
             facilities = await env.lending("acme-builders").ListFacilities(
@@ -214,12 +222,12 @@ async def test_overdue_then_payoff_with_penalty(settings: Settings) -> None:
         overdue_from = due + dt.timedelta(days=3)
         clock.advance(overdue_from - clock.now().date() + dt.timedelta(days=45))
 
-        async def delinquent() -> bool:
-            got = (await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id))).loan
-            # The sweep has recorded the change of bucket (and charged the late fee).
-            return got.bucket == "31-60" and got.fees_owed.amount == "1750.00"
-
-        await wait_until(delinquent, what="45 days past due, recorded by the sweep")
+        # The sweep records the change of bucket (and charges the late fee).
+        await _loan_until(
+            repayment, loan_id,
+            lambda got: got.bucket == "31-60" and got.fees_owed.amount == "1750.00",
+            "45 days past due, recorded by the sweep",
+        )  # fmt: skip
         loan = (await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id))).loan
         penalty = interest(
             50_000_000, 900, overdue_from, overdue_from + dt.timedelta(days=45), "ACT/365"
@@ -452,11 +460,10 @@ async def test_a_payment_value_dated_within_the_grace_is_not_late(settings: Sett
             in_grace = due + dt.timedelta(days=2)  # bank-north's grace is 3 days
             clock.advance(due + dt.timedelta(days=10) - clock.now().date())
 
-            async def fee_charged() -> bool:
-                got = await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id))
-                return got.loan.days_past_due > 0 and got.loan.bucket != "current"
-
-            await wait_until(fee_charged, what="the sweep charging the late fee")
+            await _loan_until(
+                repayment, loan_id, lambda got: got.days_past_due > 0 and got.bucket != "current",
+                "the sweep charging the late fee",
+            )  # fmt: skip
             # What was owed on the value date: principal, interest to maturity, the fee.
             disbursed = dt.date.fromisoformat(loan.disbursed_on)
             owed = 50_000_000 + interest(50_000_000, 600, disbursed, due, "ACT/365") + 125_000

@@ -682,6 +682,55 @@ class Delinquency(_message.Message):
 Global___Delinquency: _TypeAlias = Delinquency  # noqa: Y015
 
 @_typing.final
+class Journaled(_message.Message):
+    """Journaled (core NATS, <prefix>.journaled.<producer>): a producer's
+    statements the journal has confirmed, published by its relay once it has
+    recorded them. Unsigned on purpose: it only tells watch calls to read their
+    subject's state again, and grants nothing (a missed one costs latency).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def subjects(self) -> _containers.RepeatedCompositeFieldContainer[Global___JournaledSubject]: ...
+    def __init__(
+        self,
+        *,
+        subjects: _abc.Iterable[Global___JournaledSubject] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["subjects", b"subjects"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Journaled: _TypeAlias = Journaled  # noqa: Y015
+
+@_typing.final
+class JournaledSubject(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    subject: _builtins.str
+    """The statement's subject, as "application/<id>"."""
+    seq: _builtins.int
+    def __init__(
+        self,
+        *,
+        subject: _builtins.str = ...,
+        seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["seq", b"seq", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JournaledSubject: _TypeAlias = JournaledSubject  # noqa: Y015
+
+@_typing.final
 class Refusal(_message.Message):
     """Refusal (JetStream, <prefix>.journal.refusals.<producer>): statements the
     journal did not journal, and why. Sent signed by the journal's key.

@@ -52,6 +52,11 @@ class LeasingServiceStub:
                 request_serializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.GetLeaseRequest.SerializeToString,
                 response_deserializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.GetLeaseResponse.FromString,
                 _registered_method=True)
+        self.WatchLease = channel.unary_stream(
+                '/scf.leasing.v1.LeasingService/WatchLease',
+                request_serializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.WatchLeaseRequest.SerializeToString,
+                response_deserializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.WatchLeaseResponse.FromString,
+                _registered_method=True)
         self.PayVendor = channel.unary_unary(
                 '/scf.leasing.v1.LeasingService/PayVendor',
                 request_serializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.PayVendorRequest.SerializeToString,
@@ -97,6 +102,19 @@ class LeasingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchLease(self, request, context):
+        """WatchLease: the lease as it is now, then again after each change, until it is closed or the
+        caller's deadline. A state is sent once the journal holds its entry, with
+        that entry's sequence number: every state a watcher sees can be proven
+        (GetInclusionProof). Changes that follow each other faster than the
+        journal confirms them may arrive as the latest one alone; every version
+        stays in the subject's history (GetSubjectHistory). Who may read it: as
+        for GetLease.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PayVendor(self, request, context):
         """PayVendor (the lessor's staff): pay the asset's financed price to its
         vendor once the contract is in effect. Any other payee is refused.
@@ -134,6 +152,11 @@ def add_LeasingServiceServicer_to_server(servicer, server):
                     servicer.GetLease,
                     request_deserializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.GetLeaseRequest.FromString,
                     response_serializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.GetLeaseResponse.SerializeToString,
+            ),
+            'WatchLease': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchLease,
+                    request_deserializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.WatchLeaseRequest.FromString,
+                    response_serializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.WatchLeaseResponse.SerializeToString,
             ),
             'PayVendor': grpc.unary_unary_rpc_method_handler(
                     servicer.PayVendor,
@@ -213,6 +236,33 @@ class LeasingService:
             '/scf.leasing.v1.LeasingService/GetLease',
             services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.GetLeaseRequest.SerializeToString,
             services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.GetLeaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/scf.leasing.v1.LeasingService/WatchLease',
+            services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.WatchLeaseRequest.SerializeToString,
+            services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.WatchLeaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

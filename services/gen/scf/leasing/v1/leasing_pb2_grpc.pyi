@@ -49,6 +49,15 @@ class LeasingServiceStub:
     """
     GetLease: _grpc.UnaryUnaryMultiCallable[_leasing_pb2.GetLeaseRequest, _leasing_pb2.GetLeaseResponse]
     """GetLease: for the lessee, the lessor's staff, the vendor, auditors."""
+    WatchLease: _grpc.UnaryStreamMultiCallable[_leasing_pb2.WatchLeaseRequest, _leasing_pb2.WatchLeaseResponse]
+    """WatchLease: the lease as it is now, then again after each change, until it is closed or the
+    caller's deadline. A state is sent once the journal holds its entry, with
+    that entry's sequence number: every state a watcher sees can be proven
+    (GetInclusionProof). Changes that follow each other faster than the
+    journal confirms them may arrive as the latest one alone; every version
+    stays in the subject's history (GetSubjectHistory). Who may read it: as
+    for GetLease.
+    """
     PayVendor: _grpc.UnaryUnaryMultiCallable[_leasing_pb2.PayVendorRequest, _leasing_pb2.PayVendorResponse]
     """PayVendor (the lessor's staff): pay the asset's financed price to its
     vendor once the contract is in effect. Any other payee is refused.
@@ -84,6 +93,15 @@ class LeasingServiceAsyncStub(LeasingServiceStub):
     """
     GetLease: _aio.UnaryUnaryMultiCallable[_leasing_pb2.GetLeaseRequest, _leasing_pb2.GetLeaseResponse]  # type: ignore[assignment]
     """GetLease: for the lessee, the lessor's staff, the vendor, auditors."""
+    WatchLease: _aio.UnaryStreamMultiCallable[_leasing_pb2.WatchLeaseRequest, _leasing_pb2.WatchLeaseResponse]  # type: ignore[assignment]
+    """WatchLease: the lease as it is now, then again after each change, until it is closed or the
+    caller's deadline. A state is sent once the journal holds its entry, with
+    that entry's sequence number: every state a watcher sees can be proven
+    (GetInclusionProof). Changes that follow each other faster than the
+    journal confirms them may arrive as the latest one alone; every version
+    stays in the subject's history (GetSubjectHistory). Who may read it: as
+    for GetLease.
+    """
     PayVendor: _aio.UnaryUnaryMultiCallable[_leasing_pb2.PayVendorRequest, _leasing_pb2.PayVendorResponse]  # type: ignore[assignment]
     """PayVendor (the lessor's staff): pay the asset's financed price to its
     vendor once the contract is in effect. Any other payee is refused.
@@ -128,6 +146,21 @@ class LeasingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_leasing_pb2.GetLeaseResponse, _abc.Awaitable[_leasing_pb2.GetLeaseResponse]]:
         """GetLease: for the lessee, the lessor's staff, the vendor, auditors."""
+
+    @_abc_1.abstractmethod
+    def WatchLease(
+        self,
+        request: _leasing_pb2.WatchLeaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_leasing_pb2.WatchLeaseResponse], _abc.AsyncIterator[_leasing_pb2.WatchLeaseResponse]]:
+        """WatchLease: the lease as it is now, then again after each change, until it is closed or the
+        caller's deadline. A state is sent once the journal holds its entry, with
+        that entry's sequence number: every state a watcher sees can be proven
+        (GetInclusionProof). Changes that follow each other faster than the
+        journal confirms them may arrive as the latest one alone; every version
+        stays in the subject's history (GetSubjectHistory). Who may read it: as
+        for GetLease.
+        """
 
     @_abc_1.abstractmethod
     def PayVendor(

@@ -381,6 +381,53 @@ class GetApplicationResponse(_message.Message):
 Global___GetApplicationResponse: _TypeAlias = GetApplicationResponse  # noqa: Y015
 
 @_typing.final
+class WatchApplicationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICATION_ID_FIELD_NUMBER: _builtins.int
+    application_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        application_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_id", b"application_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchApplicationRequest: _TypeAlias = WatchApplicationRequest  # noqa: Y015
+
+@_typing.final
+class WatchApplicationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICATION_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    JOURNAL_SEQ_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    """The application's version (1 when requested, one more per transition)."""
+    journal_seq: _builtins.int
+    """The journal sequence number of this version's entry."""
+    @_builtins.property
+    def application(self) -> Global___Application: ...
+    def __init__(
+        self,
+        *,
+        application: Global___Application | None = ...,
+        version: _builtins.int = ...,
+        journal_seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["application", b"application"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application", b"application", "journal_seq", b"journal_seq", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchApplicationResponse: _TypeAlias = WatchApplicationResponse  # noqa: Y015
+
+@_typing.final
 class AcceptOfferRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -59,6 +59,11 @@ class LendingServiceStub:
                 request_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.GetApplicationRequest.SerializeToString,
                 response_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.GetApplicationResponse.FromString,
                 _registered_method=True)
+        self.WatchApplication = channel.unary_stream(
+                '/scf.lending.v1.LendingService/WatchApplication',
+                request_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.WatchApplicationRequest.SerializeToString,
+                response_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.WatchApplicationResponse.FromString,
+                _registered_method=True)
         self.AcceptOffer = channel.unary_unary(
                 '/scf.lending.v1.LendingService/AcceptOffer',
                 request_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.AcceptOfferRequest.SerializeToString,
@@ -125,6 +130,19 @@ class LendingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchApplication(self, request, context):
+        """WatchApplication: the application as it is now, then again after each change, until it is closed or the
+        caller's deadline. A state is sent once the journal holds its entry, with
+        that entry's sequence number: every state a watcher sees can be proven
+        (GetInclusionProof). Changes that follow each other faster than the
+        journal confirms them may arrive as the latest one alone; every version
+        stays in the subject's history (GetSubjectHistory). Who may read it: as
+        for GetApplication.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AcceptOffer(self, request, context):
         """AcceptOffer / DeclineOffer (subcontractor): answer a counter-offer.
         """
@@ -184,6 +202,11 @@ def add_LendingServiceServicer_to_server(servicer, server):
                     servicer.GetApplication,
                     request_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.GetApplicationRequest.FromString,
                     response_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.GetApplicationResponse.SerializeToString,
+            ),
+            'WatchApplication': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchApplication,
+                    request_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.WatchApplicationRequest.FromString,
+                    response_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.WatchApplicationResponse.SerializeToString,
             ),
             'AcceptOffer': grpc.unary_unary_rpc_method_handler(
                     servicer.AcceptOffer,
@@ -324,6 +347,33 @@ class LendingService:
             '/scf.lending.v1.LendingService/GetApplication',
             services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.GetApplicationRequest.SerializeToString,
             services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.GetApplicationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchApplication(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/scf.lending.v1.LendingService/WatchApplication',
+            services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.WatchApplicationRequest.SerializeToString,
+            services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.WatchApplicationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,15 @@ class LendingServiceStub:
     """
     GetApplication: _grpc.UnaryUnaryMultiCallable[_lending_pb2.GetApplicationRequest, _lending_pb2.GetApplicationResponse]
     """GetApplication: for its subcontractor and the bank's underwriters."""
+    WatchApplication: _grpc.UnaryStreamMultiCallable[_lending_pb2.WatchApplicationRequest, _lending_pb2.WatchApplicationResponse]
+    """WatchApplication: the application as it is now, then again after each change, until it is closed or the
+    caller's deadline. A state is sent once the journal holds its entry, with
+    that entry's sequence number: every state a watcher sees can be proven
+    (GetInclusionProof). Changes that follow each other faster than the
+    journal confirms them may arrive as the latest one alone; every version
+    stays in the subject's history (GetSubjectHistory). Who may read it: as
+    for GetApplication.
+    """
     AcceptOffer: _grpc.UnaryUnaryMultiCallable[_lending_pb2.AcceptOfferRequest, _lending_pb2.AcceptOfferResponse]
     """AcceptOffer / DeclineOffer (subcontractor): answer a counter-offer."""
     DeclineOffer: _grpc.UnaryUnaryMultiCallable[_lending_pb2.DeclineOfferRequest, _lending_pb2.DeclineOfferResponse]
@@ -90,6 +99,15 @@ class LendingServiceAsyncStub(LendingServiceStub):
     """
     GetApplication: _aio.UnaryUnaryMultiCallable[_lending_pb2.GetApplicationRequest, _lending_pb2.GetApplicationResponse]  # type: ignore[assignment]
     """GetApplication: for its subcontractor and the bank's underwriters."""
+    WatchApplication: _aio.UnaryStreamMultiCallable[_lending_pb2.WatchApplicationRequest, _lending_pb2.WatchApplicationResponse]  # type: ignore[assignment]
+    """WatchApplication: the application as it is now, then again after each change, until it is closed or the
+    caller's deadline. A state is sent once the journal holds its entry, with
+    that entry's sequence number: every state a watcher sees can be proven
+    (GetInclusionProof). Changes that follow each other faster than the
+    journal confirms them may arrive as the latest one alone; every version
+    stays in the subject's history (GetSubjectHistory). Who may read it: as
+    for GetApplication.
+    """
     AcceptOffer: _aio.UnaryUnaryMultiCallable[_lending_pb2.AcceptOfferRequest, _lending_pb2.AcceptOfferResponse]  # type: ignore[assignment]
     """AcceptOffer / DeclineOffer (subcontractor): answer a counter-offer."""
     DeclineOffer: _aio.UnaryUnaryMultiCallable[_lending_pb2.DeclineOfferRequest, _lending_pb2.DeclineOfferResponse]  # type: ignore[assignment]
@@ -150,6 +168,21 @@ class LendingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_lending_pb2.GetApplicationResponse, _abc.Awaitable[_lending_pb2.GetApplicationResponse]]:
         """GetApplication: for its subcontractor and the bank's underwriters."""
+
+    @_abc_1.abstractmethod
+    def WatchApplication(
+        self,
+        request: _lending_pb2.WatchApplicationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_lending_pb2.WatchApplicationResponse], _abc.AsyncIterator[_lending_pb2.WatchApplicationResponse]]:
+        """WatchApplication: the application as it is now, then again after each change, until it is closed or the
+        caller's deadline. A state is sent once the journal holds its entry, with
+        that entry's sequence number: every state a watcher sees can be proven
+        (GetInclusionProof). Changes that follow each other faster than the
+        journal confirms them may arrive as the latest one alone; every version
+        stays in the subject's history (GetSubjectHistory). Who may read it: as
+        for GetApplication.
+        """
 
     @_abc_1.abstractmethod
     def AcceptOffer(

@@ -74,6 +74,11 @@ class OrdersServiceStub:
                 request_serializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.GetOrderRequest.SerializeToString,
                 response_deserializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.GetOrderResponse.FromString,
                 _registered_method=True)
+        self.WatchOrder = channel.unary_stream(
+                '/scf.orders.v1.OrdersService/WatchOrder',
+                request_serializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.WatchOrderRequest.SerializeToString,
+                response_deserializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.WatchOrderResponse.FromString,
+                _registered_method=True)
         self.ListOrders = channel.unary_unary(
                 '/scf.orders.v1.OrdersService/ListOrders',
                 request_serializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.ListOrdersRequest.SerializeToString,
@@ -153,6 +158,19 @@ class OrdersServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchOrder(self, request, context):
+        """WatchOrder: the order as it is now, then again after each change, until it is settled or cancelled or the
+        caller's deadline. A state is sent once the journal holds its entry, with
+        that entry's sequence number: every state a watcher sees can be proven
+        (GetInclusionProof). Changes that follow each other faster than the
+        journal confirms them may arrive as the latest one alone; every version
+        stays in the subject's history (GetSubjectHistory). Who may read it: as
+        for GetOrder.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListOrders(self, request, context):
         """ListOrders: the orders the caller is a party to (all, for auditors and
         operators), newest first, filtered by state and due date, in pages.
@@ -215,6 +233,11 @@ def add_OrdersServiceServicer_to_server(servicer, server):
                     servicer.GetOrder,
                     request_deserializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.GetOrderRequest.FromString,
                     response_serializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.GetOrderResponse.SerializeToString,
+            ),
+            'WatchOrder': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchOrder,
+                    request_deserializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.WatchOrderRequest.FromString,
+                    response_serializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.WatchOrderResponse.SerializeToString,
             ),
             'ListOrders': grpc.unary_unary_rpc_method_handler(
                     servicer.ListOrders,
@@ -426,6 +449,33 @@ class OrdersService:
             '/scf.orders.v1.OrdersService/GetOrder',
             services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.GetOrderRequest.SerializeToString,
             services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.GetOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/scf.orders.v1.OrdersService/WatchOrder',
+            services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.WatchOrderRequest.SerializeToString,
+            services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.WatchOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -62,6 +62,15 @@ class OrdersServiceStub:
     """GetOrder: for the order's parties, auditors, operators, and underwriters
     of the bank the order is pledged to.
     """
+    WatchOrder: _grpc.UnaryStreamMultiCallable[_orders_pb2.WatchOrderRequest, _orders_pb2.WatchOrderResponse]
+    """WatchOrder: the order as it is now, then again after each change, until it is settled or cancelled or the
+    caller's deadline. A state is sent once the journal holds its entry, with
+    that entry's sequence number: every state a watcher sees can be proven
+    (GetInclusionProof). Changes that follow each other faster than the
+    journal confirms them may arrive as the latest one alone; every version
+    stays in the subject's history (GetSubjectHistory). Who may read it: as
+    for GetOrder.
+    """
     ListOrders: _grpc.UnaryUnaryMultiCallable[_orders_pb2.ListOrdersRequest, _orders_pb2.ListOrdersResponse]
     """ListOrders: the orders the caller is a party to (all, for auditors and
     operators), newest first, filtered by state and due date, in pages.
@@ -108,6 +117,15 @@ class OrdersServiceAsyncStub(OrdersServiceStub):
     GetOrder: _aio.UnaryUnaryMultiCallable[_orders_pb2.GetOrderRequest, _orders_pb2.GetOrderResponse]  # type: ignore[assignment]
     """GetOrder: for the order's parties, auditors, operators, and underwriters
     of the bank the order is pledged to.
+    """
+    WatchOrder: _aio.UnaryStreamMultiCallable[_orders_pb2.WatchOrderRequest, _orders_pb2.WatchOrderResponse]  # type: ignore[assignment]
+    """WatchOrder: the order as it is now, then again after each change, until it is settled or cancelled or the
+    caller's deadline. A state is sent once the journal holds its entry, with
+    that entry's sequence number: every state a watcher sees can be proven
+    (GetInclusionProof). Changes that follow each other faster than the
+    journal confirms them may arrive as the latest one alone; every version
+    stays in the subject's history (GetSubjectHistory). Who may read it: as
+    for GetOrder.
     """
     ListOrders: _aio.UnaryUnaryMultiCallable[_orders_pb2.ListOrdersRequest, _orders_pb2.ListOrdersResponse]  # type: ignore[assignment]
     """ListOrders: the orders the caller is a party to (all, for auditors and
@@ -194,6 +212,21 @@ class OrdersServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_orders_pb2.GetOrderResponse, _abc.Awaitable[_orders_pb2.GetOrderResponse]]:
         """GetOrder: for the order's parties, auditors, operators, and underwriters
         of the bank the order is pledged to.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchOrder(
+        self,
+        request: _orders_pb2.WatchOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_orders_pb2.WatchOrderResponse], _abc.AsyncIterator[_orders_pb2.WatchOrderResponse]]:
+        """WatchOrder: the order as it is now, then again after each change, until it is settled or cancelled or the
+        caller's deadline. A state is sent once the journal holds its entry, with
+        that entry's sequence number: every state a watcher sees can be proven
+        (GetInclusionProof). Changes that follow each other faster than the
+        journal confirms them may arrive as the latest one alone; every version
+        stays in the subject's history (GetSubjectHistory). Who may read it: as
+        for GetOrder.
         """
 
     @_abc_1.abstractmethod

@@ -348,6 +348,53 @@ class GetLoanResponse(_message.Message):
 Global___GetLoanResponse: _TypeAlias = GetLoanResponse  # noqa: Y015
 
 @_typing.final
+class WatchLoanRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOAN_ID_FIELD_NUMBER: _builtins.int
+    loan_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        loan_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["loan_id", b"loan_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchLoanRequest: _TypeAlias = WatchLoanRequest  # noqa: Y015
+
+@_typing.final
+class WatchLoanResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOAN_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    JOURNAL_SEQ_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    """The loan's version (1 when opened, one more per change)."""
+    journal_seq: _builtins.int
+    """The journal sequence number of this version's entry."""
+    @_builtins.property
+    def loan(self) -> Global___Loan: ...
+    def __init__(
+        self,
+        *,
+        loan: Global___Loan | None = ...,
+        version: _builtins.int = ...,
+        journal_seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["loan", b"loan"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["journal_seq", b"journal_seq", "loan", b"loan", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchLoanResponse: _TypeAlias = WatchLoanResponse  # noqa: Y015
+
+@_typing.final
 class GetScheduleRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

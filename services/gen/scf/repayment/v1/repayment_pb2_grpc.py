@@ -49,6 +49,11 @@ class RepaymentServiceStub:
                 request_serializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.GetLoanRequest.SerializeToString,
                 response_deserializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.GetLoanResponse.FromString,
                 _registered_method=True)
+        self.WatchLoan = channel.unary_stream(
+                '/scf.repayment.v1.RepaymentService/WatchLoan',
+                request_serializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.WatchLoanRequest.SerializeToString,
+                response_deserializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.WatchLoanResponse.FromString,
+                _registered_method=True)
         self.GetSchedule = channel.unary_unary(
                 '/scf.repayment.v1.RepaymentService/GetSchedule',
                 request_serializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.GetScheduleRequest.SerializeToString,
@@ -97,6 +102,20 @@ class RepaymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchLoan(self, request, context):
+        """WatchLoan: the loan (or lease schedule) as it is now, then again after each change, until it is settled or the
+        caller's deadline. A state is sent once the journal holds its entry, with
+        that entry's sequence number: every state a watcher sees can be proven
+        (GetInclusionProof). Changes that follow each other faster than the
+        journal confirms them may arrive as the latest one alone; every version
+        stays in the subject's history (GetSubjectHistory). Who may read it: as
+        for GetLoan. A loan's id is its application's: a loan repayment has not
+        opened yet is waited for, so a client can watch it from disbursement on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetSchedule(self, request, context):
         """GetSchedule: the contractual schedule.
         """
@@ -137,6 +156,11 @@ def add_RepaymentServiceServicer_to_server(servicer, server):
                     servicer.GetLoan,
                     request_deserializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.GetLoanRequest.FromString,
                     response_serializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.GetLoanResponse.SerializeToString,
+            ),
+            'WatchLoan': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchLoan,
+                    request_deserializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.WatchLoanRequest.FromString,
+                    response_serializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.WatchLoanResponse.SerializeToString,
             ),
             'GetSchedule': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSchedule,
@@ -218,6 +242,33 @@ class RepaymentService:
             '/scf.repayment.v1.RepaymentService/GetLoan',
             services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.GetLoanRequest.SerializeToString,
             services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.GetLoanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchLoan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/scf.repayment.v1.RepaymentService/WatchLoan',
+            services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.WatchLoanRequest.SerializeToString,
+            services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.WatchLoanResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,16 @@ class RepaymentServiceStub:
     """
     GetLoan: _grpc.UnaryUnaryMultiCallable[_repayment_pb2.GetLoanRequest, _repayment_pb2.GetLoanResponse]
     """GetLoan: balances, days past due and bucket, as of the platform clock."""
+    WatchLoan: _grpc.UnaryStreamMultiCallable[_repayment_pb2.WatchLoanRequest, _repayment_pb2.WatchLoanResponse]
+    """WatchLoan: the loan (or lease schedule) as it is now, then again after each change, until it is settled or the
+    caller's deadline. A state is sent once the journal holds its entry, with
+    that entry's sequence number: every state a watcher sees can be proven
+    (GetInclusionProof). Changes that follow each other faster than the
+    journal confirms them may arrive as the latest one alone; every version
+    stays in the subject's history (GetSubjectHistory). Who may read it: as
+    for GetLoan. A loan's id is its application's: a loan repayment has not
+    opened yet is waited for, so a client can watch it from disbursement on.
+    """
     GetSchedule: _grpc.UnaryUnaryMultiCallable[_repayment_pb2.GetScheduleRequest, _repayment_pb2.GetScheduleResponse]
     """GetSchedule: the contractual schedule."""
     GetStatement: _grpc.UnaryUnaryMultiCallable[_repayment_pb2.GetStatementRequest, _repayment_pb2.GetStatementResponse]
@@ -75,6 +85,16 @@ class RepaymentServiceAsyncStub(RepaymentServiceStub):
     """
     GetLoan: _aio.UnaryUnaryMultiCallable[_repayment_pb2.GetLoanRequest, _repayment_pb2.GetLoanResponse]  # type: ignore[assignment]
     """GetLoan: balances, days past due and bucket, as of the platform clock."""
+    WatchLoan: _aio.UnaryStreamMultiCallable[_repayment_pb2.WatchLoanRequest, _repayment_pb2.WatchLoanResponse]  # type: ignore[assignment]
+    """WatchLoan: the loan (or lease schedule) as it is now, then again after each change, until it is settled or the
+    caller's deadline. A state is sent once the journal holds its entry, with
+    that entry's sequence number: every state a watcher sees can be proven
+    (GetInclusionProof). Changes that follow each other faster than the
+    journal confirms them may arrive as the latest one alone; every version
+    stays in the subject's history (GetSubjectHistory). Who may read it: as
+    for GetLoan. A loan's id is its application's: a loan repayment has not
+    opened yet is waited for, so a client can watch it from disbursement on.
+    """
     GetSchedule: _aio.UnaryUnaryMultiCallable[_repayment_pb2.GetScheduleRequest, _repayment_pb2.GetScheduleResponse]  # type: ignore[assignment]
     """GetSchedule: the contractual schedule."""
     GetStatement: _aio.UnaryUnaryMultiCallable[_repayment_pb2.GetStatementRequest, _repayment_pb2.GetStatementResponse]  # type: ignore[assignment]
@@ -112,6 +132,22 @@ class RepaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_repayment_pb2.GetLoanResponse, _abc.Awaitable[_repayment_pb2.GetLoanResponse]]:
         """GetLoan: balances, days past due and bucket, as of the platform clock."""
+
+    @_abc_1.abstractmethod
+    def WatchLoan(
+        self,
+        request: _repayment_pb2.WatchLoanRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_repayment_pb2.WatchLoanResponse], _abc.AsyncIterator[_repayment_pb2.WatchLoanResponse]]:
+        """WatchLoan: the loan (or lease schedule) as it is now, then again after each change, until it is settled or the
+        caller's deadline. A state is sent once the journal holds its entry, with
+        that entry's sequence number: every state a watcher sees can be proven
+        (GetInclusionProof). Changes that follow each other faster than the
+        journal confirms them may arrive as the latest one alone; every version
+        stays in the subject's history (GetSubjectHistory). Who may read it: as
+        for GetLoan. A loan's id is its application's: a loan repayment has not
+        opened yet is waited for, so a client can watch it from disbursement on.
+        """
 
     @_abc_1.abstractmethod
     def GetSchedule(
