@@ -106,7 +106,7 @@ async def test_the_platform_runs_under_its_users_and_none_speaks_for_another(
                 f"{prefix}.{subject}"
                 for subject in (
                     "lending.disbursed", "repayment.settled", "journal.submit.lending",
-                    "journal.entries.orders",
+                    "journal.entries.orders", "journaled.lending",
                 )
             )  # fmt: skip
             own = f"{prefix}.journal.submit.orders"  # what orders may publish
