@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 
@@ -57,6 +58,21 @@ def cpu_seconds(platform: Platform) -> dict[str, float]:
             out[name] = t.user + t.system
     t = os.times()
     out["load generator"] = t.user + t.system
+    # The embedded servers, when the platform started them: NATS is a child;
+    # PostgreSQL's postmaster (pg_ctl detached it) is found by its data directory.
+    data_dir = str(platform.settings.data_dir)
+    servers: list[tuple[str, Any]] = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or ())
+        if data_dir in cmdline and (proc.info["name"] or "").startswith(("postgres", "nats")):
+            servers.append(
+                ("postgresql" if "postgres" in proc.info["name"] else "nats-server", proc)
+            )
+    for key, proc in servers:
+        with contextlib.suppress(psutil.Error):
+            for p in (proc, *proc.children(recursive=True)):
+                times = p.cpu_times()
+                out[key] = out.get(key, 0.0) + times.user + times.system
     return out
 
 

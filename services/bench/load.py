@@ -35,6 +35,7 @@ from services.runtime.certs import PartySpec, ensure_certificates, load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
 from services.runtime.identity import Role
+from services.runtime.watch_client import watch_until
 
 __all__ = ["BUYERS", "FlowLoad", "bench_parties", "percentiles"]
 
@@ -48,6 +49,10 @@ RETRYABLE = {
     grpc.StatusCode.CANCELLED,
     grpc.StatusCode.UNKNOWN,  # a connection reset mid-call
 }
+
+
+#: States from which a bench flow cannot reach disbursement.
+_HOPELESS = frozenset({"closed", "referred", "releasing"})
 
 
 def bench_parties(count: int) -> tuple[PartySpec, ...]:
@@ -234,13 +239,18 @@ class FlowLoad:
             self.on_progress(len(self.disbursed))
 
     async def _until(self, lending: Any, app: Any, state: str, name: str) -> Any:
-        """Poll the application until the platform has moved it to ``state``."""
+        """Watch the application until the platform has moved it to ``state``."""
         started = time.perf_counter()
-        while app.state != state:
-            if app.state in ("closed", "referred", "releasing"):
-                raise RuntimeError(f"{app.application_id} {app.state}: {app.reason}")
-            await asyncio.sleep(0.01)
-            request = lending_pb2.GetApplicationRequest(application_id=app.application_id)
-            app = (await self.call("", lending.GetApplication, request)).application
+        request = lending_pb2.WatchApplicationRequest(application_id=app.application_id)
+
+        def hopeless(reply: Any) -> str | None:
+            got = reply.application
+            return f"{got.state}: {got.reason}" if got.state in _HOPELESS else None
+
+        reply = await watch_until(
+            lambda left: lending.WatchApplication(request, timeout=left),
+            lambda r: r.application.state == state,
+            self.retry_seconds, f"{app.application_id} {state}", hopeless=hopeless,
+        )  # fmt: skip
         self.timings[name].append(time.perf_counter() - started)
-        return app
+        return reply.application

@@ -223,7 +223,15 @@ class Sequencer:
             await run_together(self._consume(sub, watch), watch.watch())
         finally:
             if self._lock_conn is not None:
-                await self.pool.release(self._lock_conn)
+                # Pooled connections are not reset on release (runtime.db): the
+                # lock goes explicitly, or the connection dies with it.
+                conn, self._lock_conn = self._lock_conn, None
+                try:
+                    await conn.execute("SELECT pg_advisory_unlock_all()")
+                    await self.pool.release(conn)
+                except BaseException:
+                    conn.terminate()
+                    raise
 
     def halted(self) -> bool:
         """The store is damaged: nothing more is sequenced on top of it."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import signal
@@ -106,7 +107,14 @@ def _identity_of(context: Any) -> ident.Identity:
     pems = list(context.auth_context().get("x509_pem_cert") or ())
     if not pems:
         raise Unauthenticated("a client certificate from the platform CA is required")
-    return ident.identity_from_pem(pems[0])
+    return _parsed_identity(pems[0])
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_identity(pem: bytes) -> ident.Identity:
+    """A certificate is parsed once, not on every call of its connection (TLS has
+    verified it against the platform CA on the handshake; these are its bytes)."""
+    return ident.identity_from_pem(pem)
 
 
 class _Undecodable:

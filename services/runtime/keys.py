@@ -6,6 +6,7 @@ key id is the SHA-256 of the raw 32-byte public key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -34,13 +35,15 @@ class Signer:
     name: str
     private_key: Ed25519PrivateKey
 
-    @property
+    # Derived once: deriving a public key is a scalar multiplication, and every
+    # statement and message names its key.
+    @functools.cached_property
     def public_raw(self) -> bytes:
         return self.private_key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
 
-    @property
+    @functools.cached_property
     def key_id(self) -> bytes:
         return key_id_of(self.public_raw)
 
