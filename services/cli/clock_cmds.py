@@ -24,16 +24,18 @@ class ClockMoved:
     offset_micros: int
 
 
-#: The services that follow the platform clock, asked until each runs on the new time.
-FOLLOWERS = ("orders", "scoring", "lending", "repayment")
+#: The services that follow the platform clock: each says when it runs on the new time.
+FOLLOWERS = ("journal", "orders", "scoring", "lending", "repayment")
 
 
-async def advance(settings: Settings, days: int, hours: int = 0) -> ClockMoved:
+async def advance(
+    settings: Settings, days: int, hours: int = 0, *, timeout: float = 10.0
+) -> ClockMoved:
     """Move the clock as the operator (its NATS user alone may write the bucket),
     then return once every service runs on the new time."""
     from services.runtime.bus import connect_nats
     from services.runtime.errors import FailedPrecondition, InvalidArgument
-    from services.runtime.platform_clock import advance_platform_clock
+    from services.runtime.platform_clock import advance_platform_clock, until_followed
 
     if settings.mode not in ("demo", "test"):
         raise FailedPrecondition(
@@ -52,35 +54,12 @@ async def advance(settings: Settings, days: int, hours: int = 0) -> ClockMoved:
     )  # fmt: skip
     try:
         offset = await advance_platform_clock(nc.jetstream(), settings.nats_prefix, micros)
+        await until_followed(nc, settings.nats_prefix, offset, FOLLOWERS, timeout)
     finally:
         await nc.close()
     moved = time.time_ns() // 1000 + offset
-    for name in FOLLOWERS:
-        await _until_on_time(settings, name, moved)
     now = dt.datetime.fromtimestamp(moved / 1e6, dt.UTC)
     return ClockMoved(now.isoformat(), offset)
-
-
-async def _until_on_time(
-    settings: Settings, service: str, micros: int, timeout: float = 10.0
-) -> None:
-    """Until ``service`` reads a time at or past ``micros`` (it follows the bucket)."""
-    from services.gen.scf.platform.v1 import platform_pb2, platform_pb2_grpc
-    from services.runtime.certs import load_party
-    from services.runtime.grpcserver import client_channel
-
-    tls = load_party(settings.certs_dir, "operator")
-    deadline = time.monotonic() + timeout
-    async with client_channel(settings.endpoint(service).grpc_addr, tls) as channel:
-        stub = platform_pb2_grpc.PlatformServiceStub(channel)
-        while True:
-            who = await stub.WhoAmI(platform_pb2.WhoAmIRequest(), timeout=5)
-            seen = dt.datetime.fromisoformat(who.now)
-            if seen.timestamp() * 1e6 >= micros - 1_000_000:  # within its read interval
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{service} did not follow the clock within {timeout:.0f}s")
-            await asyncio.sleep(0.05)
 
 
 async def platform_today(settings: Settings) -> dt.date:

@@ -57,7 +57,8 @@ class Grant:
     serves: tuple[str, ...] = ()
     listens: tuple[str, ...] = ()
     consumes: tuple[ConsumerSpec, ...] = field(default_factory=tuple)
-    #: Reads the platform clock bucket (every service, in demo and test modes).
+    #: Reads the platform clock bucket (every service, in demo and test modes),
+    #: and answers the operator's word that it moved.
     reads_clock: bool = True
 
 
@@ -144,11 +145,12 @@ def nats_permissions(grant: Grant, subjects: Subjects) -> dict[str, object]:
             f"$JS.API.DIRECT.GET.{kv}.>",
             f"$JS.API.STREAM.MSG.GET.{kv}",
         ]
+    listens = [*grant.listens, *((subjects.clock_moved,) if grant.reads_clock else ())]
     permissions: dict[str, object] = {
         "publish": {"allow": publish},
-        "subscribe": {"allow": [*grant.serves, *grant.listens, f"{subjects.inbox(grant.user)}.>"]},
+        "subscribe": {"allow": [*grant.serves, *listens, f"{subjects.inbox(grant.user)}.>"]},
     }
-    if grant.serves:
+    if grant.serves or grant.reads_clock:
         # Answers go only to the reply subjects of requests this user received.
         permissions["allow_responses"] = {"max": 1, "expires": "30s"}
     return permissions

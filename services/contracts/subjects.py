@@ -124,6 +124,11 @@ class Subjects:
         confirmed (its relay tells its watch calls; unsigned, grants nothing)."""
         return f"{self.prefix}.journaled.{producer}"
 
+    @property
+    def clock_moved(self) -> str:
+        """Core NATS: the operator moved the platform clock; every follower answers."""
+        return f"{self.prefix}.clock.moved"
+
     # -- the journal ----------------------------------------------------------
 
     def submit(self, producer: str) -> str:

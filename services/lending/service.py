@@ -34,6 +34,7 @@ async def setup(ctx: ServiceContext) -> None:
         LeasingServicer(ctx.pool, ctx.messenger, engine, ctx.clock, ctx.subjects, ctx.feed),
         "scf.leasing.v1.LeasingService",
     )
+    ctx.on_clock_move.append(engine.wake.set)  # offers may have lapsed
     ctx.tasks.append(asyncio.create_task(engine.run(), name="lending-flow"))
 
 

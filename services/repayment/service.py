@@ -18,7 +18,7 @@ from services.repayment.servicer import RepaymentServicer
 from services.runtime.bus import ack, bind, fetch
 from services.runtime.errors import RETRY_LATER
 from services.runtime.service import ServiceContext, ServiceSpec
-from services.runtime.waiting import pause
+from services.runtime.waiting import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +56,19 @@ async def open_loans(ctx: ServiceContext, book: LoanBook) -> None:
             await ack(msg)
 
 
-async def sweep(book: LoanBook) -> None:
+#: Loans fall due as the date passes: the sweep looks at once when the clock
+#: jumps (demo and test modes) and otherwise this often.
+SWEEP_S = 30.0
+
+
+async def sweep(book: LoanBook, moved: asyncio.Event) -> None:
     while True:
+        moved.clear()
         try:
             await book.sweep()
         except Exception:  # retried on the next pass; a failure must not stop the sweeper
             log.exception("repayment sweep failed")
-        await pause(1.0)
+        await wait_event(moved, SWEEP_S)
 
 
 async def setup(ctx: ServiceContext) -> None:
@@ -106,7 +112,9 @@ async def setup(ctx: ServiceContext) -> None:
         lease_option, senders=("lending",), queue="repayment",
     )  # fmt: skip
     ctx.tasks.append(asyncio.create_task(open_loans(ctx, book), name="repayment-open-loans"))
-    ctx.tasks.append(asyncio.create_task(sweep(book), name="repayment-sweep"))
+    moved = asyncio.Event()
+    ctx.on_clock_move.append(moved.set)
+    ctx.tasks.append(asyncio.create_task(sweep(book, moved), name="repayment-sweep"))
 
 
 SPEC = ServiceSpec(name="repayment", package="services.repayment", setup=setup)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 __all__ = ["Clock", "ManualClock", "OffsetClock", "SystemClock"]
@@ -27,10 +28,25 @@ class SystemClock:
         return time.time_ns() // 1000
 
 
-class ManualClock:
+class _Moves:
+    """A clock that jumps (tests, demos) tells who waits on a date at once."""
+
+    def __init__(self) -> None:
+        self._on_move: list[Callable[[], None]] = []
+
+    def on_move(self, callback: Callable[[], None]) -> None:
+        self._on_move.append(callback)
+
+    def _moved(self) -> None:
+        for callback in self._on_move:
+            callback()
+
+
+class ManualClock(_Moves):
     """A clock that moves only when told to, for tests and demos."""
 
     def __init__(self, start: dt.datetime) -> None:
+        super().__init__()
         if start.tzinfo is None:
             raise ValueError("ManualClock needs a timezone-aware start")
         self._now = start
@@ -46,14 +62,26 @@ class ManualClock:
         if delta < dt.timedelta(0):
             raise ValueError("the clock never moves backwards")
         self._now += delta
+        self._moved()
 
 
-class OffsetClock:
+class OffsetClock(_Moves):
     """Real time plus an offset: the platform clock of demo and test modes, which
     an operator moves forward for every service at once (see platform_clock)."""
 
     def __init__(self) -> None:
-        self.offset_micros = 0
+        super().__init__()
+        self._offset_micros = 0
+
+    @property
+    def offset_micros(self) -> int:
+        return self._offset_micros
+
+    @offset_micros.setter
+    def offset_micros(self, value: int) -> None:
+        moved, self._offset_micros = value != self._offset_micros, value
+        if moved:
+            self._moved()
 
     def now(self) -> dt.datetime:
         return dt.datetime.now(dt.UTC) + dt.timedelta(microseconds=self.offset_micros)

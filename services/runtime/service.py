@@ -23,7 +23,7 @@ from services.contracts.subjects import Subjects
 from services.gen.scf.platform.v1 import platform_pb2, platform_pb2_grpc
 from services.runtime.bus import connect_nats
 from services.runtime.certs import load_party
-from services.runtime.clock import Clock, OffsetClock, SystemClock
+from services.runtime.clock import Clock, ManualClock, OffsetClock, SystemClock
 from services.runtime.config import ServiceEndpoint, Settings
 from services.runtime.db import apply_migrations, connect_pool
 from services.runtime.dependencies import watch_dependencies
@@ -65,6 +65,13 @@ class ServiceContext:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     #: What the journal confirmed of this service's subjects (journaling services).
     journaled: JournaledFeed | None = None
+    #: Called when the platform clock moved (demo and test modes): what waits on
+    #: a date (offers lapsing, payments falling due) looks again at once.
+    on_clock_move: list[Callable[[], None]] = field(default_factory=list)
+
+    def clock_moved(self) -> None:
+        for callback in self.on_clock_move:
+            callback()
 
     @property
     def feed(self) -> JournaledFeed:
@@ -165,10 +172,12 @@ async def run_service(
             messenger=Messenger(nc, signer, peers),
         )
         platform_servicer.ctx = ctx
+        if isinstance(clock, (OffsetClock, ManualClock)):
+            clock.on_move(ctx.clock_moved)
         if follow and isinstance(clock, OffsetClock):
             ctx.tasks.append(
                 asyncio.create_task(
-                    follow_platform_clock(ctx.js, settings.nats_prefix, clock),
+                    follow_platform_clock(nc, settings.nats_prefix, clock, spec.name),
                     name="platform-clock",
                 )
             )

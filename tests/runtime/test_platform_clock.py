@@ -47,6 +47,10 @@ async def test_every_service_follows_the_platform_clock(
         with pytest.raises(InvalidArgument, match="days"):
             await advance(settings, 3651)
         assert (await advance(settings, 1)).offset_micros == 47 * 86_400 * 1_000_000
+        # A follower that does not answer (scoring is not running) is named.
+        monkeypatch.setattr(clock_cmds, "FOLLOWERS", ("orders", "repayment", "scoring"))
+        with pytest.raises(TimeoutError, match=r"^scoring did not follow"):
+            await advance(settings, 1, timeout=2)
 
 
 async def test_refused_in_production_mode(settings: Settings) -> None:

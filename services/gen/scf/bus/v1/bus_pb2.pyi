@@ -682,6 +682,55 @@ class Delinquency(_message.Message):
 Global___Delinquency: _TypeAlias = Delinquency  # noqa: Y015
 
 @_typing.final
+class ClockMoved(_message.Message):
+    """ClockMoved (core NATS request, <prefix>.clock.moved): the operator moved
+    the platform clock (demo and test modes). Every instance of every service
+    reads the clock bucket again and answers ClockFollowed.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFSET_MICROS_FIELD_NUMBER: _builtins.int
+    offset_micros: _builtins.int
+    """The bucket's offset from real time after the move, in microseconds."""
+    def __init__(
+        self,
+        *,
+        offset_micros: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["offset_micros", b"offset_micros"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClockMoved: _TypeAlias = ClockMoved  # noqa: Y015
+
+@_typing.final
+class ClockFollowed(_message.Message):
+    """ClockFollowed: the clock offset a service instance runs on now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_FIELD_NUMBER: _builtins.int
+    OFFSET_MICROS_FIELD_NUMBER: _builtins.int
+    service: _builtins.str
+    offset_micros: _builtins.int
+    def __init__(
+        self,
+        *,
+        service: _builtins.str = ...,
+        offset_micros: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["offset_micros", b"offset_micros", "service", b"service"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClockFollowed: _TypeAlias = ClockFollowed  # noqa: Y015
+
+@_typing.final
 class Journaled(_message.Message):
     """Journaled (core NATS, <prefix>.journaled.<producer>): a producer's
     statements the journal has confirmed, published by its relay once it has
