@@ -69,6 +69,7 @@ def matrix(ids: dict[str, str]) -> list[tuple[str, Any, str, Any, frozenset[str]
     )  # fmt: skip
     return [
         ("journal", Jg.AuditServiceStub, "GetCheckpoint", J.GetCheckpointRequest(), JOURNAL_READERS),
+        ("journal", Jg.AuditServiceStub, "WatchCheckpoints", J.WatchCheckpointsRequest(), JOURNAL_READERS),
         ("journal", Jg.AuditServiceStub, "ListEntries", J.ListEntriesRequest(start=0, end=1), JOURNAL_READERS),
         ("journal", Jg.AuditServiceStub, "GetSubjectHistory", J.GetSubjectHistoryRequest(subject=f"order/{oid}"), JOURNAL_READERS),
         ("journal", Jg.AuditServiceStub, "GetInclusionProof", J.GetInclusionProofRequest(seq=0), JOURNAL_READERS),

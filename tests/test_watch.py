@@ -93,3 +93,42 @@ async def test_a_watch_ends_at_the_callers_deadline(settings: Settings) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as ended:
             await watch.read()
         assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_a_checkpoint_watch_answers_once_the_entry_can_be_proven(settings: Settings) -> None:
+    async with orders_env(settings) as env:
+        sub = env.stub("acme-builders")
+        oid = (await sub.RegisterOrder(register_request("PO-W4"))).order.order_id
+        seq = (
+            await sub.WatchOrder(orders_pb2.WatchOrderRequest(order_id=oid), timeout=30).read()
+        ).journal_seq
+        tls = load_party(settings.certs_dir, "auditor-reg")
+        async with client_channel(settings.endpoint("journal").grpc_addr, tls) as channel:
+            audit = journal_pb2_grpc.AuditServiceStub(channel)
+            watch = audit.WatchCheckpoints(
+                journal_pb2.WatchCheckpointsRequest(min_size=seq + 1), timeout=30
+            )
+            cp = await watch.read()
+            assert cp.tree_size > seq and cp.checkpoint.split("\n")[1] == str(cp.tree_size)
+            proof = await audit.GetInclusionProof(
+                journal_pb2.GetInclusionProofRequest(seq=seq, tree_size=cp.tree_size)
+            )
+            assert proof.tree_size == cp.tree_size
+            watch.cancel()
+            # No bank cosigns here: a watch for one cosignature gets nothing by its deadline.
+            lonely = audit.WatchCheckpoints(
+                journal_pb2.WatchCheckpointsRequest(min_cosignatures=1), timeout=1.5
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                await lonely.read()
+            assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        # A caller the audit API is not for is refused.
+        async with client_channel(
+            settings.endpoint("journal").grpc_addr, load_party(settings.certs_dir, "acme-builders")
+        ) as channel:
+            refused = journal_pb2_grpc.AuditServiceStub(channel).WatchCheckpoints(
+                journal_pb2.WatchCheckpointsRequest(), timeout=10
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as denied:
+                await refused.read()
+            assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-from typing import Any
 
 import grpc
 from rich.console import Console
 from rich.table import Table
 
+from services.cli.waits import checkpoint, order_where
 from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
 from services.gen.scf.orders.v1 import orders_pb2, orders_pb2_grpc
 from services.gen.scf.platform.v1 import platform_pb2, platform_pb2_grpc
@@ -110,19 +109,16 @@ async def _order(platform: Platform, out: Console) -> int:
             timeout=10,
         )
         out.print("citybuild confirmed it: the order can now back a financing")
-        card = None
-        for _ in range(100):  # until both transitions are journaled and checkpointed
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                card = await buyer.VerifyOrder(
-                    orders_pb2.VerifyOrderRequest(
-                        order_id=order.order_id, contract_sha256=contract
-                    ),
-                    timeout=10,
-                )
-                if len(card.entries) == 2:
-                    break
-            await asyncio.sleep(0.1)
-    if card is None or len(card.entries) != 2:
+        # Once the confirmation is journaled and a checkpoint covers it, the card proves it.
+        confirmed = await order_where(
+            buyer, order.order_id, lambda o: o.version >= 2, "the confirmation journaled"
+        )
+        await checkpoint(settings, min_size=confirmed.journal_seq + 1)
+        card = await buyer.VerifyOrder(
+            orders_pb2.VerifyOrderRequest(order_id=order.order_id, contract_sha256=contract),
+            timeout=10,
+        )
+    if len(card.entries) != 2:
         out.print("[red]the order's journal entries did not appear[/]")
         return 1
     journal_key = bytes.fromhex((settings.keys_dir / "journal.pub").read_text())
@@ -245,10 +241,12 @@ async def _replicas(platform: Platform, out: Console, size: int) -> int:
     out.rule("12. Each bank keeps its own verified replica, and cosigns")
     tls = load_party(settings.certs_dir, "operator")
     table = Table("bank", "entries", "root", "cosigned up to", "lag", "alarm")
+    # Both banks cosigned a checkpoint of ``size`` entries: each verified them all.
+    cp = await checkpoint(settings, min_size=size, min_cosignatures=len(EXAMPLE_BANKS))
     for bank in EXAMPLE_BANKS:
         async with client_channel(platform.addr_of(f"replica-{bank}"), tls) as channel:
             stub = replica_pb2_grpc.ReplicaServiceStub(channel)
-            status = await _wait_status(stub, size)
+            status = await stub.GetStatus(replica_pb2.GetStatusRequest(), timeout=5)
         table.add_row(
             bank,
             str(status.tree_size),
@@ -263,33 +261,10 @@ async def _replicas(platform: Platform, out: Console, size: int) -> int:
         for bank in EXAMPLE_BANKS
     }
     journal_key = bytes.fromhex((settings.keys_dir / "journal.pub").read_text())
-    async with client_channel(settings.endpoint("journal").grpc_addr, tls) as channel:
-        audit = journal_pb2_grpc.AuditServiceStub(channel)
-        for _ in range(100):
-            try:
-                cp = await audit.GetCheckpoint(
-                    journal_pb2.GetCheckpointRequest(min_cosignatures=len(witnesses)), timeout=5
-                )
-                break
-            except grpc.aio.AioRpcError:
-                await asyncio.sleep(0.1)
-        else:
-            out.print("[red]no checkpoint was cosigned by every bank[/]")
-            return 1
     verify_quorum(cp.checkpoint, journal_key, witnesses, len(witnesses))
     out.print("the journal's checkpoint with both banks' cosignatures (two of two verified):")
     out.print(cp.checkpoint, highlight=False, soft_wrap=True)
     return 0
-
-
-async def _wait_status(stub: Any, size: int) -> Any:
-    """The replica's status once it holds ``size`` entries and cosigned them (10 s at most)."""
-    for _ in range(100):
-        status = await stub.GetStatus(replica_pb2.GetStatusRequest(), timeout=5)
-        if status.tree_size >= size and status.cosigned_size >= size:
-            break
-        await asyncio.sleep(0.1)
-    return status
 
 
 def run_demo(settings: Settings, out: Console) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import json
@@ -13,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.cli.clock_cmds import advance, platform_today
+from services.cli.waits import lease_in, loan_where
 from services.gen.scf.leasing.v1 import leasing_pb2, leasing_pb2_grpc
 from services.gen.scf.lending.v1 import lending_pb2, lending_pb2_grpc
 from services.gen.scf.repayment.v1 import repayment_pb2, repayment_pb2_grpc
@@ -31,25 +31,11 @@ def _cny(amount: str) -> money_pb2.Money:
     return money_pb2.Money(amount=amount, currency=CNY)
 
 
-async def _wait_lease(stub: Any, lease_id: str, *states: str) -> leasing_pb2.Lease:
-    for _ in range(300):  # 30 s at most
-        reply = await stub.GetLease(leasing_pb2.GetLeaseRequest(lease_id=lease_id), timeout=5)
-        if reply.lease.state in states:
-            return reply.lease  # type: ignore[no-any-return]
-        await asyncio.sleep(0.1)
-    raise TimeoutError(f"lease {lease_id} never reached {states}")
-
-
 async def _schedule(stub: Any, lease_id: str) -> list[Any]:
-    for _ in range(300):  # until repayment opened the rentals from lending's event
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            reply = await stub.GetSchedule(
-                repayment_pb2.GetScheduleRequest(loan_id=lease_id), timeout=5
-            )
-            if reply.lines:
-                return list(reply.lines)
-        await asyncio.sleep(0.1)
-    raise TimeoutError(f"the rentals of {lease_id} never opened")
+    """The rentals, once repayment has opened them from lending's event."""
+    await loan_where(stub, lease_id, lambda _loan: True, f"the rentals of {lease_id} opened")
+    reply = await stub.GetSchedule(repayment_pb2.GetScheduleRequest(loan_id=lease_id), timeout=5)
+    return list(reply.lines)
 
 
 async def lease(settings: Settings, out: Console) -> int:
@@ -96,7 +82,7 @@ async def lease(settings: Settings, out: Console) -> int:
             f" {applied.lease.financed.amount} CNY over 36 monthly rentals in advance,"
             " residual 45,000.00, purchase option at the end"
         )
-        got = await _wait_lease(leasing["acme-builders"], lease_id, "referred", "approved")
+        got = await lease_in(leasing["acme-builders"], lease_id, "referred", "approved")
         decision = json.loads(got.decision_json)
         out.print(
             f"scored with {decision['model']} {decision['version']}: {decision['score']} points,"
@@ -116,7 +102,7 @@ async def lease(settings: Settings, out: Console) -> int:
                 timeout=10,
             )
             out.print(f"{who} approves: {reply.state}")
-        got = await _wait_lease(leasing["acme-builders"], lease_id, "approved")
+        got = await lease_in(leasing["acme-builders"], lease_id, "approved")
         for party in ("acme-builders", "ls-dana", "liftco"):
             await sign_contract(
                 lending[party], party, got.contract.contract_id, got.contract.sha256, "demo"

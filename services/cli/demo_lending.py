@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import io
 import json
-from typing import Any
 
 import grpc
 from rich.console import Console
 
 from services.cli.score_cmds import show
+from services.cli.waits import application_in
 from services.gen.scf.lending.v1 import lending_pb2, lending_pb2_grpc
 from services.gen.scf.scoring.v1 import scoring_pb2, scoring_pb2_grpc
 from services.gen.scf.types.v1 import money_pb2
@@ -22,19 +21,6 @@ from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
 
 PARTIES = ("acme-builders", "citybuild", "uw-alice", "uw-bob")
-
-
-async def _wait(stub: Any, application_id: str, *states: str) -> Any:
-    for _ in range(300):  # 30 s at most
-        app = (
-            await stub.GetApplication(
-                lending_pb2.GetApplicationRequest(application_id=application_id), timeout=5
-            )
-        ).application
-        if app.state in states:
-            return app
-        await asyncio.sleep(0.1)
-    raise TimeoutError(f"application {application_id} never reached {states}")
 
 
 async def finance(settings: Settings, out: Console, order_id: str, quiet: bool = False) -> str:
@@ -78,7 +64,7 @@ async def finance(settings: Settings, out: Console, order_id: str, quiet: bool =
             )
         ).application
         out.print(f"application {app.application_id} for 2,000,000.00 CNY against {order_id}")
-        app = await _wait(
+        app = await application_in(
             lending["acme-builders"], app.application_id, "referred", "approved", "closed"
         )
         out.rule("5. Orders pledges the order; scoring scores the request, and refers it")
@@ -126,7 +112,7 @@ async def finance(settings: Settings, out: Console, order_id: str, quiet: bool =
             )
             out.print(f"{who} approves: {reply.state}")
         out.rule("7. Every party signs the contract; the money is disbursed")
-        app = await _wait(lending["acme-builders"], app.application_id, "approved")
+        app = await application_in(lending["acme-builders"], app.application_id, "approved")
         out.print(f"contract {app.contract.contract_id}, SHA-256 {app.contract.sha256.hex()[:16]}…")
         signed = json.loads(app.contract.document)
         out.print(
@@ -141,7 +127,7 @@ async def finance(settings: Settings, out: Console, order_id: str, quiet: bool =
                 lending[party], party, app.contract.contract_id, app.contract.sha256, "demo"
             )
             out.print(f"{party} signed")
-        app = await _wait(lending["acme-builders"], app.application_id, "disbursed")
+        app = await application_in(lending["acme-builders"], app.application_id, "disbursed")
         facilities = await lending["acme-builders"].ListFacilities(
             lending_pb2.ListFacilitiesRequest(), timeout=10
         )

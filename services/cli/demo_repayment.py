@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from typing import Any
 
@@ -10,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.cli.clock_cmds import advance
+from services.cli.waits import application_where, loan_where, order_where
 from services.gen.scf.lending.v1 import lending_pb2, lending_pb2_grpc
 from services.gen.scf.orders.v1 import orders_pb2, orders_pb2_grpc
 from services.gen.scf.repayment.v1 import repayment_pb2, repayment_pb2_grpc
@@ -20,14 +20,8 @@ from services.runtime.grpcserver import client_channel
 
 
 async def _loan(stub: Any, loan_id: str) -> Any:
-    for _ in range(100):  # until repayment has opened the loan from lending's event
-        try:
-            return (
-                await stub.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id), timeout=5)
-            ).loan
-        except Exception:  # not there yet
-            await asyncio.sleep(0.1)
-    raise TimeoutError(f"loan {loan_id} never opened")
+    """The loan once repayment has opened it from lending's event."""
+    return await loan_where(stub, loan_id, lambda _loan: True, f"loan {loan_id} opened")
 
 
 def statement_table(reply: Any) -> Table:
@@ -75,13 +69,9 @@ async def repay(settings: Settings, out: Console, first_loan: str, second_loan: 
         second_due = dt.date.fromisoformat(second.due_date)
         now = dt.date.fromisoformat(moved.now[:10])
         moved = await advance(settings, (second_due - now).days + second.grace_days + 45)
-        for _ in range(100):
-            second = (
-                await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=second_loan))
-            ).loan
-            if second.bucket == "31-60":
-                break
-            await asyncio.sleep(0.1)
+        second = await loan_where(
+            repayment, second_loan, lambda loan: loan.bucket == "31-60", "45 days past due"
+        )
         out.print(
             f"{second.days_past_due} days past due (bucket {second.bucket}): principal"
             f" {second.principal_outstanding.amount}, interest {second.interest_owed.amount},"
@@ -111,11 +101,11 @@ async def repay(settings: Settings, out: Console, first_loan: str, second_loan: 
                 await repayment.GetStatement(repayment_pb2.GetStatementRequest(loan_id=second_loan))
             )
         )
-    await _show_settled(settings, out)
+    await _show_settled(settings, out, (first_loan, second_loan))
     return 0
 
 
-async def _show_settled(settings: Settings, out: Console) -> None:
+async def _show_settled(settings: Settings, out: Console, loans: tuple[str, ...]) -> None:
     tls = load_party(settings.certs_dir, "acme-builders")
     async with (
         client_channel(settings.endpoint("orders").grpc_addr, tls) as orders_ch,
@@ -123,17 +113,19 @@ async def _show_settled(settings: Settings, out: Console) -> None:
     ):
         orders = orders_pb2_grpc.OrdersServiceStub(orders_ch)
         lending = lending_pb2_grpc.LendingServiceStub(lending_ch)
-        for _ in range(100):  # settlement reaches orders and lending asynchronously
-            listed = await orders.ListOrders(
-                orders_pb2.ListOrdersRequest(states=[orders_pb2.ORDER_STATE_SETTLED])
+        # Settlement reaches orders and lending by their own events: watch both.
+        settled = []
+        for loan_id in loans:
+            app = await application_where(
+                lending, loan_id, lambda a: a.facility_restored, f"{loan_id}'s facility restored"
             )
-            facility = (
-                await lending.ListFacilities(lending_pb2.ListFacilitiesRequest())
-            ).facilities[0]
-            if len(listed.orders) == 2 and facility.drawn.amount == "0.00":
-                break
-            await asyncio.sleep(0.1)
+            order = await order_where(
+                orders, app.order_id, lambda o: o.state == orders_pb2.ORDER_STATE_SETTLED,
+                f"order {app.order_id} settled",
+            )  # fmt: skip
+            settled.append(order.order.order_id)
+        facility = (await lending.ListFacilities(lending_pb2.ListFacilitiesRequest())).facilities[0]
     out.print(
-        f"orders settled: {', '.join(o.order_id for o in listed.orders)};"
+        f"orders settled: {', '.join(settled)};"
         f" facility drawn {facility.drawn.amount}, available {facility.available.amount}"
     )

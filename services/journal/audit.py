@@ -18,6 +18,9 @@ from services.journal.storage import JournalStore
 from services.journal.tree import consistency_ranges, inclusion_ranges
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.runtime.identity import Role, require_role
+from services.runtime.pg_listen import PgListener
+from services.runtime.waiting import wait_event
+from services.runtime.watching import SAFETY_READ_S, Changes
 
 __all__ = ["RECEIPT_FORMAT", "AuditServicer", "entry_message"]
 
@@ -56,6 +59,50 @@ class AuditServicer(journal_pb2_grpc.AuditServiceServicer):
         self.store = store
         self.root_public_key = root_public_key
         self.audit = audit
+        self._changes = Changes()
+        #: Listens only while a watch call runs (it holds a connection of the pool).
+        self._listener: PgListener | None = None
+        self._watchers = 0
+
+    async def WatchCheckpoints(
+        self, request: journal_pb2.WatchCheckpointsRequest, context: Any
+    ) -> AsyncIterator[journal_pb2.WatchCheckpointsResponse]:
+        self._guard()
+        self._watchers += 1
+        try:
+            changes = await self._checkpoint_changes()
+            async for reply in self._checkpoints(changes, request):
+                yield reply
+        finally:
+            self._watchers -= 1
+            if not self._watchers and self._listener is not None:
+                await self._listener.close()  # its connection back, or shutdown would wait
+
+    async def _checkpoints(
+        self, changes: Changes, request: journal_pb2.WatchCheckpointsRequest
+    ) -> AsyncIterator[journal_pb2.WatchCheckpointsResponse]:
+        sent: tuple[int, str] | None = None
+        with changes.waiter() as changed:  # before the first read: nothing missed
+            while True:
+                changed.clear()
+                self._guard()
+                cp = await self.store.cosigned_checkpoint(request.min_cosignatures)
+                fresh = cp is not None and (cp.tree_size, cp.note) != sent
+                if cp is not None and fresh and cp.tree_size >= request.min_size:
+                    sent = (cp.tree_size, cp.note)
+                    yield journal_pb2.WatchCheckpointsResponse(
+                        checkpoint=cp.note, tree_size=cp.tree_size, root_hash=cp.root_hash
+                    )
+                await wait_event(changed, SAFETY_READ_S)
+
+    async def _checkpoint_changes(self) -> Changes:
+        """Told by PostgreSQL of each checkpoint and cosignature committed, by this
+        process or another one on the store (a standby's watchers too)."""
+        if self._listener is None:
+            channel = await self.store.checkpoints_channel()
+            self._listener = PgListener(self.store.pool, channel, self._changes.notify)
+        await self._listener.ensure()
+        return self._changes
 
     def _guard(self) -> None:
         require_role(*READERS)

@@ -19,6 +19,15 @@ ENTRY_COLUMNS = (
     "subject", "event_type", "idempotency_key", "payload",
     "batch_size", "batch_index", "batch_path", "signature", "leaf_hash",
 )  # fmt: skip
+
+
+def checkpoints_channel(schema: str) -> str:
+    return f"checkpoints_{schema}"
+
+
+#: Announces (on commit) a new checkpoint or cosignature of this schema's journal.
+_NOTIFY_CHECKPOINTS = "SELECT pg_notify('checkpoints_' || current_schema(), '')"
+
 _SELECT_ENTRY = f"SELECT {', '.join(ENTRY_COLUMNS)} FROM entries"
 
 
@@ -139,6 +148,7 @@ class JournalStore:
                     " VALUES ($1, $2, $3, $4) ON CONFLICT (tree_size) DO NOTHING",
                     [(c.tree_size, c.root_hash, c.time_micros, c.note) for c in checkpoints],
                 )
+                await conn.execute(_NOTIFY_CHECKPOINTS)
             if refusals:
                 await conn.executemany(
                     "INSERT INTO refusals (producer, idempotency_key, reason, message)"
@@ -156,12 +166,18 @@ class JournalStore:
 
     async def add_cosignature(self, size: int, witness: str, line: str) -> None:
         await self.pool.execute(
-            "INSERT INTO cosignatures (tree_size, witness, line) VALUES ($1, $2, $3)"
-            " ON CONFLICT DO NOTHING",
+            "WITH added AS (INSERT INTO cosignatures (tree_size, witness, line)"
+            " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1)"
+            f" {_NOTIFY_CHECKPOINTS} FROM added",
             size,
             witness,
             line,
         )
+
+    async def checkpoints_channel(self) -> str:
+        """The channel on which this store announces each new checkpoint and
+        cosignature once committed (watch calls listen to it)."""
+        return checkpoints_channel(str(await self.pool.fetchval("SELECT current_schema()")))
 
     async def cosigned_checkpoint(self, min_cosignatures: int) -> StoredCheckpoint | None:
         """The latest checkpoint with at least ``min_cosignatures``, its lines appended."""

@@ -56,6 +56,7 @@ def application_proto(
         offer_expires_micros=row["offer_expires_micros"],
         created_micros=row["created_micros"],
         updated_micros=row["updated_micros"],
+        facility_restored=row["restored"],
     )
     terms = row["terms"]
     if terms:

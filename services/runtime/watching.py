@@ -26,7 +26,7 @@ from nats.aio.msg import Msg
 from services.gen.scf.bus.v1 import bus_pb2
 from services.runtime.waiting import wait_event
 
-__all__ = ["SAFETY_READ_S", "JournaledFeed", "Snapshot", "follow", "journal_seq_of"]
+__all__ = ["SAFETY_READ_S", "Changes", "JournaledFeed", "Snapshot", "follow", "journal_seq_of"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,26 @@ log = logging.getLogger(__name__)
 SAFETY_READ_S = 5.0
 
 M = TypeVar("M")
+
+
+class Changes:
+    """Wakes every waiting watch call when something changed (a checkpoint, say)."""
+
+    def __init__(self) -> None:
+        self._waiting: set[asyncio.Event] = set()
+
+    def notify(self, *_args: Any) -> None:
+        for event in self._waiting:
+            event.set()
+
+    @contextlib.contextmanager
+    def waiter(self) -> Iterator[asyncio.Event]:
+        event = asyncio.Event()
+        self._waiting.add(event)
+        try:
+            yield event
+        finally:
+            self._waiting.discard(event)
 
 
 class JournaledFeed:

@@ -43,6 +43,11 @@ class AuditServiceStub:
                 request_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetCheckpointRequest.SerializeToString,
                 response_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetCheckpointResponse.FromString,
                 _registered_method=True)
+        self.WatchCheckpoints = channel.unary_stream(
+                '/scf.journal.v1.AuditService/WatchCheckpoints',
+                request_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.WatchCheckpointsRequest.SerializeToString,
+                response_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.WatchCheckpointsResponse.FromString,
+                _registered_method=True)
         self.ListEntries = channel.unary_stream(
                 '/scf.journal.v1.AuditService/ListEntries',
                 request_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListEntriesRequest.SerializeToString,
@@ -86,6 +91,17 @@ class AuditServiceServicer:
         """GetCheckpoint returns the latest signed checkpoint (C2SP signed note)
         with the bank replicas' cosignatures collected so far; with
         min_cosignatures, the latest one that at least that many banks cosigned.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchCheckpoints(self, request, context):
+        """WatchCheckpoints: the latest checkpoint that covers at least min_size
+        entries and carries at least min_cosignatures bank cosignatures, as soon
+        as there is one, then again whenever a later checkpoint (or one more
+        cosignature) qualifies, until the caller's deadline. A client waits with
+        it for its entries to be provable, or cosigned by the banks.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -146,6 +162,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.GetCheckpoint,
                     request_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetCheckpointRequest.FromString,
                     response_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetCheckpointResponse.SerializeToString,
+            ),
+            'WatchCheckpoints': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchCheckpoints,
+                    request_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.WatchCheckpointsRequest.FromString,
+                    response_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.WatchCheckpointsResponse.SerializeToString,
             ),
             'ListEntries': grpc.unary_stream_rpc_method_handler(
                     servicer.ListEntries,
@@ -209,6 +230,33 @@ class AuditService:
             '/scf.journal.v1.AuditService/GetCheckpoint',
             services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetCheckpointRequest.SerializeToString,
             services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchCheckpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/scf.journal.v1.AuditService/WatchCheckpoints',
+            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.WatchCheckpointsRequest.SerializeToString,
+            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.WatchCheckpointsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,13 @@ class AuditServiceStub:
     with the bank replicas' cosignatures collected so far; with
     min_cosignatures, the latest one that at least that many banks cosigned.
     """
+    WatchCheckpoints: _grpc.UnaryStreamMultiCallable[_journal_pb2.WatchCheckpointsRequest, _journal_pb2.WatchCheckpointsResponse]
+    """WatchCheckpoints: the latest checkpoint that covers at least min_size
+    entries and carries at least min_cosignatures bank cosignatures, as soon
+    as there is one, then again whenever a later checkpoint (or one more
+    cosignature) qualifies, until the caller's deadline. A client waits with
+    it for its entries to be provable, or cosigned by the banks.
+    """
     ListEntries: _grpc.UnaryStreamMultiCallable[_journal_pb2.ListEntriesRequest, _journal_pb2.ListEntriesResponse]
     """ListEntries streams entries [start, end) in sequence order. A range past
     the tree size is cut at the tree size.
@@ -80,6 +87,13 @@ class AuditServiceAsyncStub(AuditServiceStub):
     """GetCheckpoint returns the latest signed checkpoint (C2SP signed note)
     with the bank replicas' cosignatures collected so far; with
     min_cosignatures, the latest one that at least that many banks cosigned.
+    """
+    WatchCheckpoints: _aio.UnaryStreamMultiCallable[_journal_pb2.WatchCheckpointsRequest, _journal_pb2.WatchCheckpointsResponse]  # type: ignore[assignment]
+    """WatchCheckpoints: the latest checkpoint that covers at least min_size
+    entries and carries at least min_cosignatures bank cosignatures, as soon
+    as there is one, then again whenever a later checkpoint (or one more
+    cosignature) qualifies, until the caller's deadline. A client waits with
+    it for its entries to be provable, or cosigned by the banks.
     """
     ListEntries: _aio.UnaryStreamMultiCallable[_journal_pb2.ListEntriesRequest, _journal_pb2.ListEntriesResponse]  # type: ignore[assignment]
     """ListEntries streams entries [start, end) in sequence order. A range past
@@ -122,6 +136,19 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         """GetCheckpoint returns the latest signed checkpoint (C2SP signed note)
         with the bank replicas' cosignatures collected so far; with
         min_cosignatures, the latest one that at least that many banks cosigned.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchCheckpoints(
+        self,
+        request: _journal_pb2.WatchCheckpointsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_journal_pb2.WatchCheckpointsResponse], _abc.AsyncIterator[_journal_pb2.WatchCheckpointsResponse]]:
+        """WatchCheckpoints: the latest checkpoint that covers at least min_size
+        entries and carries at least min_cosignatures bank cosignatures, as soon
+        as there is one, then again whenever a later checkpoint (or one more
+        cosignature) qualifies, until the caller's deadline. A client waits with
+        it for its entries to be provable, or cosigned by the banks.
         """
 
     @_abc_1.abstractmethod

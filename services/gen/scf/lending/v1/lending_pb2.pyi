@@ -150,6 +150,7 @@ class Application(_message.Message):
     OFFER_EXPIRES_MICROS_FIELD_NUMBER: _builtins.int
     CREATED_MICROS_FIELD_NUMBER: _builtins.int
     UPDATED_MICROS_FIELD_NUMBER: _builtins.int
+    FACILITY_RESTORED_FIELD_NUMBER: _builtins.int
     application_id: _builtins.str
     subcontractor_id: _builtins.str
     bank: _builtins.str
@@ -168,6 +169,8 @@ class Application(_message.Message):
     offer_expires_micros: _builtins.int
     created_micros: _builtins.int
     updated_micros: _builtins.int
+    facility_restored: _builtins.bool
+    """Repayment settled the financing and its facility got the amount back."""
     @_builtins.property
     def requested(self) -> _money_pb2.Money: ...
     @_builtins.property
@@ -196,10 +199,11 @@ class Application(_message.Message):
         offer_expires_micros: _builtins.int = ...,
         created_micros: _builtins.int = ...,
         updated_micros: _builtins.int = ...,
+        facility_restored: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract", "requested", b"requested", "terms", b"terms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_id", b"application_id", "approvals", b"approvals", "bank", b"bank", "contract", b"contract", "created_micros", b"created_micros", "decision_id", b"decision_id", "decision_json", b"decision_json", "facility_id", b"facility_id", "offer_expires_micros", b"offer_expires_micros", "order_id", b"order_id", "outcome", b"outcome", "reason", b"reason", "requested", b"requested", "state", b"state", "subcontractor_id", b"subcontractor_id", "terms", b"terms", "updated_micros", b"updated_micros"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_id", b"application_id", "approvals", b"approvals", "bank", b"bank", "contract", b"contract", "created_micros", b"created_micros", "decision_id", b"decision_id", "decision_json", b"decision_json", "facility_id", b"facility_id", "facility_restored", b"facility_restored", "offer_expires_micros", b"offer_expires_micros", "order_id", b"order_id", "outcome", b"outcome", "reason", b"reason", "requested", b"requested", "state", b"state", "subcontractor_id", b"subcontractor_id", "terms", b"terms", "updated_micros", b"updated_micros"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
