@@ -79,6 +79,10 @@ ENTRIES_PER_MESSAGE = 512
 Accepted = tuple[Entry, bytes, list[tuple[int, int, bytes]]]
 
 
+class LeadershipLost(RuntimeError):
+    """The sequencer's lock connection died: it may no longer sequence."""
+
+
 @dataclass(frozen=True)
 class Refusal:
     """Statements the journal will not take, and why (kept for the operator)."""
@@ -146,6 +150,7 @@ class Sequencer:
         self.checkpointed = 0
         self._uncovered_since: float | None = None
         self._lock_conn: Any = None
+        self._lock_lost = asyncio.Event()
         #: A publish failed: entries from the stored watermark must go out again.
         self._unpublished = False
         self._checkpoint_waiters: list[asyncio.Future[StoredCheckpoint]] = []
@@ -154,13 +159,26 @@ class Sequencer:
 
     # -- start-up ---------------------------------------------------------
 
-    async def _take_leadership(self) -> None:
-        """One sequencer per journal: a session advisory lock on a held connection."""
+    async def take_leadership(self) -> None:
+        """One sequencer per journal: a session advisory lock on a held connection.
+        A standby waits for it inside PostgreSQL, which hands it over the moment
+        the leader's session ends (stopped, crashed, killed)."""
+        if self._lock_conn is not None:
+            return
         conn = self._lock_conn = await self.pool.acquire()
+        conn.add_termination_listener(lambda _conn: self._lock_lost.set())
         key = zlib.crc32(b"scf-journal-sequencer")
-        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
-            log.info("another sequencer holds the lock; waiting")
-            await asyncio.sleep(1.0)
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+            log.info("another sequencer leads this journal; standing by")
+            await conn.execute("SELECT pg_advisory_lock($1)", key)
+            log.info("the leader is gone: this journal takes over")
+
+    async def _keep_leadership(self) -> None:
+        """Fails once the connection that holds the lock is lost: another journal
+        may lead by now, and this one must not sequence beside it. The process
+        goes down and its supervisor starts it afresh (it verifies the store)."""
+        await self._lock_lost.wait()
+        raise LeadershipLost("the sequencer lost the connection that held its leadership")
 
     async def load(self, genesis_keys: dict[str, bytes] | None) -> None:
         """Load the tree and key set; with ``genesis_keys``, write the genesis
@@ -208,7 +226,7 @@ class Sequencer:
     # -- the loop ---------------------------------------------------------
 
     async def run(self, genesis_keys: dict[str, bytes]) -> None:
-        await self._take_leadership()
+        await self.take_leadership()
         try:
             await self.load(genesis_keys)
             await self._republish()
@@ -220,18 +238,23 @@ class Sequencer:
             sub = await bind(self.js, self.subjects.sequencer)
             self.ready.set()
             watch = LoopWatch("the journal's sequencer", self.config.stall_s)
-            await run_together(self._consume(sub, watch), watch.watch())
+            await run_together(self._consume(sub, watch), watch.watch(), self._keep_leadership())
         finally:
-            if self._lock_conn is not None:
-                # Pooled connections are not reset on release (runtime.db): the
-                # lock goes explicitly, or the connection dies with it.
-                conn, self._lock_conn = self._lock_conn, None
-                try:
-                    await conn.execute("SELECT pg_advisory_unlock_all()")
-                    await self.pool.release(conn)
-                except BaseException:
-                    conn.terminate()
-                    raise
+            await self.release_leadership()
+
+    async def release_leadership(self) -> None:
+        # Pooled connections are not reset on release (runtime.db): the lock goes
+        # explicitly, or the connection dies with it.
+        conn, self._lock_conn = self._lock_conn, None
+        if conn is None:
+            return
+        try:
+            await conn.execute("SELECT pg_advisory_unlock_all()")
+            await self.pool.release(conn)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.terminate()
+            raise
 
     def halted(self) -> bool:
         """The store is damaged: nothing more is sequenced on top of it."""

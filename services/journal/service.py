@@ -71,9 +71,7 @@ async def setup(ctx: ServiceContext) -> None:
     async def damaged(damage: Damage) -> None:
         await ctx.server.not_serving()
 
-    # Before anything is sequenced: the whole store, verified from the root key.
     audit = StoreAudit(ctx.pool, root.public_raw, on_damage=damaged)
-    intact = await audit.verify_all()
     sequencer = Sequencer(
         ctx.pool,
         ctx.js,
@@ -87,6 +85,10 @@ async def setup(ctx: ServiceContext) -> None:
         ),
         audit=audit,
     )
+    # A standby journal waits here until the leader is gone; then, before
+    # anything is sequenced, the whole store, verified from the root key.
+    await sequencer.take_leadership()
+    intact = await audit.verify_all()
     if intact:
         task = asyncio.create_task(sequencer.run(genesis_keys), name="sequencer")
         ctx.tasks.append(task)
@@ -99,6 +101,7 @@ async def setup(ctx: ServiceContext) -> None:
         ctx.tasks.append(asyncio.create_task(audit.run(), name="store-audit"))
     else:
         # Nothing is sequenced on a damaged store; the process stays up to say so.
+        await sequencer.release_leadership()
         log.error("the journal does not sequence: its store is damaged (see the ALARM above)")
     collector = CosignatureCollector(JournalStore(ctx.pool), keys_dir)
     await ctx.nc.subscribe(ctx.subjects.cosignatures(), cb=collector.on_message)

@@ -137,8 +137,8 @@ class FlowEngine:
                     app = await self.t.apply(conn, app, move, now)
 
     async def run(self) -> None:
-        # If either fails, both stop, and so does the service.
-        await run_together(self.restore_facilities(), self._loop())
+        """Both halves, for one instance (tests); a service runs them apart."""
+        await run_together(self.restore_facilities(), self.run_steps())
 
     def kick(self, application_id: str) -> None:
         """A transition of ``application_id`` committed: take its next step now.
@@ -179,7 +179,9 @@ class FlowEngine:
             return True
         return OPENS_REPAYMENT.get(kind) == state and not row["announced"]
 
-    async def _loop(self) -> None:
+    async def run_steps(self) -> None:
+        """Take every step as its transition commits, and the safety passes: the
+        leader's work (two instances would take each step twice)."""
         await self.listener.ensure()
         try:
             while True:

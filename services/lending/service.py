@@ -35,7 +35,9 @@ async def setup(ctx: ServiceContext) -> None:
         "scf.leasing.v1.LeasingService",
     )
     ctx.on_clock_move.append(engine.wake.set)  # offers may have lapsed
-    ctx.tasks.append(asyncio.create_task(engine.run(), name="lending-flow"))
+    # Settlements: every instance takes its share. The steps: the leader.
+    ctx.tasks.append(asyncio.create_task(engine.restore_facilities(), name="lending-settled"))
+    ctx.singletons.append(engine.run_steps)
 
 
 SPEC = ServiceSpec(name="lending", package="services.lending", setup=setup)

@@ -114,7 +114,7 @@ async def setup(ctx: ServiceContext) -> None:
     ctx.tasks.append(asyncio.create_task(open_loans(ctx, book), name="repayment-open-loans"))
     moved = asyncio.Event()
     ctx.on_clock_move.append(moved.set)
-    ctx.tasks.append(asyncio.create_task(sweep(book, moved), name="repayment-sweep"))
+    ctx.singletons.append(lambda: sweep(book, moved))  # one sweeper: the leader
 
 
 SPEC = ServiceSpec(name="repayment", package="services.repayment", setup=setup)

@@ -33,7 +33,7 @@ async def _keep_session(conn: asyncpg.Connection[Any]) -> None:
 
 
 async def connect_pool(
-    dsn: str, schema: str, *, min_size: int = 1, max_size: int = 5
+    dsn: str, schema: str, *, min_size: int = 1, max_size: int = 10
 ) -> asyncpg.Pool[Any]:
     """A pool whose connections see ``schema`` first on their search path."""
     try:

@@ -189,17 +189,26 @@ class OutboxRelay:
         }
 
     async def run(self) -> None:
+        """Publish and confirm (one instance of the service)."""
+        await run_together(self.run_confirming(), self.run_publishing())
+
+    async def run_confirming(self) -> None:
+        """Record the journal's entries and refusals: every instance takes its
+        share of the consumers' messages."""
         if not getattr(self, "_subs", None):
             await self.setup()
+        await run_together(
+            self._confirm_loop("entries"), self._confirm_loop("refusals"), self.loops.watch()
+        )
+
+    async def run_publishing(self) -> None:
+        """Publish pending statements: one instance at a time (the leader), or
+        two would sign and send the same rows."""
         await self._listener.ensure()
         try:
-            await run_together(
-                self._confirm_loop("entries"),
-                self._confirm_loop("refusals"),
-                self._publish_loop(),
-                self.loops.watch(),
-            )
+            await self._publish_loop()
         finally:
+            self.loops.forget("publish")
             await self._listener.close()
 
     async def publish_pending(self) -> int:

@@ -21,6 +21,7 @@ __all__ = [
     "JOURNAL_ENTRIES",
     "JOURNAL_REFUSALS",
     "JOURNAL_TREE_SIZE",
+    "LEADER",
     "NATS_REDELIVERIES",
     "OUTBOX_BACKLOG",
     "OUTBOX_OLDEST_SECONDS",
@@ -44,6 +45,9 @@ RPC_LATENCY = Histogram(
 )
 NATS_REDELIVERIES = Counter(
     "scf_nats_redeliveries_total", "JetStream messages received more than once", ["consumer"]
+)
+LEADER = Gauge(
+    "scf_leader", "1 while this instance leads its service's single-instance loops", ["role"]
 )
 OUTBOX_BACKLOG = Gauge("scf_outbox_backlog", "outbox rows not yet journaled", ["service"])
 OUTBOX_SET_ASIDE = Counter(

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,12 +32,13 @@ from services.runtime.grpcserver import GrpcServer, wait_for_signal
 from services.runtime.identity import current_identity
 from services.runtime.journal_client import Outbox, OutboxRelay, audit_client
 from services.runtime.keys import Signer, load_or_create_signer
+from services.runtime.leadership import Leadership
 from services.runtime.logs import LOG_LEVELS, install_stack_dumps, setup_logging
 from services.runtime.messaging import Messenger
 from services.runtime.metrics import PROBES, serve_metrics
 from services.runtime.peer_keys import PeerKeys
 from services.runtime.platform_clock import follow_platform_clock
-from services.runtime.waiting import SHUTDOWN_S, exit_if_stuck
+from services.runtime.waiting import SHUTDOWN_S, exit_if_stuck, run_together
 from services.runtime.watching import JournaledFeed
 
 __all__ = ["PlatformServicer", "ServiceContext", "ServiceSpec", "main", "run_service"]
@@ -65,6 +66,10 @@ class ServiceContext:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     #: What the journal confirmed of this service's subjects (journaling services).
     journaled: JournaledFeed | None = None
+    #: Held while this instance runs the loops below (None: nothing to lead).
+    leadership: Leadership | None = None
+    #: Loops only one instance of the service may run at a time: the leader's.
+    singletons: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     #: Called when the platform clock moved (demo and test modes): what waits on
     #: a date (offers lapsing, payments falling due) looks again at once.
     on_clock_move: list[Callable[[], None]] = field(default_factory=list)
@@ -194,9 +199,18 @@ async def run_service(
             ctx.journaled = JournaledFeed(nc, journaled)
             await ctx.journaled.start()
             await relay.setup()
-            ctx.tasks.append(asyncio.create_task(relay.run(), name=f"{spec.name}-relay"))
+            ctx.tasks.append(asyncio.create_task(relay.run_confirming(), name=f"{spec.name}-relay"))
+            ctx.singletons.append(relay.run_publishing)
         if spec.setup is not None:
             await spec.setup(ctx)
+        if ctx.singletons:
+            ctx.leadership = Leadership(pool, endpoint.schema, spec.name)
+            loops = ctx.singletons
+
+            async def lead() -> None:
+                await run_together(*(loop() for loop in loops))
+
+            ctx.tasks.append(asyncio.create_task(ctx.leadership.run(lead), name="leadership"))
         await server.start()
         PROBES.ready = lambda: server is not None and server.ready
         ctx.tasks.append(

@@ -111,6 +111,10 @@ class LoopWatch:
     def round(self, loop: str) -> None:
         self._rounds[loop] = time.monotonic()
 
+    def forget(self, loop: str) -> None:
+        """``loop`` stopped on purpose (another instance leads now)."""
+        self._rounds.pop(loop, None)
+
     async def watch(self) -> None:
         while True:
             await asyncio.sleep(self.stall_s / 4)
