@@ -97,6 +97,9 @@ class FlowLoad:
     on_progress: Callable[[int], None] | None = None
     #: While this says so, flows go on beyond ``flows`` (until the time limit).
     more: Callable[[], bool] | None = None
+    #: More instances of the services: flow i's subcontractor calls the i-th in
+    #: turn (``settings`` first); the buyers and the bank call ``settings``.
+    instances: tuple[Settings, ...] = ()
     _stubs: dict[tuple[str, str], Any] = field(default_factory=dict)
     _keys: dict[str, Ed25519PrivateKey] = field(default_factory=dict)
 
@@ -120,14 +123,17 @@ class FlowLoad:
     def _stub(self, party: str, service: str) -> Any:
         return self._stubs[(party, service)]
 
-    async def _open(self, stack: contextlib.AsyncExitStack, party: str) -> None:
-        tls = load_party(self.settings.certs_dir, party)
+    async def _open(
+        self, stack: contextlib.AsyncExitStack, party: str, settings: Settings | None = None
+    ) -> None:
+        settings = settings or self.settings
+        tls = load_party(settings.certs_dir, party)
         for service, stub in (
             ("orders", orders_pb2_grpc.OrdersServiceStub),
             ("lending", lending_pb2_grpc.LendingServiceStub),
         ):
             channel = await stack.enter_async_context(
-                client_channel(self.settings.endpoint(service).grpc_addr, tls)
+                client_channel(settings.endpoint(service).grpc_addr, tls)
             )
             self._stubs[(party, service)] = stub(channel)
         key = self._keys[party] = Ed25519PrivateKey.generate()
@@ -172,7 +178,8 @@ class FlowLoad:
         if i >= self.flows:  # a flow beyond the planned ones needs its certificate
             ensure_certificates(self.settings.certs_dir, bench_parties(i + 1)[i:])
         async with contextlib.AsyncExitStack() as stack:
-            await self._open(stack, sub)
+            every = (self.settings, *self.instances)
+            await self._open(stack, sub, every[i % len(every)])
             today = dt.date.today()
             await self.call(
                 "",
