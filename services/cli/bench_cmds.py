@@ -170,6 +170,20 @@ def flows(
     _report("flows", as_dict(result), json_out)
 
 
+@bench_app.command("failover")
+def failover(
+    rounds: int = typer.Option(3, min=1, max=20),
+    json_out: Path | None = JsonOption,
+) -> None:
+    """The journal's standby taking over after SIGKILL of the leader, timed to the
+    first statement journaled again (docs/reliability.md)."""
+    from services.bench.failover_bench import bench_failover
+
+    with bench_settings() as settings, Console(stderr=True).status("killing journal leaders"):
+        result = asyncio.run(bench_failover(settings, rounds))
+    _report("failover", as_dict(result), json_out)
+
+
 @bench_app.command("faults")
 def faults(
     count: int = typer.Option(300, min=10, max=100_000, help="Flows to run."),

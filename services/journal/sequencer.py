@@ -170,6 +170,10 @@ class Sequencer:
         key = zlib.crc32(b"scf-journal-sequencer")
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
             log.info("another sequencer leads this journal; standing by")
+            # Said where an operator's tools can hear it (scf bench failover does).
+            await conn.execute(
+                "SELECT pg_notify('journal_standby_' || current_schema(), pg_backend_pid()::text)"
+            )
             await conn.execute("SELECT pg_advisory_lock($1)", key)
             log.info("the leader is gone: this journal takes over")
 

@@ -44,6 +44,9 @@ class ServiceProcess:
     process: subprocess.Popen[bytes]
     log_path: Path
     started_at: float = field(default_factory=time.monotonic)
+    #: A second instance of a service (its name, and where it listens instead).
+    service: str = ""
+    grpc_addr: str = ""
 
     @property
     def alive(self) -> bool:
@@ -137,6 +140,8 @@ class Platform:
         return [sys.executable, "-m", f"services.{name}"]
 
     def addr_of(self, name: str) -> str:
+        if name in self.processes and self.processes[name].grpc_addr:
+            return self.processes[name].grpc_addr
         if name.startswith("replica-"):
             from services.replica.config import ReplicaSettings
 
@@ -144,12 +149,25 @@ class Platform:
             return ReplicaSettings.from_env(bank, self.settings.database_url).grpc_addr
         return self.settings.endpoint(name).grpc_addr
 
-    def spawn(self, name: str) -> ServiceProcess:
+    def spawn_instance(self, service: str) -> ServiceProcess:
+        """Another instance of ``service`` on ports of its own (``<service>-2``, -3 …):
+        it shares the schema and NATS user, and leads once the others are gone."""
+        n = 2
+        while f"{service}-{n}" in self.processes:
+            n += 1
+        port = free_ports(1)[0]
+        return self.spawn(service, key=f"{service}-{n}", grpc_addr=f"127.0.0.1:{port}")
+
+    def spawn(self, name: str, *, key: str = "", grpc_addr: str = "") -> ServiceProcess:
         """Start one service (or replica) process, again after a crash."""
+        key = key or name
         logs = self.settings.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        log_path = logs / f"{name}.log"
+        log_path = logs / f"{key}.log"
         env = {**os.environ, **self.settings.to_env(), "SCF_LOG_FORMAT": "json"}
+        if grpc_addr:  # another instance: its own ports, no metrics endpoint
+            var = f"SCF_{name.upper()}"
+            env |= {f"{var}_ADDR": grpc_addr, f"{var}_METRICS_ADDR": ""}
         if self.nats_secret:  # each process gets its own NATS user, never the secret
             user = name  # a service's name, or replica-<bank>: a user each (permissions.py)
             env |= {
@@ -165,8 +183,10 @@ class Platform:
                 env=env,
                 start_new_session=True,  # Ctrl-C reaches the supervisor only
             )
-        self.processes[name] = ServiceProcess(name, process, log_path)
-        return self.processes[name]
+        self.processes[key] = ServiceProcess(
+            key, process, log_path, service=name, grpc_addr=grpc_addr
+        )
+        return self.processes[key]
 
     def respawn_dead(self) -> list[str]:
         """Start again every process that died, as a crash-only service's
@@ -177,7 +197,7 @@ class Platform:
         restarted = []
         for name, proc in list(self.processes.items()):
             if not proc.alive and time.monotonic() - proc.started_at >= 1.0:
-                self.spawn(name)
+                self.spawn(proc.service or name, key=name, grpc_addr=proc.grpc_addr)
                 restarted.append(name)
         if restarted:
             self.write_state()
