@@ -27,7 +27,15 @@ from services.runtime.grpcserver import client_channel
 from services.runtime.platform import Platform
 from services.runtime.waiting import wait_event
 
-__all__ = ["FlowResult", "ReplicaLag", "bench_flows", "journal_size"]
+__all__ = [
+    "SWEEP",
+    "FlowResult",
+    "ReplicaLag",
+    "bench_flows",
+    "bench_sweep",
+    "journal_size",
+    "measure",
+]
 
 
 @dataclass
@@ -45,6 +53,8 @@ class FlowResult:
     machine: str
     #: CPU seconds each process used during the run: where the time goes.
     cpu_seconds: dict[str, float] = field(default_factory=dict)
+    #: The same per finished flow, and all of it together ("all").
+    cpu_ms_per_flow: dict[str, float] = field(default_factory=dict)
     error_samples: list[str] = field(default_factory=list)
 
 
@@ -129,27 +139,74 @@ async def bench_flows(
     platform = Platform(settings, replicas=EXAMPLE_BANKS)
     await platform.start()
     try:
-        load = FlowLoad(platform.settings, flows, concurrency, run_seconds)
-        load.on_progress = on_progress
-        lag = ReplicaLag(platform)
-        stop = asyncio.Event()
-        sampler = asyncio.create_task(lag.sample(stop))
-        entries_before = await journal_size(platform.settings)
-        cpu_before = cpu_seconds(platform)
-        started = time.perf_counter()
+        return await measure(platform, flows, concurrency, run_seconds, 0, on_progress)
+    finally:
+        platform.stop()
+
+
+#: The concurrency levels of ``scf bench flows --sweep``.
+SWEEP = (1, 5, 20, 50, 100)
+
+
+async def bench_sweep(
+    settings: Settings,
+    flows: int,
+    run_seconds: float,
+    levels: tuple[int, ...] = SWEEP,
+    on_level: Callable[[FlowResult], None] | None = None,
+) -> list[FlowResult]:
+    """``flows`` flows at each concurrency in ``levels``, on one platform; at
+    least five flows per worker, so that every worker finishes a few."""
+    platform = Platform(settings, replicas=EXAMPLE_BANKS)
+    await platform.start()
+    results: list[FlowResult] = []
+    try:
+        first = 0
+        for level in levels:
+            count = max(flows, 5 * level)
+            result = await measure(platform, count, level, run_seconds, first)
+            first += count
+            results.append(result)
+            if on_level is not None:
+                on_level(result)
+    finally:
+        platform.stop()
+    return results
+
+
+async def measure(
+    platform: Platform,
+    flows: int,
+    concurrency: int,
+    run_seconds: float,
+    first: int,
+    on_progress: Callable[[int], None] | None = None,
+) -> FlowResult:
+    """One load on a running platform: flows ``first`` … ``first + flows - 1``."""
+    load = FlowLoad(platform.settings, first + flows, concurrency, run_seconds)
+    load.started = first
+    load.on_progress = on_progress
+    lag = ReplicaLag(platform)
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(lag.sample(stop))
+    entries_before = await journal_size(platform.settings)
+    cpu_before = cpu_seconds(platform)
+    started = time.perf_counter()
+    try:
         elapsed = await load.run()
         entries = await journal_size(platform.settings) - entries_before
         journal_seconds = time.perf_counter() - started
         cpu_after = cpu_seconds(platform)
+    finally:
         stop.set()
         await sampler
-    finally:
-        platform.stop()
+    done = len(load.totals)
+    cpu = {k: round(cpu_after[k] - cpu_before.get(k, 0.0), 2) for k in cpu_after}
     return FlowResult(
-        flows=len(load.totals),
+        flows=done,
         concurrency=concurrency,
         seconds=round(elapsed, 2),
-        flows_per_s=round(len(load.totals) / elapsed, 1),
+        flows_per_s=round(done / elapsed, 1),
         register_to_disbursed_ms=percentiles(load.totals),
         steps_ms={k: percentiles(v) for k, v in load.timings.items()},
         journal_entries=entries,
@@ -157,6 +214,10 @@ async def bench_flows(
         replica_lag_entries=lag.summary(),
         errors=len(load.errors),
         machine=machine(),
-        cpu_seconds={k: round(cpu_after[k] - cpu_before.get(k, 0.0), 2) for k in cpu_after},
+        cpu_seconds=cpu,
+        cpu_ms_per_flow={
+            **{k: round(1000 * v / max(done, 1), 1) for k, v in cpu.items()},
+            "all": round(1000 * sum(cpu.values()) / max(done, 1), 1),
+        },
         error_samples=load.errors[:3],
     )

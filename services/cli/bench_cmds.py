@@ -155,11 +155,24 @@ def flows(
     count: int = typer.Option(200, min=1, max=100_000, help="Flows to run at most."),
     concurrency: int = typer.Option(20, min=1, max=500),
     seconds: float = typer.Option(120, min=1, max=1800, help="Stop starting flows after this."),
+    sweep: bool = typer.Option(
+        False,
+        help="Concurrency 1, 5, 20, 50 and 100 in turn (count flows each, at least 5 a worker).",
+    ),
     json_out: Path | None = JsonOption,
 ) -> None:
     """Complete order-financing flows (register to disbursed, auto-approved) over mTLS gRPC."""
-    from services.bench.flows_bench import bench_flows
+    from services.bench.flows_bench import bench_flows, bench_sweep
 
+    if sweep:
+        with bench_settings() as settings, Console(stderr=True).status("sweeping") as status:
+
+            def level_done(result: Any) -> None:
+                status.update(f"concurrency {result.concurrency}: {result.flows_per_s} flows/s")
+
+            results = asyncio.run(bench_sweep(settings, count, seconds, on_level=level_done))
+        _report("flows-sweep", {"levels": [as_dict(r) for r in results]}, json_out)
+        return
     with bench_settings() as settings, _progress() as progress:
         task = progress.add_task("flows disbursed", total=count)
 

@@ -40,7 +40,9 @@ async def once(
         try:
             async with pool.acquire() as conn, conn.transaction():
                 # Identical calls at once queue here, so the later ones find the
-                # first one's answer instead of racing it to an error.
+                # first one's answer instead of racing it to an error. The lookup is a
+                # statement of its own: its snapshot must be taken after the wait
+                # (in one statement it would predate the first call's commit).
                 await conn.execute(
                     "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
                     f"{party}\x1f{method}\x1f{idempotency_key}",
