@@ -75,7 +75,7 @@ def grants(subjects: Subjects, banks: tuple[str, ...] = DEFAULT_BANKS) -> dict[s
             publishes=(
                 s.entries("*"), s.refusals("*"), s.checkpoints,
                 # root-signed key statements (rotation, revocation) from the admin API
-                s.submit("platform"),
+                s.submit("platform"), s.journal_leader,
             ),
             listens=(s.cosignatures("*"),),
             consumes=(s.sequencer,),
@@ -84,7 +84,7 @@ def grants(subjects: Subjects, banks: tuple[str, ...] = DEFAULT_BANKS) -> dict[s
             "orders",
             publishes=(s.submit("orders"), s.journaled("orders")),
             serves=(*(s.order_command(v) for v in OrderVerb), s.order_facts),
-            listens=(s.journaled("orders"),),
+            listens=(s.journaled("orders"), s.journal_leader),
             consumes=relays("orders"),
         ),
         Grant(
@@ -92,7 +92,7 @@ def grants(subjects: Subjects, banks: tuple[str, ...] = DEFAULT_BANKS) -> dict[s
             publishes=(s.submit("scoring"), s.journaled("scoring")),
             requests=(s.order_facts, s.repayment_history),
             serves=(s.score,),
-            listens=(s.journaled("scoring"),),
+            listens=(s.journaled("scoring"), s.journal_leader),
             consumes=relays("scoring"),
         ),
         Grant(
@@ -102,7 +102,7 @@ def grants(subjects: Subjects, banks: tuple[str, ...] = DEFAULT_BANKS) -> dict[s
                 s.order_command(OrderVerb.PLEDGE), s.order_command(OrderVerb.RELEASE),
                 s.order_facts, s.score, s.lease_option,
             ),
-            listens=(s.journaled("lending"),),
+            listens=(s.journaled("lending"), s.journal_leader),
             consumes=(*relays("lending"), s.lending_settled),
         ),
         Grant(
@@ -110,7 +110,7 @@ def grants(subjects: Subjects, banks: tuple[str, ...] = DEFAULT_BANKS) -> dict[s
             publishes=(s.submit("repayment"), s.journaled("repayment"), s.settled, s.delinquency),
             requests=(s.order_command(OrderVerb.SETTLE),),
             serves=(s.repayment_history, s.lease_option),
-            listens=(s.journaled("repayment"),),
+            listens=(s.journaled("repayment"), s.journal_leader),
             consumes=(*relays("repayment"), s.repayment_disbursed),
         ),
         *(

@@ -141,6 +141,12 @@ class Subjects:
         return f"{self.prefix}.journal.refusals.{producer}"
 
     @property
+    def journal_leader(self) -> str:
+        """Core NATS: a journal instance began to lead (a standby took over); the
+        relays send again at once what they sent and saw no entry for."""
+        return f"{self.prefix}.journal.leader"
+
+    @property
     def checkpoints(self) -> str:
         return f"{self.prefix}.journal.checkpoints"
 

@@ -98,6 +98,9 @@ async def setup(ctx: ServiceContext) -> None:
         if task.done():
             ready.cancel()
             task.result()
+        # Statements the last leader took and died with come again now, not
+        # after each relay's retry interval.
+        await ctx.nc.publish(ctx.subjects.journal_leader, b"")
         ctx.tasks.append(asyncio.create_task(audit.run(), name="store-audit"))
     else:
         # Nothing is sequenced on a damaged store; the process stays up to say so.

@@ -26,6 +26,7 @@ from typing import Any
 import asyncpg
 import nats.errors
 from google.protobuf.message import DecodeError
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from services.contracts.envelope import EnvelopeRefused
@@ -159,6 +160,7 @@ class OutboxRelay:
         stall_s: float = 60.0,
         max_payload: int = 1 << 20,
         notify: Callable[[bytes], Awaitable[None]] | None = None,
+        nc: NATS | None = None,
     ) -> None:
         self.pool = pool
         self.js = js
@@ -175,6 +177,9 @@ class OutboxRelay:
         self.max_payload = max_payload
         #: Publishes which subjects were journaled, for watch calls (watching.py).
         self.notify = notify
+        #: Hears when a journal standby took over (then sends again at once).
+        self.nc = nc
+        self._resend_now = False
         self._wake = asyncio.Event()
         self._listener = PgListener(pool, self.channel, lambda _payload: self._wake.set())
         #: Each loop comes round within seconds, whether NATS and PostgreSQL answer
@@ -205,23 +210,39 @@ class OutboxRelay:
         """Publish pending statements: one instance at a time (the leader), or
         two would sign and send the same rows."""
         await self._listener.ensure()
+        new_leader = None
+        if self.nc is not None:
+            new_leader = await self.nc.subscribe(
+                self.subjects.journal_leader, cb=self._on_new_leader
+            )
         try:
             await self._publish_loop()
         finally:
             self.loops.forget("publish")
             await self._listener.close()
+            if new_leader is not None:
+                with contextlib.suppress(nats.errors.Error):
+                    await new_leader.unsubscribe()
+
+    async def _on_new_leader(self, _msg: Any) -> None:
+        self._resend_now = True
+        self._wake.set()
 
     async def publish_pending(self) -> int:
-        """Publish one batch of due rows; returns how many were published."""
+        """Publish one batch of due rows; returns how many were published. Once a
+        new journal leader said so, every unconfirmed row is due at once: the
+        last leader may have taken them and died."""
+        resend, self._resend_now = self._resend_now, False
         rows = await self.pool.fetch(
             "SELECT id, idempotency_key, statement, attempts FROM outbox"
             " WHERE journal_seq IS NULL AND refused_reason IS NULL"
-            " AND (published_at IS NULL OR published_at < now()"
+            " AND (published_at IS NULL OR $4 OR published_at < now()"
             "      - make_interval(secs => $1 * power(2, least(attempts - 1, $3))))"
             " ORDER BY id LIMIT $2",
             self.retry_after_s,
             self.batch,
             RETRY_DOUBLINGS,
+            resend,
         )
         if not rows:
             return 0

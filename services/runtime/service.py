@@ -194,7 +194,7 @@ async def run_service(
 
             relay = OutboxRelay(
                 pool, ctx.js, subjects, ctx.outbox, ctx.messenger,
-                max_payload=nc.max_payload, notify=notify,
+                max_payload=nc.max_payload, notify=notify, nc=nc,
             )  # fmt: skip
             ctx.journaled = JournaledFeed(nc, journaled)
             await ctx.journaled.start()
