@@ -135,6 +135,17 @@ def test_kubernetes_manifests_run_every_service_and_replica_with_its_settings() 
     assert nats["spec"]["replicas"] == 3
 
 
+def test_every_service_runs_twice_in_both_deployments() -> None:
+    """One instance leads, the other takes over (docs/operations.md)."""
+    deployments = {d["metadata"]["name"]: d for d in _kustomized() if d["kind"] == "Deployment"}
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    for name in SERVICE_NAMES:
+        assert deployments[name]["spec"]["replicas"] == 2, name
+        assert compose[name]["deploy"]["replicas"] == 2, name
+    # A standby journal is never ready: a rolling update would wait for it forever.
+    assert deployments["journal"]["spec"]["strategy"] == {"type": "Recreate"}
+
+
 @pytest.mark.parametrize("example", ["env/platform.env.example", "k8s/secrets.example.yaml"])
 def test_examples_name_every_secret_and_setting(example: str) -> None:
     text = (DEPLOY / example).read_text()
