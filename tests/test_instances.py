@@ -13,11 +13,15 @@ import asyncpg
 import pytest
 
 from services.bench.load import FlowLoad
+from services.cli.waits import loan_where
+from services.gen.scf.repayment.v1 import repayment_pb2_grpc
 from services.journal.service import SPEC as JOURNAL
 from services.lending.service import SPEC as LENDING
 from services.orders.service import SPEC as ORDERS
 from services.repayment.service import SPEC as REPAYMENT
+from services.runtime.certs import load_party
 from services.runtime.config import Settings
+from services.runtime.grpcserver import client_channel
 from services.runtime.ports import free_ports
 from services.runtime.service import ServiceSpec, run_service
 from services.scoring.service import SPEC as SCORING
@@ -59,6 +63,14 @@ async def _flows(settings: Settings, first: int, count: int, *also: Settings) ->
     assert load.errors == [], load.errors
     assert len(load.disbursed) == count
     return load
+
+
+async def _opened(settings: Settings, loans: set[str]) -> None:
+    tls = load_party(settings.certs_dir, "operator")
+    async with client_channel(settings.endpoint("repayment").grpc_addr, tls) as channel:
+        stub = repayment_pb2_grpc.RepaymentServiceStub(channel)
+        for loan_id in loans:
+            await loan_where(stub, loan_id, lambda _loan: True, f"loan {loan_id} opened")
 
 
 async def _rows(settings: Settings, service: str, query: str) -> list[Any]:
@@ -105,6 +117,8 @@ async def test_two_instances_of_each_finish_every_flow_exactly_once(settings: Se
         assert disbursed == apps
         drawn = await _rows(settings, "lending", "SELECT drawn_minor FROM facilities")
         assert sorted(r["drawn_minor"] for r in drawn) == [5_000_000] * 16
+        # Repayment opens each loan from lending's event, a moment after disbursement.
+        await _opened(second, apps)
         loans = await _rows(settings, "repayment", "SELECT loan_id, principal_minor FROM loans")
         assert {r["loan_id"] for r in loans} == apps
         assert [r["principal_minor"] for r in loans] == [5_000_000] * 16
