@@ -24,14 +24,46 @@ from services.runtime.peer_keys import PeerKeys
 
 
 async def wait_until(
-    check: Callable[[], Awaitable[bool]], timeout: float = 30.0, what: str = "condition"
+    check: Callable[[], Awaitable[bool]],
+    timeout: float = 30.0,
+    what: str = "condition",
+    *,
+    wake: tuple[str, ...] = (),
+    nc: Any = None,
 ) -> None:
-    """Await a condition that another process brings about, with a deadline."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached in {timeout} s")
-        await asyncio.sleep(0.05)
+    """Await a condition that another process brings about, with a deadline.
+
+    With ``wake`` (NATS subjects on which the platform says it moved: a relay's
+    ``journaled.<producer>``, the journal's entries, a replica's cosignature)
+    and a connection ``nc``, it is checked again when a message arrives there,
+    and once a second besides; without, it is checked every 50 ms."""
+    if not wake:
+        deadline = time.monotonic() + timeout
+        while not await check():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} not reached in {timeout} s")
+            await asyncio.sleep(0.05)
+        return
+    moved = asyncio.Event()
+
+    async def woken(_msg: Any) -> None:
+        moved.set()
+
+    subs = [await nc.subscribe(subject, cb=woken) for subject in wake]
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                moved.clear()
+                if await check():
+                    return
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await moved.wait()
+    except TimeoutError:
+        raise TimeoutError(f"{what} not reached in {timeout} s") from None
+    finally:
+        for sub in subs:
+            await sub.unsubscribe()
 
 
 @dataclass
@@ -44,6 +76,7 @@ class Producer:
     messenger: Any
     #: The relay's task, when the producer runs one.
     relay: asyncio.Task[None] | None = None
+    nc: Any = None
 
     async def append(self, n: int, subject: str = "order/ORD-1", start: int = 0) -> list[str]:
         keys = [f"k-{i}" for i in range(start, start + n)]
@@ -62,7 +95,9 @@ class Producer:
         async def done() -> bool:
             return len(await self.confirmed()) >= n
 
-        await wait_until(done, timeout, f"{n} outbox rows journaled")
+        # Woken by the relay once it recorded what the journal confirmed.
+        wake = (self.subjects.journaled(self.outbox.signer.name),)
+        await wait_until(done, timeout, f"{n} outbox rows journaled", wake=wake, nc=self.nc)
         return await self.confirmed()
 
 
@@ -99,11 +134,17 @@ async def producer(
     messenger = relay_messenger(settings, nc, signer)
     task = None
     if relay:
-        r = OutboxRelay(pool, js, subjects, outbox, messenger, retry_after_s=retry_after_s)
+
+        async def notify(data: bytes) -> None:  # as a service's relay tells its watchers
+            await nc.publish(subjects.journaled(name), data)
+
+        r = OutboxRelay(
+            pool, js, subjects, outbox, messenger, retry_after_s=retry_after_s, notify=notify
+        )
         await r.setup()
         task = asyncio.create_task(r.run())
     try:
-        yield Producer(pool, outbox, js, subjects, messenger, task)
+        yield Producer(pool, outbox, js, subjects, messenger, task, nc)
     finally:
         if task is not None:
             task.cancel()

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
-
+from services.cli.waits import lease_in, loan_where
+from services.contracts.subjects import Subjects
 from services.gen.scf.leasing.v1 import leasing_pb2, leasing_pb2_grpc
 from services.gen.scf.lending.v1 import lending_pb2, lending_pb2_grpc
 from services.gen.scf.repayment.v1 import repayment_pb2, repayment_pb2_grpc
@@ -94,14 +94,8 @@ class LeaseEnv:
         return reply.lease
 
     async def wait_state(self, lease_id: str, *states: str) -> leasing_pb2.Lease:
-        got: list[leasing_pb2.Lease] = []
-
-        async def reached() -> bool:
-            got[:] = [await self.get(lease_id)]
-            return got[0].state in states
-
-        await wait_until(reached, 30, f"lease {lease_id} in {states}")
-        return got[0]
+        """Watch the lease until it is in one of ``states``."""
+        return await lease_in(self.leasing("acme-builders"), lease_id, *states)  # type: ignore[no-any-return]
 
     async def approve(self, lease_id: str, party: str, amount: str, key: str = "") -> str:
         reply = await self.staff(party).Approve(
@@ -149,17 +143,10 @@ class LeaseEnv:
         return reply.lease
 
     async def rentals_open(self, lease_id: str) -> None:
-        async def opened() -> bool:
-            try:
-                await self.repayment("acme-builders").GetLoan(
-                    repayment_pb2.GetLoanRequest(loan_id=lease_id)
-                )
-                return True
-            except grpc.aio.AioRpcError as exc:
-                assert exc.code() == grpc.StatusCode.NOT_FOUND
-                return False
-
-        await wait_until(opened, what=f"rentals of {lease_id} open")
+        await loan_where(
+            self.repayment("acme-builders"), lease_id, lambda _loan: True,
+            f"rentals of {lease_id} open",
+        )  # fmt: skip
 
     async def schedule(self, lease_id: str) -> list[repayment_pb2.ScheduleLine]:
         reply = await self.repayment("acme-builders").GetSchedule(
@@ -192,7 +179,11 @@ class LeaseEnv:
             )
             return bool(rows[0]["n"] == 0)
 
-        await wait_until(all_done, what="every lending transition journaled")
+        await wait_until(
+            all_done, what="every lending transition journaled",
+            wake=(Subjects(self.lending_env.settings.nats_prefix).journaled("lending"),),
+            nc=self.lending_env.orders.nc,
+        )  # fmt: skip
         rows = await self.lending_env.orders.sql(
             "SELECT idempotency_key, statement, journal_seq FROM outbox"
             " WHERE idempotency_key LIKE $1 ORDER BY id",

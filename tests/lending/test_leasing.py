@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 import pytest
 
+from services.cli.waits import loan_where
 from services.contracts.business_days import Convention, roll
 from services.gen.scf.leasing.v1 import leasing_pb2
 from services.gen.scf.lending.v1 import lending_pb2
@@ -17,7 +18,6 @@ from services.gen.scf.underwriting.v1 import underwriting_pb2
 from services.repayment.calc import add_months, interest
 from services.runtime.config import Settings
 from services.runtime.money import parse_money
-from tests.journal.helpers import wait_until
 from tests.lending.lease_helpers import LeaseEnv, lease_env, lease_request
 from tests.orders.helpers import bad_request_field
 
@@ -277,13 +277,10 @@ async def test_overdue_rental_then_return_at_end_of_term(settings: Settings) -> 
         env.move_to(due + dt.timedelta(days=8))  # five days' grace, then three days late
         repayment = env.repayment("acme-builders")
 
-        async def late_fee_charged() -> bool:
-            loan = (
-                await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=lease.lease_id))
-            ).loan
-            return loan.fees_owed.amount == "200.00"
-
-        await wait_until(late_fee_charged, what="the late fee on the first rental")
+        await loan_where(
+            repayment, lease.lease_id, lambda loan: loan.fees_owed.amount == "200.00",
+            "the late fee on the first rental",
+        )  # fmt: skip
         loan = (await repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=lease.lease_id))).loan
         grace_over = due + dt.timedelta(days=5)
         penalty = interest(minor(first.total), 1200, grace_over, env.clock.now().date(), "ACT/365")

@@ -87,7 +87,8 @@ class OrdersEnv:
             rows = await self.sql("SELECT count(*) AS n FROM outbox WHERE journal_seq IS NULL")
             return bool(rows[0]["n"] == 0)
 
-        await wait_until(all_done, what="every order transition journaled")
+        wake = (Subjects(self.settings.nats_prefix).journaled("orders"),)
+        await wait_until(all_done, what="every order transition journaled", wake=wake, nc=self.nc)
         rows = await self.sql("SELECT idempotency_key, journal_seq FROM outbox")
         return {r["idempotency_key"]: r["journal_seq"] for r in rows}
 

@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 import pytest
 
+from services.cli.waits import application_where
 from services.gen.scf.lending.v1 import lending_pb2
 from services.gen.scf.orders.v1 import orders_pb2
 from services.gen.scf.repayment.v1 import repayment_pb2, repayment_pb2_grpc
@@ -188,13 +189,14 @@ async def test_paid_at_due_date_settles_order_and_restores_facility(settings: Se
             30, "orders to mark the order settled",
         )  # fmt: skip
 
-        async def facility_restored() -> bool:
-            facilities = await env.lending("acme-builders").ListFacilities(
-                lending_pb2.ListFacilitiesRequest()
-            )
-            return facilities.facilities[0].drawn.amount == "0.00"
-
-        await wait_until(facility_restored, what="lending to restore the facility")
+        await application_where(
+            env.lending("acme-builders"), loan_id, lambda app: app.facility_restored,
+            "lending to restore the facility",
+        )  # fmt: skip
+        facilities = await env.lending("acme-builders").ListFacilities(
+            lending_pb2.ListFacilitiesRequest()
+        )
+        assert facilities.facilities[0].drawn.amount == "0.00"
 
 
 @contextlib.asynccontextmanager

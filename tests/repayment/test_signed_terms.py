@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import pytest
 
+from services.cli.waits import loan_where
 from services.contracts.business_days import Convention, is_business_day, roll
 from services.contracts.products import penalty_rate, product_for
 from services.contracts.subjects import Subjects
@@ -26,7 +27,6 @@ from services.runtime.certs import load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
 from services.runtime.money import Money
-from tests.journal.helpers import wait_until
 from tests.lending.helpers import TODAY, LendingEnv, lending_env, sign_contract
 from tests.support import messenger_as
 
@@ -40,18 +40,10 @@ async def _loan(settings: Settings, loan_id: str) -> repayment_pb2.Loan:
     addr = settings.endpoint("repayment").grpc_addr
     async with client_channel(addr, load_party(settings.certs_dir, "operator")) as ch:
         stub = repayment_pb2_grpc.RepaymentServiceStub(ch)
-        got: list[repayment_pb2.Loan] = []
-
-        async def opened() -> bool:
-            try:
-                got[:] = [(await stub.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id))).loan]
-                return True
-            except grpc.aio.AioRpcError as exc:
-                assert exc.code() == grpc.StatusCode.NOT_FOUND
-                return False
-
-        await wait_until(opened, what=f"loan {loan_id} opened")
-        return got[0]
+        loan: repayment_pb2.Loan = await loan_where(
+            stub, loan_id, lambda _loan: True, f"loan {loan_id} opened"
+        )
+        return loan
 
 
 async def _financed(

@@ -67,7 +67,12 @@ async def wait_in_step(replica: Replica, size: int, timeout: float = 60.0) -> No
     async def done() -> bool:
         return replica.size >= size and replica.cosigned_size >= size
 
-    await wait_until(done, timeout, f"replica {replica.bank} at {size} entries, cosigned")
+    # Woken by the replica's own cosignatures (it cosigns what it verified).
+    wake = (replica.subjects.cosignatures(replica.bank),)
+    await wait_until(
+        done, timeout, f"replica {replica.bank} at {size} entries, cosigned",
+        wake=wake, nc=replica.nc,
+    )  # fmt: skip
 
 
 @dataclass
