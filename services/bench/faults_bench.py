@@ -19,6 +19,7 @@ NATS server killed and restarted. Then, once the platform is quiet:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import signal
@@ -31,6 +32,8 @@ import asyncpg
 from services.bench.flows_bench import ReplicaLag, journal_size
 from services.bench.journal_bench import machine
 from services.bench.load import FlowLoad
+from services.contracts.subjects import Subjects
+from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
 from services.gen.scf.replica.v1 import replica_pb2, replica_pb2_grpc
 from services.journal.offline import verify_database
 from services.replica.config import EXAMPLE_BANKS
@@ -39,6 +42,8 @@ from services.runtime.config import SERVICE_NAMES, Settings
 from services.runtime.embedded import EmbeddedNatsCluster
 from services.runtime.grpcserver import client_channel
 from services.runtime.platform import Platform
+from services.runtime.waiting import wait_event
+from services.runtime.watch_client import WatchEnded, watch_until
 
 __all__ = ["ALL_FAULTS", "CLUSTER_FAULTS", "FaultReport", "run_cluster_faults", "run_faults"]
 
@@ -112,12 +117,26 @@ async def _inject(platform: Platform, target: str, cluster: EmbeddedNatsCluster 
 
 
 async def _quiet(platform: Platform, disbursed: int, timeout: float) -> None:
-    """Until every statement is journaled and repayment holds every loan."""
+    """Until every statement is journaled and repayment holds every loan: looked
+    at again each time a relay says it recorded entries (and each second)."""
+    from services.runtime.bus import connect_nats
+
     settings = platform.settings
     deadline = time.monotonic() + timeout
     conn = await asyncpg.connect(settings.database_url)
+    nc = await connect_nats(
+        settings.nats_url, "scf-fault-quiet", user=settings.nats_user,
+        password=settings.nats_password,
+    )  # fmt: skip
+    moved = asyncio.Event()
+
+    async def journaled(_msg: Any) -> None:
+        moved.set()
+
+    await nc.subscribe(Subjects(settings.nats_prefix).journaled("*"), cb=journaled)
     try:
         while True:
+            moved.clear()
             # One snapshot: a loan counted here has its statement counted too (they
             # are written together), so the last loans' statements are waited for.
             async with conn.transaction(isolation="repeatable_read", readonly=True):
@@ -132,8 +151,9 @@ async def _quiet(platform: Platform, disbursed: int, timeout: float) -> None:
                     f"not quiet: statements pending {pending}, {loans} of {disbursed} loans;"
                     f" {await _stacks(platform)}"
                 )
-            await asyncio.sleep(0.2)
+            await wait_event(moved, 1.0)
     finally:
+        await nc.close()
         await conn.close()
 
 
@@ -224,17 +244,24 @@ async def _stream_copies(settings: Settings) -> dict[str, int]:
 
 
 async def _replicas(platform: Platform, size: int, timeout: float) -> dict[str, dict[str, Any]]:
+    """Each bank's replica once it verified a checkpoint of ``size`` entries (its
+    own audit API's checkpoint watch), or its status at the deadline."""
     tls = load_party(platform.settings.certs_dir, "operator")
     out: dict[str, dict[str, Any]] = {}
     for bank in EXAMPLE_BANKS:
         async with client_channel(platform.addr_of(f"replica-{bank}"), tls) as channel:
+            audit = journal_pb2_grpc.AuditServiceStub(channel)
+            request = journal_pb2.WatchCheckpointsRequest(min_size=size)
+
+            def watch(left: float, a: Any = audit, r: Any = request) -> Any:
+                return a.WatchCheckpoints(r, timeout=left)
+
+            with contextlib.suppress(TimeoutError, WatchEnded):
+                await watch_until(
+                    watch, lambda _reply: True, timeout, f"replica-{bank} at {size} entries"
+                )
             stub = replica_pb2_grpc.ReplicaServiceStub(channel)
-            deadline = time.monotonic() + timeout
-            while True:
-                status = await stub.GetStatus(replica_pb2.GetStatusRequest(), timeout=5)
-                if status.tree_size >= size or time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.2)
+            status = await stub.GetStatus(replica_pb2.GetStatusRequest(), timeout=5)
             out[bank] = {
                 "tree_size": status.tree_size,
                 "root": status.root_hash.hex(),

@@ -1,5 +1,11 @@
 """The financing process manager: moves each application on, and survives restarts.
 
+It moves on events: every committed transition announces its application on
+PostgreSQL's ``steps_<schema>`` channel (store.Transitions), and the manager
+takes that application's next step at once; a pass over every application
+with a step due is only a safety net (every ``safety_pass_s``, and when the
+platform clock moves). Of several lending instances one leads and runs it.
+
 Every step reads the application's state from PostgreSQL, makes its
 (idempotent) call to another service, then records the outcome and its
 journal entry in one transaction. A crash between the call and the record

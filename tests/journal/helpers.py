@@ -66,6 +66,23 @@ async def wait_until(
             await sub.unsubscribe()
 
 
+async def wait_on_platform(
+    settings: Settings,
+    check: Callable[[], Awaitable[bool]],
+    what: str,
+    timeout: float = 30.0,
+) -> None:
+    """Until ``check`` holds, looked at again whenever the platform under
+    ``settings`` says anything on NATS (and each second besides)."""
+    nc = await connect_nats(
+        settings.nats_url, "test-wait", user=settings.nats_user, password=settings.nats_password
+    )
+    try:
+        await wait_until(check, timeout, what, wake=(f"{settings.nats_prefix}.>",), nc=nc)
+    finally:
+        await nc.close()
+
+
 @dataclass
 class Producer:
     pool: asyncpg.Pool[Any]
@@ -90,6 +107,13 @@ class Producer:
             "SELECT idempotency_key, journal_seq FROM outbox WHERE journal_seq IS NOT NULL"
         )
         return {r["idempotency_key"]: r["journal_seq"] for r in rows}
+
+    async def wait_until(
+        self, check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0
+    ) -> None:
+        """Until ``check`` holds, looked at again whenever the platform says anything
+        on NATS (entries, refusals, checkpoints, notifications) and each second."""
+        await wait_until(check, timeout, what, wake=(f"{self.subjects.prefix}.>",), nc=self.nc)
 
     async def wait_confirmed(self, n: int, timeout: float = 30.0) -> dict[str, int]:
         async def done() -> bool:

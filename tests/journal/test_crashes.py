@@ -12,7 +12,7 @@ import pytest
 from services.journal.offline import verify_database
 from services.runtime.config import Settings
 from services.runtime.platform import Platform
-from tests.journal.helpers import producer, wait_until
+from tests.journal.helpers import producer
 
 pytestmark = pytest.mark.integration
 
@@ -118,7 +118,7 @@ async def test_the_relay_sends_again_what_the_journal_lost(settings: Settings) -
                 n = await p.pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
                 return n == 0
 
-            await wait_until(published, 30, "every statement published")
+            await p.wait_until(published, "every statement published")
             await p.js.purge_stream(p.subjects.submit_stream.name)  # lost, unseen
             platform.spawn("journal")
             await platform.wait_ready("journal")

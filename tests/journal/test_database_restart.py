@@ -14,7 +14,7 @@ import pytest
 from services.runtime.config import Settings
 from services.runtime.embedded import EmbeddedPostgres
 from services.runtime.platform import Platform
-from tests.journal.helpers import producer, wait_until
+from tests.journal.helpers import producer
 
 pytestmark = [pytest.mark.integration, pytest.mark.own_servers]
 
@@ -42,7 +42,7 @@ async def test_the_relay_outlives_a_database_restart(settings: Settings, tmp_pat
                     return False
                 return True
 
-            await wait_until(appended, 30, "an append after the restart")
+            await p.wait_until(appended, "an append after the restart")
             confirmed = await p.wait_confirmed(10, timeout=60)
             assert sorted(confirmed) == sorted(f"k-{i}" for i in range(10))
             assert len(set(confirmed.values())) == 10  # each its own entry

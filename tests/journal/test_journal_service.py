@@ -17,7 +17,8 @@ from services.journal.service import SPEC, origin_for
 from services.runtime.certs import load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
-from tests.journal.helpers import producer, wait_until
+from services.runtime.watch_client import watch_until
+from tests.journal.helpers import producer
 from tests.support import running
 
 pytestmark = pytest.mark.integration
@@ -34,15 +35,14 @@ async def audit(settings: Settings) -> AsyncIterator[journal_pb2_grpc.AuditServi
 async def _checkpoint_at_least(
     audit: journal_pb2_grpc.AuditServiceStub, size: int
 ) -> journal_pb2.GetCheckpointResponse:
-    latest: list[journal_pb2.GetCheckpointResponse] = []
-
-    async def covered() -> bool:
-        cp = await audit.GetCheckpoint(journal_pb2.GetCheckpointRequest())
-        latest[:] = [cp]
-        return cp.tree_size >= size
-
-    await wait_until(covered, what=f"a checkpoint of size {size}")
-    return latest[0]
+    request = journal_pb2.WatchCheckpointsRequest(min_size=size)
+    reply = await watch_until(
+        lambda left: audit.WatchCheckpoints(request, timeout=left),
+        lambda _reply: True, 30, f"a checkpoint of size {size}",
+    )  # fmt: skip
+    return journal_pb2.GetCheckpointResponse(
+        checkpoint=reply.checkpoint, tree_size=reply.tree_size, root_hash=reply.root_hash
+    )
 
 
 def _key(settings: Settings, name: str) -> bytes:
@@ -136,7 +136,7 @@ async def test_unknown_key_and_malformed_messages_are_refused(
             reason = await forger.pool.fetchval("SELECT refused_reason FROM outbox")
             return reason is not None
 
-        await wait_until(refused, what="the refusal to reach the producer")
+        await forger.wait_until(refused, "the refusal to reach the producer")
         reason = await forger.pool.fetchval("SELECT refused_reason FROM outbox")
         assert "unknown key" in reason
         await forger.js.publish(forger.subjects.submit("orders"), b"garbage")

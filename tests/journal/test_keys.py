@@ -19,7 +19,7 @@ from services.runtime.metrics import (
     JOURNAL_REFUSALS,
     JOURNAL_TREE_SIZE,
 )
-from tests.journal.helpers import producer, wait_until
+from tests.journal.helpers import producer
 from tests.support import running
 
 pytestmark = pytest.mark.integration
@@ -94,7 +94,7 @@ async def test_rotation_and_revocation(settings: Settings) -> None:
                     "SELECT refused_reason FROM outbox WHERE idempotency_key = 'k-50'"
                 ))  # fmt: skip
 
-            await wait_until(refused, what="the revoked key's statement to be refused")
+            await stale.wait_until(refused, "the revoked key's statement to be refused")
             reason = await stale.pool.fetchval(
                 "SELECT refused_reason FROM outbox WHERE idempotency_key = 'k-50'"
             )

@@ -18,7 +18,7 @@ from services.journal.service import SPEC
 from services.runtime.config import Settings
 from services.runtime.embedded import EmbeddedNats
 from services.runtime.ports import free_port
-from tests.journal.helpers import producer, wait_until
+from tests.journal.helpers import producer
 from tests.support import provision_for, running
 
 pytestmark = pytest.mark.integration
@@ -36,7 +36,7 @@ async def test_nats_killed_while_appending(settings: Settings, tmp_path: Path) -
             async def some() -> bool:
                 return len(await p.confirmed()) >= 30
 
-            await wait_until(some, what="some statements journaled")
+            await p.wait_until(some, "some statements journaled")
             nats.kill()
             for i in range(10, 20):  # written while NATS is down: they wait in the outbox
                 await p.append(30, start=i * 30)

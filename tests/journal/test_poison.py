@@ -13,7 +13,7 @@ from services.journal.service import SPEC as JOURNAL
 from services.runtime.config import Settings
 from services.runtime.journal_client import split_for_messages
 from services.runtime.metrics import OUTBOX_SET_ASIDE
-from tests.journal.helpers import producer, wait_until
+from tests.journal.helpers import producer
 from tests.support import running, scf
 
 
@@ -49,7 +49,7 @@ async def test_large_statements_flow_and_one_too_large_is_set_aside(
             )
             return reason is not None
 
-        await wait_until(set_aside, what="the statement no message can carry set aside")
+        await p.wait_until(set_aside, "the statement no message can carry set aside")
         row = await p.pool.fetchrow("SELECT * FROM outbox WHERE idempotency_key = 'huge'")
         assert row["journal_seq"] is None and "set aside by the relay" in row["refused_reason"]
         assert OUTBOX_SET_ASIDE.labels("orders")._value.get() == before + 1

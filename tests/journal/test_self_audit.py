@@ -24,7 +24,7 @@ from services.runtime.certs import load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
 from services.runtime.metrics import JOURNAL_DAMAGED
-from tests.journal.helpers import Producer, producer, wait_until
+from tests.journal.helpers import Producer, producer, wait_on_platform
 from tests.replica.helpers import both_banks, wait_in_step
 from tests.support import running, scf
 
@@ -121,7 +121,7 @@ async def test_the_journal_finds_an_alteration_of_its_store(
                 async def found() -> bool:
                     return (await _store_audit(ch)).HasField("damage")
 
-                await wait_until(found, timeout=20, what=f"the journal noticing: {how}")
+                await wait_on_platform(settings, found, f"the journal noticing: {how}", 20)
                 damage = (await _store_audit(ch)).damage
                 expected = {"last": size - 1, "next": size}.get(str(where), where)
                 assert damage.seq == expected, damage
@@ -140,7 +140,7 @@ async def test_the_journal_finds_an_alteration_of_its_store(
                 async def both_alarmed() -> bool:
                     return north.alarm is not None and south.alarm is not None
 
-                await wait_until(both_alarmed, timeout=20, what="both replicas' alarms")
+                await wait_on_platform(settings, both_alarmed, "both replicas' alarms", 20)
                 for replica in (north, south):
                     assert replica.alarm is not None
                     assert replica.alarm.kind == "cross-examination", replica.alarm
@@ -152,7 +152,9 @@ async def test_the_journal_finds_an_alteration_of_its_store(
                 async def waiting() -> bool:
                     return await _waiting_in_stream(p) > 0
 
-                await wait_until(waiting, what="submissions waiting for a restored store")
+                await wait_on_platform(
+                    settings, waiting, "submissions waiting for a restored store"
+                )
                 assert await conn.fetchval(f'SELECT count(*) FROM "{schema}".entries') == stored
 
             # Restarted on the damaged store, it finds the damage before sequencing anything.

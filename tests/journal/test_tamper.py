@@ -16,7 +16,7 @@ from services.journal.storage import JournalStore
 from services.journal.verify import VerificationError
 from services.runtime.config import Settings
 from services.runtime.db import connect_pool
-from tests.journal.helpers import producer, wait_until
+from tests.journal.helpers import producer
 from tests.support import running
 
 pytestmark = pytest.mark.integration
@@ -42,17 +42,16 @@ class Journal:
 async def journal(settings: Settings) -> AsyncIterator[Journal]:
     schema = settings.endpoint("journal").schema
     conn = await asyncpg.connect(settings.database_url)
-    async with running(SPEC, settings):
-        async with producer(settings) as p:
-            await p.append(20, subject="order/ORD-1")
-            await p.append(20, subject="order/ORD-2", start=20)
-            await p.wait_confirmed(40)
+    async with running(SPEC, settings), producer(settings) as p:
+        await p.append(20, subject="order/ORD-1")
+        await p.append(20, subject="order/ORD-2", start=20)
+        await p.wait_confirmed(40)
 
         async def checkpointed() -> bool:
             size = await conn.fetchval(f'SELECT max(tree_size) FROM "{schema}".checkpoints')
             return bool(size == ENTRIES)
 
-        await wait_until(checkpointed, what="a checkpoint over every entry")
+        await p.wait_until(checkpointed, "a checkpoint over every entry")
     root = bytes.fromhex((settings.keys_dir / "platform-root.pub").read_text())
     try:
         yield Journal(settings.database_url, schema, root, conn)

@@ -19,7 +19,7 @@ from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
 from services.runtime.platform import Platform
 from services.scoring.service import SPEC as SCORING
-from tests.journal.helpers import wait_until
+from tests.journal.helpers import wait_on_platform
 from tests.lending.helpers import LendingEnv, lending_env
 from tests.orders.helpers import orders_env
 from tests.support import running
@@ -42,7 +42,7 @@ async def _events(settings: Settings, subject: str) -> list[str]:
                 )
             return bool(pending == 0)
 
-        await wait_until(all_journaled, what="every statement journaled")
+        await wait_on_platform(settings, all_journaled, "every statement journaled")
         schema = settings.endpoint("journal").schema
         rows = await conn.fetch(
             f'SELECT event_type FROM "{schema}".entries WHERE subject = $1 ORDER BY seq', subject

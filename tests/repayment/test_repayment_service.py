@@ -22,7 +22,7 @@ from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
 from services.runtime.money import Money
 from services.runtime.watch_client import watch_until
-from tests.journal.helpers import wait_until
+from tests.journal.helpers import wait_on_platform
 from tests.lending.helpers import LendingEnv, lending_env
 
 pytestmark = pytest.mark.integration
@@ -174,7 +174,7 @@ async def test_paid_at_due_date_settles_order_and_restores_facility(settings: Se
                 )
                 return all(line.journal_seq for line in got.lines)
 
-            await wait_until(all_named, what="every statement line's journal entry")
+            await wait_on_platform(settings, all_named, "every statement line's journal entry")
             named = await borrower.GetStatement(repayment_pb2.GetStatementRequest(loan_id=loan_id))
             seqs = [line.journal_seq for line in named.lines]
             assert seqs == sorted(seqs) and len(set(seqs)) == 3  # opened, payment, settled

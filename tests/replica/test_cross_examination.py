@@ -30,7 +30,7 @@ from services.runtime.certs import load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
 from services.runtime.journal_client import audit_client
-from tests.journal.helpers import producer, wait_until
+from tests.journal.helpers import producer, wait_on_platform
 from tests.replica.helpers import Banks, both_banks, wait_in_step
 from tests.support import running, scf
 
@@ -213,7 +213,7 @@ async def test_a_damaged_journal_store_raises_every_replicas_alarm(
         async def both_alarmed() -> bool:
             return north.alarm is not None and south.alarm is not None
 
-        await wait_until(both_alarmed, timeout=30, what="both replicas' alarms")
+        await wait_on_platform(settings, both_alarmed, "both replicas' alarms", 30)
     for replica in (north, south):
         assert replica.alarm is not None
         assert replica.alarm.kind == "cross-examination", replica.alarm
@@ -252,7 +252,9 @@ async def test_an_export_carries_the_banks_cosignatures_and_witness_keys_are_ser
             )
             return bool(n == 2)
 
-        await wait_until(both_collected, what="the journal holding both banks' cosignatures")
+        await wait_on_platform(
+            settings, both_collected, "the journal holding both banks' cosignatures"
+        )
     finally:
         await conn.close()
     keys = {}

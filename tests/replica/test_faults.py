@@ -26,7 +26,7 @@ from services.runtime.config import Settings
 from services.runtime.db import connect_pool
 from services.runtime.grpcserver import client_channel
 from services.runtime.keys import load_or_create_signer
-from tests.journal.helpers import producer, wait_until
+from tests.journal.helpers import producer, wait_on_platform
 from tests.replica.helpers import (
     drop_database,
     journal_size,
@@ -80,7 +80,7 @@ async def test_replica_killed_during_appends_catches_up(settings: Settings) -> N
             async def some() -> bool:
                 return await _count(rs.database_url) > 100
 
-            await wait_until(some, what="the replica to store some entries")
+            await wait_on_platform(settings, some, "the replica to store some entries")
             process.send_signal(signal.SIGKILL)
             await process.wait()
             for i in range(4, 20):
@@ -92,7 +92,7 @@ async def test_replica_killed_during_appends_catches_up(settings: Settings) -> N
             async def caught_up() -> bool:
                 return await _count(rs.database_url) == size
 
-            await wait_until(caught_up, 90, "the restarted replica to catch up")
+            await wait_on_platform(settings, caught_up, "the restarted replica to catch up", 90)
         finally:
             if process.returncode is None:
                 process.send_signal(signal.SIGTERM)
@@ -186,7 +186,7 @@ async def test_history_rewritten_after_replication_is_found_and_kept_from_the_ba
             async def alarmed() -> bool:
                 return north.alarm is not None
 
-            await wait_until(alarmed, what="the replica's cross-examination alarm")
+            await wait_on_platform(settings, alarmed, "the replica's cross-examination alarm")
     assert north.alarm is not None and north.alarm.kind == "cross-examination", north.alarm
     assert "damaged at entry 17" in north.alarm.problem
     assert north.ingesting and north.size == 41  # what it verified, nothing forged
@@ -220,7 +220,7 @@ async def test_forged_fork_is_detected_and_never_reaches_quorum(settings: Settin
         async def both_alarmed() -> bool:
             return north.alarm is not None and south.alarm is not None
 
-        await wait_until(both_alarmed, what="both replicas to see the fork")
+        await wait_on_platform(settings, both_alarmed, "both replicas to see the fork")
         for r in (north, south):
             assert r.alarm is not None and r.alarm.kind == "fork" and r.alarm.seq == 30
             assert forged in r.alarm.evidence

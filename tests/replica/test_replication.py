@@ -12,7 +12,7 @@ from services.journal.witness import QuorumError, verify_quorum
 from services.runtime.certs import load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
-from tests.journal.helpers import producer
+from tests.journal.helpers import producer, wait_on_platform
 from tests.replica.helpers import journal_size, replica_running, replica_settings, wait_in_step
 from tests.support import running
 
@@ -53,15 +53,13 @@ async def test_two_replicas_follow_and_cosign(settings: Settings) -> None:
                     journal_pb2.GetCheckpointRequest(min_cosignatures=2)
                 )
 
-            from tests.journal.helpers import wait_until
-
             async def both() -> bool:
                 try:
                     return (await cosigned_by_both()).tree_size == size
                 except Exception:
                     return False
 
-            await wait_until(both, what="a checkpoint cosigned by both banks")
+            await wait_on_platform(settings, both, "a checkpoint cosigned by both banks")
             cosigned = await cosigned_by_both()
             verify_quorum(cosigned.checkpoint, _key(settings, "journal"), witnesses, 2)
             # A client that trusts a third bank and asks for all three is refused.

@@ -19,7 +19,7 @@ from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
 from services.runtime.nats_auth import nats_password, server_authorization
 from services.runtime.platform import Platform
-from tests.journal.helpers import wait_until
+from tests.journal.helpers import wait_on_platform, wait_until
 from tests.orders.helpers import CONTRACT, register_request
 
 pytestmark = pytest.mark.integration
@@ -82,7 +82,7 @@ async def test_the_platform_runs_under_its_users_and_none_speaks_for_another(
                     return False
                 return len(card.entries) == 2
 
-            await wait_until(journaled, what="the order's two entries journaled")
+            await wait_on_platform(settings, journaled, "the order's two entries journaled")
 
         secret, prefix = platform.nats_secret, s.nats_prefix
         refusals: list[str] = []

@@ -21,7 +21,7 @@ from services.runtime.certs import load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
 from services.scoring.service import SPEC as SCORING
-from tests.journal.helpers import wait_until
+from tests.journal.helpers import wait_on_platform
 from tests.orders.helpers import OrdersEnv, orders_env, register_request
 from tests.support import ask, messenger_as, running
 
@@ -87,7 +87,7 @@ async def test_decide_explain_recompute(settings: Settings) -> None:
         async def journaled() -> bool:
             return (await _journal_events(env, settings)).count("score.decided") == 1
 
-        await wait_until(journaled, what="the decision journaled")
+        await wait_on_platform(settings, journaled, "the decision journaled")
         events = await _journal_events(env, settings)
         assert (
             events.count("score.decided") == 1 and events.count("scoring.model_loaded") == 2
@@ -196,7 +196,7 @@ async def test_model_loading(settings: Settings) -> None:
                 "scoring.model_loaded"
             ) == 3  # two bundled, one loaded here
 
-        await wait_until(loaded_journaled, what="the model load journaled")
+        await wait_on_platform(settings, loaded_journaled, "the model load journaled")
 
         async with client_channel(addr, load_party(settings.certs_dir, "uw-alice")) as channel:
             with pytest.raises(grpc.aio.AioRpcError) as info:
