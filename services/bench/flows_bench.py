@@ -18,10 +18,10 @@ from typing import Any
 import asyncpg
 
 from services.bench.journal_bench import machine
-from services.bench.load import FlowLoad, percentiles
+from services.bench.load import FlowLoad, bench_parties, percentiles
 from services.gen.scf.replica.v1 import replica_pb2, replica_pb2_grpc
 from services.replica.config import EXAMPLE_BANKS
-from services.runtime.certs import load_party
+from services.runtime.certs import ensure_certificates, load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
 from services.runtime.platform import Platform
@@ -182,7 +182,10 @@ async def measure(
     first: int,
     on_progress: Callable[[int], None] | None = None,
 ) -> FlowResult:
-    """One load on a running platform: flows ``first`` … ``first + flows - 1``."""
+    """One load on a running platform: flows ``first`` … ``first + flows - 1``.
+    The subcontractors' certificates are issued before the clock starts: a
+    party gets one when it joins, not with each financing."""
+    ensure_certificates(platform.settings.certs_dir, bench_parties(first + flows))
     load = FlowLoad(platform.settings, first + flows, concurrency, run_seconds)
     load.started = first
     load.on_progress = on_progress
