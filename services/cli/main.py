@@ -21,7 +21,12 @@ from services.cli.journal_cmds import audit_app, journal_app
 from services.cli.order_cmds import order_app
 from services.cli.score_cmds import score_app
 from services.replica.config import EXAMPLE_BANKS
-from services.runtime.certs import EXAMPLE_PARTIES, ensure_certificates, serves
+from services.runtime.certs import (
+    EXAMPLE_PARTIES,
+    ensure_certificates,
+    ensure_nats_server_certificate,
+    serves,
+)
 from services.runtime.config import Settings
 from services.runtime.errors import ConfigError
 from services.runtime.platform import Platform, read_state
@@ -115,11 +120,14 @@ def certs_init(
     settings = settings_for(data_dir)
     hosts = _service_hosts(service_host)
     issued = run_or_exit(lambda: ensure_certificates(settings.certs_dir, service_hosts=hosts))
+    nats = run_or_exit(lambda: ensure_nats_server_certificate(settings.certs_dir))
     table = Table("party", "role", "organisation", "issued now")
     for spec in EXAMPLE_PARTIES:
         table.add_row(spec.party_id, spec.role.value, spec.organization,
                       "yes" if spec.party_id in issued else "")  # fmt: skip
     out.print(table)
+    if nats:
+        out.print("the NATS nodes' certificate: nats/server.pem, nats/server.key")
     out.print(f"certificates in {settings.certs_dir}")
 
 

@@ -22,7 +22,14 @@ from services.runtime.config import SERVICE_NAMES
 from services.runtime.errors import ConfigError
 from services.runtime.identity import Role
 
-__all__ = ["EXAMPLE_PARTIES", "PartyCert", "ensure_certificates", "load_party"]
+__all__ = [
+    "EXAMPLE_PARTIES",
+    "NATS_HOSTS",
+    "PartyCert",
+    "ensure_certificates",
+    "ensure_nats_server_certificate",
+    "load_party",
+]
 
 _VALIDITY = dt.timedelta(days=825)
 
@@ -151,10 +158,23 @@ def _issue(
         names = [*_server_names(spec, hosts), uri]
     else:  # no host name: a party's certificate cannot pass for a server
         usages, names = [ExtendedKeyUsageOID.CLIENT_AUTH], [uri]
+    subject = _name(spec.party_id, spec.organization, spec.role.value)
+    _write_pair(out, spec.party_id, key, _sign(ca_cert, ca_key, subject, key, usages, names))
+
+
+def _sign(
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    subject: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    usages: list[x509.ObjectIdentifier],
+    names: list[x509.GeneralName],
+) -> x509.Certificate:
+    """A leaf certificate of the platform CA (never itself a CA)."""
     now = dt.datetime.now(dt.UTC)
-    cert = (
+    return (
         x509.CertificateBuilder()
-        .subject_name(_name(spec.party_id, spec.organization, spec.role.value))
+        .subject_name(subject)
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -165,8 +185,13 @@ def _issue(
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    _write_private(out / f"{spec.party_id}.key", _key_pem(key))
-    (out / f"{spec.party_id}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _write_pair(
+    out: Path, name: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate
+) -> None:
+    _write_private(out / f"{name}.key", _key_pem(key))
+    (out / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
 def ensure_certificates(
@@ -199,6 +224,32 @@ def ensure_certificates(
             _issue(ca_cert, ca_key, spec, certs_dir / "parties", hosts.get(spec.party_id, ()))
             issued.append(spec.party_id)
     return issued
+
+
+#: The names a NATS node of the deployments' three-node cluster answers to.
+NATS_HOSTS = ("scf-nats", *(f"scf-nats-{n}" for n in range(3)),
+              *(f"scf-nats-{n}.scf-nats" for n in range(3)))  # fmt: skip
+
+
+def ensure_nats_server_certificate(certs_dir: Path, hosts: Sequence[str] = NATS_HOSTS) -> bool:
+    """``nats/server.pem`` and ``server.key``: the NATS nodes' TLS certificate
+    (deploy/ mounts it), issued by the platform CA if missing; whether it was."""
+    out = certs_dir / "nats"
+    if (out / "server.pem").exists():
+        return False
+    ensure_certificates(certs_dir, ())
+    ca_cert = x509.load_pem_x509_certificate((certs_dir / "ca.pem").read_bytes())
+    loaded = serialization.load_pem_private_key((certs_dir / "ca.key").read_bytes(), None)
+    assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+    out.mkdir(exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = [x509.DNSName(h) for h in ("localhost", *hosts)]
+    names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    # Client too: the nodes' routes authenticate one another.
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "scf-nats")])
+    _write_pair(out, "server", key, _sign(ca_cert, loaded, subject, key, usages, names))
+    return True
 
 
 def load_party(certs_dir: Path, party_id: str) -> PartyCert:
