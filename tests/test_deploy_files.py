@@ -281,3 +281,26 @@ def test_certs_init_issues_the_nats_nodes_certificate(tmp_path: Path) -> None:
     usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert ExtendedKeyUsageOID.SERVER_AUTH in usages
     assert (tmp_path / "nats" / "server.key").stat().st_mode & 0o077 == 0
+
+
+def test_compose_checks_health_and_starts_in_order() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    for name in (*SERVICE_NAMES, *(f"replica-{b}" for b in EXAMPLE_BANKS)):
+        service = compose[name]
+        env = _filled(service["environment"])
+        # The health probe asks the metrics port the process serves on.
+        if name.startswith("replica-"):
+            metrics = ReplicaSettings.from_env(
+                name.removeprefix("replica-"), "postgresql://x@db/scf", env
+            ).metrics_addr
+        else:
+            metrics = Settings.from_env(env).endpoint(name).metrics_addr
+        assert metrics.rsplit(":", 1)[1] == env["SCF_HEALTH_PORT"], name
+        assert "/healthz" in " ".join(service["healthcheck"]["test"]), name
+        assert service["depends_on"]["nats-init"] == {
+            "condition": "service_completed_successfully"
+        }, name
+        assert not any("./data/certs:" in v for v in service["volumes"]), name
+    for node in ("scf-nats-0", "scf-nats-1", "scf-nats-2"):
+        assert compose["nats-init"]["depends_on"][node] == {"condition": "service_healthy"}
+    assert "pg_isready" in compose["postgres"]["healthcheck"]["test"]
