@@ -10,7 +10,7 @@ from services.replica.config import ReplicaSettings
 from services.replica.service import run_replica
 from services.runtime.config import Settings
 from services.runtime.errors import ConfigError
-from services.runtime.logs import LOG_LEVELS, setup_logging
+from services.runtime.logs import LOG_LEVELS, capture_native_stderr, setup_logging
 from services.runtime.metrics import serve_metrics
 
 
@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
+        capture_native_stderr()  # gRPC's C-core lines as log lines too
         setup_logging(f"replica-{args.bank}", settings.log_format, LOG_LEVELS[settings.log_level])
         if not settings.nats_url or not settings.database_url:
             raise ConfigError(

@@ -11,8 +11,11 @@ import asyncio
 import faulthandler
 import json
 import logging
+import os
+import re
 import signal
 import sys
+import threading
 import time
 from contextvars import ContextVar
 from typing import Any, TextIO
@@ -21,6 +24,7 @@ __all__ = [
     "LOG_FIELDS",
     "LOG_LEVELS",
     "JsonFormatter",
+    "capture_native_stderr",
     "dump_tasks",
     "install_stack_dumps",
     "setup_logging",
@@ -66,6 +70,44 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
+
+
+#: gRPC's C core writes absl-style lines, "E1204 12:00:00.123 42 file.cc:7] text".
+_NATIVE_LINE = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ ([^\]]+)\] ?(.*)$")
+_NATIVE_LEVELS = {
+    "I": logging.INFO,
+    "W": logging.WARNING,
+    "E": logging.ERROR,
+    "F": logging.CRITICAL,
+}
+
+
+def capture_native_stderr() -> None:
+    """Route what native code writes to file descriptor 2 (gRPC's C core, mostly)
+    through logging, so that it lands as JSON lines among the others rather than
+    as raw text. Python's own ``sys.stderr`` keeps the real stream. Call before
+    :func:`setup_logging`; in a service's own process only."""
+    real = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    sys.stderr = os.fdopen(real, "w", buffering=1, errors="backslashreplace")
+    threading.Thread(target=_forward_native, args=(read_end,), daemon=True).start()
+
+
+def _forward_native(fd: int) -> None:
+    logger = logging.getLogger("native")
+    with os.fdopen(fd, "r", errors="backslashreplace") as lines:
+        for line in lines:  # it must never stop reading, or the writers block
+            text = line.rstrip("\n")
+            if not text:
+                continue
+            match = _NATIVE_LINE.match(text)
+            if match is None:
+                logger.warning("%s", text)
+            else:
+                level, where, message = match.groups()
+                logger.log(_NATIVE_LEVELS[level], "%s", message, extra={"source": where})
 
 
 def setup_logging(service: str, fmt: str = "auto", level: int = logging.INFO) -> None:

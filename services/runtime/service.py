@@ -33,7 +33,12 @@ from services.runtime.identity import current_identity
 from services.runtime.journal_client import Outbox, OutboxRelay, audit_client
 from services.runtime.keys import Signer, load_or_create_signer
 from services.runtime.leadership import Leadership
-from services.runtime.logs import LOG_LEVELS, install_stack_dumps, setup_logging
+from services.runtime.logs import (
+    LOG_LEVELS,
+    capture_native_stderr,
+    install_stack_dumps,
+    setup_logging,
+)
 from services.runtime.messaging import Messenger
 from services.runtime.metrics import PROBES, serve_metrics
 from services.runtime.peer_keys import PeerKeys
@@ -251,6 +256,7 @@ def main(spec: ServiceSpec) -> None:
     """Entry point of ``python -m services.<name>``."""
     try:
         settings = Settings.from_env()
+        capture_native_stderr()  # gRPC's C-core lines as log lines too
         setup_logging(spec.name, settings.log_format, LOG_LEVELS[settings.log_level])
         serve_metrics(settings.endpoint(spec.name).metrics_addr)
         asyncio.run(run_service(spec, settings))
