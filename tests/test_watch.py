@@ -15,6 +15,7 @@ from services.gen.scf.orders.v1 import orders_pb2
 from services.runtime.certs import load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
+from services.runtime.metrics import RPC_TOTAL
 from tests.lending.helpers import lending_env
 from tests.orders.helpers import orders_env, register_request
 
@@ -85,6 +86,8 @@ async def test_an_order_watch_ends_with_the_order_and_refuses_whom_get_refuses(
 
 
 async def test_a_watch_ends_at_the_callers_deadline(settings: Settings) -> None:
+    ended_calls = RPC_TOTAL.labels("orders", "WatchOrder", "DEADLINE_EXCEEDED")
+    before = ended_calls._value.get()
     async with orders_env(settings) as env:
         sub = env.stub("acme-builders")
         oid = (await sub.RegisterOrder(register_request("PO-W3"))).order.order_id
@@ -93,6 +96,8 @@ async def test_a_watch_ends_at_the_callers_deadline(settings: Settings) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as ended:
             await watch.read()
         assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # Counted by how it ended (the service has stopped: its handler is done).
+    assert ended_calls._value.get() == before + 1
 
 
 async def test_a_checkpoint_watch_answers_once_the_entry_can_be_proven(settings: Settings) -> None:

@@ -180,6 +180,11 @@ async def _guarded(service: str, method: str, request: Any, context: Any) -> Asy
         await context.abort_with_status(rpc_status.to_status(unavailable_status(exc)))
     except grpc.aio.AbortError:
         raise
+    except asyncio.CancelledError:
+        # The caller went away, or its deadline passed: a watch call's usual end.
+        left = context.time_remaining()
+        code = "DEADLINE_EXCEEDED" if left is not None and left <= 0 else "CANCELLED"
+        raise
     except Exception:
         code = "INTERNAL"
         await context.abort(grpc.StatusCode.INTERNAL, _internal(method))
