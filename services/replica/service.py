@@ -13,6 +13,7 @@ import asyncpg
 
 from services.contracts.subjects import Subjects
 from services.gen.scf.journal.v1 import journal_pb2_grpc
+from services.gen.scf.platform.v1 import platform_pb2_grpc
 from services.gen.scf.replica.v1 import replica_pb2, replica_pb2_grpc
 from services.journal import AuditServicer, JournalStore
 from services.replica.alarm import ALARM_KINDS, AlarmRecord
@@ -38,6 +39,7 @@ from services.runtime.metrics import (
     REPLICA_LAG_SECONDS,
     REPLICA_TREE_SIZE,
 )
+from services.runtime.service import PlatformServicer
 from services.runtime.waiting import SHUTDOWN_S, exit_if_stuck
 
 __all__ = ["ReplicaServicer", "root_key", "run_replica"]
@@ -179,6 +181,11 @@ async def run_replica(
             replica_pb2_grpc.add_ReplicaServiceServicer_to_server,
             ReplicaServicer(replica),
             "scf.replica.v1.ReplicaService",
+        )
+        server.add(
+            platform_pb2_grpc.add_PlatformServiceServicer_to_server,
+            PlatformServicer(rs.party_id, replica.clock),
+            "scf.platform.v1.PlatformService",
         )
         task = asyncio.create_task(replica.run(), name=f"replica-{rs.bank}")
         await server.start()

@@ -29,6 +29,7 @@ __all__ = [
     "AlreadyExists",
     "ConfigError",
     "DataLoss",
+    "DeadlineExceeded",
     "FailedPrecondition",
     "InvalidArgument",
     "NotFound",
@@ -99,6 +100,13 @@ class DataLoss(SCFError):
     """Stored data is not what was written: nothing is served from it."""
 
     code = grpc.StatusCode.DATA_LOSS
+
+
+class DeadlineExceeded(SCFError):
+    """The caller's deadline passed before what the call needed from another
+    service could be asked (the caller gave up; nothing was done)."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 class Unavailable(SCFError):

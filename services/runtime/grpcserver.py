@@ -30,6 +30,7 @@ from grpc_status import rpc_status
 from services.contracts.bounds import check_request
 from services.runtime import identity as ident
 from services.runtime.certs import PartyCert
+from services.runtime.deadlines import CALL_DEADLINE
 from services.runtime.errors import (
     AWAY,
     ConfigError,
@@ -163,6 +164,8 @@ async def _guarded(service: str, method: str, request: Any, context: Any) -> Asy
     token = None
     fields = {"rpc": method}
     fields_token = LOG_FIELDS.set(fields)
+    left = context.time_remaining()
+    deadline_token = CALL_DEADLINE.set(None if left is None else time.monotonic() + left)
     try:
         caller = _identity_of(context)
         fields["party"] = caller.party_id
@@ -194,6 +197,7 @@ async def _guarded(service: str, method: str, request: Any, context: Any) -> Asy
         RPC_TOTAL.labels(service, name, code).inc()
         RPC_LATENCY.labels(service, name).observe(time.perf_counter() - started)
         LOG_FIELDS.reset(fields_token)
+        CALL_DEADLINE.reset(deadline_token)
 
 
 class _CallerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]

@@ -27,6 +27,7 @@ from nats.js import JetStreamContext
 from services.contracts.envelope import EnvelopeRefused, SigningKey, open_envelope, seal
 from services.contracts.errors import from_wire, to_wire
 from services.gen.scf.bus.v1 import bus_pb2
+from services.runtime.deadlines import within_call
 from services.runtime.errors import AWAY, RETRY_LATER, SCFError, Unavailable
 from services.runtime.messages import build
 from services.runtime.peer_keys import PeerKeys
@@ -91,7 +92,8 @@ class Messenger:
         """Ask ``server``; its answer, or the error it answered with, raised as ours."""
         request_id = uuid.uuid4().hex
         data = self.seal(subject, "request", request_id, message)
-        reply = await self.nc.request(subject, data, timeout=timeout)
+        # No longer than the gRPC caller this is asked for still waits.
+        reply = await self.nc.request(subject, data, timeout=within_call(timeout))
         try:
             env = await self.open(reply.data, subject, "reply", (server,), request_id)
             result = reply_type.FromString(env.body)

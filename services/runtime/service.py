@@ -105,9 +105,11 @@ class ServiceSpec:
 
 
 class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
-    def __init__(self, service: str, ctx: ServiceContext | None = None) -> None:
+    """Served by every process with an API: the services and the banks' replicas."""
+
+    def __init__(self, service: str, clock: Clock | None = None) -> None:
         self._service = service
-        self.ctx = ctx
+        self.clock: Clock = clock or SystemClock()
 
     async def WhoAmI(
         self, request: platform_pb2.WhoAmIRequest, context: Any
@@ -118,7 +120,7 @@ class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
             role=who.role.value,
             organization=who.organization,
             service=self._service,
-            now=(self.ctx.clock if self.ctx else SystemClock()).now().isoformat(),
+            now=self.clock.now().isoformat(),
         )
 
 
@@ -181,7 +183,7 @@ async def run_service(
             subjects=subjects,
             messenger=Messenger(nc, signer, peers),
         )
-        platform_servicer.ctx = ctx
+        platform_servicer.clock = clock
         if isinstance(clock, (OffsetClock, ManualClock)):
             clock.on_move(ctx.clock_moved)
         if follow and isinstance(clock, OffsetClock):

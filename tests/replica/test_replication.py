@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
+from services.gen.scf.platform.v1 import platform_pb2, platform_pb2_grpc
 from services.journal.offline import verify_database
 from services.journal.receipt import ReceiptError, verify_receipt
 from services.journal.service import SPEC
@@ -99,6 +100,20 @@ async def test_two_replicas_follow_and_cosign(settings: Settings) -> None:
                 async for r in bank_audit.ListEntries(journal_pb2.ListEntriesRequest(start=1990))
             ]
             assert [e.seq for e in listed] == list(range(1990, 2001))
+            # Like every process with an API, it says whom it reads the caller as.
+            who = await platform_pb2_grpc.PlatformServiceStub(channel).WhoAmI(
+                platform_pb2.WhoAmIRequest()
+            )
+            assert (who.party_id, who.role, who.service) == (
+                "auditor-reg",
+                "auditor",
+                "replica-bank-north",
+            )
+            # And its checkpoint watch answers from the copy it verified.
+            watched = await bank_audit.WatchCheckpoints(
+                journal_pb2.WatchCheckpointsRequest(min_size=size), timeout=30
+            ).read()
+            assert watched.tree_size == size and watched.root_hash == north.verifier.tree.root()
         # The bank's database passes the offline verifier on its own.
         report = await verify_database(
             north_settings.database_url, "journal", _key(settings, "platform-root")

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class PlatformServiceStub:
-    """PlatformService is served by every SCF service next to its own API.
+    """PlatformService is served by every SCF service and every bank's replica,
+    next to its own API.
     """
 
     def __init__(self, channel):
@@ -43,7 +44,8 @@ class PlatformServiceStub:
 
 
 class PlatformServiceServicer:
-    """PlatformService is served by every SCF service next to its own API.
+    """PlatformService is served by every SCF service and every bank's replica,
+    next to its own API.
     """
 
     def WhoAmI(self, request, context):
@@ -75,7 +77,8 @@ def add_PlatformServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class PlatformService:
-    """PlatformService is served by every SCF service next to its own API.
+    """PlatformService is served by every SCF service and every bank's replica,
+    next to its own API.
     """
 
     @staticmethod

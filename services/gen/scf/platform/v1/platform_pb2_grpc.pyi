@@ -27,7 +27,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class PlatformServiceStub:
-    """PlatformService is served by every SCF service next to its own API."""
+    """PlatformService is served by every SCF service and every bank's replica,
+    next to its own API.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -44,7 +46,9 @@ class PlatformServiceStub:
 
 @_typing.type_check_only
 class PlatformServiceAsyncStub(PlatformServiceStub):
-    """PlatformService is served by every SCF service next to its own API."""
+    """PlatformService is served by every SCF service and every bank's replica,
+    next to its own API.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     WhoAmI: _aio.UnaryUnaryMultiCallable[_platform_pb2.WhoAmIRequest, _platform_pb2.WhoAmIResponse]  # type: ignore[assignment]
@@ -57,7 +61,9 @@ class PlatformServiceAsyncStub(PlatformServiceStub):
     """
 
 class PlatformServiceServicer(metaclass=_abc_1.ABCMeta):
-    """PlatformService is served by every SCF service next to its own API."""
+    """PlatformService is served by every SCF service and every bank's replica,
+    next to its own API.
+    """
 
     @_abc_1.abstractmethod
     def WhoAmI(
