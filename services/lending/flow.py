@@ -187,8 +187,8 @@ class FlowEngine:
 
     async def run_steps(self) -> None:
         """Take every step as its transition commits, and the safety passes: the
-        leader's work (two instances would take each step twice)."""
-        await self.listener.ensure()
+        leader's work (two instances would take each step twice). It listens from
+        its loop, which outlasts PostgreSQL restarts."""
         try:
             while True:
                 self.wake.clear()

@@ -208,8 +208,8 @@ class OutboxRelay:
 
     async def run_publishing(self) -> None:
         """Publish pending statements: one instance at a time (the leader), or
-        two would sign and send the same rows."""
-        await self._listener.ensure()
+        two would sign and send the same rows. It listens from its loop, which
+        outlasts PostgreSQL restarts (leadership may come back in the middle of one)."""
         new_leader = None
         if self.nc is not None:
             new_leader = await self.nc.subscribe(

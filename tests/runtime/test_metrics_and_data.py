@@ -39,6 +39,7 @@ async def test_metrics_count_rpcs_by_method_and_status(settings: Settings) -> No
     line = next(
         ln for ln in text.splitlines()
         if ln.startswith("scf_rpc_total{") and 'method="WhoAmI"' in ln and 'code="OK"' in ln
+        and 'service="orders"' in ln
     )  # fmt: skip
     assert float(line.rsplit(" ", 1)[1]) >= 3
     assert "scf_rpc_seconds_bucket" in text and "scf_outbox_backlog" in text
