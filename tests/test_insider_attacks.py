@@ -26,7 +26,7 @@ from services.runtime.embedded import EmbeddedNats
 from services.runtime.errors import FailedPrecondition, PermissionDenied, Unavailable
 from services.runtime.keys import load_or_create_signer
 from services.runtime.nats_auth import ADMIN, nats_password
-from tests.journal.helpers import producer, wait_until
+from tests.journal.helpers import Heard, producer
 from tests.orders.helpers import register_request
 from tests.support import messenger_as, provision_for, running
 
@@ -47,7 +47,7 @@ class Guarded:
             self.settings, nats_user=user, nats_password=nats_password(SECRET, user)
         )
 
-    async def connect(self, user: str, errors: list[str] | None = None) -> Any:
+    async def connect(self, user: str, errors: Heard | None = None) -> Any:
         async def on_error(exc: Exception) -> None:
             if errors is not None:
                 errors.append(str(exc))
@@ -111,7 +111,7 @@ async def test_the_streams_buckets_and_consumers_are_the_operators_alone(
 ) -> None:
     s = Subjects(guarded.settings.nats_prefix)
     admin = await guarded.connect(ADMIN)
-    errors: list[str] = []
+    errors = Heard()
     insider = await guarded.connect("scoring", errors)
     try:
         ajs, js = admin.jetstream(), insider.jetstream(timeout=1)
@@ -153,18 +153,11 @@ async def test_the_streams_buckets_and_consumers_are_the_operators_alone(
         assert [i.config.name for i in await ajs.streams_info()].count("EVIL") == 0
         with pytest.raises(nats.js.errors.KeyNotFoundError):
             await (await ajs.key_value(s.clock_bucket)).get("offset_micros")
-        await wait_until(_at_least(errors, 8), 10, "the server's permission refusals")
+        await errors.at_least(8, 10, "the server's permission refusals")
         assert all("permissions violation" in e.lower() for e in errors), errors
     finally:
         await insider.close()
         await admin.close()
-
-
-def _at_least(items: list[Any], n: int) -> Any:
-    async def check() -> bool:
-        return len(items) >= n
-
-    return check
 
 
 async def test_no_user_can_do_more_than_its_row_of_the_table(guarded: Guarded) -> None:
@@ -197,7 +190,7 @@ async def test_no_user_can_do_more_than_its_row_of_the_table(guarded: Guarded) -
             for subject in forbidden_pub:
                 await admin.subscribe(subject, cb=seen.put)
             await admin.flush()
-            errors: list[str] = []
+            errors = Heard()
             nc = await guarded.connect(user, errors)
             try:
                 for subject in forbidden_pub:
@@ -209,7 +202,7 @@ async def test_no_user_can_do_more_than_its_row_of_the_table(guarded: Guarded) -
                 await nc.subscribe(f"{s.inbox(other)}.>")
                 await nc.flush()
                 expected = len(forbidden_pub) + len(forbidden_sub) + 1
-                await wait_until(_at_least(errors, expected), 10, f"{user}'s refusals")
+                await errors.at_least(expected, 10, f"{user}'s refusals")
                 assert all("permissions violation" in e.lower() for e in errors), errors
                 await admin.flush()
                 assert seen.empty(), f"{user} published where it may not"
@@ -235,7 +228,7 @@ async def test_impostor_answers_and_double_financing(guarded: Guarded) -> None:
     s = Subjects(guarded.settings.nats_prefix)
     settings = guarded.as_user("lending")
     async with Services(guarded)(JOURNAL):
-        errors: list[str] = []
+        errors = Heard()
         insider = await guarded.connect("scoring", errors)
         admin = await guarded.connect(ADMIN)
         lending = await guarded.connect("lending")
@@ -243,7 +236,7 @@ async def test_impostor_answers_and_double_financing(guarded: Guarded) -> None:
             for subject in (s.order_facts, s.order_command(OrderVerb.PLEDGE)):
                 await insider.subscribe(subject, cb=_answer_with(b"confirmed, not pledged"))
             await insider.flush()
-            await wait_until(_at_least(errors, 2), 10, "the subscriptions refused")
+            await errors.at_least(2, 10, "the subscriptions refused")
             messenger = messenger_as(settings, lending, "lending")
             command = bus_pb2.PledgeCommand(order_id="ORD-X", application_id="APP-X", bank="b")
             # Nobody else answers: the impostor's subscription never took.
@@ -343,7 +336,7 @@ async def test_refusals_only_from_the_journal_and_for_each_key_they_name(
     s = Subjects(settings.nats_prefix)
     async with Services(guarded)(JOURNAL):
         admin = await guarded.connect(ADMIN)
-        errors: list[str] = []
+        errors = Heard()
         insider = await guarded.connect("scoring", errors)
         try:
             async with producer(settings) as genuine:
@@ -353,7 +346,7 @@ async def test_refusals_only_from_the_journal_and_for_each_key_they_name(
                 for subject in (s.refusals("orders"), s.submit("orders"), s.submit("lending")):
                     await insider.publish(subject, b"forged")
                 await insider.flush()
-                await wait_until(_at_least(errors, 3), 10, "the publishes refused")
+                await errors.at_least(3, 10, "the publishes refused")
                 # A refusal on orders' subject that the journal did not sign (a
                 # misconfigured NATS lets admin stand in for an insider) is ignored;
                 # one the journal signed never touches a journaled row.
@@ -370,7 +363,7 @@ async def test_refusals_only_from_the_journal_and_for_each_key_they_name(
                     info = await admin.jetstream().consumer_info(relay.stream, relay.durable)
                     return info.num_pending == 0 and info.num_ack_pending == 0
 
-                await wait_until(taken, 30, "the relay to take both refusals")
+                await genuine.wait_until(taken, "the relay to take both refusals")
                 assert set(await genuine.wait_confirmed(3)) == {*journaled, *pending}
                 rows = await genuine.pool.fetch("SELECT refused_reason FROM outbox")
                 assert [r["refused_reason"] for r in rows] == [None, None, None]
@@ -384,7 +377,9 @@ async def test_refusals_only_from_the_journal_and_for_each_key_they_name(
                     )
                     return len(rows) == 3 and all(r["refused_reason"] for r in rows)
 
-                await wait_until(all_refused, 30, "each statement of the batch marked refused")
+                await wrong_key.wait_until(
+                    all_refused, "each statement of the batch marked refused"
+                )
         finally:
             await insider.close()
             await admin.close()

@@ -128,12 +128,13 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     nats.errors.ConnectionClosedError,
 )
 
-#: What a consumer leaves unacknowledged to try again: TRANSIENT, or another
-#: service (the journal's key set, say) out of reach.
-RETRY_LATER: tuple[type[BaseException], ...] = (*TRANSIENT, Unavailable)
-
 #: Everything that means "what this call depends on is away right now", as a
 #: server answers it: UNAVAILABLE, which the caller retries with the same
 #: idempotency key (a socket file missing while PostgreSQL restarts is an
 #: OSError, a pool that cannot connect in time a TimeoutError).
 AWAY: tuple[type[BaseException], ...] = (*TRANSIENT, OSError, TimeoutError, nats.errors.Error)
+
+#: What a consumer leaves unacknowledged to try again: what it depends on away
+#: (PostgreSQL restarting, its socket file missing for a moment, included), or
+#: another service (the journal's key set, say) out of reach. Never set aside.
+RETRY_LATER: tuple[type[BaseException], ...] = (*AWAY, Unavailable)

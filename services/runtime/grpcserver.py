@@ -192,12 +192,15 @@ async def _guarded(service: str, method: str, request: Any, context: Any) -> Asy
         code = "INTERNAL"
         await context.abort(grpc.StatusCode.INTERNAL, _internal(method))
     finally:
-        if token is not None:
-            ident.reset_identity(token)
         RPC_TOTAL.labels(service, name, code).inc()
         RPC_LATENCY.labels(service, name).observe(time.perf_counter() - started)
-        LOG_FIELDS.reset(fields_token)
-        CALL_DEADLINE.reset(deadline_token)
+        # A stream closed from elsewhere (its caller gone) ends in another context,
+        # where these tokens cannot be reset; that context is discarded anyway.
+        with contextlib.suppress(ValueError):
+            if token is not None:
+                ident.reset_identity(token)
+            LOG_FIELDS.reset(fields_token)
+            CALL_DEADLINE.reset(deadline_token)
 
 
 class _CallerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]

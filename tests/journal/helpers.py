@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,22 +27,13 @@ async def wait_until(
     timeout: float = 30.0,
     what: str = "condition",
     *,
-    wake: tuple[str, ...] = (),
-    nc: Any = None,
+    wake: tuple[str, ...],
+    nc: Any,
 ) -> None:
-    """Await a condition that another process brings about, with a deadline.
-
-    With ``wake`` (NATS subjects on which the platform says it moved: a relay's
-    ``journaled.<producer>``, the journal's entries, a replica's cosignature)
-    and a connection ``nc``, it is checked again when a message arrives there,
-    and once a second besides; without, it is checked every 50 ms."""
-    if not wake:
-        deadline = time.monotonic() + timeout
-        while not await check():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{what} not reached in {timeout} s")
-            await asyncio.sleep(0.05)
-        return
+    """Await a condition that another process brings about, with a deadline: it
+    is checked again when a message arrives on ``wake`` (NATS subjects on which
+    the platform says it moved: a relay's ``journaled.<producer>``, a replica's
+    cosignature, or everything under the prefix), and once a second besides."""
     moved = asyncio.Event()
 
     async def woken(_msg: Any) -> None:
@@ -64,6 +54,28 @@ async def wait_until(
     finally:
         for sub in subs:
             await sub.unsubscribe()
+
+
+class Heard(list[str]):
+    """What a NATS server said to a connection (its permission refusals), kept as
+    it comes; :meth:`at_least` awaits it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._grew = asyncio.Event()
+
+    def append(self, text: str) -> None:
+        super().append(text)
+        self._grew.set()
+
+    async def at_least(self, n: int, timeout: float, what: str) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                while len(self) < n:
+                    self._grew.clear()
+                    await self._grew.wait()
+        except TimeoutError:
+            raise TimeoutError(f"{what}: {len(self)} of {n} in {timeout} s") from None
 
 
 async def wait_on_platform(

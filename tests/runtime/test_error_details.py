@@ -84,3 +84,24 @@ async def test_every_refusal_has_a_stable_reason_and_unavailable_says_when_to_re
     (violation,) = stale["PreconditionFailure"].violations
     assert (violation.type, violation.subject) == ("WRONG_STATE", "order/ORD-1")
     assert got["Plain"][1]["ErrorInfo"].reason == "FAILED_PRECONDITION"
+
+
+def test_what_is_away_for_a_moment_is_retried_never_set_aside() -> None:
+    """A consumer leaves a message to come again on these; it sets aside for good
+    only what would fail alike every time (a fault run found a disbursement set
+    aside because PostgreSQL's socket file was missing while it restarted)."""
+    import asyncpg
+    import nats.errors
+
+    from services.runtime.errors import RETRY_LATER, Unavailable
+
+    for away in (
+        FileNotFoundError(2, "No such file or directory"),  # the socket, mid-restart
+        ConnectionRefusedError(),
+        TimeoutError(),
+        asyncpg.exceptions.ConnectionDoesNotExistError(),
+        nats.errors.NoRespondersError(),
+        Unavailable("the journal's key set is out of reach"),
+    ):
+        assert isinstance(away, RETRY_LATER), away
+    assert not isinstance(ValueError("a malformed event"), RETRY_LATER)

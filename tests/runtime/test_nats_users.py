@@ -19,7 +19,7 @@ from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
 from services.runtime.nats_auth import nats_password, server_authorization
 from services.runtime.platform import Platform
-from tests.journal.helpers import wait_on_platform, wait_until
+from tests.journal.helpers import Heard, wait_on_platform
 from tests.orders.helpers import CONTRACT, register_request
 
 pytestmark = pytest.mark.integration
@@ -85,7 +85,7 @@ async def test_the_platform_runs_under_its_users_and_none_speaks_for_another(
             await wait_on_platform(settings, journaled, "the order's two entries journaled")
 
         secret, prefix = platform.nats_secret, s.nats_prefix
-        refusals: list[str] = []
+        refusals = Heard()
 
         async def on_error(exc: Exception) -> None:
             refusals.append(str(exc))
@@ -123,10 +123,7 @@ async def test_the_platform_runs_under_its_users_and_none_speaks_for_another(
             assert (first.subject, first.data) == (own, b"its own")
             assert seen.empty()
 
-            async def all_refused() -> bool:
-                return len(refusals) >= len(forged)
-
-            await wait_until(all_refused, 10, "the server's permission refusals")
+            await refusals.at_least(len(forged), 10, "the server's permission refusals")
             assert all("permissions violation" in r.lower() for r in refusals), refusals
 
             with pytest.raises(nats.errors.Error):
