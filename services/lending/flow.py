@@ -58,8 +58,6 @@ from services.runtime.waiting import run_together, wait_event
 
 __all__ = ["FlowEngine"]
 
-#: What :meth:`FlowEngine.due` reads of an application.
-_DUE_COLUMNS = "state, kind, offer_expires_micros, announced"
 
 log = logging.getLogger(__name__)
 
@@ -162,12 +160,10 @@ class FlowEngine:
             while True:
                 self._again.discard(application_id)
                 async with self._limit:
-                    row = await self.pool.fetchrow(
-                        f"SELECT {_DUE_COLUMNS} FROM applications WHERE application_id = $1",
-                        application_id,
-                    )
+                    # One read decides the step and serves it (steps lock what they change).
+                    row = await self._get(application_id)
                     if row is not None and self.due(row):
-                        await self.step(application_id, row["state"], row["kind"])
+                        await self.step(row)
                 if application_id not in self._again:
                     return
         except Exception:  # the safety pass takes it again
@@ -223,16 +219,18 @@ class FlowEngine:
         for row in rows:
             self.kick(row["application_id"])
 
-    async def step(self, application_id: str, state: str, kind: str = "order") -> None:
+    async def step(self, app: Any) -> None:
+        """The step due for the application ``app`` (its row as just read)."""
+        application_id, state, kind = app["application_id"], app["state"], app["kind"]
         action = PLATFORM_STEPS.get((Kind(kind), State(state)))
         if action is Action.PLEDGE:
-            await self._pledge(application_id)
+            await self._pledge(app)
         elif action is Action.SCORE:
-            await self._score(application_id)
+            await self._score(app)
         elif action is Action.DISBURSE:
             await self._disburse(application_id)
         elif action is Action.RELEASE:
-            await self._release(application_id)
+            await self._release(app)
         elif state in EXPIRING:
             await self._expire(application_id)
         elif OPENS_REPAYMENT.get(Kind(kind)) == state:
@@ -262,8 +260,8 @@ class FlowEngine:
             return exc
         return None
 
-    async def _pledge(self, application_id: str) -> None:
-        app = await self._get(application_id)
+    async def _pledge(self, app: Any) -> None:
+        application_id = app["application_id"]
         refusal = await self._order_command(OrderVerb.PLEDGE, app)
         crash_point("lending.after_pledge")
         async with self.pool.acquire() as conn, conn.transaction():
@@ -274,8 +272,8 @@ class FlowEngine:
             move = domain.pledged() if refusal is None else domain.refused(refusal.message)
             await self.t.apply(conn, app, move, self.clock.now_micros())
 
-    async def _score(self, application_id: str) -> None:
-        app = await self._get(application_id)
+    async def _score(self, app: Any) -> None:
+        application_id = app["application_id"]
         facility: Any = await self.pool.fetchrow(
             "SELECT * FROM facilities WHERE facility_id = $1", app["facility_id"]
         )
@@ -421,8 +419,8 @@ class FlowEngine:
             "UPDATE applications SET announced = true WHERE application_id = $1", application_id
         )
 
-    async def _release(self, application_id: str) -> None:
-        app = await self._get(application_id)
+    async def _release(self, app: Any) -> None:
+        application_id = app["application_id"]
         if app["kind"] == "order":
             refusal = await self._order_command(OrderVerb.RELEASE, app)
             if refusal is not None and refusal.reason != "NOT_PLEDGED":

@@ -48,8 +48,6 @@ class Leadership:
         self.schema = schema
         self.role = role
         self.key = lock_key(schema, role)
-        #: Set while this instance leads.
-        self.leading = asyncio.Event()
 
     async def run(self, work: Callable[[], Awaitable[None]]) -> None:
         """Lead, run ``work``; lead again after a lost connection. Returns (or
@@ -78,7 +76,6 @@ class Leadership:
             log.warning("%s: lost PostgreSQL while waiting to lead (%r)", self.role, exc)
             return False
         log.info("%s: this instance leads", self.role)
-        self.leading.set()
         LEADER.labels(self.role).set(1)
         task = asyncio.ensure_future(work())
         losing = asyncio.ensure_future(lost.wait())
@@ -86,7 +83,6 @@ class Leadership:
             await asyncio.wait({task, losing}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             losing.cancel()
-            self.leading.clear()
             LEADER.labels(self.role).set(0)
             if not task.done():
                 task.cancel()

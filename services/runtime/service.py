@@ -71,8 +71,6 @@ class ServiceContext:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     #: What the journal confirmed of this service's subjects (journaling services).
     journaled: JournaledFeed | None = None
-    #: Held while this instance runs the loops below (None: nothing to lead).
-    leadership: Leadership | None = None
     #: Loops only one instance of the service may run at a time: the leader's.
     singletons: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     #: Called when the platform clock moved (demo and test modes): what waits on
@@ -211,13 +209,12 @@ async def run_service(
         if spec.setup is not None:
             await spec.setup(ctx)
         if ctx.singletons:
-            ctx.leadership = Leadership(pool, endpoint.schema, spec.name)
-            loops = ctx.singletons
+            leadership, loops = Leadership(pool, endpoint.schema, spec.name), ctx.singletons
 
             async def lead() -> None:
                 await run_together(*(loop() for loop in loops))
 
-            ctx.tasks.append(asyncio.create_task(ctx.leadership.run(lead), name="leadership"))
+            ctx.tasks.append(asyncio.create_task(leadership.run(lead), name="leadership"))
         await server.start()
         PROBES.ready = lambda: server is not None and server.ready
         ctx.tasks.append(

@@ -64,15 +64,10 @@ class JournaledFeed:
         self.nc = nc
         self.subject = subject
         self._waiting: dict[str, set[asyncio.Event]] = defaultdict(set)
-        self._sub: Any = None
 
     async def start(self) -> None:
-        self._sub = await self.nc.subscribe(self.subject, cb=self._on_message)
-
-    async def stop(self) -> None:
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+        """Subscribe (for as long as the connection lives: it closes with the service)."""
+        await self.nc.subscribe(self.subject, cb=self._on_message)
 
     async def _on_message(self, msg: Msg) -> None:
         try:
