@@ -8,11 +8,13 @@ import dataclasses
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from services.journal import init_journal, origin_for
 from services.runtime.config import SERVICE_NAMES, ServiceEndpoint, Settings
 from services.runtime.ports import free_ports
 from services.runtime.service import ServiceSpec, run_service
@@ -30,6 +32,8 @@ def make_settings(nats_url: str, database_url: str, certs_dir: Path, data_dir: P
         name: ServiceEndpoint(name, f"127.0.0.1:{port}", "", f"{tag}_{name}")
         for name, port in zip(SERVICE_NAMES, ports, strict=True)
     }
+    # The operator's offline step: the root key, every service's key, the genesis.
+    init_journal(data_dir / "keys", origin_for(tag), SERVICE_NAMES, time.time_ns() // 1000)
     return Settings(
         data_dir=data_dir,
         nats_url=nats_url,

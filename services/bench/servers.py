@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from services.journal import init_journal, origin_for
 from services.runtime.certs import ensure_certificates
 from services.runtime.config import SERVICE_NAMES, ServiceEndpoint, Settings
 from services.runtime.embedded import servers_for
@@ -18,6 +20,8 @@ from services.runtime.ports import free_ports
 def _settings(data: Path, nats_url: str, db_url: str) -> Settings:
     ensure_certificates(data / "certs")
     tag = f"b_{uuid.uuid4().hex[:8]}"
+    # The operator's offline step, before any journal starts.
+    init_journal(data / "keys", origin_for(tag), SERVICE_NAMES, time.time_ns() // 1000)
     return Settings(
         data_dir=data,
         nats_url=nats_url,

@@ -453,29 +453,99 @@ def restore(
     )
 
 
+_ROOT_KEY_OPTION = typer.Option(
+    None,
+    "--root-key",
+    help="The platform root's private key (PEM); default platform-root.ed25519.pem"
+    " in SCF_KEYS_DIR. Keep it offline: only this command and `init` read it.",
+)
+
+
+def _root_signer(root_key: Path | None, settings: Settings) -> Any:
+    from services.journal.genesis import ROOT_KEY_NAME
+    from services.runtime.keys import load_signer
+
+    path = root_key or settings.keys_dir / f"{ROOT_KEY_NAME}.ed25519.pem"
+    name = path.name.removesuffix(".ed25519.pem")
+    try:
+        return load_signer(path.parent, name, hint="the root key is needed to sign key entries")
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+
+
+def _root_signed(root: Any, event_type: str, body: dict[str, str], idempotency_key: str) -> Any:
+    """A key entry's produced time and the root's signature over it, made here
+    (the operator's machine), never in the journal."""
+    import time
+
+    from services.journal.encoding import sign_batch
+    from services.journal.genesis import key_statement
+    from services.journal.keyset import PLATFORM_PRODUCER
+
+    micros = time.time_ns() // 1000
+    st = key_statement(event_type, body, idempotency_key, micros, root.key_id)
+    batch = sign_batch(PLATFORM_PRODUCER, root.key_id, root.sign, [st.encode()])
+    return micros, batch.signature
+
+
+@journal_app.command("init")
+def init(json_out: bool = JsonFlag) -> None:
+    """Make the journal's genesis offline: the platform root key (when missing),
+    every service's signing key (when missing), and journal-genesis.batch, the
+    root-signed entry 0 that names them, all in SCF_KEYS_DIR. Run it where the
+    root key is kept; give each service its own key, and every service
+    platform-root.pub and the journal the genesis (docs/operations.md)."""
+    import time
+
+    from services.journal.genesis import init_journal, origin_for
+    from services.runtime.config import SERVICE_NAMES
+
+    settings = Settings.from_env()
+    keys_dir = settings.keys_dir
+    try:
+        path, made = init_journal(
+            keys_dir, origin_for(settings.nats_prefix), SERVICE_NAMES, time.time_ns() // 1000
+        )
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    if json_out:
+        print_json({"genesis": str(path), "made": made, "keys_dir": str(keys_dir)})
+        return
+    verb = "made" if made else "kept (it verifies; entry 0 never changes)"
+    out.print(f"genesis {verb}: {path}")
+
+
 @journal_app.command("rotate-key")
-def rotate_key(service: str) -> None:
+def rotate_key(service: str, root_key: Path | None = _ROOT_KEY_OPTION) -> None:
     """Register a new signing key for SERVICE and put it in place of the old one.
 
-    Restart the service, then revoke the old key with `scf journal revoke-key`.
+    The key entry is signed here with the root key. Restart the service, then
+    revoke the old key with `scf journal revoke-key`.
     """
     import time
 
     from services.gen.scf.journal.v1 import journal_pb2
+    from services.journal.keyset import EV_REGISTERED
     from services.runtime.config import SERVICE_NAMES
     from services.runtime.keys import load_or_create_signer
 
     if service not in SERVICE_NAMES:  # checked before any key file is made
         raise _fail(f"{service!r} is not a service: one of {', '.join(SERVICE_NAMES)}", 2)
     settings = Settings.from_env()
+    root = _root_signer(root_key, settings)
     current = load_or_create_signer(settings.keys_dir, service)
     staged = load_or_create_signer(settings.keys_dir, f"{service}.next")
+    idempotency_key = f"rotate-{service}-{staged.key_id.hex()[:16]}"
+    body = {"producer": service, "public_key": staged.public_raw.hex()}
+    micros, signature = _root_signed(root, EV_REGISTERED, body, idempotency_key)
     reply = _admin_call(
         "RegisterKey",
         journal_pb2.RegisterKeyRequest(
             producer=service,
             public_key=staged.public_raw,
-            idempotency_key=f"rotate-{service}-{staged.key_id.hex()[:16]}",
+            idempotency_key=idempotency_key,
+            produced_micros=micros,
+            root_signature=signature,
         ),
     )
     keys = settings.keys_dir
@@ -488,15 +558,28 @@ def rotate_key(service: str) -> None:
 
 
 @journal_app.command("revoke-key")
-def revoke_key(key_id: str) -> None:
-    """Journal the revocation of a key (hex key id): its statements are refused after it."""
+def revoke_key(key_id: str, root_key: Path | None = _ROOT_KEY_OPTION) -> None:
+    """Journal the revocation of a key (hex key id), signed here with the root key:
+    its statements are refused after it."""
     from services.gen.scf.journal.v1 import journal_pb2
+    from services.journal.keyset import EV_REVOKED
 
     try:
         raw = bytes.fromhex(key_id)
     except ValueError:
         raise _fail("KEY_ID: not hex", 2) from None
+    if len(raw) != 32:
+        raise _fail("KEY_ID: a key id is 32 bytes (64 hex digits)", 2)
+    root = _root_signer(root_key, Settings.from_env())
+    idempotency_key = f"revoke-{key_id}"
+    micros, signature = _root_signed(root, EV_REVOKED, {"key_id": raw.hex()}, idempotency_key)
     reply = _admin_call(
-        "RevokeKey", journal_pb2.RevokeKeyRequest(key_id=raw, idempotency_key=f"revoke-{key_id}")
+        "RevokeKey",
+        journal_pb2.RevokeKeyRequest(
+            key_id=raw,
+            idempotency_key=idempotency_key,
+            produced_micros=micros,
+            root_signature=signature,
+        ),
     )
     out.print(f"revoked at entry {reply.seq}")

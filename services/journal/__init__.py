@@ -19,6 +19,7 @@ from services.journal.encoding import (
     sign_batch,
     unpack_records,
 )
+from services.journal.genesis import init_journal, origin_for
 from services.journal.hashing import leaf_hash
 from services.journal.keyset import KEYS_SUBJECT, KeyRefused, KeySet, canonical_json
 from services.journal.proofs import ProofError, verify_inclusion
@@ -47,7 +48,9 @@ __all__ = [
     "cosign",
     "decode_entry",
     "decode_statement",
+    "init_journal",
     "leaf_hash",
+    "origin_for",
     "parse_note",
     "sign_batch",
     "unpack_records",

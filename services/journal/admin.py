@@ -10,21 +10,21 @@ from nats.js import JetStreamContext
 
 from services.contracts.subjects import Subjects
 from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
-from services.journal.encoding import Statement, sign_batch
+from services.journal.encoding import SignedBatch
+from services.journal.genesis import key_statement, verify_root_batch
 from services.journal.keyset import (
     EV_REGISTERED,
     EV_REVOKED,
-    KEYS_SUBJECT,
     PLATFORM_PRODUCER,
-    canonical_json,
+    KeyRefused,
 )
 from services.journal.self_audit import StoreAudit
 from services.journal.sequencer import Sequencer
 from services.journal.storage import JournalStore
 from services.runtime.config import SERVICE_NAMES
-from services.runtime.errors import FailedPrecondition, InvalidArgument
+from services.runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from services.runtime.identity import Role, require_role
-from services.runtime.keys import Signer, key_id_of
+from services.runtime.keys import key_id_of
 
 __all__ = ["AdminServicer"]
 
@@ -38,7 +38,7 @@ class AdminServicer(journal_pb2_grpc.JournalAdminServiceServicer):
         store: JournalStore,
         js: JetStreamContext,
         subjects: Subjects,
-        root: Signer,
+        root_public: bytes,
         audit: StoreAudit | None = None,
     ) -> None:
         self.audit = audit
@@ -46,7 +46,8 @@ class AdminServicer(journal_pb2_grpc.JournalAdminServiceServicer):
         self.store = store
         self.js = js
         self.subjects = subjects
-        self.root = root
+        self.root_public = root_public
+        self.root_key_id = key_id_of(root_public)
 
     async def RequestCheckpoint(
         self, request: Any, context: Any
@@ -69,7 +70,7 @@ class AdminServicer(journal_pb2_grpc.JournalAdminServiceServicer):
         if len(request.public_key) != 32:
             raise InvalidArgument("public_key", "an Ed25519 public key is 32 bytes")
         body = {"producer": producer, "public_key": request.public_key.hex()}
-        seq = await self._journal(EV_REGISTERED, body, request.idempotency_key)
+        seq = await self._journal(EV_REGISTERED, body, request)
         return journal_pb2.RegisterKeyResponse(seq=seq, key_id=key_id_of(request.public_key))
 
     async def RevokeKey(
@@ -78,9 +79,7 @@ class AdminServicer(journal_pb2_grpc.JournalAdminServiceServicer):
         require_role(Role.OPERATOR)
         if len(request.key_id) != 32:
             raise InvalidArgument("key_id", "a key id is the 32-byte SHA-256 of the public key")
-        seq = await self._journal(
-            EV_REVOKED, {"key_id": request.key_id.hex()}, request.idempotency_key
-        )
+        seq = await self._journal(EV_REVOKED, {"key_id": request.key_id.hex()}, request)
         return journal_pb2.RevokeKeyResponse(seq=seq)
 
     async def ListRefusals(
@@ -105,21 +104,30 @@ class AdminServicer(journal_pb2_grpc.JournalAdminServiceServicer):
             ]
         )
 
-    async def _journal(self, event_type: str, body: dict[str, str], idempotency_key: str) -> int:
-        """Submit a root-signed key entry like any producer would; wait for its fate."""
-        if not idempotency_key or len(idempotency_key) > 200:
+    async def _journal(
+        self,
+        event_type: str,
+        body: dict[str, str],
+        request: journal_pb2.RegisterKeyRequest | journal_pb2.RevokeKeyRequest,
+    ) -> int:
+        """Carry a key entry the root key signed offline to the journal, like any
+        producer's batch; wait for its fate. The signature is checked here first,
+        so a wrong one is the caller's error, not a refusal in the journal."""
+        key = request.idempotency_key
+        if not key or len(key) > 200:
             raise InvalidArgument("idempotency_key", "required, at most 200 characters")
-        key = f"admin:{idempotency_key}"
-        st = Statement(
-            producer=PLATFORM_PRODUCER,
-            key_id=self.root.key_id,
-            produced_micros=time.time_ns() // 1000,
-            subject=KEYS_SUBJECT,
-            event_type=event_type,
-            idempotency_key=key,
-            payload=canonical_json(body),
+        if request.produced_micros <= 0:
+            raise InvalidArgument("produced_micros", "the statement's time as signed")
+        st = key_statement(event_type, body, key, request.produced_micros, self.root_key_id)
+        batch = SignedBatch(
+            PLATFORM_PRODUCER, self.root_key_id, (st.encode(),), request.root_signature
         )
-        batch = sign_batch(PLATFORM_PRODUCER, self.root.key_id, self.root.sign, [st.encode()])
+        try:
+            verify_root_batch(batch, self.root_public)
+        except KeyRefused:
+            raise PermissionDenied(
+                "root_signature: not the platform root key's signature over this statement"
+            ) from None
         await self.js.publish(self.subjects.submit(PLATFORM_PRODUCER), batch.encode(), timeout=5)
         deadline = time.monotonic() + _WAIT_S
         while time.monotonic() < deadline:

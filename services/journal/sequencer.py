@@ -36,27 +36,24 @@ from services.journal.encoding import (
     EncodingError,
     Entry,
     SignedBatch,
-    Statement,
     batch_proofs,
     batch_root,
     batch_signed_bytes,
     decode_batch,
     pack_records,
-    sign_batch,
 )
+from services.journal.genesis import GENESIS_FILE
 from services.journal.keyset import (
-    EV_GENESIS,
-    KEYS_SUBJECT,
     PLATFORM_PRODUCER,
     KeyRefused,
     KeySet,
-    genesis_payload,
 )
 from services.journal.self_audit import StoreAudit, StoreDamaged
 from services.journal.storage import JournalStore, StoredCheckpoint
 from services.journal.tree import CompactRange
 from services.runtime.bus import ack, bind, fetch
 from services.runtime.clock import Clock
+from services.runtime.errors import ConfigError
 from services.runtime.faults import crash_point
 from services.runtime.keys import Signer
 from services.runtime.messaging import purpose_of, real_time_micros
@@ -129,7 +126,7 @@ class Sequencer:
         js: JetStreamContext,
         subjects: Subjects,
         journal_signer: Signer,
-        root_signer: Signer,
+        root_public: bytes,
         clock: Clock,
         config: SequencerConfig,
         audit: StoreAudit | None = None,
@@ -141,12 +138,13 @@ class Sequencer:
         self.js = js
         self.subjects = subjects
         self.signer = journal_signer
-        self.root = root_signer
+        #: The platform root's public key: the root itself stays offline.
+        self.root_public = root_public
         self.clock = clock
         self.config = config
         self.tree = CompactRange()
         self.prev_hash = GENESIS_PREV_HASH
-        self.keys = KeySet(root_signer.public_raw)
+        self.keys = KeySet(root_public)
         self.checkpointed = 0
         self._uncovered_since: float | None = None
         self._lock_conn: Any = None
@@ -184,15 +182,20 @@ class Sequencer:
         await self._lock_lost.wait()
         raise LeadershipLost("the sequencer lost the connection that held its leadership")
 
-    async def load(self, genesis_keys: dict[str, bytes] | None) -> None:
-        """Load the tree and key set; with ``genesis_keys``, write the genesis
-        entry into an empty journal."""
+    async def load(self, genesis: SignedBatch | None) -> None:
+        """Load the tree and key set; into an empty journal, sequence ``genesis``
+        (signed offline by the root key), or refuse to start without it."""
         size = await self.store.size()
         self.tree, self.prev_hash = CompactRange(), GENESIS_PREV_HASH
-        self.keys, self.checkpointed = KeySet(self.root.public_raw), 0
+        self.keys, self.checkpointed = KeySet(self.root_public), 0
         if size == 0:
-            if genesis_keys is not None:
-                await self._genesis(genesis_keys)
+            if genesis is None:
+                raise ConfigError(
+                    "SCF_KEYS_DIR",
+                    f"the journal is empty and has no {GENESIS_FILE}:"
+                    " make it offline with `scf journal init`",
+                )
+            await self._genesis(genesis)
             return
         if self.audit is not None:
             # Carry on from what the audit verified, not from what the store says.
@@ -206,33 +209,29 @@ class Sequencer:
         else:
             self.tree = await self.store.load_tree(size)
             self.prev_hash = await self.store.last_leaf_hash() or GENESIS_PREV_HASH
-        self.keys = await self.store.load_keys(self.root.public_raw)
+        self.keys = await self.store.load_keys(self.root_public)
+        if all(k.public_key != self.signer.public_raw for k in self.keys.journal_keys()):
+            # Its checkpoints would verify against no key: refuse rather than sign them.
+            raise ConfigError(
+                "SCF_KEYS_DIR", "journal.ed25519.pem is not a journal key this journal registered"
+            )
         latest = await self.store.latest_checkpoint()
         self.checkpointed = latest.tree_size if latest else 0
         if self.checkpointed < self.tree.size:
             self._uncovered_since = time.monotonic()
 
-    async def _genesis(self, genesis_keys: dict[str, bytes]) -> None:
-        payload = genesis_payload(self.config.origin, genesis_keys)
-        st = Statement(
-            producer=PLATFORM_PRODUCER,
-            key_id=self.root.key_id,
-            produced_micros=self.clock.now_micros(),
-            subject=KEYS_SUBJECT,
-            event_type=EV_GENESIS,
-            idempotency_key="genesis",
-            payload=payload,
-        )
-        batch = sign_batch(PLATFORM_PRODUCER, self.root.key_id, self.root.sign, [st.encode()])
-        accepted, _ = self._sequence([batch])
+    async def _genesis(self, genesis: SignedBatch) -> None:
+        accepted, refused = self._sequence([genesis])
+        if refused or not accepted:
+            raise ConfigError("SCF_KEYS_DIR", f"the journal refused its genesis: {refused}")
         await self._commit(accepted, force_checkpoint=True)
 
     # -- the loop ---------------------------------------------------------
 
-    async def run(self, genesis_keys: dict[str, bytes]) -> None:
+    async def run(self, genesis: SignedBatch | None) -> None:
         await self.take_leadership()
         try:
-            await self.load(genesis_keys)
+            await self.load(genesis)
             await self._republish()
             # Each message acknowledged by itself once journaled: with AckPolicy.ALL,
             # a restarted sequencer's first acknowledgement also acknowledged what

@@ -13,15 +13,21 @@ from services.gen.scf.journal.v1 import journal_pb2_grpc
 from services.journal.admin import AdminServicer
 from services.journal.audit import AuditServicer
 from services.journal.checkpoint import parse_note
+from services.journal.genesis import (
+    GENESIS_FILE,
+    ROOT_KEY_NAME,
+    load_genesis,
+    load_root_public,
+    origin_for,
+)
 from services.journal.self_audit import Damage, StoreAudit
 from services.journal.sequencer import Sequencer, SequencerConfig
 from services.journal.storage import JournalStore
 from services.journal.witness import add_lines, cosigners
-from services.runtime.config import SERVICE_NAMES
-from services.runtime.keys import load_or_create_signer
 from services.runtime.service import ServiceContext, ServiceSpec
 
-ROOT_KEY_NAME = "platform-root"
+__all__ = ["ROOT_KEY_NAME", "SPEC", "origin_for"]
+
 log = logging.getLogger(__name__)
 
 
@@ -56,31 +62,31 @@ class CosignatureCollector:
         await self.store.add_cosignature(size, bank, line)
 
 
-def origin_for(prefix: str) -> str:
-    """The checkpoint origin (and note key name) of the journal under ``prefix``."""
-    return f"scf.journal/{prefix}"
-
-
 async def setup(ctx: ServiceContext) -> None:
     keys_dir = ctx.settings.keys_dir
-    # The root key signs only key entries. On one machine it lives beside the
-    # others; an operator keeps it offline (docs/operations.md).
-    root = load_or_create_signer(keys_dir, ROOT_KEY_NAME)
-    genesis_keys = {n: load_or_create_signer(keys_dir, n).public_raw for n in SERVICE_NAMES}
+    # The root key signs only key entries, offline (scf journal init, rotate-key):
+    # the journal holds its public half and the genesis it signed, never the key.
+    origin = origin_for(ctx.settings.nats_prefix)
+    root_public = load_root_public(keys_dir)
+    genesis = (
+        load_genesis(keys_dir, root_public, origin)
+        if (keys_dir / GENESIS_FILE).exists()
+        else None  # needed only by an empty store; the sequencer says so then
+    )
 
     async def damaged(damage: Damage) -> None:
         await ctx.server.not_serving()
 
-    audit = StoreAudit(ctx.pool, root.public_raw, on_damage=damaged)
+    audit = StoreAudit(ctx.pool, root_public, on_damage=damaged)
     sequencer = Sequencer(
         ctx.pool,
         ctx.js,
         ctx.subjects,
         ctx.signer,
-        root,
+        root_public,
         ctx.clock,
         SequencerConfig(
-            origin=origin_for(ctx.settings.nats_prefix),
+            origin=origin,
             max_message_bytes=ctx.nc.max_payload - 2048,
         ),
         audit=audit,
@@ -90,7 +96,7 @@ async def setup(ctx: ServiceContext) -> None:
     await sequencer.take_leadership()
     intact = await audit.verify_all()
     if intact:
-        task = asyncio.create_task(sequencer.run(genesis_keys), name="sequencer")
+        task = asyncio.create_task(sequencer.run(genesis), name="sequencer")
         ctx.tasks.append(task)
         # Serve only once the journal has its genesis entry and first checkpoint.
         ready = asyncio.create_task(sequencer.ready.wait())
@@ -111,12 +117,12 @@ async def setup(ctx: ServiceContext) -> None:
     store = JournalStore(ctx.pool)
     ctx.server.add(
         journal_pb2_grpc.add_AuditServiceServicer_to_server,
-        AuditServicer(store, root.public_raw, audit),
+        AuditServicer(store, root_public, audit),
         "scf.journal.v1.AuditService",
     )
     ctx.server.add(
         journal_pb2_grpc.add_JournalAdminServiceServicer_to_server,
-        AdminServicer(sequencer, store, ctx.js, ctx.subjects, root, audit),
+        AdminServicer(sequencer, store, ctx.js, ctx.subjects, root_public, audit),
         "scf.journal.v1.JournalAdminService",
     )
 

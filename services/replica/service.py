@@ -29,7 +29,7 @@ from services.runtime.errors import ConfigError
 from services.runtime.grpcserver import GrpcServer, wait_for_signal
 from services.runtime.identity import Role, require_role
 from services.runtime.journal_client import audit_client
-from services.runtime.keys import load_or_create_signer
+from services.runtime.keys import load_or_create_signer, read_public_key
 from services.runtime.logs import install_stack_dumps
 from services.runtime.metrics import (
     PROBES,
@@ -51,14 +51,9 @@ SCHEMA = "journal"
 
 def root_key(settings: Settings) -> bytes:
     """The platform root public key: the replica's only trust anchor."""
-    path = settings.keys_dir / "platform-root.pub"
-    try:
-        raw = bytes.fromhex(path.read_text().strip())
-    except (OSError, ValueError):
-        raise ConfigError("SCF_KEYS_DIR", f"no platform root key at {path}") from None
-    if len(raw) != 32:
-        raise ConfigError("SCF_KEYS_DIR", f"{path} does not hold a 32-byte key")
-    return raw
+    return read_public_key(
+        settings.keys_dir, "platform-root", hint="the platform root's public key, from the operator"
+    )
 
 
 async def ensure_database(dsn: str) -> None:

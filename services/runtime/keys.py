@@ -17,7 +17,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from services.runtime.errors import ConfigError
 
-__all__ = ["Signer", "key_id_of", "load_or_create_signer", "public_key_from_raw"]
+__all__ = [
+    "Signer",
+    "key_id_of",
+    "load_or_create_signer",
+    "load_signer",
+    "public_key_from_raw",
+    "read_public_key",
+]
 
 
 def key_id_of(public_raw: bytes) -> bytes:
@@ -51,18 +58,56 @@ class Signer:
         return self.private_key.sign(message)
 
 
+def _read_signer(path: Path, name: str) -> Signer:
+    # Group bits are allowed: Kubernetes mounts a Secret group-readable by the
+    # pod's fsGroup, and only that pod's user is in it.
+    if path.stat().st_mode & 0o007:
+        raise ConfigError("SCF_KEYS_DIR", f"{path} is readable by others: chmod 600 it")
+    loaded = serialization.load_pem_private_key(path.read_bytes(), None)
+    if not isinstance(loaded, Ed25519PrivateKey):
+        raise ConfigError("SCF_KEYS_DIR", f"{path} is not an Ed25519 key")
+    return Signer(name, loaded)
+
+
+def load_signer(keys_dir: Path, name: str, *, hint: str = "") -> Signer:
+    """The key ``name`` under ``keys_dir``; a missing key is a configuration error
+    (a running service never makes its own key: ``scf journal init`` does, and the
+    journal's genesis names it)."""
+    path = keys_dir / f"{name}.ed25519.pem"
+    try:
+        return _read_signer(path, name)
+    except FileNotFoundError:
+        raise ConfigError(
+            "SCF_KEYS_DIR", f"no {path.name} in {keys_dir}{': ' + hint if hint else ''}"
+        ) from None
+    except OSError as exc:
+        raise ConfigError("SCF_KEYS_DIR", f"cannot read {path}: {exc.strerror}") from None
+
+
+def read_public_key(keys_dir: Path, name: str, *, hint: str = "") -> bytes:
+    """The raw public key in ``<name>.pub`` (hex text) under ``keys_dir``."""
+    path = keys_dir / f"{name}.pub"
+    try:
+        raw = bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        raise ConfigError(
+            "SCF_KEYS_DIR", f"no {path.name} in {keys_dir}{': ' + hint if hint else ''}"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError("SCF_KEYS_DIR", f"cannot read {path}: {exc}") from None
+    if len(raw) != 32:
+        raise ConfigError("SCF_KEYS_DIR", f"{path} does not hold a 32-byte Ed25519 key in hex")
+    return raw
+
+
 def load_or_create_signer(keys_dir: Path, name: str) -> Signer:
-    """The key ``name`` under ``keys_dir``, created (mode 0600) when missing."""
+    """The key ``name`` under ``keys_dir``, created (mode 0600) when missing.
+    For the operator's offline tools and tests; services use :func:`load_signer`."""
     path = keys_dir / f"{name}.ed25519.pem"
     try:
         keys_dir.mkdir(parents=True, exist_ok=True)
         if path.exists():
-            if path.stat().st_mode & 0o077:
-                raise ConfigError("SCF_KEYS_DIR", f"{path} is readable by others: chmod 600 it")
-            loaded = serialization.load_pem_private_key(path.read_bytes(), None)
-            if not isinstance(loaded, Ed25519PrivateKey):
-                raise ConfigError("SCF_KEYS_DIR", f"{path} is not an Ed25519 key")
-            return Signer(name, loaded)
+            return _read_signer(path, name)
         key = Ed25519PrivateKey.generate()
         pem = key.private_bytes(
             serialization.Encoding.PEM,

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.journal import init_journal, origin_for
 from services.runtime.bus import connect_nats
 from services.runtime.certs import ensure_certificates, load_party
 from services.runtime.config import SERVICE_NAMES, Settings
@@ -90,6 +91,11 @@ class Platform:
         if not os.access(data, os.W_OK):
             raise ConfigError("SCF_DATA_DIR", f"{data} is not writable")
         ensure_certificates(self.settings.certs_dir)
+        # On one machine the supervisor stands in for the operator's offline step.
+        init_journal(
+            self.settings.keys_dir, origin_for(self.settings.nats_prefix), SERVICE_NAMES,
+            time.time_ns() // 1000,
+        )  # fmt: skip
         nats_url, db_url = self.settings.nats_url, self.settings.database_url
         user, password = self.settings.nats_user, self.settings.nats_password
         if not nats_url:

@@ -31,7 +31,7 @@ from services.runtime.errors import ConfigError
 from services.runtime.grpcserver import GrpcServer, wait_for_signal
 from services.runtime.identity import current_identity
 from services.runtime.journal_client import Outbox, OutboxRelay, audit_client
-from services.runtime.keys import Signer, load_or_create_signer
+from services.runtime.keys import Signer, load_signer
 from services.runtime.leadership import Leadership
 from services.runtime.logs import (
     LOG_LEVELS,
@@ -141,7 +141,9 @@ async def run_service(
             "SCF_DATABASE_URL", "not set: start the platform with `scf up`, or set it"
         )
     tls = load_party(settings.certs_dir, spec.name)
-    signer = load_or_create_signer(settings.keys_dir, spec.name)
+    signer = load_signer(
+        settings.keys_dir, spec.name, hint="issued with the genesis by `scf journal init`"
+    )
     pool = await connect_pool(settings.database_url, endpoint.schema)
     nc: NATS | None = None
     server: GrpcServer | None = None

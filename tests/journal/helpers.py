@@ -188,3 +188,45 @@ async def producer(
                 await task
         await nc.close()
         await pool.close()
+
+
+def root_signed_register(
+    settings: Settings, producer: str, public_key: bytes, idempotency_key: str
+) -> Any:
+    """A RegisterKeyRequest signed with the root key, as `scf journal rotate-key` makes it."""
+    from services.gen.scf.journal.v1 import journal_pb2
+    from services.journal.keyset import EV_REGISTERED
+
+    body = {"producer": producer, "public_key": public_key.hex()}
+    micros, signature = _root_sign(settings, EV_REGISTERED, body, idempotency_key)
+    return journal_pb2.RegisterKeyRequest(
+        producer=producer, public_key=public_key, idempotency_key=idempotency_key,
+        produced_micros=micros, root_signature=signature,
+    )  # fmt: skip
+
+
+def root_signed_revoke(settings: Settings, key_id: bytes, idempotency_key: str) -> Any:
+    from services.gen.scf.journal.v1 import journal_pb2
+    from services.journal.keyset import EV_REVOKED
+
+    micros, signature = _root_sign(settings, EV_REVOKED, {"key_id": key_id.hex()}, idempotency_key)
+    return journal_pb2.RevokeKeyRequest(
+        key_id=key_id, idempotency_key=idempotency_key, produced_micros=micros,
+        root_signature=signature,
+    )  # fmt: skip
+
+
+def _root_sign(
+    settings: Settings, event_type: str, body: dict[str, str], idempotency_key: str
+) -> tuple[int, bytes]:
+    import time
+
+    from services.journal.encoding import sign_batch
+    from services.journal.genesis import ROOT_KEY_NAME, key_statement
+    from services.journal.keyset import PLATFORM_PRODUCER
+
+    root = load_or_create_signer(settings.keys_dir, ROOT_KEY_NAME)
+    micros = time.time_ns() // 1000
+    statement = key_statement(event_type, body, idempotency_key, micros, root.key_id)
+    batch = sign_batch(PLATFORM_PRODUCER, root.key_id, root.sign, [statement.encode()])
+    return micros, batch.signature

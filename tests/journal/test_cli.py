@@ -79,12 +79,24 @@ def test_verify_of_a_missing_file_is_one_line(settings: Settings, tmp_path: Path
 
 
 async def test_operator_key_rotation_commands(settings: Settings, tmp_path: Path) -> None:
+    # The root key is kept offline: the journal runs without it and never makes one.
+    offline = tmp_path / "offline"
+    offline.mkdir()
+    root_pem = offline / "platform-root.ed25519.pem"
+    (settings.keys_dir / "platform-root.ed25519.pem").rename(root_pem)
     platform = Platform(settings, services=("journal",))
     try:
         platform.spawn("journal")
         await platform.wait_ready("journal")
+        assert not (settings.keys_dir / "platform-root.ed25519.pem").exists()
         old = (settings.keys_dir / "orders.pub").read_text().strip()
-        rotated = scf(settings, "journal", "rotate-key", "orders", cwd=tmp_path)
+        keys_before = sorted(p.name for p in settings.keys_dir.iterdir())
+        no_root = scf(settings, "journal", "rotate-key", "orders", cwd=tmp_path)
+        assert no_root.returncode == 2 and "platform-root.ed25519.pem" in no_root.stderr
+        assert sorted(p.name for p in settings.keys_dir.iterdir()) == keys_before
+        rotated = scf(
+            settings, "journal", "rotate-key", "orders", "--root-key", str(root_pem), cwd=tmp_path
+        )
         assert rotated.returncode == 0, rotated.stderr
         new = (settings.keys_dir / "orders.pub").read_text().strip()
         assert new != old
@@ -92,7 +104,9 @@ async def test_operator_key_rotation_commands(settings: Settings, tmp_path: Path
 
         old_id = key_id_of(bytes.fromhex(old)).hex()
         assert old_id in rotated.stdout
-        revoked = scf(settings, "journal", "revoke-key", old_id, cwd=tmp_path)
+        revoked = scf(
+            settings, "journal", "revoke-key", old_id, "--root-key", str(root_pem), cwd=tmp_path
+        )
         assert revoked.returncode == 0 and "revoked at entry 2" in revoked.stdout
         again = scf(settings, "journal", "revoke-key", "zz", cwd=tmp_path)
         assert again.returncode == 2 and "not hex" in again.stderr
@@ -110,6 +124,7 @@ async def test_operator_key_rotation_commands(settings: Settings, tmp_path: Path
         assert sorted(p.name for p in settings.keys_dir.iterdir()) == keys_before
         cp = scf(settings, "journal", "checkpoint", cwd=tmp_path)
         assert cp.returncode == 0 and "\n3\n" in cp.stdout
+        assert not (settings.keys_dir / "platform-root.ed25519.pem").exists()
     finally:
         platform.stop()
 

@@ -19,7 +19,7 @@ from services.runtime.metrics import (
     JOURNAL_REFUSALS,
     JOURNAL_TREE_SIZE,
 )
-from tests.journal.helpers import producer
+from tests.journal.helpers import producer, root_signed_register, root_signed_revoke
 from tests.support import running
 
 pytestmark = pytest.mark.integration
@@ -38,47 +38,48 @@ async def test_rotation_and_revocation(settings: Settings) -> None:
         tls = load_party(settings.certs_dir, "operator")
         async with client_channel(addr, tls) as channel:
             admin = journal_pb2_grpc.JournalAdminServiceStub(channel)
-            registered = await admin.RegisterKey(
-                journal_pb2.RegisterKeyRequest(
-                    producer="orders", public_key=new_key.public_raw, idempotency_key="rotate-1"
-                )
-            )
-            again = await admin.RegisterKey(
-                journal_pb2.RegisterKeyRequest(
-                    producer="orders", public_key=new_key.public_raw, idempotency_key="rotate-1"
-                )
-            )
+            register = root_signed_register(settings, "orders", new_key.public_raw, "rotate-1")
+            # Signed by the root key, but for another key than it names: refused
+            # before the journal sees it, and nothing is journaled.
+            forged = journal_pb2.RegisterKeyRequest()
+            forged.CopyFrom(register)
+            forged.public_key = load_or_create_signer(settings.keys_dir, "mallory").public_raw
+            # Signed by a service's key (a compromised journal's, say), not the root's.
+            by_journal = root_signed_register(settings, "orders", new_key.public_raw, "x")
+            journal_key = load_or_create_signer(settings.keys_dir, "journal")
+            by_journal.root_signature = journal_key.sign(b"anything")
+            for bad in (forged, by_journal):
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await admin.RegisterKey(bad)
+                assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                assert "root_signature" in (info.value.details() or "")
+            registered = await admin.RegisterKey(register)
+            again = await admin.RegisterKey(register)
             assert again.seq == registered.seq and registered.key_id == new_key.key_id
             revoked = await admin.RevokeKey(
-                journal_pb2.RevokeKeyRequest(key_id=old_key.key_id, idempotency_key="revoke-1")
+                root_signed_revoke(settings, old_key.key_id, "revoke-1")
             )
             assert revoked.seq == registered.seq + 1
 
             for call, request, code in [
                 (
                     admin.RegisterKey,
-                    journal_pb2.RegisterKeyRequest(
-                        producer="orders", public_key=b"short", idempotency_key="x"
-                    ),
+                    root_signed_register(settings, "orders", b"short", "x"),
                     grpc.StatusCode.INVALID_ARGUMENT,
                 ),
                 (
                     admin.RegisterKey,
-                    journal_pb2.RegisterKeyRequest(
-                        producer="orders", public_key=new_key.public_raw, idempotency_key="dup"
-                    ),
+                    root_signed_register(settings, "orders", new_key.public_raw, "dup"),
                     grpc.StatusCode.FAILED_PRECONDITION,  # registered already
                 ),
                 (
                     admin.RevokeKey,
-                    journal_pb2.RevokeKeyRequest(key_id=b"\x01" * 32, idempotency_key="unknown"),
+                    root_signed_revoke(settings, b"\x01" * 32, "unknown"),
                     grpc.StatusCode.FAILED_PRECONDITION,
                 ),
                 (  # a producer nobody runs
                     admin.RegisterKey,
-                    journal_pb2.RegisterKeyRequest(
-                        producer="nosuch", public_key=bytes(range(32)), idempotency_key="ns"
-                    ),
+                    root_signed_register(settings, "nosuch", bytes(range(32)), "ns"),
                     grpc.StatusCode.INVALID_ARGUMENT,
                 ),
             ]:

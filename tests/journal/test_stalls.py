@@ -12,8 +12,8 @@ import nats
 import pytest
 
 from services.contracts.subjects import Subjects
+from services.journal.genesis import load_genesis, load_root_public, origin_for
 from services.journal.sequencer import Sequencer, SequencerConfig
-from services.journal.service import ROOT_KEY_NAME, origin_for
 from services.runtime.clock import SystemClock
 from services.runtime.config import Settings
 from services.runtime.db import apply_migrations, connect_pool
@@ -75,11 +75,10 @@ async def test_a_sequencer_whose_commit_hangs_stops_saying_so(settings: Settings
         keys = settings.keys_dir
         sequencer = Sequencer(
             pool, nc.jetstream(), Subjects(settings.nats_prefix),
-            load_or_create_signer(keys, "journal"), load_or_create_signer(keys, ROOT_KEY_NAME),
-            SystemClock(),
+            load_or_create_signer(keys, "journal"), load_root_public(keys), SystemClock(),
             SequencerConfig(origin=origin_for(settings.nats_prefix), stall_s=2),
         )  # fmt: skip
-        genesis = {n: load_or_create_signer(keys, n).public_raw for n in ("journal", "orders")}
+        genesis = load_genesis(keys, load_root_public(keys), origin_for(settings.nats_prefix))
         task = asyncio.create_task(sequencer.run(genesis))
         try:
             async with asyncio.timeout(30):

@@ -593,24 +593,39 @@ Global___RequestCheckpointResponse: _TypeAlias = RequestCheckpointResponse  # no
 
 @_typing.final
 class RegisterKeyRequest(_message.Message):
+    """The fields of a `keys.registered` statement, and the root key's signature
+    over it (docs/journal-format.md, "Key entries").
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PRODUCER_FIELD_NUMBER: _builtins.int
     PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    PRODUCED_MICROS_FIELD_NUMBER: _builtins.int
+    ROOT_SIGNATURE_FIELD_NUMBER: _builtins.int
     producer: _builtins.str
+    """A service of the platform: journal, orders, scoring, lending, repayment."""
     public_key: _builtins.bytes
+    """The raw 32-byte Ed25519 public key."""
     idempotency_key: _builtins.str
+    """The statement's idempotency key, as signed (the journal's entry is unique by it)."""
+    produced_micros: _builtins.int
+    """The statement's produced time as signed, microseconds since the Unix epoch."""
+    root_signature: _builtins.bytes
+    """The root key's Ed25519 signature over the one-statement batch's signed bytes."""
     def __init__(
         self,
         *,
         producer: _builtins.str = ...,
         public_key: _builtins.bytes = ...,
         idempotency_key: _builtins.str = ...,
+        produced_micros: _builtins.int = ...,
+        root_signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "producer", b"producer", "public_key", b"public_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "produced_micros", b"produced_micros", "producer", b"producer", "public_key", b"public_key", "root_signature", b"root_signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -640,21 +655,33 @@ Global___RegisterKeyResponse: _TypeAlias = RegisterKeyResponse  # noqa: Y015
 
 @_typing.final
 class RevokeKeyRequest(_message.Message):
+    """The fields of a `keys.revoked` statement, and the root key's signature over it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    PRODUCED_MICROS_FIELD_NUMBER: _builtins.int
+    ROOT_SIGNATURE_FIELD_NUMBER: _builtins.int
     key_id: _builtins.bytes
+    """The revoked key's id: the SHA-256 of its raw public key (32 bytes)."""
     idempotency_key: _builtins.str
+    """The statement's idempotency key, as signed."""
+    produced_micros: _builtins.int
+    """The statement's produced time as signed, microseconds since the Unix epoch."""
+    root_signature: _builtins.bytes
+    """The root key's Ed25519 signature over the one-statement batch's signed bytes."""
     def __init__(
         self,
         *,
         key_id: _builtins.bytes = ...,
         idempotency_key: _builtins.str = ...,
+        produced_micros: _builtins.int = ...,
+        root_signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "key_id", b"key_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "key_id", b"key_id", "produced_micros", b"produced_micros", "root_signature", b"root_signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -482,16 +482,20 @@ class JournalAdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RegisterKey(self, request, context):
-        """RegisterKey journals a `keys.registered` entry, signed by the platform
-        root key: statements signed by that key are accepted from then on.
+        """RegisterKey journals a `keys.registered` entry that the platform root key
+        signed offline (`scf journal rotate-key` builds and signs it where the root
+        key is kept; the journal never holds that key): statements signed by the
+        registered key are accepted from then on. PERMISSION_DENIED when the root
+        signature does not verify, INVALID_ARGUMENT for an unknown producer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RevokeKey(self, request, context):
-        """RevokeKey journals a `keys.revoked` entry: statements signed by that key
-        are refused from then on. Rotation is RegisterKey, then RevokeKey.
+        """RevokeKey journals a `keys.revoked` entry, signed offline by the root key
+        like RegisterKey: statements signed by the revoked key are refused from
+        then on. Rotation is RegisterKey, then RevokeKey.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -227,12 +227,16 @@ class JournalAdminServiceStub:
     (or returns the latest one when it already covers them all).
     """
     RegisterKey: _grpc.UnaryUnaryMultiCallable[_journal_pb2.RegisterKeyRequest, _journal_pb2.RegisterKeyResponse]
-    """RegisterKey journals a `keys.registered` entry, signed by the platform
-    root key: statements signed by that key are accepted from then on.
+    """RegisterKey journals a `keys.registered` entry that the platform root key
+    signed offline (`scf journal rotate-key` builds and signs it where the root
+    key is kept; the journal never holds that key): statements signed by the
+    registered key are accepted from then on. PERMISSION_DENIED when the root
+    signature does not verify, INVALID_ARGUMENT for an unknown producer.
     """
     RevokeKey: _grpc.UnaryUnaryMultiCallable[_journal_pb2.RevokeKeyRequest, _journal_pb2.RevokeKeyResponse]
-    """RevokeKey journals a `keys.revoked` entry: statements signed by that key
-    are refused from then on. Rotation is RegisterKey, then RevokeKey.
+    """RevokeKey journals a `keys.revoked` entry, signed offline by the root key
+    like RegisterKey: statements signed by the revoked key are refused from
+    then on. Rotation is RegisterKey, then RevokeKey.
     """
     ListRefusals: _grpc.UnaryUnaryMultiCallable[_journal_pb2.ListRefusalsRequest, _journal_pb2.ListRefusalsResponse]
     """ListRefusals returns the most recent statements the journal refused, and why."""
@@ -254,12 +258,16 @@ class JournalAdminServiceAsyncStub(JournalAdminServiceStub):
     (or returns the latest one when it already covers them all).
     """
     RegisterKey: _aio.UnaryUnaryMultiCallable[_journal_pb2.RegisterKeyRequest, _journal_pb2.RegisterKeyResponse]  # type: ignore[assignment]
-    """RegisterKey journals a `keys.registered` entry, signed by the platform
-    root key: statements signed by that key are accepted from then on.
+    """RegisterKey journals a `keys.registered` entry that the platform root key
+    signed offline (`scf journal rotate-key` builds and signs it where the root
+    key is kept; the journal never holds that key): statements signed by the
+    registered key are accepted from then on. PERMISSION_DENIED when the root
+    signature does not verify, INVALID_ARGUMENT for an unknown producer.
     """
     RevokeKey: _aio.UnaryUnaryMultiCallable[_journal_pb2.RevokeKeyRequest, _journal_pb2.RevokeKeyResponse]  # type: ignore[assignment]
-    """RevokeKey journals a `keys.revoked` entry: statements signed by that key
-    are refused from then on. Rotation is RegisterKey, then RevokeKey.
+    """RevokeKey journals a `keys.revoked` entry, signed offline by the root key
+    like RegisterKey: statements signed by the revoked key are refused from
+    then on. Rotation is RegisterKey, then RevokeKey.
     """
     ListRefusals: _aio.UnaryUnaryMultiCallable[_journal_pb2.ListRefusalsRequest, _journal_pb2.ListRefusalsResponse]  # type: ignore[assignment]
     """ListRefusals returns the most recent statements the journal refused, and why."""
@@ -290,8 +298,11 @@ class JournalAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _journal_pb2.RegisterKeyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_journal_pb2.RegisterKeyResponse, _abc.Awaitable[_journal_pb2.RegisterKeyResponse]]:
-        """RegisterKey journals a `keys.registered` entry, signed by the platform
-        root key: statements signed by that key are accepted from then on.
+        """RegisterKey journals a `keys.registered` entry that the platform root key
+        signed offline (`scf journal rotate-key` builds and signs it where the root
+        key is kept; the journal never holds that key): statements signed by the
+        registered key are accepted from then on. PERMISSION_DENIED when the root
+        signature does not verify, INVALID_ARGUMENT for an unknown producer.
         """
 
     @_abc_1.abstractmethod
@@ -300,8 +311,9 @@ class JournalAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _journal_pb2.RevokeKeyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_journal_pb2.RevokeKeyResponse, _abc.Awaitable[_journal_pb2.RevokeKeyResponse]]:
-        """RevokeKey journals a `keys.revoked` entry: statements signed by that key
-        are refused from then on. Rotation is RegisterKey, then RevokeKey.
+        """RevokeKey journals a `keys.revoked` entry, signed offline by the root key
+        like RegisterKey: statements signed by the revoked key are refused from
+        then on. Rotation is RegisterKey, then RevokeKey.
         """
 
     @_abc_1.abstractmethod
