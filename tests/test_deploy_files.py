@@ -263,6 +263,50 @@ def test_each_pod_mounts_the_ca_and_its_own_certificate_only() -> None:
             }, doc["metadata"]["name"]
 
 
+def test_each_pod_mounts_its_own_signing_key_and_never_the_roots() -> None:
+    """No shared keys volume: a service's pod holds its own Ed25519 key and the
+    public trust material (the root's public key; the journal also its genesis
+    and the witnesses' keys), read-only; no pod holds the root's private key."""
+    seen = set()
+    for doc in _kustomized():
+        if doc["kind"] == "PersistentVolumeClaim":
+            assert "keys" not in doc["metadata"]["name"], doc["metadata"]["name"]
+        if doc["kind"] != "Deployment" or doc["metadata"]["name"] not in (
+            *SERVICE_NAMES,
+            "replica-bank-north",
+            "replica-bank-south",
+        ):
+            continue
+        name = doc["metadata"]["name"]
+        pod = doc["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        mount = next(m for m in container["volumeMounts"] if m["name"] == "keys")
+        assert mount["readOnly"] and mount["mountPath"] == "/var/lib/scf/keys"
+        [keys] = [v for v in pod["volumes"] if v["name"] == "keys"]
+        assert keys["projected"]["defaultMode"] & 0o007 == 0  # what load_signer accepts
+        files = {
+            (kind, item["key"])
+            for source in keys["projected"]["sources"]
+            for kind, body in source.items()
+            for item in body["items"]
+        }
+        private = {key for kind, key in files if kind == "secret"}
+        public = {key for kind, key in files if kind == "configMap"}
+        if name.startswith("replica-"):
+            assert private == {f"witness-{name.removeprefix('replica-')}.ed25519.pem"}
+            assert public == {"platform-root.pub"}
+        else:
+            assert private == {f"{name}.ed25519.pem"}, name
+            expected = {"platform-root.pub"}
+            if name == "journal":
+                expected |= {"journal-genesis.batch", "witness-bank-north.pub",
+                             "witness-bank-south.pub"}  # fmt: skip
+            assert public == expected, name
+        assert not any("platform-root.ed25519" in key for _, key in files)
+        seen.add(name)
+    assert seen == {*SERVICE_NAMES, "replica-bank-north", "replica-bank-south"}
+
+
 def test_certs_init_issues_the_nats_nodes_certificate(tmp_path: Path) -> None:
     from cryptography import x509
     from cryptography.x509.oid import ExtendedKeyUsageOID

@@ -211,6 +211,35 @@ def replica(bank: str = typer.Option(..., help="The bank whose replica this is."
     replica_main(["--bank", bank])
 
 
+@app.command("witness-key")
+def witness_key(
+    bank: str = typer.Option(..., help="The bank whose replica cosigns with it."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout, for scripts."),
+) -> None:
+    """Make BANK's witness key in SCF_KEYS_DIR (the bank's own, kept by the bank;
+    its replica cosigns checkpoints with it), or show the one there. Prints its
+    public half, which the platform's journal needs as witness-BANK.pub."""
+    import json
+
+    from services.runtime.keys import load_or_create_signer
+
+    settings = Settings.from_env()
+    try:
+        if not bank.replace("-", "").isalnum():
+            raise ConfigError("--bank", f"must be letters, digits and '-', got {bank!r}")
+        name = f"witness-{bank}"
+        signer = load_or_create_signer(settings.keys_dir, name)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    public = signer.public_raw.hex()
+    if as_json:
+        print(json.dumps({"bank": bank, "public_key": public,
+                          "file": str(settings.keys_dir / f"{name}.pub")}))  # fmt: skip
+    else:
+        console.print(f"{name}.pub: {public}")
+
+
 @app.command()
 def status(
     data_dir: Path | None = DataDirOption,

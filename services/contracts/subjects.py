@@ -15,6 +15,7 @@ from enum import Enum
 __all__ = [
     "HDR_FIRST_SEQ",
     "HDR_LAST_SEQ",
+    "HDR_TRACES",
     "JOURNALING_PRODUCERS",
     "ConsumerSpec",
     "OrderVerb",
@@ -29,6 +30,10 @@ JOURNALING_PRODUCERS: tuple[str, ...] = ("orders", "scoring", "lending", "repaym
 #: Headers on each message of journal entries: the sequence numbers it holds.
 HDR_FIRST_SEQ = "Scf-First-Seq"
 HDR_LAST_SEQ = "Scf-Last-Seq"
+#: On a journal submission: ``<index>=<traceparent>,...`` for its traced statements
+#: (a W3C trace context per statement, by its place in the batch; not signed:
+#: it places the journal's span in a trace and decides nothing).
+HDR_TRACES = "Scf-Traces"
 
 
 class OrderVerb(Enum):

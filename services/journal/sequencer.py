@@ -28,7 +28,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from services.contracts.envelope import seal
-from services.contracts.subjects import HDR_FIRST_SEQ, HDR_LAST_SEQ, Subjects
+from services.contracts.subjects import HDR_FIRST_SEQ, HDR_LAST_SEQ, HDR_TRACES, Subjects
 from services.gen.scf.bus.v1 import bus_pb2
 from services.journal.checkpoint import Checkpoint, sign_checkpoint
 from services.journal.encoding import (
@@ -51,6 +51,7 @@ from services.journal.keyset import (
 from services.journal.self_audit import StoreAudit, StoreDamaged
 from services.journal.storage import JournalStore, StoredCheckpoint
 from services.journal.tree import CompactRange
+from services.runtime import tracing
 from services.runtime.bus import ack, bind, fetch
 from services.runtime.clock import Clock
 from services.runtime.errors import ConfigError
@@ -74,6 +75,37 @@ ENTRIES_PER_MESSAGE = 512
 
 #: An entry, its leaf hash, and the tree nodes it completed.
 Accepted = tuple[Entry, bytes, list[tuple[int, int, bytes]]]
+
+
+def _trace_entries(msgs: Sequence[Msg], accepted: Sequence[Accepted], started_ns: int) -> None:
+    """A span for each entry whose statement came traced (``HDR_TRACES``), in the
+    trace of the transition that wrote it: from the fetch to its commit."""
+    parents: dict[tuple[str, str], str] = {}
+    for m in msgs:
+        traces = (m.headers or {}).get(HDR_TRACES)
+        if not traces:
+            continue
+        try:
+            batch = decode_batch(m.data)
+            for item in traces.split(","):
+                index, traceparent = item.split("=", 1)
+                statement = batch.decoded[int(index)]
+                parents[(statement.producer, statement.idempotency_key)] = traceparent
+        except (EncodingError, ValueError, IndexError):
+            continue  # an unreadable header places no span; it decides nothing
+    for entry, _, _ in accepted:
+        st = entry.statement
+        parent = parents.get((st.producer, st.idempotency_key))
+        if parent is None:
+            continue
+        entry_span = tracing.start_span(
+            "journal.sequence", kind=tracing.SpanKind.CONSUMER, parent=parent,
+            start_time=started_ns,
+            attributes={"scf.service": "journal", "scf.journal.seq": entry.seq,
+                        "scf.journal.producer": st.producer, "scf.journal.subject": st.subject,
+                        "scf.journal.event_type": st.event_type},
+        )  # fmt: skip
+        entry_span.end()
 
 
 class LeadershipLost(RuntimeError):
@@ -281,6 +313,7 @@ class Sequencer:
 
     async def process(self, msgs: Sequence[Msg]) -> None:
         """Journal everything in one fetch: one transaction, then acknowledgements."""
+        started_ns = time.time_ns()
         batches: list[SignedBatch] = []
         submitters: list[str] = []
         refused: list[Refusal] = []
@@ -303,6 +336,8 @@ class Sequencer:
         if not await self._commit(accepted, refusals=refused):
             return  # unacknowledged: they wait for a restored store
         crash_point("sequencer.after_commit")
+        if tracing.enabled():
+            _trace_entries(msgs, accepted, started_ns)
         for m in msgs:
             await ack(m)
         if refused:

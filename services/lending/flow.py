@@ -18,7 +18,6 @@ the I/O around them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import logging
@@ -26,7 +25,6 @@ import uuid
 from typing import Any
 
 import asyncpg
-import nats.errors
 from nats.js import JetStreamContext
 
 from services.contracts.subjects import OrderVerb, Subjects
@@ -48,9 +46,10 @@ from services.lending.domain import (
 from services.lending.leases import LeaseRequest, lease_contract_document
 from services.lending.policy import contract_document, maturity_of, policy_for
 from services.lending.store import Transitions
-from services.runtime.bus import ack, bind, fetch
+from services.runtime import tracing
+from services.runtime.bus import bind
 from services.runtime.clock import Clock
-from services.runtime.errors import RETRY_LATER, SCFError, Unavailable
+from services.runtime.errors import SCFError, Unavailable
 from services.runtime.faults import crash_point
 from services.runtime.messaging import Messenger
 from services.runtime.pg_listen import PgListener
@@ -96,24 +95,10 @@ class FlowEngine:
         """Repayment settled a loan: give its facility the amount back, once. Only
         a settlement repayment signed counts."""
         sub = await bind(self.js, self.subjects.lending_settled)
-        while True:
-            for msg in await fetch(sub, 50, 1.0):
-                event = await self.messenger.take_event(
-                    msg, self.subjects.settled, bus_pb2.Settled, producers=("repayment",)
-                )
-                if event is None:
-                    continue
-                try:
-                    await self._restore(event)
-                except RETRY_LATER as exc:  # unacknowledged: it comes again
-                    log.warning("facility restore deferred: %r", exc)
-                    continue
-                except Exception:  # it would fail alike each time: logged, set aside
-                    log.exception("settlement %s cannot be applied; set aside", msg.data[:200])
-                    with contextlib.suppress(nats.errors.Error):
-                        await msg.term()
-                    continue
-                await ack(msg)
+        await self.messenger.consume_events(
+            sub, self.subjects.settled, bus_pb2.Settled, producers=("repayment",),
+            handle=self._restore, describe=lambda event: f"settlement of {event.loan_id}",
+        )  # fmt: skip
 
     async def _restore(self, event: bus_pb2.Settled) -> None:
         """One settlement: the facility's amount back (once), and a lease ended."""
@@ -163,7 +148,12 @@ class FlowEngine:
                     # One read decides the step and serves it (steps lock what they change).
                     row = await self._get(application_id)
                     if row is not None and self.due(row):
-                        await self.step(row)
+                        with tracing.span(
+                            f"lending.step {row['state']}", parent=row["trace_parent"] or None,
+                            attributes={"scf.service": "lending",
+                                        "scf.application_id": application_id},
+                        ):  # fmt: skip
+                            await self.step(row)
                 if application_id not in self._again:
                     return
         except Exception:  # the safety pass takes it again

@@ -9,6 +9,7 @@ from services.gen.scf.lending.v1 import lending_pb2
 from services.gen.scf.types.v1 import money_pb2
 from services.journal import canonical_json
 from services.lending.domain import Facility, Move
+from services.runtime import tracing
 from services.runtime.errors import NotFound
 from services.runtime.journal_client import Outbox
 from services.runtime.money import Money
@@ -106,6 +107,8 @@ class Transitions:
     ) -> Any:
         """Insert a new application in state ``requested`` and journal it as version 1;
         ``journaled`` is what the entry says beyond its id and the version."""
+        # The process manager's steps continue the trace of the call that opened it.
+        columns = {**columns, "trace_parent": tracing.current_traceparent()}
         names = ["application_id", "state", "created_micros", "updated_micros", *columns]
         values = [application_id, "requested", now, now, *columns.values()]
         row = await conn.fetchrow(

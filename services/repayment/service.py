@@ -7,16 +7,13 @@ import contextlib
 import logging
 from typing import Any
 
-import nats.errors
-
 from services.contracts.values import enum_name
 from services.gen.scf.bus.v1 import bus_pb2
 from services.gen.scf.repayment.v1 import repayment_pb2_grpc
 from services.repayment.contract import ContractMismatch
 from services.repayment.loans import LoanBook
 from services.repayment.servicer import RepaymentServicer
-from services.runtime.bus import ack, bind, fetch
-from services.runtime.errors import RETRY_LATER
+from services.runtime.bus import bind
 from services.runtime.service import ServiceContext, ServiceSpec
 from services.runtime.waiting import wait_event
 
@@ -33,27 +30,14 @@ async def open_loans(ctx: ServiceContext, book: LoanBook) -> None:
     Only a disbursement lending signed, carrying the contract its terms are, is
     booked; one that cannot be is set aside with an alarm, and the rest flow on."""
     sub = await bind(ctx.js, ctx.subjects.repayment_disbursed)
-    while True:
-        for msg in await fetch(sub, 50, 1.0):
-            event = await ctx.messenger.take_event(
-                msg, ctx.subjects.disbursed, bus_pb2.Disbursed, producers=("lending",)
-            )
-            if event is None:
-                continue
-            try:
-                await book.open(_fields(event))
-            except RETRY_LATER as exc:  # unacknowledged: it comes again
-                log.warning("disbursement %s deferred: %r", event.application_id, exc)
-                continue
-            except Exception as exc:  # it would fail alike each time: set aside, never a crash
-                log.error(
-                    "ALARM: disbursement %s set aside, not booked: %s", event.application_id,
-                    exc, exc_info=not isinstance(exc, ContractMismatch),
-                )  # fmt: skip
-                with contextlib.suppress(nats.errors.Error):
-                    await msg.term()
-                continue
-            await ack(msg)
+
+    async def book_it(event: bus_pb2.Disbursed) -> None:
+        await book.open(_fields(event))
+
+    await ctx.messenger.consume_events(
+        sub, ctx.subjects.disbursed, bus_pb2.Disbursed, producers=("lending",), handle=book_it,
+        describe=lambda event: f"disbursement {event.application_id}", quiet=(ContractMismatch,),
+    )  # fmt: skip
 
 
 #: Loans fall due as the date passes: the sweep looks at once when the clock

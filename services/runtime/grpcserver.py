@@ -29,6 +29,7 @@ from grpc_status import rpc_status
 
 from services.contracts.bounds import check_request
 from services.runtime import identity as ident
+from services.runtime import tracing
 from services.runtime.certs import PartyCert
 from services.runtime.deadlines import CALL_DEADLINE
 from services.runtime.errors import (
@@ -156,12 +157,19 @@ def _internal(method: str) -> str:
 @contextlib.asynccontextmanager
 async def _guarded(service: str, method: str, request: Any, context: Any) -> AsyncIterator[None]:
     """One call, whatever its shape: the caller's identity set for its duration, the
-    request checked, every failure a status (never UNKNOWN), counted and timed by
-    the code it ended with."""
+    request checked, every failure a status (never UNKNOWN), counted, timed and
+    traced by the code it ended with."""
     name = method.rsplit("/", 1)[-1]
     started = time.perf_counter()
     code = "OK"
     token = None
+    metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+    call_span = tracing.start_span(
+        method.lstrip("/"), kind=tracing.SpanKind.SERVER, parent=metadata,
+        attributes={"rpc.system": "grpc", "rpc.service": method.split("/")[1], "rpc.method": name,
+                    "scf.service": service},
+    )  # fmt: skip
+    span_token = tracing.attach(call_span)
     fields = {"rpc": method}
     fields_token = LOG_FIELDS.set(fields)
     left = context.time_remaining()
@@ -194,6 +202,7 @@ async def _guarded(service: str, method: str, request: Any, context: Any) -> Asy
     finally:
         RPC_TOTAL.labels(service, name, code).inc()
         RPC_LATENCY.labels(service, name).observe(time.perf_counter() - started)
+        tracing.end_span(call_span, code)
         # A stream closed from elsewhere (its caller gone) ends in another context,
         # where these tokens cannot be reset; that context is discarded anyway.
         with contextlib.suppress(ValueError):
@@ -201,6 +210,7 @@ async def _guarded(service: str, method: str, request: Any, context: Any) -> Asy
                 ident.reset_identity(token)
             LOG_FIELDS.reset(fields_token)
             CALL_DEADLINE.reset(deadline_token)
+        tracing.detach(span_token)
 
 
 class _CallerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -401,4 +411,69 @@ def client_channel(
     else:
         creds = grpc.ssl_channel_credentials(ca)
     options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
-    return grpc.aio.secure_channel(target, creds, options=options)
+    return grpc.aio.secure_channel(
+        target, creds, options=options,
+        interceptors=[_TraceUnary(), _TraceStream()],  # type: ignore[list-item]
+    )  # fmt: skip
+
+
+def _traced(details: Any) -> Any:
+    """The call's details with the current trace context added to its metadata."""
+    carrier = tracing.inject({})
+    if not carrier:
+        return details
+    metadata = grpc.aio.Metadata(*(details.metadata or ()))
+    for key, value in carrier.items():
+        metadata[key] = value
+    return grpc.aio.ClientCallDetails(
+        details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+    )
+
+
+def _method_name(details: Any) -> str:
+    method = details.method
+    return (method.decode() if isinstance(method, bytes) else method).lstrip("/")
+
+
+class _TraceUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
+    """A client span for each call, its context carried in the metadata; it ends
+    when the answer (or its error) is in."""
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        if not tracing.enabled():  # the context still goes on, without a span of ours
+            return await continuation(_traced(details), request)
+        call_span = tracing.start_span(_method_name(details), kind=tracing.SpanKind.CLIENT)
+        token = tracing.attach(call_span)
+        try:
+            call = await continuation(_traced(details), request)
+        except BaseException:
+            tracing.end_span(call_span, "UNKNOWN")
+            raise
+        finally:
+            tracing.detach(token)
+        call.add_done_callback(lambda done: _end_when_known(call_span, done))
+        return call
+
+
+def _end_when_known(call_span: Any, call: Any) -> None:
+    """A done callback cannot await the call's code (a coroutine in grpc.aio); it
+    is known by now, so a task reads it at once."""
+
+    async def end() -> None:
+        code = "CANCELLED" if call.cancelled() else (await call.code()).name
+        tracing.end_span(call_span, code)
+
+    task = asyncio.ensure_future(end())
+    _ENDING.add(task)
+    task.add_done_callback(_ENDING.discard)
+
+
+#: Span-ending tasks, held until done (the loop keeps only weak references).
+_ENDING: set[asyncio.Future[None]] = set()
+
+
+class _TraceStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
+    """A watch carries the caller's trace context (its messages make no span here)."""
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(_traced(details), request)

@@ -30,7 +30,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from services.contracts.envelope import EnvelopeRefused
-from services.contracts.subjects import Subjects
+from services.contracts.subjects import HDR_TRACES, Subjects
 from services.gen.scf.bus.v1 import bus_pb2
 from services.gen.scf.journal.v1 import journal_pb2_grpc
 from services.journal import (
@@ -41,6 +41,7 @@ from services.journal import (
     sign_batch,
     unpack_records,
 )
+from services.runtime import tracing
 from services.runtime.bus import ack, bind, fetch
 from services.runtime.certs import PartyCert
 from services.runtime.clock import Clock
@@ -108,15 +109,18 @@ class Outbox:
         """Within the caller's transaction: queue one statement for the journal, and
         wake the relay (and, with ``notify``, a channel and payload of the caller's)
         when the transaction commits; one round trip."""
-        also, args = "", [self.channel]
+        also = ""
         if notify is not None:
-            also, args = ", pg_notify($5, $6)", [self.channel, *notify]
+            also, args = ", pg_notify($6, $7)", [self.channel, *notify]
+        else:
+            args = [self.channel]
         await conn.execute(
-            "WITH queued AS (INSERT INTO outbox (idempotency_key, subject, statement)"
-            f" VALUES ($1, $2, $3) RETURNING id) SELECT pg_notify($4, ''){also} FROM queued",
+            "WITH queued AS (INSERT INTO outbox (idempotency_key, subject, statement, trace_parent)"
+            f" VALUES ($1, $2, $3, $4) RETURNING id) SELECT pg_notify($5, ''){also} FROM queued",
             idempotency_key,
             subject,
             self.statement(subject, event_type, payload, idempotency_key),
+            tracing.current_traceparent(),
             *args,
         )
 
@@ -129,6 +133,15 @@ class Outbox:
             subject,
         )
         return [r["journal_seq"] for r in rows]
+
+
+def _with_traces(headers: dict[str, str], group: list[Any]) -> dict[str, str]:
+    """Each traced statement's ``traceparent`` by its place in the batch, so the
+    journal's span for its entry joins that trace (``HDR_TRACES``)."""
+    traces = [f"{i}={r['trace_parent']}" for i, r in enumerate(group) if r["trace_parent"]]
+    if traces:
+        headers[HDR_TRACES] = ",".join(traces)
+    return headers
 
 
 #: What the relay outlasts by trying again: the database or NATS away, or a
@@ -234,7 +247,7 @@ class OutboxRelay:
         last leader may have taken them and died."""
         resend, self._resend_now = self._resend_now, False
         rows = await self.pool.fetch(
-            "SELECT id, idempotency_key, statement, attempts FROM outbox"
+            "SELECT id, idempotency_key, statement, attempts, trace_parent FROM outbox"
             " WHERE journal_seq IS NULL AND refused_reason IS NULL"
             " AND (published_at IS NULL OR $4 OR published_at < now()"
             "      - make_interval(secs => $1 * power(2, least(attempts - 1, $3))))"
@@ -256,7 +269,7 @@ class OutboxRelay:
                 self.js.publish(
                     subject,
                     self.outbox.sign([bytes(r["statement"]) for r in group]).encode(),
-                    headers={"Nats-Msg-Id": self._message_id(group)},
+                    headers=_with_traces({"Nats-Msg-Id": self._message_id(group)}, group),
                     timeout=5,
                 )
                 for group in groups

@@ -20,6 +20,8 @@ import time
 from contextvars import ContextVar
 from typing import Any, TextIO
 
+from opentelemetry import trace
+
 __all__ = [
     "LOG_FIELDS",
     "LOG_LEVELS",
@@ -42,7 +44,11 @@ _make_record = logging.getLogRecordFactory()
 
 def _record_with_context(*args: Any, **kwargs: Any) -> logging.LogRecord:
     record = _make_record(*args, **kwargs)
-    record.scf_context = dict(LOG_FIELDS.get())
+    fields = dict(LOG_FIELDS.get())
+    span = trace.get_current_span().get_span_context()
+    if span.is_valid:  # the trace this line belongs to, wherever it was written
+        fields["trace_id"] = format(span.trace_id, "032x")
+    record.scf_context = fields
     return record
 
 

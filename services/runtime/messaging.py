@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import nats.errors
 from google.protobuf.message import DecodeError, Message
@@ -27,6 +27,8 @@ from nats.js import JetStreamContext
 from services.contracts.envelope import EnvelopeRefused, SigningKey, open_envelope, seal
 from services.contracts.errors import from_wire, to_wire
 from services.gen.scf.bus.v1 import bus_pb2
+from services.runtime import tracing
+from services.runtime.bus import ack, fetch
 from services.runtime.deadlines import within_call
 from services.runtime.errors import AWAY, RETRY_LATER, SCFError, Unavailable
 from services.runtime.messages import build
@@ -92,8 +94,15 @@ class Messenger:
         """Ask ``server``; its answer, or the error it answered with, raised as ours."""
         request_id = uuid.uuid4().hex
         data = self.seal(subject, "request", request_id, message)
-        # No longer than the gRPC caller this is asked for still waits.
-        reply = await self.nc.request(subject, data, timeout=within_call(timeout))
+        with tracing.span(
+            purpose_of(subject, "request"), kind=tracing.SpanKind.CLIENT,
+            attributes={"messaging.system": "nats", "messaging.destination.name": subject,
+                        "scf.server": server},
+        ):  # fmt: skip
+            # No longer than the gRPC caller this is asked for still waits.
+            reply = await self.nc.request(
+                subject, data, timeout=within_call(timeout), headers=tracing.inject({}) or None
+            )
         try:
             env = await self.open(reply.data, subject, "reply", (server,), request_id)
             result = reply_type.FromString(env.body)
@@ -118,6 +127,13 @@ class Messenger:
         the request and the service that signed it."""
 
         async def on_message(msg: Msg) -> None:
+            with tracing.span(
+                purpose_of(subject, "request"), kind=tracing.SpanKind.SERVER, parent=msg.headers,
+                attributes={"messaging.system": "nats", "messaging.destination.name": subject},
+            ):  # fmt: skip
+                await answer(msg)
+
+        async def answer(msg: Msg) -> None:
             request_id = ""
             try:
                 env = await self.open(msg.data, subject, "request", senders)
@@ -154,13 +170,57 @@ class Messenger:
         await js.publish(
             subject,
             self.seal(subject, "event", event_id, message),
-            headers={"Nats-Msg-Id": event_id},
+            headers=tracing.inject({"Nats-Msg-Id": event_id}),
             timeout=5,
         )
 
     async def notify(self, subject: str, message: Message, event_id: str) -> None:
         """A core NATS event (at most once: for watchers, never for what must not be lost)."""
         await self.nc.publish(subject, self.seal(subject, "event", event_id, message))
+
+    async def consume_events(
+        self,
+        sub: Any,
+        subject: str,
+        event_type: type[Event],
+        *,
+        producers: tuple[str, ...],
+        handle: Callable[[Event], Awaitable[None]],
+        describe: Callable[[Event], str],
+        quiet: tuple[type[Exception], ...] = (),
+    ) -> None:
+        """Take a durable consumer's events for good: each one ``producers`` signed
+        is handled, in the trace of whoever published it, and acknowledged; one
+        that meets something away is left to come again; one that fails is set
+        aside with an alarm (it would fail alike each time) and the rest flow on.
+        ``quiet``: failures the alarm names without a traceback."""
+        while True:
+            for msg in await fetch(sub, 50, 1.0):
+                with self.consuming(msg, subject):
+                    event = await self.take_event(msg, subject, event_type, producers=producers)
+                    if event is None:
+                        continue
+                    try:
+                        await handle(event)
+                    except RETRY_LATER as exc:  # unacknowledged: it comes again
+                        log.warning("%s deferred: %r", describe(event), exc)
+                        continue
+                    except Exception as exc:
+                        log.error(
+                            "ALARM: %s set aside, not applied: %s", describe(event), exc,
+                            exc_info=not isinstance(exc, quiet),
+                        )  # fmt: skip
+                        with contextlib.suppress(nats.errors.Error):
+                            await msg.term()
+                        continue
+                    await ack(msg)
+
+    def consuming(self, msg: Msg, subject: str) -> contextlib.AbstractContextManager[object]:
+        """A span for taking one JetStream event, in the trace of whoever published it."""
+        return tracing.span(
+            purpose_of(subject, "event"), kind=tracing.SpanKind.CONSUMER, parent=msg.headers,
+            attributes={"messaging.system": "nats", "messaging.destination.name": msg.subject},
+        )  # fmt: skip
 
     async def take_event(
         self, msg: Msg, subject: str, event_type: type[Event], *, producers: tuple[str, ...]

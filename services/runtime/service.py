@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from services.runtime.messaging import Messenger
 from services.runtime.metrics import PROBES, serve_metrics
 from services.runtime.peer_keys import PeerKeys
 from services.runtime.platform_clock import follow_platform_clock
+from services.runtime.tracing import setup_tracing, shutdown_tracing
 from services.runtime.waiting import SHUTDOWN_S, exit_if_stuck, run_together
 from services.runtime.watching import JournaledFeed
 
@@ -259,8 +261,12 @@ def main(spec: ServiceSpec) -> None:
         settings = Settings.from_env()
         capture_native_stderr()  # gRPC's C-core lines as log lines too
         setup_logging(spec.name, settings.log_format, LOG_LEVELS[settings.log_level])
+        setup_tracing(spec.name, os.environ)
         serve_metrics(settings.endpoint(spec.name).metrics_addr)
-        asyncio.run(run_service(spec, settings))
+        try:
+            asyncio.run(run_service(spec, settings))
+        finally:
+            shutdown_tracing()  # what is buffered goes out before the process does
     except ConfigError as exc:
         print(f"scf-{spec.name}: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -23,6 +23,7 @@ async def test_migrations_apply_once_into_own_schema(servers: Servers) -> None:
             "services.runtime/002_idempotency.sql",
             "services.runtime/003_outbox_attempts.sql",
             "services.runtime/004_outbox_subject.sql",
+            "services.runtime/005_outbox_trace.sql",
         ]
         assert await apply_migrations(pool, schema, "services.runtime") == []
         table = await pool.fetchval(
