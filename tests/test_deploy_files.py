@@ -98,7 +98,43 @@ def _kustomized() -> list[dict[str, Any]]:
     for generator in kustomization["configMapGenerator"]:
         for f in generator.get("files", []) + generator.get("envs", []):
             assert (DEPLOY / f).is_file(), f
+    # kustomize's images transformer: a container's image by name, as pinned there.
+    pinned = {i["name"]: i for i in kustomization.get("images", [])}
+    for doc in docs:
+        for container in _containers(doc):
+            if (image := pinned.get(container["image"])) is not None:
+                ref = image.get("newName", image["name"])
+                ref += f":{image['newTag']}" if "newTag" in image else ""
+                ref += f"@{image['digest']}" if "digest" in image else ""
+                container["image"] = ref
     return docs
+
+
+def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = doc.get("spec", {})
+    pod = spec.get("template", {}).get("spec") or spec.get("jobTemplate", {}).get("spec", {})
+    return [*pod.get("containers", []), *pod.get("initContainers", [])]
+
+
+def test_every_image_is_pinned_in_one_place() -> None:
+    """The manifests name images only; the kustomization pins each (the scf image
+    to the package's own version, never ``latest``), where a digest is set."""
+    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    pinned = {i["name"]: i for i in kustomization["images"]}
+    named = set()
+    for resource in kustomization["resources"]:
+        for doc in yaml.safe_load_all((DEPLOY / resource).read_text()):
+            for container in _containers(doc or {}):
+                assert ":" not in container["image"] and "@" not in container["image"], container
+                named.add(container["image"])
+    assert named == set(pinned)
+    assert all("newTag" in i or "digest" in i for i in pinned.values())
+    version = re.search(r'^version = "(.+)"', (DEPLOY.parent / "pyproject.toml").read_text(), re.M)
+    assert version is not None and pinned["scf"]["newTag"] == version.group(1)
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    assert compose["x-scf-service"]["image"] == f"scf:{version.group(1)}"
+    rendered = [c["image"] for d in _kustomized() for c in _containers(d)]
+    assert rendered and all(not i.endswith(":latest") and ":" in i for i in rendered), rendered
 
 
 def _platform_env() -> dict[str, str]:
