@@ -162,3 +162,33 @@ async def test_status_asks_the_settings_addresses_and_answers_json(
         assert table.returncode == 1 and "journal" in table.stdout and "SERVING" in table.stdout
     finally:
         platform.stop()
+
+
+def test_the_offline_key_commands(settings: Settings, tmp_path: Path) -> None:
+    """`scf journal init` makes a genesis once and keeps it; `scf witness-key`
+    makes a bank's own key once and prints its public half."""
+    import dataclasses
+
+    offline = dataclasses.replace(settings, keys_dir=tmp_path / "offline")
+    made = scf(offline, "journal", "init", "--json", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    first = json.loads(made.stdout)
+    assert first["made"] and Path(first["genesis"]).name == "journal-genesis.batch"
+    genesis = Path(first["genesis"]).read_bytes()
+    again = scf(offline, "journal", "init", "--json", cwd=tmp_path)
+    assert again.returncode == 0 and json.loads(again.stdout)["made"] is False
+    assert Path(first["genesis"]).read_bytes() == genesis
+    # A genesis for another journal (another prefix) under the same root is refused.
+    other = dataclasses.replace(offline, nats_prefix="elsewhere")
+    refused = scf(other, "journal", "init", cwd=tmp_path)
+    assert refused.returncode == 2 and "another journal" in refused.stderr
+
+    bank = dataclasses.replace(settings, keys_dir=tmp_path / "bank")
+    key = scf(bank, "witness-key", "--bank", "bank-east", "--json", cwd=tmp_path)
+    assert key.returncode == 0, key.stderr
+    shown = json.loads(key.stdout)
+    assert (tmp_path / "bank" / "witness-bank-east.pub").read_text().strip() == shown["public_key"]
+    assert json.loads(scf(bank, "witness-key", "--bank", "bank-east", "--json",
+                          cwd=tmp_path).stdout) == shown  # fmt: skip
+    bad = scf(bank, "witness-key", "--bank", "../etc", cwd=tmp_path)
+    assert bad.returncode == 2 and "--bank" in bad.stderr
