@@ -19,6 +19,7 @@ from services.journal.encoding import (
     sign_batch,
     unpack_records,
 )
+from services.journal.explorer import Access, ExplorerData, make_app, serve_explorer
 from services.journal.genesis import init_journal, origin_for
 from services.journal.hashing import leaf_hash
 from services.journal.keyset import KEYS_SUBJECT, KeyRefused, KeySet, canonical_json
@@ -29,10 +30,12 @@ from services.journal.witness import add_lines, cosign
 
 __all__ = [
     "KEYS_SUBJECT",
+    "Access",
     "AuditServicer",
     "CheckpointError",
     "EncodingError",
     "Entry",
+    "ExplorerData",
     "JournalStore",
     "JournalVerifier",
     "KeyRefused",
@@ -50,8 +53,10 @@ __all__ = [
     "decode_statement",
     "init_journal",
     "leaf_hash",
+    "make_app",
     "origin_for",
     "parse_note",
+    "serve_explorer",
     "sign_batch",
     "unpack_records",
     "verify_inclusion",

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from nats.aio.msg import Msg
 
@@ -13,6 +14,7 @@ from services.gen.scf.journal.v1 import journal_pb2_grpc
 from services.journal.admin import AdminServicer
 from services.journal.audit import AuditServicer
 from services.journal.checkpoint import parse_note
+from services.journal.explorer import Access, ExplorerData, make_app, serve_explorer
 from services.journal.genesis import (
     GENESIS_FILE,
     ROOT_KEY_NAME,
@@ -24,6 +26,7 @@ from services.journal.self_audit import Damage, StoreAudit
 from services.journal.sequencer import Sequencer, SequencerConfig
 from services.journal.storage import JournalStore
 from services.journal.witness import add_lines, cosigners
+from services.runtime.certs import load_party
 from services.runtime.service import ServiceContext, ServiceSpec
 
 __all__ = ["ROOT_KEY_NAME", "SPEC", "origin_for"]
@@ -120,11 +123,40 @@ async def setup(ctx: ServiceContext) -> None:
         AuditServicer(store, root_public, audit),
         "scf.journal.v1.AuditService",
     )
+    if ctx.endpoint.explorer_addr:
+        serve_journal_explorer(ctx, store, root_public, audit)
     ctx.server.add(
         journal_pb2_grpc.add_JournalAdminServiceServicer_to_server,
         AdminServicer(sequencer, store, ctx.js, ctx.subjects, root_public, audit),
         "scf.journal.v1.JournalAdminService",
     )
+
+
+def serve_journal_explorer(
+    ctx: ServiceContext, store: JournalStore, root_public: bytes, audit: StoreAudit
+) -> None:
+    """The auditors' explorer over the journal's own store, with its self-audit."""
+
+    async def status() -> dict[str, Any]:
+        damage = audit.damage
+        return {
+            "heading": "The journal",
+            "facts": [
+                ("entries stored", await store.size()),
+                ("verified by the journal's own audit", audit.size),
+                ("audit sweeps since start", audit.sweeps),
+            ],
+            "alarm": None if damage is None else {
+                "kind": "store damage", "seq": damage.seq, "problem": damage.problem,
+                "evidence": list(damage.evidence),
+            },
+        }  # fmt: skip
+
+    data = ExplorerData(store, ctx.settings.keys_dir, root_public)
+    app = make_app(data, title="SCF journal", access=Access(), status=status)
+    tls = load_party(ctx.settings.certs_dir, "journal")
+    task = serve_explorer(app, ctx.endpoint.explorer_addr, tls)
+    ctx.tasks.append(asyncio.create_task(task, name="explorer"))
 
 
 SPEC = ServiceSpec(name="journal", package="services.journal", setup=setup, journals=False)

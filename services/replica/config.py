@@ -34,6 +34,8 @@ class ReplicaSettings:
     cross_exam_period_s: float = 300.0
     #: ``SCF_REPLICA_<BANK>_METRICS_ADDR``: /metrics, /healthz and /readyz (off if empty).
     metrics_addr: str = ""
+    #: ``SCF_REPLICA_<BANK>_EXPLORER_ADDR``: the bank's auditors' web explorer (off if empty).
+    explorer_addr: str = ""
 
     @classmethod
     def from_env(
@@ -54,6 +56,7 @@ class ReplicaSettings:
             listen_addr=env.get(f"SCF_REPLICA_{key}_LISTEN_ADDR", ""),
             cross_exam_period_s=_seconds(env, "SCF_REPLICA_CROSS_EXAM_PERIOD_S", 300.0),
             metrics_addr=env.get(f"SCF_REPLICA_{key}_METRICS_ADDR", ""),
+            explorer_addr=env.get(f"SCF_REPLICA_{key}_EXPLORER_ADDR", ""),
         )  # fmt: skip
 
 

@@ -15,12 +15,19 @@ from services.contracts.subjects import Subjects
 from services.gen.scf.journal.v1 import journal_pb2_grpc
 from services.gen.scf.platform.v1 import platform_pb2_grpc
 from services.gen.scf.replica.v1 import replica_pb2, replica_pb2_grpc
-from services.journal import AuditServicer, JournalStore
+from services.journal import (
+    Access,
+    AuditServicer,
+    ExplorerData,
+    JournalStore,
+    make_app,
+    serve_explorer,
+)
 from services.replica.alarm import ALARM_KINDS, AlarmRecord
 from services.replica.config import ReplicaSettings, database_beside
 from services.replica.replica import Replica
 from services.runtime.bus import connect_nats
-from services.runtime.certs import load_party
+from services.runtime.certs import PartyCert, load_party
 from services.runtime.clock import Clock, SystemClock
 from services.runtime.config import Settings
 from services.runtime.db import apply_migrations, connect_pool
@@ -124,6 +131,43 @@ async def alarm_health(server: GrpcServer, alarm: AlarmRecord | None) -> None:
     await server.dependency("alarm", problem)
 
 
+def serve_replica_explorer(
+    replica: Replica, settings: Settings, rs: ReplicaSettings, tls: PartyCert, anchor: bytes
+) -> asyncio.Task[None]:
+    """The bank's auditors' explorer over the replica's own verified copy."""
+
+    async def status() -> dict[str, Any]:
+        entries, millis = replica.lag()
+        alarm = replica.alarm
+        return {
+            "heading": f"{replica.bank}'s replica",
+            "facts": [
+                ("entries verified and stored", replica.size),
+                ("the journal's size, as last seen", replica.journal_size),
+                ("behind by", f"{entries} entries, {millis / 1000:.1f} s"),
+                ("cosigned up to", replica.cosigned_size),
+                ("ingesting", "yes" if replica.ingesting else "no: stopped by its alarm"),
+            ],
+            "alarm": None if alarm is None else {
+                "kind": alarm.kind, "seq": alarm.seq, "problem": alarm.problem,
+                "evidence": list(alarm.evidence),
+            },
+        }  # fmt: skip
+
+    data = ExplorerData(JournalStore(replica.pool), settings.keys_dir, anchor)
+    app = make_app(
+        data, title=f"{replica.bank}'s replica", access=Access(bank=replica.bank), status=status
+    )
+    task = asyncio.create_task(serve_explorer(app, rs.explorer_addr, tls), name="explorer")
+    task.add_done_callback(_said_if_failed)
+    return task
+
+
+def _said_if_failed(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the explorer stopped: %s", task.exception())
+
+
 async def run_replica(
     settings: Settings,
     replica_settings: ReplicaSettings,
@@ -186,6 +230,8 @@ async def run_replica(
         await server.start()
         PROBES.ready = lambda: server is not None and server.ready
         export_metrics(replica)
+        if rs.explorer_addr:
+            watches.append(serve_replica_explorer(replica, settings, rs, tls, anchor))
         await alarm_health(server, replica.alarm)  # one kept from before a restart
         replica.on_alarm = functools.partial(alarm_health, server)
         watches = [asyncio.create_task(watch_dependencies(server, pool, nc), name="dependencies")]

@@ -38,6 +38,9 @@ class ServiceEndpoint:
     #: host:port the gRPC server binds (``SCF_<NAME>_LISTEN_ADDR``), when it differs from
     #: where others reach it (a container behind a Kubernetes Service); empty: grpc_addr.
     listen_addr: str = ""
+    #: host:port of the auditors' web explorer (``SCF_<NAME>_EXPLORER_ADDR``; the
+    #: journal only); empty disables it.
+    explorer_addr: str = ""
 
     @property
     def bind_addr(self) -> str:
@@ -111,7 +114,12 @@ class Settings:
             listen_addr = env.get(f"SCF_{upper}_LISTEN_ADDR", "")
             if listen_addr:
                 _check_addr(f"SCF_{upper}_LISTEN_ADDR", listen_addr)
-            endpoints[name] = ServiceEndpoint(name, grpc_addr, metrics_addr, schema, listen_addr)
+            explorer_addr = env.get(f"SCF_{upper}_EXPLORER_ADDR", "") if name == "journal" else ""
+            if explorer_addr:
+                _check_addr(f"SCF_{upper}_EXPLORER_ADDR", explorer_addr)
+            endpoints[name] = ServiceEndpoint(
+                name, grpc_addr, metrics_addr, schema, listen_addr, explorer_addr
+            )
         return cls(
             data_dir=data_dir,
             nats_url=env.get("SCF_NATS_URL", ""),
@@ -158,6 +166,8 @@ class Settings:
             env[f"SCF_{upper}_METRICS_ADDR"] = ep.metrics_addr
             env[f"SCF_{upper}_SCHEMA"] = ep.schema
             env[f"SCF_{upper}_LISTEN_ADDR"] = ep.listen_addr
+            if ep.explorer_addr:
+                env[f"SCF_{upper}_EXPLORER_ADDR"] = ep.explorer_addr
         return env
 
 
