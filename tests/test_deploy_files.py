@@ -384,3 +384,37 @@ def test_compose_checks_health_and_starts_in_order() -> None:
     for node in ("scf-nats-0", "scf-nats-1", "scf-nats-2"):
         assert compose["nats-init"]["depends_on"][node] == {"condition": "service_healthy"}
     assert "pg_isready" in compose["postgres"]["healthcheck"]["test"]
+
+
+def test_the_explorer_is_served_where_the_deployments_say() -> None:
+    """The journal and each replica serve the explorer on a port their Service
+    names, their container opens and their NetworkPolicy lets in; the address
+    the code reads is set in both deployments."""
+    docs = _kustomized()
+    ports = {"journal": 8400, "replica-bank-north": 8411, "replica-bank-south": 8412}
+    for name, port in ports.items():
+        [service] = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == name]
+        assert {"name": "explorer", "port": port} in service["spec"]["ports"], name
+        [deployment] = [d for d in docs if d["kind"] == "Deployment"
+                        and d["metadata"]["name"] == name]  # fmt: skip
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        assert {"name": "explorer", "containerPort": port} in container["ports"], name
+        [policy] = [d for d in docs if d["kind"] == "NetworkPolicy"
+                    and d["metadata"]["name"] == name]  # fmt: skip
+        assert any({"port": port} in rule["ports"] for rule in policy["spec"]["ingress"]), name
+        if name == "journal":
+            assert _platform_env()["SCF_JOURNAL_EXPLORER_ADDR"] == f"0.0.0.0:{port}"
+        else:
+            bank = name.removeprefix("replica-")
+            rs = ReplicaSettings.from_env(
+                bank, "postgresql://x/y",
+                {e["name"]: e.get("value", "secret") for e in container["env"]},
+            )  # fmt: skip
+            assert rs.explorer_addr == f"0.0.0.0:{port}"
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    assert compose["x-scf-env"]["SCF_JOURNAL_EXPLORER_ADDR"] == "0.0.0.0:8400"
+    for bank, port in (("bank-north", 8411), ("bank-south", 8412)):
+        env = compose["services"][f"replica-{bank}"]["environment"]
+        assert env[f"SCF_REPLICA_{bank.upper().replace('-', '_')}_EXPLORER_ADDR"] == (
+            f"0.0.0.0:{port}"
+        )

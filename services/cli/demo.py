@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import urllib.parse
 
 import grpc
 from rich.console import Console
@@ -127,8 +128,14 @@ async def _order(platform: Platform, out: Console) -> int:
     out.print("its identity card, every entry proven against the signed checkpoint:")
     for e in card.entries:
         out.print(f"  entry {e.seq:<4} {e.event_type:<18} proof of {len(e.inclusion_proof)} hashes")
-    out.print(f"QR code: {card_uri(card, contract)}", soft_wrap=True)
+    uri = card_uri(card, contract)
+    out.print(f"QR code: {uri}", soft_wrap=True)
     out.print(f"(`scf order card {order.order_id} --contract-sha256 …` writes it as a file)")
+    for name, url in platform.explorer_urls().items():
+        if name.startswith("replica-"):  # a bank's auditors look at their own copy
+            link = f"{url}/open?uri={urllib.parse.quote(uri, safe='')}"
+            out.print(f"{name}'s explorer verifies it in a browser: {link}", soft_wrap=True)
+            break
     return 0
 
 
@@ -268,7 +275,7 @@ async def _replicas(platform: Platform, out: Console, size: int) -> int:
 
 
 def run_demo(settings: Settings, out: Console) -> int:
-    platform = Platform(settings, replicas=EXAMPLE_BANKS)
+    platform = Platform(settings, replicas=EXAMPLE_BANKS, explorers=True)
     try:
         out.rule("Starting the platform on embedded servers")
         asyncio.run(platform.start())

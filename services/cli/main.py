@@ -175,7 +175,7 @@ def up(
 ) -> None:
     """Start embedded servers (unless URLs are set), every service and the example
     banks' replicas, each as its own process; Ctrl-C stops all."""
-    platform = Platform(settings_for(data_dir), replicas=EXAMPLE_BANKS)
+    platform = Platform(settings_for(data_dir), replicas=EXAMPLE_BANKS, explorers=True)
 
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -187,6 +187,8 @@ def up(
         out.print(f"NATS        {platform.settings.nats_url}")
         out.print(f"PostgreSQL  {platform.settings.database_url}")
         out.print(_services_table(platform))
+        for name, url in platform.explorer_urls().items():
+            out.print(f"explorer    {url}  ({name}; an auditor's certificate, docs/explorer.md)")
         out.print("running; Ctrl-C stops everything")
         while True:
             time.sleep(0.5)

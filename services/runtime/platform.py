@@ -73,6 +73,29 @@ class Platform:
     nats_secret: str = ""
     postgres: EmbeddedPostgres | None = None
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
+    #: Serve the auditors' explorer from the journal and each replica, where the
+    #: settings name no address: https://127.0.0.1:8400 and :8411, :8412, ...
+    explorers: bool = False
+
+    def explorer_urls(self) -> dict[str, str]:
+        """Where each process's explorer answers (with ``explorers``)."""
+        if not self.explorers:
+            return {}
+        urls = {"journal": self._explorer_env("journal")[1]}
+        for bank in self.replicas:
+            urls[f"replica-{bank}"] = self._explorer_env(f"replica-{bank}")[1]
+        return {name: f"https://{addr}" for name, addr in urls.items()}
+
+    def _explorer_env(self, name: str) -> tuple[str, str]:
+        """The variable naming ``name``'s explorer address, and the address."""
+        if name == "journal":
+            var = "SCF_JOURNAL_EXPLORER_ADDR"
+            default = self.settings.endpoint("journal").explorer_addr or "127.0.0.1:8400"
+        else:
+            bank = name.removeprefix("replica-")
+            var = f"SCF_REPLICA_{bank.upper().replace('-', '_')}_EXPLORER_ADDR"
+            default = f"127.0.0.1:{8411 + self.replicas.index(bank)}"
+        return var, os.environ.get(var) or default
 
     @property
     def run_dir(self) -> Path:
@@ -171,6 +194,9 @@ class Platform:
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"{key}.log"
         env = {**os.environ, **self.settings.to_env(), "SCF_LOG_FORMAT": "json"}
+        if self.explorers and (name == "journal" or name.startswith("replica-")) and not grpc_addr:
+            var, addr = self._explorer_env(name)
+            env[var] = addr
         if grpc_addr:  # another instance: its own ports, no metrics endpoint
             var = f"SCF_{name.upper()}"
             env |= {f"{var}_ADDR": grpc_addr, f"{var}_METRICS_ADDR": ""}

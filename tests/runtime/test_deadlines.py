@@ -49,6 +49,9 @@ class _Context:
     def time_remaining(self) -> float | None:
         return self._left
 
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()
+
 
 async def test_every_call_notes_its_callers_deadline_for_its_duration(tmp_path: Path) -> None:
     ensure_certificates(tmp_path)

@@ -106,6 +106,8 @@ def make_app(
         # What the browser checks against: the journal keys the pinned root key
         # registered, set by the deployment, never by what a data call returns.
         config = json.dumps({"journal_keys": [k.hex() for k in await data.journal_keys()]})
+        # Script text is not HTML-unescaped: JSON with '<' '>' '&' written as escapes.
+        config = config.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
         body = env.get_template(template).render(
             title=title, who=request.state.who, config=config, **context
         )

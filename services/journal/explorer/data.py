@@ -18,7 +18,7 @@ from services.journal.checkpoint import CheckpointError, parse_note
 from services.journal.encoding import Entry
 from services.journal.storage import ENTRY_COLUMNS, JournalStore, entry_from_row
 from services.journal.tree import consistency_ranges, inclusion_ranges
-from services.journal.witness import cosigners
+from services.journal.witness import add_lines, cosigners
 
 __all__ = ["ExplorerData", "entry_view"]
 
@@ -86,7 +86,7 @@ class ExplorerData:
         cp = await self.store.cosigned_checkpoint(0)
         if cp is None:
             return None
-        note = parse_note(cp.note)
+        note = parse_note(add_lines(cp.note, await self._own_cosignatures(cp.tree_size)))
         origin = note.checkpoint.origin
         signed_by_journal = False
         for key in await self.journal_keys():
@@ -110,9 +110,17 @@ class ExplorerData:
             "root": cp.root_hash.hex(),
             "time_micros": cp.time_micros,
             "origin": origin,
-            "note": cp.note,
+            "note": note.text,
             "signatures": lines,
         }
+
+    async def _own_cosignatures(self, size: int) -> list[str]:
+        """A bank replica's own cosignature on the checkpoint of ``size`` (its
+        ``cosigned`` table; the journal's store has none: it collects the banks')."""
+        if await self.pool.fetchval("SELECT to_regclass('cosigned')") is None:
+            return []
+        rows = await self.pool.fetch("SELECT line FROM cosigned WHERE tree_size = $1", size)
+        return [r["line"] for r in rows]
 
     async def checkpoint_history(self, limit: int = 500) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(
