@@ -224,8 +224,10 @@ async def _journal(platform: Platform, out: Console) -> int:
         for k in keys.keys:
             table.add_row(k.producer, k.key_id.hex()[:16] + "…", str(k.registered_at))
         out.print(table)
+        # Against the checkpoint just read: a newer one may be signed meanwhile.
+        size = parse_note(cp.checkpoint).checkpoint.size
         proof = await audit.GetInclusionProof(
-            journal_pb2.GetInclusionProofRequest(seq=0), timeout=5
+            journal_pb2.GetInclusionProofRequest(seq=0, tree_size=size), timeout=5
         )
     journal_key = bytes.fromhex((settings.keys_dir / "journal.pub").read_text())
     note = parse_note(cp.checkpoint)
