@@ -107,6 +107,7 @@ def matrix(ids: dict[str, str]) -> list[tuple[str, Any, str, Any, frozenset[str]
         ("lending", Lg.LendingServiceStub, "WithdrawApplication", L.WithdrawApplicationRequest(application_id=app, **key), frozenset({SUB})),
         ("lending", Lg.LendingServiceStub, "RegisterSigningKey", L.RegisterSigningKeyRequest(public_key=b"short", **key), ANYONE - {AUD, OP}),
         ("lending", Lg.LendingServiceStub, "SignContract", L.SignContractRequest(contract_id=contract, signature=bytes(64), **key), frozenset({SUB, UW, BUY})),
+        ("lending", Lg.LendingServiceStub, "GetContract", L.GetContractRequest(contract_id=contract), frozenset({SUB, UW, BUY, AUD, OP})),
         ("lending", Ug.UnderwritingServiceStub, "ListApplications", U.ListApplicationsRequest(), frozenset({UW, UW2, LEASE})),
         ("lending", Ug.UnderwritingServiceStub, "GetApplication", U.GetApplicationRequest(application_id=app), frozenset({UW})),
         ("lending", Ug.UnderwritingServiceStub, "Approve", U.ApproveRequest(application_id=app, **key), frozenset({UW})),

@@ -21,6 +21,7 @@ from services.journal import canonical_json
 from services.lending.domain import Action, Application, Kind
 from services.lending.leases import END_OPTIONS, LeaseRequest, validate_lease
 from services.lending.servicer import ApplicationCalls, usable_facility
+from services.lending.store import load_contract
 from services.runtime.dates import add_months
 from services.runtime.errors import (
     FailedPrecondition,
@@ -91,14 +92,9 @@ async def lease_view(conn: Any, app: Any) -> leasing_pb2.Lease:
         created_micros=app["created_micros"],
         updated_micros=app["updated_micros"],
     )
-    if app["contract_id"]:
-        contract = await conn.fetchrow(
-            "SELECT * FROM contracts WHERE contract_id = $1", app["contract_id"]
-        )
-        signed = await conn.fetch(
-            "SELECT signer FROM signatures WHERE contract_id = $1 ORDER BY signer",
-            app["contract_id"],
-        )
+    found = await load_contract(conn, app["contract_id"]) if app["contract_id"] else None
+    if found is not None:
+        contract, signed = found
         view.contract.CopyFrom(
             leasing_pb2.LeaseContract(
                 contract_id=contract["contract_id"],

@@ -28,7 +28,13 @@ from services.lending.domain import (
 )
 from services.lending.flow import FlowEngine
 from services.lending.policy import maturity_of, policy_for
-from services.lending.store import Transitions, application_proto, facility_proto
+from services.lending.store import (
+    Transitions,
+    application_proto,
+    contract_proto,
+    facility_proto,
+    load_contract,
+)
 from services.runtime.clock import Clock
 from services.runtime.dates import parse_date
 from services.runtime.errors import (
@@ -67,20 +73,8 @@ async def usable_facility(
 
 
 async def application_view(conn: Any, app: Any) -> lending_pb2.Application:
-    contract = None
-    signed: list[str] = []
-    if app["contract_id"]:
-        contract = await conn.fetchrow(
-            "SELECT * FROM contracts WHERE contract_id = $1", app["contract_id"]
-        )
-        signed = [
-            r["signer"]
-            for r in await conn.fetch(
-                "SELECT signer FROM signatures WHERE contract_id = $1 ORDER BY signer",
-                app["contract_id"],
-            )
-        ]
-    return application_proto(app, contract, signed)
+    found = await load_contract(conn, app["contract_id"]) if app["contract_id"] else None
+    return application_proto(app, contract_proto(*found) if found else None)
 
 
 def _may_read(who: Identity, app: Any) -> None:
@@ -490,3 +484,23 @@ class LendingServicer(ApplicationCalls, lending_pb2_grpc.LendingServiceServicer)
         return await self._once(
             who, "SignContract", request, lending_pb2.SignContractResponse, work
         )
+
+    async def GetContract(
+        self, request: lending_pb2.GetContractRequest, context: Any
+    ) -> lending_pb2.GetContractResponse:
+        who = current_identity()
+        async with self.pool.acquire() as conn:
+            found = await load_contract(conn, request.contract_id)
+            if found is None:
+                raise NotFound(f"no contract {request.contract_id!r}")
+            row, signatures = found
+            try:  # a signer reads what it signs
+                signer_for(who, row["contract_id"], tuple(row["signers"]))
+            except PermissionDenied:
+                app = await conn.fetchrow(
+                    "SELECT * FROM applications WHERE application_id = $1", row["application_id"]
+                )
+                _may_read(who, app)
+            return lending_pb2.GetContractResponse(
+                contract=contract_proto(row, signatures), application_id=row["application_id"]
+            )

@@ -14,7 +14,14 @@ from services.runtime.errors import NotFound
 from services.runtime.journal_client import Outbox
 from services.runtime.money import Money
 
-__all__ = ["Transitions", "application_proto", "facility_proto", "money_pb"]
+__all__ = [
+    "Transitions",
+    "application_proto",
+    "contract_proto",
+    "facility_proto",
+    "load_contract",
+    "money_pb",
+]
 
 
 def money_pb(currency: str, minor: int) -> money_pb2.Money:
@@ -37,8 +44,38 @@ def facility_proto(row: Any) -> lending_pb2.Facility:
     )
 
 
+async def load_contract(conn: Any, contract_id: str) -> tuple[Any, list[Any]] | None:
+    """A contract's row and its signatures (by signer), or None."""
+    row = await conn.fetchrow("SELECT * FROM contracts WHERE contract_id = $1", contract_id)
+    if row is None:
+        return None
+    signatures = await conn.fetch(
+        "SELECT signer, party_id, key_id, signature FROM signatures WHERE contract_id = $1"
+        " ORDER BY signer",
+        contract_id,
+    )
+    return row, list(signatures)
+
+
+def contract_proto(row: Any, signatures: list[Any]) -> lending_pb2.Contract:
+    return lending_pb2.Contract(
+        contract_id=row["contract_id"],
+        document=row["document"],
+        sha256=bytes(row["sha256"]),
+        signers=list(row["signers"]),
+        signed_by=[s["signer"] for s in signatures],
+        signatures=[
+            lending_pb2.ContractSignature(
+                signer=s["signer"], party_id=s["party_id"], key_id=bytes(s["key_id"]),
+                signature=bytes(s["signature"]),
+            )
+            for s in signatures
+        ],
+    )  # fmt: skip
+
+
 def application_proto(
-    row: Any, contract: Any = None, signed_by: list[str] | None = None
+    row: Any, contract: lending_pb2.Contract | None = None
 ) -> lending_pb2.Application:
     c = row["currency"]
     app = lending_pb2.Application(
@@ -69,15 +106,7 @@ def application_proto(
             )
         )
     if contract is not None:
-        app.contract.CopyFrom(
-            lending_pb2.Contract(
-                contract_id=contract["contract_id"],
-                document=contract["document"],
-                sha256=bytes(contract["sha256"]),
-                signers=list(contract["signers"]),
-                signed_by=signed_by or [],
-            )
-        )
+        app.contract.CopyFrom(contract)
     return app
 
 

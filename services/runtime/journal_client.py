@@ -109,11 +109,9 @@ class Outbox:
         """Within the caller's transaction: queue one statement for the journal, and
         wake the relay (and, with ``notify``, a channel and payload of the caller's)
         when the transaction commits; one round trip."""
-        also = ""
+        also, args = "", [self.channel]
         if notify is not None:
             also, args = ", pg_notify($6, $7)", [self.channel, *notify]
-        else:
-            args = [self.channel]
         await conn.execute(
             "WITH queued AS (INSERT INTO outbox (idempotency_key, subject, statement, trace_parent)"
             f" VALUES ($1, $2, $3, $4) RETURNING id) SELECT pg_notify($5, ''){also} FROM queued",

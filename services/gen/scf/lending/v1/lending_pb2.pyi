@@ -95,6 +95,11 @@ Global___Terms: _TypeAlias = Terms  # noqa: Y015
 
 @_typing.final
 class Contract(_message.Message):
+    """A contract every party signs. What is signed: the 32 raw bytes of `sha256`,
+    the SHA-256 of `document` encoded as UTF-8 (not its hex), with the signer's
+    Ed25519 key registered by RegisterSigningKey.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTRACT_ID_FIELD_NUMBER: _builtins.int
@@ -102,16 +107,28 @@ class Contract(_message.Message):
     SHA256_FIELD_NUMBER: _builtins.int
     SIGNERS_FIELD_NUMBER: _builtins.int
     SIGNED_BY_FIELD_NUMBER: _builtins.int
+    SIGNATURES_FIELD_NUMBER: _builtins.int
     contract_id: _builtins.str
+    """The contract's id, as SignContract names it."""
     document: _builtins.str
-    """The canonical contract document (JSON) and its SHA-256: what parties sign."""
+    """The canonical contract document: JSON with sorted keys and no spaces."""
     sha256: _builtins.bytes
+    """SHA-256 of `document` (UTF-8): the 32 bytes each signer signs."""
     @_builtins.property
     def signers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Party ids that must sign, and those that have."""
+        """Who must sign, in order: the applicant's party id, the lending
+        organisation (a bank or a leasing company: any one of its staff signs for
+        it), and the third party's id (the buyer, or the equipment vendor).
+        """
 
     @_builtins.property
-    def signed_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def signed_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The entries of `signers` that have signed."""
+
+    @_builtins.property
+    def signatures(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContractSignature]:
+        """Each signature given: for which signer, by which party, with which key."""
+
     def __init__(
         self,
         *,
@@ -120,14 +137,49 @@ class Contract(_message.Message):
         sha256: _builtins.bytes = ...,
         signers: _abc.Iterable[_builtins.str] | None = ...,
         signed_by: _abc.Iterable[_builtins.str] | None = ...,
+        signatures: _abc.Iterable[Global___ContractSignature] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract_id", b"contract_id", "document", b"document", "sha256", b"sha256", "signed_by", b"signed_by", "signers", b"signers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract_id", b"contract_id", "document", b"document", "sha256", b"sha256", "signatures", b"signatures", "signed_by", b"signed_by", "signers", b"signers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Contract: _TypeAlias = Contract  # noqa: Y015
+
+@_typing.final
+class ContractSignature(_message.Message):
+    """One signature on a contract."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNER_FIELD_NUMBER: _builtins.int
+    PARTY_ID_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    signer: _builtins.str
+    """The entry of Contract.signers it is for (an organisation, for its staff)."""
+    party_id: _builtins.str
+    """The party whose certificate signed (an underwriter's id, for a bank)."""
+    key_id: _builtins.bytes
+    """The SHA-256 of the raw Ed25519 public key that signed."""
+    signature: _builtins.bytes
+    """The Ed25519 signature over Contract.sha256 (64 bytes)."""
+    def __init__(
+        self,
+        *,
+        signer: _builtins.str = ...,
+        party_id: _builtins.str = ...,
+        key_id: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "party_id", b"party_id", "signature", b"signature", "signer", b"signer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContractSignature: _TypeAlias = ContractSignature  # noqa: Y015
 
 @_typing.final
 class Application(_message.Message):
@@ -642,3 +694,47 @@ class SignContractResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SignContractResponse: _TypeAlias = SignContractResponse  # noqa: Y015
+
+@_typing.final
+class GetContractRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACT_ID_FIELD_NUMBER: _builtins.int
+    contract_id: _builtins.str
+    """The contract's id (Application.contract.contract_id, or LeaseContract's)."""
+    def __init__(
+        self,
+        *,
+        contract_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract_id", b"contract_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetContractRequest: _TypeAlias = GetContractRequest  # noqa: Y015
+
+@_typing.final
+class GetContractResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACT_FIELD_NUMBER: _builtins.int
+    APPLICATION_ID_FIELD_NUMBER: _builtins.int
+    application_id: _builtins.str
+    """The application (or lease) the contract is for."""
+    @_builtins.property
+    def contract(self) -> Global___Contract: ...
+    def __init__(
+        self,
+        *,
+        contract: Global___Contract | None = ...,
+        application_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_id", b"application_id", "contract", b"contract"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetContractResponse: _TypeAlias = GetContractResponse  # noqa: Y015

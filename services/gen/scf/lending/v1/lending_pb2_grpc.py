@@ -89,6 +89,11 @@ class LendingServiceStub:
                 request_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.SignContractRequest.SerializeToString,
                 response_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.SignContractResponse.FromString,
                 _registered_method=True)
+        self.GetContract = channel.unary_unary(
+                '/scf.lending.v1.LendingService/GetContract',
+                request_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.GetContractRequest.SerializeToString,
+                response_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.GetContractResponse.FromString,
+                _registered_method=True)
 
 
 class LendingServiceServicer:
@@ -180,6 +185,17 @@ class LendingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetContract(self, request, context):
+        """GetContract: the contract, its exact document and digest, who must sign
+        and who has, for every party that signs it (the applicant, the lending
+        organisation's staff, the buyer or the vendor) and whoever may read its
+        application: a signer reads what it signs. PERMISSION_DENIED for anyone
+        else, NOT_FOUND for an unknown contract id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LendingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -232,6 +248,11 @@ def add_LendingServiceServicer_to_server(servicer, server):
                     servicer.SignContract,
                     request_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.SignContractRequest.FromString,
                     response_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.SignContractResponse.SerializeToString,
+            ),
+            'GetContract': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetContract,
+                    request_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.GetContractRequest.FromString,
+                    response_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.GetContractResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -509,6 +530,33 @@ class LendingService:
             '/scf.lending.v1.LendingService/SignContract',
             services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.SignContractRequest.SerializeToString,
             services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.SignContractResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetContract(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scf.lending.v1.LendingService/GetContract',
+            services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.GetContractRequest.SerializeToString,
+            services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.GetContractResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -75,6 +75,13 @@ class LendingServiceStub:
     """SignContract: the caller's Ed25519 signature over the contract's
     SHA-256 digest. The contract takes effect when every party has signed.
     """
+    GetContract: _grpc.UnaryUnaryMultiCallable[_lending_pb2.GetContractRequest, _lending_pb2.GetContractResponse]
+    """GetContract: the contract, its exact document and digest, who must sign
+    and who has, for every party that signs it (the applicant, the lending
+    organisation's staff, the buyer or the vendor) and whoever may read its
+    application: a signer reads what it signs. PERMISSION_DENIED for anyone
+    else, NOT_FOUND for an unknown contract id.
+    """
 
 @_typing.type_check_only
 class LendingServiceAsyncStub(LendingServiceStub):
@@ -122,6 +129,13 @@ class LendingServiceAsyncStub(LendingServiceStub):
     SignContract: _aio.UnaryUnaryMultiCallable[_lending_pb2.SignContractRequest, _lending_pb2.SignContractResponse]  # type: ignore[assignment]
     """SignContract: the caller's Ed25519 signature over the contract's
     SHA-256 digest. The contract takes effect when every party has signed.
+    """
+    GetContract: _aio.UnaryUnaryMultiCallable[_lending_pb2.GetContractRequest, _lending_pb2.GetContractResponse]  # type: ignore[assignment]
+    """GetContract: the contract, its exact document and digest, who must sign
+    and who has, for every party that signs it (the applicant, the lending
+    organisation's staff, the buyer or the vendor) and whoever may read its
+    application: a signer reads what it signs. PERMISSION_DENIED for anyone
+    else, NOT_FOUND for an unknown contract id.
     """
 
 class LendingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -227,6 +241,19 @@ class LendingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_lending_pb2.SignContractResponse, _abc.Awaitable[_lending_pb2.SignContractResponse]]:
         """SignContract: the caller's Ed25519 signature over the contract's
         SHA-256 digest. The contract takes effect when every party has signed.
+        """
+
+    @_abc_1.abstractmethod
+    def GetContract(
+        self,
+        request: _lending_pb2.GetContractRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lending_pb2.GetContractResponse, _abc.Awaitable[_lending_pb2.GetContractResponse]]:
+        """GetContract: the contract, its exact document and digest, who must sign
+        and who has, for every party that signs it (the applicant, the lending
+        organisation's staff, the buyer or the vendor) and whoever may read its
+        application: a signer reads what it signs. PERMISSION_DENIED for anyone
+        else, NOT_FOUND for an unknown contract id.
         """
 
 def add_LendingServiceServicer_to_server(servicer: LendingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
