@@ -76,6 +76,7 @@ def matrix(ids: dict[str, str]) -> list[tuple[str, Any, str, Any, frozenset[str]
         ("journal", Jg.AuditServiceStub, "GetConsistencyProof", J.GetConsistencyProofRequest(first_size=1, second_size=2), JOURNAL_READERS),
         ("journal", Jg.AuditServiceStub, "GetKeySet", J.GetKeySetRequest(), JOURNAL_READERS),
         ("journal", Jg.AuditServiceStub, "GetReceipt", J.GetReceiptRequest(seq=0), JOURNAL_READERS),
+        ("journal", Jg.AuditServiceStub, "ListWitnesses", J.ListWitnessesRequest(), JOURNAL_READERS),
         ("journal", Jg.JournalAdminServiceStub, "RequestCheckpoint", J.RequestCheckpointRequest(), frozenset({OP})),
         ("journal", Jg.JournalAdminServiceStub, "RegisterKey", J.RegisterKeyRequest(producer=""), frozenset({OP})),
         ("journal", Jg.JournalAdminServiceStub, "RevokeKey", J.RevokeKeyRequest(), frozenset({OP})),

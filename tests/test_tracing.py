@@ -67,6 +67,7 @@ class Collector(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[mi
 EVERY = {"scf-lending", "scf-orders", "scf-scoring", "scf-repayment", "scf-journal"}
 
 
+@pytest.mark.long  # the platform's own processes, once, in make test
 async def test_one_financing_is_one_trace_through_every_service(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,8 +7,11 @@ verified copy; every answer carries what is needed to check it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
@@ -16,11 +19,16 @@ from services.journal.encoding import Entry
 from services.journal.self_audit import StoreAudit, StoreDamaged
 from services.journal.storage import JournalStore
 from services.journal.tree import consistency_ranges, inclusion_ranges
+from services.journal.witness import witness_key_hash
+from services.journal.witness_keys import read_witness_keys
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.runtime.identity import Role, require_role
 from services.runtime.pg_listen import PgListener
 from services.runtime.waiting import wait_event
 from services.runtime.watching import SAFETY_READ_S, Changes
+
+#: How long a subject's history waits for a checkpoint that covers all of it.
+COVER_WAIT_S = 5.0
 
 __all__ = ["RECEIPT_FORMAT", "AuditServicer", "entry_message"]
 
@@ -54,9 +62,16 @@ class AuditServicer(journal_pb2_grpc.AuditServiceServicer):
     nothing once it found damage."""
 
     def __init__(
-        self, store: JournalStore, root_public_key: bytes, audit: StoreAudit | None = None
+        self,
+        store: JournalStore,
+        root_public_key: bytes,
+        audit: StoreAudit | None = None,
+        *,
+        keys_dir: Path | None = None,
     ) -> None:
         self.store = store
+        #: Where the banks' witness public keys are (``witness-<bank>.pub``).
+        self.keys_dir = keys_dir
         self.root_public_key = root_public_key
         self.audit = audit
         self._changes = Changes()
@@ -68,11 +83,16 @@ class AuditServicer(journal_pb2_grpc.AuditServiceServicer):
         self, request: journal_pb2.WatchCheckpointsRequest, context: Any
     ) -> AsyncIterator[journal_pb2.WatchCheckpointsResponse]:
         self._guard()
-        self._watchers += 1
-        try:
-            changes = await self._checkpoint_changes()
+        async with self._listening() as changes:
             async for reply in self._checkpoints(changes, request):
                 yield reply
+
+    @contextlib.asynccontextmanager
+    async def _listening(self) -> AsyncIterator[Changes]:
+        """Told of each checkpoint and cosignature while the block runs."""
+        self._watchers += 1
+        try:
+            yield await self._checkpoint_changes()
         finally:
             self._watchers -= 1
             if not self._watchers and self._listener is not None:
@@ -127,6 +147,20 @@ class AuditServicer(journal_pb2_grpc.AuditServiceServicer):
             raise FailedPrecondition("the journal has no checkpoint yet")
         return latest
 
+    async def ListWitnesses(
+        self, request: journal_pb2.ListWitnessesRequest, context: Any
+    ) -> journal_pb2.ListWitnessesResponse:
+        self._guard()
+        known = read_witness_keys(self.keys_dir) if self.keys_dir is not None else {}
+        return journal_pb2.ListWitnessesResponse(
+            witnesses=[
+                journal_pb2.Witness(
+                    name=name, public_key=key, note_key_hash=witness_key_hash(name, key)
+                )
+                for name, key in sorted(known.items())
+            ]
+        )
+
     async def GetCheckpoint(self, request: Any, context: Any) -> journal_pb2.GetCheckpointResponse:
         self._guard()
         cp = await self.store.cosigned_checkpoint(request.min_cosignatures)
@@ -162,8 +196,41 @@ class AuditServicer(journal_pb2_grpc.AuditServiceServicer):
         self._guard()
         if not request.subject:
             raise InvalidArgument("subject", "required, such as order/ORD-1")
-        for entry in await self._checked(await self.store.subject_history(request.subject)):
-            yield journal_pb2.GetSubjectHistoryResponse(entry=entry_message(entry))
+        entries = await self._checked(await self.store.subject_history(request.subject))
+        if not entries:
+            return
+        cp = await self._checkpoint_covering(entries[-1].seq + 1, context)
+        first = True
+        for entry in entries:
+            if entry.seq >= cp.tree_size:
+                break  # newer than any checkpoint yet: it could not be proven
+            proof = await self.store.proof(inclusion_ranges(entry.seq, cp.tree_size))
+            yield journal_pb2.GetSubjectHistoryResponse(
+                entry=entry_message(entry), inclusion_proof=proof, tree_size=cp.tree_size,
+                checkpoint=cp.note if first else "",
+            )  # fmt: skip
+            first = False
+
+    async def _checkpoint_covering(self, size: int, context: Any) -> Any:
+        """The latest checkpoint (its cosignatures with it), once it covers ``size``
+        entries, or at the caller's deadline (5 s at most) the latest there is."""
+        left = context.time_remaining() if context is not None else None
+        patience = COVER_WAIT_S if left is None else min(COVER_WAIT_S, max(0.0, left - 0.5))
+        deadline = time.monotonic() + patience
+        async with self._listening() as changes:
+            with changes.waiter() as changed:
+                while True:
+                    changed.clear()
+                    cp = await self.store.cosigned_checkpoint(0)
+                    if cp is not None and cp.tree_size >= size:
+                        return cp
+                    wait = deadline - time.monotonic()
+                    if wait <= 0:
+                        break
+                    await wait_event(changed, min(SAFETY_READ_S, wait))
+        if cp is None:
+            raise FailedPrecondition("the journal has no checkpoint yet")
+        return cp
 
     async def _size(self, requested: int) -> int:
         if requested:

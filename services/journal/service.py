@@ -26,6 +26,7 @@ from services.journal.self_audit import Damage, StoreAudit
 from services.journal.sequencer import Sequencer, SequencerConfig
 from services.journal.storage import JournalStore
 from services.journal.witness import add_lines, cosigners
+from services.journal.witness_keys import read_witness_keys
 from services.runtime.certs import load_party
 from services.runtime.service import ServiceContext, ServiceSpec
 
@@ -50,7 +51,7 @@ class CosignatureCollector:
         try:
             body = json.loads(msg.data)
             size, line = int(body["tree_size"]), str(body["line"])
-            public = bytes.fromhex((self.keys_dir / f"witness-{bank}.pub").read_text())
+            public = read_witness_keys(self.keys_dir)[bank]
         except (ValueError, KeyError, OSError) as exc:
             log.warning("ignoring a cosignature from %s: %r", bank, exc)
             return
@@ -120,7 +121,7 @@ async def setup(ctx: ServiceContext) -> None:
     store = JournalStore(ctx.pool)
     ctx.server.add(
         journal_pb2_grpc.add_AuditServiceServicer_to_server,
-        AuditServicer(store, root_public, audit),
+        AuditServicer(store, root_public, audit, keys_dir=keys_dir),
         "scf.journal.v1.AuditService",
     )
     if ctx.endpoint.explorer_addr:

@@ -213,7 +213,7 @@ async def run_replica(
         server = GrpcServer(f"replica-{rs.bank}", rs.listen_addr or rs.grpc_addr, tls)
         server.add(
             journal_pb2_grpc.add_AuditServiceServicer_to_server,
-            AuditServicer(JournalStore(pool), anchor),
+            AuditServicer(JournalStore(pool), anchor, keys_dir=settings.keys_dir),
             "scf.journal.v1.AuditService",
         )
         server.add(

@@ -9,6 +9,7 @@ correctness: each owner also takes a timed pass as a safety net.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +31,9 @@ class PgListener:
         self.channel = channel
         self.on_payload = on_payload
         self._conn: Any = None
+        # Callers that ensure at once must not each take a connection (all but
+        # the last would be held for good, and the pool could never close).
+        self._lock = asyncio.Lock()
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
         self.on_payload(str(payload))
@@ -43,22 +47,29 @@ class PgListener:
 
     async def ensure(self) -> None:
         """Listen, on a new connection if the last one was lost."""
-        if self.listening:
-            return
-        await self.close()
-        conn = await self.pool.acquire()
-        try:
-            await conn.add_listener(self.channel, self._notified)
-        except BaseException:
-            with contextlib.suppress(*TRANSIENT):
-                await self.pool.release(conn)
-            raise
-        self._conn = conn
+        async with self._lock:
+            if self.listening:
+                return
+            await self._close()
+            conn = await self.pool.acquire()
+            try:
+                await conn.add_listener(self.channel, self._notified)
+            except BaseException:
+                with contextlib.suppress(*TRANSIENT):
+                    await self.pool.release(conn)
+                raise
+            self._conn = conn
 
     async def close(self) -> None:
+        async with self._lock:
+            await self._close()
+
+    async def _close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            with contextlib.suppress(*TRANSIENT):
-                await conn.remove_listener(self.channel, self._notified)
-            with contextlib.suppress(*TRANSIENT):
-                await self.pool.release(conn)
+            try:
+                with contextlib.suppress(*TRANSIENT):
+                    await conn.remove_listener(self.channel, self._notified)
+            finally:  # back to the pool even when cancelled meanwhile
+                with contextlib.suppress(*TRANSIENT):
+                    await self.pool.release(conn)

@@ -33,6 +33,7 @@ from tests.support import unique, with_endpoint
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.long,  # the platform's own pages: once, in make test
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
 ]
 #: Where the screenshots go: docs/explorer when SCF_SCREENSHOTS=docs (to refresh
@@ -284,8 +285,11 @@ async def test_the_explorer_in_a_browser(explored: Explored, tmp_path: Path) -> 
     assert (await _verdict(page)).startswith("verified: all ")
     await operator.close()
 
+    # Whoever may not look is refused (on the same platform: it takes a while to start).
+    await _who_may_not_look_is_refused(explored)
 
-async def test_who_may_not_look_is_refused(explored: Explored) -> None:
+
+async def _who_may_not_look_is_refused(explored: Explored) -> None:
     bank, journal, facts = explored
     # A subcontractor, and another bank's auditor, at bank-north's replica.
     for party, where in (("acme-builders", bank), ("replica-bank-south", bank),

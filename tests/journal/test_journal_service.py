@@ -11,6 +11,7 @@ import pytest
 from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
 from services.journal.checkpoint import parse_note
 from services.journal.encoding import decode_entry
+from services.journal.hashing import leaf_hash
 from services.journal.proofs import verify_consistency, verify_inclusion
 from services.journal.receipt import ReceiptError, verify_receipt
 from services.journal.service import SPEC, origin_for
@@ -70,9 +71,18 @@ async def test_appended_statements_are_journaled_once_and_proven(
     assert set(by_key) == set(keys)
     assert json.loads(by_key["k-7"].payload) == {"n": "k-7"}
 
-    history = [r.entry async for r in audit.GetSubjectHistory(
+    answer = [r async for r in audit.GetSubjectHistory(
         journal_pb2.GetSubjectHistoryRequest(subject="order/ORD-2"))]  # fmt: skip
+    history = [r.entry for r in answer]
     assert [e.idempotency_key for e in history] == [f"k-{i}" for i in range(30, 50)]
+    # Every entry proven against the one checkpoint the first message carries.
+    carried = parse_note(answer[0].checkpoint)
+    carried.verify(origin_for(settings.nats_prefix), _key(settings, "journal"))
+    assert all(r.tree_size == carried.checkpoint.size for r in answer)
+    assert all(not r.checkpoint for r in answer[1:])
+    for r in answer:
+        verify_inclusion(r.entry.seq, r.tree_size, leaf_hash(r.entry.leaf),
+                         list(r.inclusion_proof), carried.checkpoint.root)  # fmt: skip
 
     for seq in (0, 1, 25, cp.tree_size - 1):
         proof = await audit.GetInclusionProof(journal_pb2.GetInclusionProofRequest(seq=seq))
@@ -100,6 +110,28 @@ async def test_appended_statements_are_journaled_once_and_proven(
     tampered["entry"]["seq"] = 8
     with pytest.raises(ReceiptError):
         verify_receipt(json.dumps(tampered), _key(settings, "journal"))
+
+
+async def test_a_subject_read_at_once_is_proven_all_the_same(
+    settings: Settings, audit: journal_pb2_grpc.AuditServiceStub
+) -> None:
+    """Asked the moment its entries are journaled, before a checkpoint covers them,
+    the history waits for one: nothing it returns is beyond proof (a client once
+    got entry 154 and a tree of 150, and no proof)."""
+    async with producer(settings) as p:
+        await p.append(3, subject="order/ORD-NOW")
+        confirmed = await p.wait_confirmed(3)
+        answer = [r async for r in audit.GetSubjectHistory(
+            journal_pb2.GetSubjectHistoryRequest(subject="order/ORD-NOW"), timeout=10)]  # fmt: skip
+    assert [r.entry.seq for r in answer] == sorted(confirmed.values())
+    carried = parse_note(answer[0].checkpoint)
+    assert carried.checkpoint.size > max(confirmed.values())
+    for r in answer:
+        verify_inclusion(r.entry.seq, r.tree_size, leaf_hash(r.entry.leaf),
+                         list(r.inclusion_proof), carried.checkpoint.root)  # fmt: skip
+    nothing = [r async for r in audit.GetSubjectHistory(
+        journal_pb2.GetSubjectHistoryRequest(subject="order/NOSUCH"))]  # fmt: skip
+    assert nothing == []
 
 
 async def test_duplicate_submissions_are_absorbed(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
@@ -9,7 +11,7 @@ from services.gen.scf.platform.v1 import platform_pb2, platform_pb2_grpc
 from services.journal.offline import verify_database
 from services.journal.receipt import ReceiptError, verify_receipt
 from services.journal.service import SPEC
-from services.journal.witness import QuorumError, verify_quorum
+from services.journal.witness import QuorumError, verify_quorum, witness_key_hash
 from services.runtime.certs import load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
@@ -63,6 +65,15 @@ async def test_two_replicas_follow_and_cosign(settings: Settings) -> None:
             await wait_on_platform(settings, both, "a checkpoint cosigned by both banks")
             cosigned = await cosigned_by_both()
             verify_quorum(cosigned.checkpoint, _key(settings, "journal"), witnesses, 2)
+            # The witnesses and their keys, as the audit API serves them: what the
+            # cosignature lines name and verify under.
+            served = (await journal.ListWitnesses(journal_pb2.ListWitnessesRequest())).witnesses
+            assert {w.name: w.public_key for w in served} == witnesses
+            lines = cosigned.checkpoint.split("\n\n", 1)[1]
+            for w in served:
+                assert w.note_key_hash == witness_key_hash(w.name, w.public_key)
+                line = next(x for x in lines.splitlines() if x.startswith(f"— {w.name} "))
+                assert base64.b64decode(line.split()[-1])[:4] == w.note_key_hash
             # A client that trusts a third bank and asks for all three is refused.
             with pytest.raises(QuorumError, match="2 of the 3"):
                 verify_quorum(

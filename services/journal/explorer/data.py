@@ -19,6 +19,7 @@ from services.journal.encoding import Entry
 from services.journal.storage import ENTRY_COLUMNS, JournalStore, entry_from_row
 from services.journal.tree import consistency_ranges, inclusion_ranges
 from services.journal.witness import add_lines, cosigners
+from services.journal.witness_keys import read_witness_keys
 
 __all__ = ["ExplorerData", "entry_view"]
 
@@ -71,15 +72,7 @@ class ExplorerData:
         return self.store.pool
 
     def witnesses(self) -> dict[str, bytes]:
-        found = {}
-        for path in sorted(self.keys_dir.glob("witness-*.pub")):
-            try:
-                found[path.name.removeprefix("witness-").removesuffix(".pub")] = bytes.fromhex(
-                    path.read_text().strip()
-                )
-            except (OSError, ValueError):
-                continue
-        return found
+        return read_witness_keys(self.keys_dir)
 
     async def latest(self) -> dict[str, Any] | None:
         """The latest checkpoint, every signature line on it, and whether each verifies."""

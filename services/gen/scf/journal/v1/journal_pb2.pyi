@@ -216,6 +216,7 @@ class GetSubjectHistoryRequest(_message.Message):
 
     SUBJECT_FIELD_NUMBER: _builtins.int
     subject: _builtins.str
+    """The subject, such as "order/ORD-1", "application/APP-1" or "loan/APP-1"."""
     def __init__(
         self,
         *,
@@ -234,16 +235,32 @@ class GetSubjectHistoryResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTRY_FIELD_NUMBER: _builtins.int
+    INCLUSION_PROOF_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    tree_size: _builtins.int
+    """The size of the checkpoint every entry of this answer is proven against."""
+    checkpoint: _builtins.str
+    """That checkpoint (signed note, with the cosignatures collected so far):
+    in the first message only.
+    """
     @_builtins.property
     def entry(self) -> Global___Entry: ...
+    @_builtins.property
+    def inclusion_proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The entry's RFC 9162 inclusion proof in the tree of `tree_size` entries."""
+
     def __init__(
         self,
         *,
         entry: Global___Entry | None = ...,
+        inclusion_proof: _abc.Iterable[_builtins.bytes] | None = ...,
+        tree_size: _builtins.int = ...,
+        checkpoint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "entry", b"entry", "inclusion_proof", b"inclusion_proof", "tree_size", b"tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -426,6 +443,75 @@ class GetKeySetResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetKeySetResponse: _TypeAlias = GetKeySetResponse  # noqa: Y015
+
+@_typing.final
+class ListWitnessesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWitnessesRequest: _TypeAlias = ListWitnessesRequest  # noqa: Y015
+
+@_typing.final
+class Witness(_message.Message):
+    """A bank whose replica cosigns checkpoints."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    NOTE_KEY_HASH_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The bank's name, as its cosignature lines give it (`— bank-north ...`)."""
+    public_key: _builtins.bytes
+    """The raw 32-byte Ed25519 public key."""
+    note_key_hash: _builtins.bytes
+    """The 4 bytes that name this key in a cosignature line:
+    SHA-256(name || "\\n" || 0x04 || public_key)[:4].
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        public_key: _builtins.bytes = ...,
+        note_key_hash: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "note_key_hash", b"note_key_hash", "public_key", b"public_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Witness: _TypeAlias = Witness  # noqa: Y015
+
+@_typing.final
+class ListWitnessesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WITNESSES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def witnesses(self) -> _containers.RepeatedCompositeFieldContainer[Global___Witness]:
+        """By name."""
+
+    def __init__(
+        self,
+        *,
+        witnesses: _abc.Iterable[Global___Witness] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["witnesses", b"witnesses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWitnessesResponse: _TypeAlias = ListWitnessesResponse  # noqa: Y015
 
 @_typing.final
 class GetReceiptRequest(_message.Message):

@@ -78,6 +78,11 @@ class AuditServiceStub:
                 request_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetReceiptRequest.SerializeToString,
                 response_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetReceiptResponse.FromString,
                 _registered_method=True)
+        self.ListWitnesses = channel.unary_unary(
+                '/scf.journal.v1.AuditService/ListWitnesses',
+                request_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListWitnessesRequest.SerializeToString,
+                response_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListWitnessesResponse.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
@@ -117,7 +122,11 @@ class AuditServiceServicer:
 
     def GetSubjectHistory(self, request, context):
         """GetSubjectHistory streams every entry of one subject (such as
-        "order/ORD-1"), oldest first.
+        "order/ORD-1"), oldest first, each with its inclusion proof against one
+        signed checkpoint, which the first message carries: every entry returned
+        can be proven. Entries newer than the latest checkpoint are waited for
+        (the journal signs one within a second of any entry), at most until the
+        caller's deadline or 5 s; any still newer are left out.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -150,6 +159,16 @@ class AuditServiceServicer:
     def GetReceipt(self, request, context):
         """GetReceipt returns a self-contained receipt for one entry: the entry, its
         inclusion proof and the signed checkpoint it is proven against.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWitnesses(self, request, context):
+        """ListWitnesses: the banks whose replicas cosign checkpoints, each with the
+        Ed25519 public key its cosignature lines verify under (C2SP
+        tlog-cosignature). A verifier should also pin them out of band: each bank
+        publishes its own key.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -197,6 +216,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.GetReceipt,
                     request_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetReceiptRequest.FromString,
                     response_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetReceiptResponse.SerializeToString,
+            ),
+            'ListWitnesses': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWitnesses,
+                    request_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListWitnessesRequest.FromString,
+                    response_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListWitnessesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -419,6 +443,33 @@ class AuditService:
             '/scf.journal.v1.AuditService/GetReceipt',
             services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetReceiptRequest.SerializeToString,
             services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetReceiptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWitnesses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scf.journal.v1.AuditService/ListWitnesses',
+            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListWitnessesRequest.SerializeToString,
+            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListWitnessesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,7 +55,11 @@ class AuditServiceStub:
     """
     GetSubjectHistory: _grpc.UnaryStreamMultiCallable[_journal_pb2.GetSubjectHistoryRequest, _journal_pb2.GetSubjectHistoryResponse]
     """GetSubjectHistory streams every entry of one subject (such as
-    "order/ORD-1"), oldest first.
+    "order/ORD-1"), oldest first, each with its inclusion proof against one
+    signed checkpoint, which the first message carries: every entry returned
+    can be proven. Entries newer than the latest checkpoint are waited for
+    (the journal signs one within a second of any entry), at most until the
+    caller's deadline or 5 s; any still newer are left out.
     """
     GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_journal_pb2.GetInclusionProofRequest, _journal_pb2.GetInclusionProofResponse]
     """GetInclusionProof proves that entry `seq` is leaf `seq` of the tree of
@@ -72,6 +76,12 @@ class AuditServiceStub:
     GetReceipt: _grpc.UnaryUnaryMultiCallable[_journal_pb2.GetReceiptRequest, _journal_pb2.GetReceiptResponse]
     """GetReceipt returns a self-contained receipt for one entry: the entry, its
     inclusion proof and the signed checkpoint it is proven against.
+    """
+    ListWitnesses: _grpc.UnaryUnaryMultiCallable[_journal_pb2.ListWitnessesRequest, _journal_pb2.ListWitnessesResponse]
+    """ListWitnesses: the banks whose replicas cosign checkpoints, each with the
+    Ed25519 public key its cosignature lines verify under (C2SP
+    tlog-cosignature). A verifier should also pin them out of band: each bank
+    publishes its own key.
     """
 
 @_typing.type_check_only
@@ -101,7 +111,11 @@ class AuditServiceAsyncStub(AuditServiceStub):
     """
     GetSubjectHistory: _aio.UnaryStreamMultiCallable[_journal_pb2.GetSubjectHistoryRequest, _journal_pb2.GetSubjectHistoryResponse]  # type: ignore[assignment]
     """GetSubjectHistory streams every entry of one subject (such as
-    "order/ORD-1"), oldest first.
+    "order/ORD-1"), oldest first, each with its inclusion proof against one
+    signed checkpoint, which the first message carries: every entry returned
+    can be proven. Entries newer than the latest checkpoint are waited for
+    (the journal signs one within a second of any entry), at most until the
+    caller's deadline or 5 s; any still newer are left out.
     """
     GetInclusionProof: _aio.UnaryUnaryMultiCallable[_journal_pb2.GetInclusionProofRequest, _journal_pb2.GetInclusionProofResponse]  # type: ignore[assignment]
     """GetInclusionProof proves that entry `seq` is leaf `seq` of the tree of
@@ -118,6 +132,12 @@ class AuditServiceAsyncStub(AuditServiceStub):
     GetReceipt: _aio.UnaryUnaryMultiCallable[_journal_pb2.GetReceiptRequest, _journal_pb2.GetReceiptResponse]  # type: ignore[assignment]
     """GetReceipt returns a self-contained receipt for one entry: the entry, its
     inclusion proof and the signed checkpoint it is proven against.
+    """
+    ListWitnesses: _aio.UnaryUnaryMultiCallable[_journal_pb2.ListWitnessesRequest, _journal_pb2.ListWitnessesResponse]  # type: ignore[assignment]
+    """ListWitnesses: the banks whose replicas cosign checkpoints, each with the
+    Ed25519 public key its cosignature lines verify under (C2SP
+    tlog-cosignature). A verifier should also pin them out of band: each bank
+    publishes its own key.
     """
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -168,7 +188,11 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_journal_pb2.GetSubjectHistoryResponse], _abc.AsyncIterator[_journal_pb2.GetSubjectHistoryResponse]]:
         """GetSubjectHistory streams every entry of one subject (such as
-        "order/ORD-1"), oldest first.
+        "order/ORD-1"), oldest first, each with its inclusion proof against one
+        signed checkpoint, which the first message carries: every entry returned
+        can be proven. Entries newer than the latest checkpoint are waited for
+        (the journal signs one within a second of any entry), at most until the
+        caller's deadline or 5 s; any still newer are left out.
         """
 
     @_abc_1.abstractmethod
@@ -209,6 +233,18 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_journal_pb2.GetReceiptResponse, _abc.Awaitable[_journal_pb2.GetReceiptResponse]]:
         """GetReceipt returns a self-contained receipt for one entry: the entry, its
         inclusion proof and the signed checkpoint it is proven against.
+        """
+
+    @_abc_1.abstractmethod
+    def ListWitnesses(
+        self,
+        request: _journal_pb2.ListWitnessesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_journal_pb2.ListWitnessesResponse, _abc.Awaitable[_journal_pb2.ListWitnessesResponse]]:
+        """ListWitnesses: the banks whose replicas cosign checkpoints, each with the
+        Ed25519 public key its cosignature lines verify under (C2SP
+        tlog-cosignature). A verifier should also pin them out of band: each bank
+        publishes its own key.
         """
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
