@@ -39,17 +39,33 @@ class Entry(_message.Message):
     SIGNATURE_FIELD_NUMBER: _builtins.int
     PRODUCED_MICROS_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
+    """The entry's sequence number: its leaf index in the Merkle tree, from 0."""
     leaf: _builtins.bytes
+    """The entry's encoding (docs/journal-format.md, "Entry"): its leaf hash is
+    SHA-256(0x00 || leaf). Check proofs against this, not the fields below.
+    """
     time_micros: _builtins.int
+    """When the journal sequenced it, microseconds since the Unix epoch (UTC)."""
     producer: _builtins.str
+    """The service that stated it (orders, scoring, lending, repayment), or
+    "platform" for key entries signed by the root key.
+    """
     key_id: _builtins.bytes
+    """SHA-256 of the raw Ed25519 public key that signed the statement's batch."""
     subject: _builtins.str
+    """What the statement is about, such as "order/ORD-1" or "loan/APP-1"."""
     event_type: _builtins.str
+    """What happened, such as "order.confirmed" (docs/<service>.md list them)."""
     idempotency_key: _builtins.str
+    """The producer's idempotency key: unique per producer in the journal."""
     payload: _builtins.bytes
+    """The statement's payload: canonical JSON (sorted keys, no spaces, UTF-8)."""
     prev_hash: _builtins.bytes
+    """The leaf hash of the entry before it (32 zero bytes for entry 0)."""
     signature: _builtins.bytes
+    """The producer's Ed25519 signature over its batch (64 bytes)."""
     produced_micros: _builtins.int
+    """When the producer made the statement, microseconds since the Unix epoch."""
     def __init__(
         self,
         *,
@@ -76,10 +92,13 @@ Global___Entry: _TypeAlias = Entry  # noqa: Y015
 
 @_typing.final
 class GetCheckpointRequest(_message.Message):
+    """Which checkpoint."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     MIN_COSIGNATURES_FIELD_NUMBER: _builtins.int
     min_cosignatures: _builtins.int
+    """0: the latest checkpoint; N: the latest that N banks have cosigned."""
     def __init__(
         self,
         *,
@@ -95,6 +114,8 @@ Global___GetCheckpointRequest: _TypeAlias = GetCheckpointRequest  # noqa: Y015
 
 @_typing.final
 class GetCheckpointResponse(_message.Message):
+    """A signed checkpoint (C2SP signed note, docs/journal-format.md)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CHECKPOINT_FIELD_NUMBER: _builtins.int
@@ -103,7 +124,9 @@ class GetCheckpointResponse(_message.Message):
     checkpoint: _builtins.str
     """The signed note text, including all cosignatures collected so far."""
     tree_size: _builtins.int
+    """The number of entries it covers (as the note says)."""
     root_hash: _builtins.bytes
+    """The RFC 9162 root hash of those entries, 32 bytes (as the note says)."""
     def __init__(
         self,
         *,
@@ -121,11 +144,14 @@ Global___GetCheckpointResponse: _TypeAlias = GetCheckpointResponse  # noqa: Y015
 
 @_typing.final
 class WatchCheckpointsRequest(_message.Message):
+    """Which checkpoints qualify."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     MIN_COSIGNATURES_FIELD_NUMBER: _builtins.int
     MIN_SIZE_FIELD_NUMBER: _builtins.int
     min_cosignatures: _builtins.int
+    """The number of bank cosignatures the checkpoint must carry at least."""
     min_size: _builtins.int
     """The number of entries the checkpoint must cover at least (0: any)."""
     def __init__(
@@ -144,15 +170,19 @@ Global___WatchCheckpointsRequest: _TypeAlias = WatchCheckpointsRequest  # noqa: 
 
 @_typing.final
 class WatchCheckpointsResponse(_message.Message):
+    """A checkpoint that qualifies, as GetCheckpointResponse."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CHECKPOINT_FIELD_NUMBER: _builtins.int
     TREE_SIZE_FIELD_NUMBER: _builtins.int
     ROOT_HASH_FIELD_NUMBER: _builtins.int
     checkpoint: _builtins.str
-    """As GetCheckpointResponse."""
+    """The signed note text, with its cosignatures."""
     tree_size: _builtins.int
+    """The number of entries it covers."""
     root_hash: _builtins.bytes
+    """Their RFC 9162 root hash, 32 bytes."""
     def __init__(
         self,
         *,
@@ -170,12 +200,16 @@ Global___WatchCheckpointsResponse: _TypeAlias = WatchCheckpointsResponse  # noqa
 
 @_typing.final
 class ListEntriesRequest(_message.Message):
+    """A range of entries."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     START_FIELD_NUMBER: _builtins.int
     END_FIELD_NUMBER: _builtins.int
     start: _builtins.int
+    """The first sequence number."""
     end: _builtins.int
+    """One past the last (0: to the end); cut at the entries served."""
     def __init__(
         self,
         *,
@@ -192,11 +226,15 @@ Global___ListEntriesRequest: _TypeAlias = ListEntriesRequest  # noqa: Y015
 
 @_typing.final
 class ListEntriesResponse(_message.Message):
+    """One entry of the range, in sequence order."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTRY_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def entry(self) -> Global___Entry: ...
+    def entry(self) -> Global___Entry:
+        """The entry."""
+
     def __init__(
         self,
         *,
@@ -212,6 +250,8 @@ Global___ListEntriesResponse: _TypeAlias = ListEntriesResponse  # noqa: Y015
 
 @_typing.final
 class GetSubjectHistoryRequest(_message.Message):
+    """Which subject's history."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SUBJECT_FIELD_NUMBER: _builtins.int
@@ -232,6 +272,8 @@ Global___GetSubjectHistoryRequest: _TypeAlias = GetSubjectHistoryRequest  # noqa
 
 @_typing.final
 class GetSubjectHistoryResponse(_message.Message):
+    """One entry of the subject, oldest first, with its proof."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTRY_FIELD_NUMBER: _builtins.int
@@ -245,7 +287,9 @@ class GetSubjectHistoryResponse(_message.Message):
     in the first message only.
     """
     @_builtins.property
-    def entry(self) -> Global___Entry: ...
+    def entry(self) -> Global___Entry:
+        """The entry."""
+
     @_builtins.property
     def inclusion_proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """The entry's RFC 9162 inclusion proof in the tree of `tree_size` entries."""
@@ -268,11 +312,14 @@ Global___GetSubjectHistoryResponse: _TypeAlias = GetSubjectHistoryResponse  # no
 
 @_typing.final
 class GetInclusionProofRequest(_message.Message):
+    """Which entry, in which tree."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SEQ_FIELD_NUMBER: _builtins.int
     TREE_SIZE_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
+    """The entry to prove."""
     tree_size: _builtins.int
     """0 means the size of the latest checkpoint."""
     def __init__(
@@ -291,6 +338,8 @@ Global___GetInclusionProofRequest: _TypeAlias = GetInclusionProofRequest  # noqa
 
 @_typing.final
 class GetInclusionProofResponse(_message.Message):
+    """An RFC 9162 inclusion proof (docs/journal-format.md, "Merkle tree")."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SEQ_FIELD_NUMBER: _builtins.int
@@ -298,10 +347,15 @@ class GetInclusionProofResponse(_message.Message):
     PROOF_FIELD_NUMBER: _builtins.int
     LEAF_HASH_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
+    """The entry proven."""
     tree_size: _builtins.int
+    """The size of the tree it is proven in."""
     leaf_hash: _builtins.bytes
+    """The entry's leaf hash, SHA-256(0x00 || Entry.leaf)."""
     @_builtins.property
-    def proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    def proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The proof's hashes, 32 bytes each, leaf to root."""
+
     def __init__(
         self,
         *,
@@ -320,11 +374,14 @@ Global___GetInclusionProofResponse: _TypeAlias = GetInclusionProofResponse  # no
 
 @_typing.final
 class GetConsistencyProofRequest(_message.Message):
+    """Which two trees."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FIRST_SIZE_FIELD_NUMBER: _builtins.int
     SECOND_SIZE_FIELD_NUMBER: _builtins.int
     first_size: _builtins.int
+    """The size of the earlier tree (at least 1)."""
     second_size: _builtins.int
     """0 means the size of the latest checkpoint."""
     def __init__(
@@ -343,15 +400,21 @@ Global___GetConsistencyProofRequest: _TypeAlias = GetConsistencyProofRequest  # 
 
 @_typing.final
 class GetConsistencyProofResponse(_message.Message):
+    """An RFC 9162 consistency proof."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FIRST_SIZE_FIELD_NUMBER: _builtins.int
     SECOND_SIZE_FIELD_NUMBER: _builtins.int
     PROOF_FIELD_NUMBER: _builtins.int
     first_size: _builtins.int
+    """The size of the earlier tree."""
     second_size: _builtins.int
+    """The size of the later tree."""
     @_builtins.property
-    def proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    def proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The proof's hashes, 32 bytes each."""
+
     def __init__(
         self,
         *,
@@ -369,10 +432,13 @@ Global___GetConsistencyProofResponse: _TypeAlias = GetConsistencyProofResponse  
 
 @_typing.final
 class GetKeySetRequest(_message.Message):
+    """The keys in force when."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TREE_SIZE_FIELD_NUMBER: _builtins.int
     tree_size: _builtins.int
+    """The keys in force after this many entries; 0: the latest."""
     def __init__(
         self,
         *,
@@ -388,6 +454,8 @@ Global___GetKeySetRequest: _TypeAlias = GetKeySetRequest  # noqa: Y015
 
 @_typing.final
 class ProducerKey(_message.Message):
+    """A producer's signing key, as a key entry registered it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PRODUCER_FIELD_NUMBER: _builtins.int
@@ -396,8 +464,11 @@ class ProducerKey(_message.Message):
     REGISTERED_AT_FIELD_NUMBER: _builtins.int
     REVOKED_AT_FIELD_NUMBER: _builtins.int
     producer: _builtins.str
+    """The service whose statements it signs."""
     key_id: _builtins.bytes
+    """SHA-256 of the raw public key."""
     public_key: _builtins.bytes
+    """The raw 32-byte Ed25519 public key."""
     registered_at: _builtins.int
     """Sequence number of the entry that registered the key."""
     revoked_at: _builtins.int
@@ -423,13 +494,18 @@ Global___ProducerKey: _TypeAlias = ProducerKey  # noqa: Y015
 
 @_typing.final
 class GetKeySetResponse(_message.Message):
+    """The key set after the first `tree_size` entries."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TREE_SIZE_FIELD_NUMBER: _builtins.int
     KEYS_FIELD_NUMBER: _builtins.int
     tree_size: _builtins.int
+    """The size it is for."""
     @_builtins.property
-    def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProducerKey]: ...
+    def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProducerKey]:
+        """Every key registered by then, revoked ones with when."""
+
     def __init__(
         self,
         *,
@@ -446,6 +522,8 @@ Global___GetKeySetResponse: _TypeAlias = GetKeySetResponse  # noqa: Y015
 
 @_typing.final
 class ListWitnessesRequest(_message.Message):
+    """No fields: every witness this process knows."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -493,6 +571,8 @@ Global___Witness: _TypeAlias = Witness  # noqa: Y015
 
 @_typing.final
 class ListWitnessesResponse(_message.Message):
+    """The witnesses."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     WITNESSES_FIELD_NUMBER: _builtins.int
@@ -515,11 +595,14 @@ Global___ListWitnessesResponse: _TypeAlias = ListWitnessesResponse  # noqa: Y015
 
 @_typing.final
 class GetReceiptRequest(_message.Message):
+    """Which entry, and against which checkpoint."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SEQ_FIELD_NUMBER: _builtins.int
     MIN_COSIGNATURES_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
+    """The entry to prove."""
     min_cosignatures: _builtins.int
     """Prove the entry against the latest checkpoint with at least this many
     bank cosignatures (which the receipt then carries).
@@ -540,6 +623,8 @@ Global___GetReceiptRequest: _TypeAlias = GetReceiptRequest  # noqa: Y015
 
 @_typing.final
 class GetReceiptResponse(_message.Message):
+    """A receipt a verifier checks with the journal's key alone."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RECEIPT_JSON_FIELD_NUMBER: _builtins.int
@@ -560,6 +645,8 @@ Global___GetReceiptResponse: _TypeAlias = GetReceiptResponse  # noqa: Y015
 
 @_typing.final
 class GetStoreAuditRequest(_message.Message):
+    """No fields."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -575,6 +662,8 @@ Global___GetStoreAuditRequest: _TypeAlias = GetStoreAuditRequest  # noqa: Y015
 
 @_typing.final
 class StoreDamage(_message.Message):
+    """Damage the journal found in its own store."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SEQ_FIELD_NUMBER: _builtins.int
@@ -584,6 +673,7 @@ class StoreDamage(_message.Message):
     seq: _builtins.int
     """The first sequence number the damage touches."""
     problem: _builtins.str
+    """What is wrong there, in words (an edited, missing or inserted row, say)."""
     detected_micros: _builtins.int
     """When the journal found it, microseconds since the Unix epoch (UTC)."""
     @_builtins.property
@@ -608,6 +698,8 @@ Global___StoreDamage: _TypeAlias = StoreDamage  # noqa: Y015
 
 @_typing.final
 class GetStoreAuditResponse(_message.Message):
+    """How far the journal has verified its store, and any damage."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     VERIFIED_SIZE_FIELD_NUMBER: _builtins.int
@@ -642,6 +734,8 @@ Global___GetStoreAuditResponse: _TypeAlias = GetStoreAuditResponse  # noqa: Y015
 
 @_typing.final
 class RequestCheckpointRequest(_message.Message):
+    """No fields."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -657,12 +751,16 @@ Global___RequestCheckpointRequest: _TypeAlias = RequestCheckpointRequest  # noqa
 
 @_typing.final
 class RequestCheckpointResponse(_message.Message):
+    """The checkpoint that covers every entry committed when it was asked for."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CHECKPOINT_FIELD_NUMBER: _builtins.int
     TREE_SIZE_FIELD_NUMBER: _builtins.int
     checkpoint: _builtins.str
+    """The signed note text."""
     tree_size: _builtins.int
+    """The number of entries it covers."""
     def __init__(
         self,
         *,
@@ -719,12 +817,16 @@ Global___RegisterKeyRequest: _TypeAlias = RegisterKeyRequest  # noqa: Y015
 
 @_typing.final
 class RegisterKeyResponse(_message.Message):
+    """The key entry journaled."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SEQ_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
+    """The entry's sequence number: the key signs statements after it."""
     key_id: _builtins.bytes
+    """SHA-256 of the registered public key."""
     def __init__(
         self,
         *,
@@ -775,10 +877,13 @@ Global___RevokeKeyRequest: _TypeAlias = RevokeKeyRequest  # noqa: Y015
 
 @_typing.final
 class RevokeKeyResponse(_message.Message):
+    """The revocation journaled."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SEQ_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
+    """The entry's sequence number: the key's statements after it are refused."""
     def __init__(
         self,
         *,
@@ -794,10 +899,13 @@ Global___RevokeKeyResponse: _TypeAlias = RevokeKeyResponse  # noqa: Y015
 
 @_typing.final
 class ListRefusalsRequest(_message.Message):
+    """How many refusals."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LIMIT_FIELD_NUMBER: _builtins.int
     limit: _builtins.int
+    """How many, newest first (0: 100; at most 1000)."""
     def __init__(
         self,
         *,
@@ -813,6 +921,8 @@ Global___ListRefusalsRequest: _TypeAlias = ListRefusalsRequest  # noqa: Y015
 
 @_typing.final
 class Refusal(_message.Message):
+    """A submission the journal refused, and why."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PRODUCER_FIELD_NUMBER: _builtins.int
@@ -820,9 +930,13 @@ class Refusal(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     REFUSED_MICROS_FIELD_NUMBER: _builtins.int
     producer: _builtins.str
+    """The service that submitted it (the subject it came on)."""
     idempotency_keys: _builtins.str
+    """The idempotency keys of its statements, comma-separated."""
     reason: _builtins.str
+    """Why, in words (an unknown or revoked key, a signature that fails, ...)."""
     refused_micros: _builtins.int
+    """When, microseconds since the Unix epoch (UTC)."""
     def __init__(
         self,
         *,
@@ -841,11 +955,15 @@ Global___Refusal: _TypeAlias = Refusal  # noqa: Y015
 
 @_typing.final
 class ListRefusalsResponse(_message.Message):
+    """The refusals, newest first."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REFUSALS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def refusals(self) -> _containers.RepeatedCompositeFieldContainer[Global___Refusal]: ...
+    def refusals(self) -> _containers.RepeatedCompositeFieldContainer[Global___Refusal]:
+        """Each refused submission."""
+
     def __init__(
         self,
         *,

@@ -18,6 +18,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class WhoAmIRequest(_message.Message):
+    """No fields: the caller is its client certificate."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -33,6 +35,8 @@ Global___WhoAmIRequest: _TypeAlias = WhoAmIRequest  # noqa: Y015
 
 @_typing.final
 class WhoAmIResponse(_message.Message):
+    """Who the platform takes the caller for, and its clock."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PARTY_ID_FIELD_NUMBER: _builtins.int

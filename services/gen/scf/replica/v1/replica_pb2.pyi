@@ -20,6 +20,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class GetStatusRequest(_message.Message):
+    """No fields."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -35,6 +37,8 @@ Global___GetStatusRequest: _TypeAlias = GetStatusRequest  # noqa: Y015
 
 @_typing.final
 class Alarm(_message.Message):
+    """Why a replica stopped trusting what it was served, with the evidence."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KIND_FIELD_NUMBER: _builtins.int
@@ -51,7 +55,9 @@ class Alarm(_message.Message):
     seq: _builtins.int
     """The first sequence number concerned."""
     problem: _builtins.str
+    """What does not check, in words."""
     raised_micros: _builtins.int
+    """When it was raised, microseconds since the Unix epoch (UTC)."""
     @_builtins.property
     def evidence(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The signed checkpoints or entries that prove it, as text."""
@@ -75,6 +81,8 @@ Global___Alarm: _TypeAlias = Alarm  # noqa: Y015
 
 @_typing.final
 class GetStatusResponse(_message.Message):
+    """How the bank's replica stands."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     BANK_FIELD_NUMBER: _builtins.int
@@ -89,14 +97,19 @@ class GetStatusResponse(_message.Message):
     COSIGNED_CHECKPOINT_FIELD_NUMBER: _builtins.int
     WITNESS_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     bank: _builtins.str
+    """The bank whose replica this is."""
     tree_size: _builtins.int
+    """Entries verified and stored."""
     root_hash: _builtins.bytes
+    """Their RFC 9162 root hash, 32 bytes."""
     journal_size: _builtins.int
     """The largest tree size the journal has announced to this replica."""
     lag_entries: _builtins.int
+    """journal_size minus tree_size: entries still to verify."""
     lag_millis: _builtins.int
     """Age of the newest stored entry while behind; 0 when in step."""
     cosigned_size: _builtins.int
+    """The size of the latest checkpoint this replica cosigned."""
     ingesting: _builtins.bool
     """Ingesting stops for good when a verification or fork alarm is raised."""
     cosigned_checkpoint: _builtins.str
@@ -109,7 +122,9 @@ class GetStatusResponse(_message.Message):
     cosignature lines verify under, served by the bank itself.
     """
     @_builtins.property
-    def alarm(self) -> Global___Alarm: ...
+    def alarm(self) -> Global___Alarm:
+        """The alarm, while one stands."""
+
     def __init__(
         self,
         *,

@@ -28,7 +28,13 @@ class Money(_message.Message):
     AMOUNT_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
     amount: _builtins.str
+    """A decimal number of major units, such as "4000000.00": up to 15 digits,
+    then optionally a point and no more decimals than the currency has minor
+    digits; no exponent or spaces. An amount a call asks for must be greater
+    than zero unless its field says it may be zero.
+    """
     currency: _builtins.str
+    """The ISO 4217 code, such as "CNY"."""
     def __init__(
         self,
         *,
