@@ -27,38 +27,60 @@ class _OrderState:
 class _OrderStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderState.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     ORDER_STATE_UNSPECIFIED: _OrderState.ValueType  # 0
+    """Never sent; as a filter, an error."""
     ORDER_STATE_REGISTERED: _OrderState.ValueType  # 1
+    """Registered by the subcontractor, not yet confirmed by the buyer."""
     ORDER_STATE_CONFIRMED: _OrderState.ValueType  # 2
+    """The buyer confirmed it placed the order: it can back a financing."""
     ORDER_STATE_DISPUTED: _OrderState.ValueType  # 3
+    """The buyer disputes it (Order.dispute_reason says why)."""
     ORDER_STATE_DELIVERED: _OrderState.ValueType  # 4
+    """The subcontractor recorded the delivery."""
     ORDER_STATE_ACCEPTED: _OrderState.ValueType  # 5
+    """The buyer accepted the delivery."""
     ORDER_STATE_SETTLED: _OrderState.ValueType  # 6
+    """Paid, and any financing against it settled: final."""
     ORDER_STATE_CANCELLED: _OrderState.ValueType  # 7
+    """Cancelled by the subcontractor: final."""
 
-class OrderState(_OrderState, metaclass=_OrderStateEnumTypeWrapper): ...
+class OrderState(_OrderState, metaclass=_OrderStateEnumTypeWrapper):
+    """Where an order is in its life (docs/orders.md has the transitions)."""
 
 ORDER_STATE_UNSPECIFIED: OrderState.ValueType  # 0
+"""Never sent; as a filter, an error."""
 ORDER_STATE_REGISTERED: OrderState.ValueType  # 1
+"""Registered by the subcontractor, not yet confirmed by the buyer."""
 ORDER_STATE_CONFIRMED: OrderState.ValueType  # 2
+"""The buyer confirmed it placed the order: it can back a financing."""
 ORDER_STATE_DISPUTED: OrderState.ValueType  # 3
+"""The buyer disputes it (Order.dispute_reason says why)."""
 ORDER_STATE_DELIVERED: OrderState.ValueType  # 4
+"""The subcontractor recorded the delivery."""
 ORDER_STATE_ACCEPTED: OrderState.ValueType  # 5
+"""The buyer accepted the delivery."""
 ORDER_STATE_SETTLED: OrderState.ValueType  # 6
+"""Paid, and any financing against it settled: final."""
 ORDER_STATE_CANCELLED: OrderState.ValueType  # 7
+"""Cancelled by the subcontractor: final."""
 Global___OrderState: _TypeAlias = OrderState  # noqa: Y015
 
 @_typing.final
 class LineItem(_message.Message):
+    """One line of an order. The lines add up to the order's amount exactly."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     QUANTITY_FIELD_NUMBER: _builtins.int
     UNIT_PRICE_FIELD_NUMBER: _builtins.int
     description: _builtins.str
+    """What is ordered, 1 to 500 characters."""
     quantity: _builtins.int
     """A positive whole number."""
     @_builtins.property
-    def unit_price(self) -> _money_pb2.Money: ...
+    def unit_price(self) -> _money_pb2.Money:
+        """The price of one, in the order's currency."""
+
     def __init__(
         self,
         *,
@@ -76,14 +98,19 @@ Global___LineItem: _TypeAlias = LineItem  # noqa: Y015
 
 @_typing.final
 class Pledge(_message.Message):
+    """The financing an order backs: an order backs at most one at a time, at any bank."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATION_ID_FIELD_NUMBER: _builtins.int
     BANK_FIELD_NUMBER: _builtins.int
     PLEDGED_MICROS_FIELD_NUMBER: _builtins.int
     application_id: _builtins.str
+    """The lending application (scf.lending.v1.Application.application_id)."""
     bank: _builtins.str
+    """The bank that finances it, such as "bank-north"."""
     pledged_micros: _builtins.int
+    """When it was pledged, microseconds since the Unix epoch (UTC, platform clock)."""
     def __init__(
         self,
         *,
@@ -101,6 +128,8 @@ Global___Pledge: _TypeAlias = Pledge  # noqa: Y015
 
 @_typing.final
 class Order(_message.Message):
+    """A purchase order, as the platform holds it (its journal entries say the same)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
@@ -119,23 +148,37 @@ class Order(_message.Message):
     UPDATED_MICROS_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
+    """The platform's id, such as "ORD-1A2B3C4D5E6F"."""
     subcontractor_id: _builtins.str
+    """The party that registered it (the supplier)."""
     buyer_id: _builtins.str
+    """The core enterprise that placed it (ListBuyers names them)."""
     issue_date: _builtins.str
-    """ISO 8601 dates, YYYY-MM-DD."""
+    """ISO 8601 dates, YYYY-MM-DD: when the order was issued."""
     due_date: _builtins.str
+    """When the buyer pays (YYYY-MM-DD, on or after the issue date)."""
     contract_sha256: _builtins.bytes
+    """SHA-256 of the signed contract document behind the order (32 raw bytes)."""
     reference: _builtins.str
+    """The subcontractor's own reference: unique per subcontractor."""
     state: Global___OrderState.ValueType
+    """Where it is in its life."""
     dispute_reason: _builtins.str
+    """Why the buyer disputes it (state DISPUTED)."""
     created_micros: _builtins.int
+    """When it was registered, microseconds since the Unix epoch (platform clock)."""
     updated_micros: _builtins.int
+    """When it last changed, microseconds since the Unix epoch (platform clock)."""
     version: _builtins.int
     """Increases by one with every transition."""
     @_builtins.property
-    def amount(self) -> _money_pb2.Money: ...
+    def amount(self) -> _money_pb2.Money:
+        """The order's total; its lines add up to it."""
+
     @_builtins.property
-    def line_items(self) -> _containers.RepeatedCompositeFieldContainer[Global___LineItem]: ...
+    def line_items(self) -> _containers.RepeatedCompositeFieldContainer[Global___LineItem]:
+        """What was ordered."""
+
     @_builtins.property
     def pledge(self) -> Global___Pledge:
         """Present while the order backs a live financing."""
@@ -171,6 +214,8 @@ Global___Order: _TypeAlias = Order  # noqa: Y015
 
 @_typing.final
 class RegisterOrderRequest(_message.Message):
+    """A new order from the caller (a subcontractor) to a buyer."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     BUYER_ID_FIELD_NUMBER: _builtins.int
@@ -182,16 +227,30 @@ class RegisterOrderRequest(_message.Message):
     REFERENCE_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     buyer_id: _builtins.str
+    """A buyer known to the platform (ListBuyers), not the caller."""
     issue_date: _builtins.str
+    """YYYY-MM-DD."""
     due_date: _builtins.str
+    """YYYY-MM-DD, on or after issue_date."""
     contract_sha256: _builtins.bytes
+    """SHA-256 of the signed contract document (32 raw bytes)."""
     reference: _builtins.str
-    """The subcontractor's own reference, unique per subcontractor."""
+    """The subcontractor's own reference, unique per subcontractor: 1 to 64
+    letters, digits or . _ / - (ALREADY_EXISTS when it is taken).
+    """
     idempotency_key: _builtins.str
+    """The call's idempotency key: a retry with it and the same request returns
+    the first answer; with another request, ALREADY_EXISTS (reason
+    IDEMPOTENCY_KEY_REUSED).
+    """
     @_builtins.property
-    def amount(self) -> _money_pb2.Money: ...
+    def amount(self) -> _money_pb2.Money:
+        """The order's total, greater than zero; the lines must add up to it."""
+
     @_builtins.property
-    def line_items(self) -> _containers.RepeatedCompositeFieldContainer[Global___LineItem]: ...
+    def line_items(self) -> _containers.RepeatedCompositeFieldContainer[Global___LineItem]:
+        """At least one; each in the order's currency."""
+
     def __init__(
         self,
         *,
@@ -214,11 +273,15 @@ Global___RegisterOrderRequest: _TypeAlias = RegisterOrderRequest  # noqa: Y015
 
 @_typing.final
 class RegisterOrderResponse(_message.Message):
+    """The order registered."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def order(self) -> Global___Order: ...
+    def order(self) -> Global___Order:
+        """The order, state REGISTERED."""
+
     def __init__(
         self,
         *,
@@ -234,12 +297,16 @@ Global___RegisterOrderResponse: _TypeAlias = RegisterOrderResponse  # noqa: Y015
 
 @_typing.final
 class ConfirmOrderRequest(_message.Message):
+    """Which order."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
+    """The order's id."""
     idempotency_key: _builtins.str
+    """The call's idempotency key."""
     def __init__(
         self,
         *,
@@ -256,11 +323,15 @@ Global___ConfirmOrderRequest: _TypeAlias = ConfirmOrderRequest  # noqa: Y015
 
 @_typing.final
 class ConfirmOrderResponse(_message.Message):
+    """The order, confirmed."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def order(self) -> Global___Order: ...
+    def order(self) -> Global___Order:
+        """The order after the call."""
+
     def __init__(
         self,
         *,
@@ -276,14 +347,19 @@ Global___ConfirmOrderResponse: _TypeAlias = ConfirmOrderResponse  # noqa: Y015
 
 @_typing.final
 class DisputeOrderRequest(_message.Message):
+    """Which order, and why it is disputed."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
+    """The order's id."""
     reason: _builtins.str
+    """Why, in words: required."""
     idempotency_key: _builtins.str
+    """The call's idempotency key."""
     def __init__(
         self,
         *,
@@ -301,11 +377,15 @@ Global___DisputeOrderRequest: _TypeAlias = DisputeOrderRequest  # noqa: Y015
 
 @_typing.final
 class DisputeOrderResponse(_message.Message):
+    """The order, disputed."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def order(self) -> Global___Order: ...
+    def order(self) -> Global___Order:
+        """The order after the call."""
+
     def __init__(
         self,
         *,
@@ -321,12 +401,16 @@ Global___DisputeOrderResponse: _TypeAlias = DisputeOrderResponse  # noqa: Y015
 
 @_typing.final
 class RecordDeliveryRequest(_message.Message):
+    """Which order."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
+    """The order's id."""
     idempotency_key: _builtins.str
+    """The call's idempotency key."""
     def __init__(
         self,
         *,
@@ -343,11 +427,15 @@ Global___RecordDeliveryRequest: _TypeAlias = RecordDeliveryRequest  # noqa: Y015
 
 @_typing.final
 class RecordDeliveryResponse(_message.Message):
+    """The order, with its delivery recorded."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def order(self) -> Global___Order: ...
+    def order(self) -> Global___Order:
+        """The order after the call."""
+
     def __init__(
         self,
         *,
@@ -363,12 +451,16 @@ Global___RecordDeliveryResponse: _TypeAlias = RecordDeliveryResponse  # noqa: Y0
 
 @_typing.final
 class AcceptDeliveryRequest(_message.Message):
+    """Which order."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
+    """The order's id."""
     idempotency_key: _builtins.str
+    """The call's idempotency key."""
     def __init__(
         self,
         *,
@@ -385,11 +477,15 @@ Global___AcceptDeliveryRequest: _TypeAlias = AcceptDeliveryRequest  # noqa: Y015
 
 @_typing.final
 class AcceptDeliveryResponse(_message.Message):
+    """The order, with its delivery accepted."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def order(self) -> Global___Order: ...
+    def order(self) -> Global___Order:
+        """The order after the call."""
+
     def __init__(
         self,
         *,
@@ -405,12 +501,16 @@ Global___AcceptDeliveryResponse: _TypeAlias = AcceptDeliveryResponse  # noqa: Y0
 
 @_typing.final
 class CancelOrderRequest(_message.Message):
+    """Which order."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
+    """The order's id."""
     idempotency_key: _builtins.str
+    """The call's idempotency key."""
     def __init__(
         self,
         *,
@@ -427,11 +527,15 @@ Global___CancelOrderRequest: _TypeAlias = CancelOrderRequest  # noqa: Y015
 
 @_typing.final
 class CancelOrderResponse(_message.Message):
+    """The order, cancelled."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def order(self) -> Global___Order: ...
+    def order(self) -> Global___Order:
+        """The order after the call."""
+
     def __init__(
         self,
         *,
@@ -447,10 +551,13 @@ Global___CancelOrderResponse: _TypeAlias = CancelOrderResponse  # noqa: Y015
 
 @_typing.final
 class GetOrderRequest(_message.Message):
+    """Which order."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
+    """The order's id."""
     def __init__(
         self,
         *,
@@ -466,11 +573,15 @@ Global___GetOrderRequest: _TypeAlias = GetOrderRequest  # noqa: Y015
 
 @_typing.final
 class GetOrderResponse(_message.Message):
+    """The order."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def order(self) -> Global___Order: ...
+    def order(self) -> Global___Order:
+        """The order as it is now."""
+
     def __init__(
         self,
         *,
@@ -486,10 +597,13 @@ Global___GetOrderResponse: _TypeAlias = GetOrderResponse  # noqa: Y015
 
 @_typing.final
 class WatchOrderRequest(_message.Message):
+    """Which order to watch."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
+    """The order's id."""
     def __init__(
         self,
         *,
@@ -505,6 +619,8 @@ Global___WatchOrderRequest: _TypeAlias = WatchOrderRequest  # noqa: Y015
 
 @_typing.final
 class WatchOrderResponse(_message.Message):
+    """One version of the order, once journaled."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_FIELD_NUMBER: _builtins.int
@@ -512,7 +628,9 @@ class WatchOrderResponse(_message.Message):
     journal_seq: _builtins.int
     """The journal sequence number of this version's entry (Order.version)."""
     @_builtins.property
-    def order(self) -> Global___Order: ...
+    def order(self) -> Global___Order:
+        """The order at that version."""
+
     def __init__(
         self,
         *,
@@ -529,6 +647,8 @@ Global___WatchOrderResponse: _TypeAlias = WatchOrderResponse  # noqa: Y015
 
 @_typing.final
 class ListOrdersRequest(_message.Message):
+    """Which orders, and which page of them."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STATES_FIELD_NUMBER: _builtins.int
@@ -539,11 +659,15 @@ class ListOrdersRequest(_message.Message):
     due_from: _builtins.str
     """Inclusive bounds on the due date, YYYY-MM-DD; empty means open."""
     due_to: _builtins.str
+    """The latest due date, YYYY-MM-DD; empty means open."""
     page_size: _builtins.int
     """At most 100; 0 means 20."""
     page_token: _builtins.str
+    """The previous page's next_page_token; empty for the first page."""
     @_builtins.property
-    def states(self) -> _containers.RepeatedScalarFieldContainer[Global___OrderState.ValueType]: ...
+    def states(self) -> _containers.RepeatedScalarFieldContainer[Global___OrderState.ValueType]:
+        """Only orders in these states; empty: any state."""
+
     def __init__(
         self,
         *,
@@ -563,6 +687,8 @@ Global___ListOrdersRequest: _TypeAlias = ListOrdersRequest  # noqa: Y015
 
 @_typing.final
 class ListOrdersResponse(_message.Message):
+    """One page of orders, newest first."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDERS_FIELD_NUMBER: _builtins.int
@@ -570,7 +696,9 @@ class ListOrdersResponse(_message.Message):
     next_page_token: _builtins.str
     """Empty on the last page."""
     @_builtins.property
-    def orders(self) -> _containers.RepeatedCompositeFieldContainer[Global___Order]: ...
+    def orders(self) -> _containers.RepeatedCompositeFieldContainer[Global___Order]:
+        """The orders on this page."""
+
     def __init__(
         self,
         *,
@@ -587,12 +715,16 @@ Global___ListOrdersResponse: _TypeAlias = ListOrdersResponse  # noqa: Y015
 
 @_typing.final
 class VerifyOrderRequest(_message.Message):
+    """The order to prove, and its contract hash (NOT_FOUND unless both match)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
     CONTRACT_SHA256_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
+    """The order's id."""
     contract_sha256: _builtins.bytes
+    """The SHA-256 of its contract document (32 raw bytes)."""
     def __init__(
         self,
         *,
@@ -609,6 +741,8 @@ Global___VerifyOrderRequest: _TypeAlias = VerifyOrderRequest  # noqa: Y015
 
 @_typing.final
 class ProvenEntry(_message.Message):
+    """A journal entry of the order with its inclusion proof."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SEQ_FIELD_NUMBER: _builtins.int
@@ -616,11 +750,15 @@ class ProvenEntry(_message.Message):
     LEAF_FIELD_NUMBER: _builtins.int
     INCLUSION_PROOF_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
+    """The entry's sequence number."""
     event_type: _builtins.str
+    """What happened, such as "order.confirmed"."""
     leaf: _builtins.bytes
     """The exact journal entry bytes (docs/journal-format.md)."""
     @_builtins.property
-    def inclusion_proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    def inclusion_proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """RFC 9162 inclusion proof in the checkpoint's tree (32-byte hashes)."""
+
     def __init__(
         self,
         *,
@@ -639,6 +777,8 @@ Global___ProvenEntry: _TypeAlias = ProvenEntry  # noqa: Y015
 
 @_typing.final
 class VerifyOrderResponse(_message.Message):
+    """The order's identity card."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
@@ -651,17 +791,27 @@ class VerifyOrderResponse(_message.Message):
     CHECKPOINT_FIELD_NUMBER: _builtins.int
     ENTRIES_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
+    """The order's id."""
     state: Global___OrderState.ValueType
+    """Its state now."""
     buyer_id: _builtins.str
+    """Its buyer."""
     subcontractor_id: _builtins.str
+    """Its subcontractor."""
     due_date: _builtins.str
+    """Its due date, YYYY-MM-DD."""
     pledged: _builtins.bool
+    """Whether it backs a live financing now."""
     checkpoint: _builtins.str
     """The journal's signed checkpoint (with cosignatures) the proofs are against."""
     @_builtins.property
-    def amount(self) -> _money_pb2.Money: ...
+    def amount(self) -> _money_pb2.Money:
+        """Its amount."""
+
     @_builtins.property
-    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProvenEntry]: ...
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProvenEntry]:
+        """Every entry of the order the checkpoint covers, oldest first."""
+
     def __init__(
         self,
         *,
@@ -685,13 +835,17 @@ Global___VerifyOrderResponse: _TypeAlias = VerifyOrderResponse  # noqa: Y015
 
 @_typing.final
 class Buyer(_message.Message):
+    """A core enterprise known to the platform."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     BUYER_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     RATING_FIELD_NUMBER: _builtins.int
     buyer_id: _builtins.str
+    """Its party id."""
     name: _builtins.str
+    """Its name."""
     rating: _builtins.str
     """The core enterprise's credit rating (AAA ... CCC), used by scoring."""
     def __init__(
@@ -711,6 +865,8 @@ Global___Buyer: _TypeAlias = Buyer  # noqa: Y015
 
 @_typing.final
 class ListBuyersRequest(_message.Message):
+    """No fields."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -726,11 +882,15 @@ Global___ListBuyersRequest: _TypeAlias = ListBuyersRequest  # noqa: Y015
 
 @_typing.final
 class ListBuyersResponse(_message.Message):
+    """Every buyer."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     BUYERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def buyers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Buyer]: ...
+    def buyers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Buyer]:
+        """By id."""
+
     def __init__(
         self,
         *,
