@@ -14,7 +14,15 @@ from google.protobuf import descriptor_pb2
 
 PROTOS = Path(__file__).resolve().parents[1] / "protos"
 #: The packages whose every element is commented (the auditor's API first).
-DOCUMENTED = ("journal", "replica", "platform", "types", "orders")
+DOCUMENTED = (
+    "journal",
+    "replica",
+    "platform",
+    "types",
+    "orders",
+    "scoring",
+    "underwriting",
+)
 
 
 def _files(tmp_path: Path) -> list[descriptor_pb2.FileDescriptorProto]:

@@ -20,6 +20,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class CharacteristicPoints(_message.Message):
+    """One characteristic of the scorecard, as it scored in a decision."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -29,13 +31,17 @@ class CharacteristicPoints(_message.Message):
     BEST_POINTS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """Its name in the scorecard, such as "tenor_days"."""
     label: _builtins.str
+    """What it means, in words."""
     value: _builtins.str
     """The recorded input, as a string (a decimal or a category)."""
     points: _builtins.int
+    """The points it earned (may be negative)."""
     best_points: _builtins.int
     """The most points this characteristic can earn."""
     reason: _builtins.str
+    """Why the recorded input earned these points, in words."""
     def __init__(
         self,
         *,
@@ -56,10 +62,13 @@ Global___CharacteristicPoints: _TypeAlias = CharacteristicPoints  # noqa: Y015
 
 @_typing.final
 class ExplainRequest(_message.Message):
+    """Which decision."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DECISION_ID_FIELD_NUMBER: _builtins.int
     decision_id: _builtins.str
+    """"DEC-<application_id>" (Application.decision_id)."""
     def __init__(
         self,
         *,
@@ -75,6 +84,8 @@ Global___ExplainRequest: _TypeAlias = ExplainRequest  # noqa: Y015
 
 @_typing.final
 class ExplainResponse(_message.Message):
+    """A decision, characteristic by characteristic (docs/scoring.md)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DECISION_ID_FIELD_NUMBER: _builtins.int
@@ -91,22 +102,40 @@ class ExplainResponse(_message.Message):
     MAX_AMOUNT_MINOR_FIELD_NUMBER: _builtins.int
     SPREAD_BPS_FIELD_NUMBER: _builtins.int
     decision_id: _builtins.str
+    """The decision explained."""
     model: _builtins.str
+    """The scorecard's name."""
     version: _builtins.str
+    """The scorecard's version that made the decision."""
     base_points: _builtins.int
+    """The points every applicant starts with."""
     score: _builtins.int
+    """base_points plus every characteristic's points."""
     pd: _builtins.str
     """Probability of default, a decimal string."""
     grade: _builtins.str
+    """The grade the score falls in, such as "B"."""
     recommendation: _builtins.str
+    """"approve", "refer" (to an underwriter) or "decline"."""
     max_amount_minor: _builtins.int
+    """The largest amount to lend, in minor units of the order's currency: the
+    grade's advance rate of the order's amount, within the facility's
+    available amount; 0 on a decline.
+    """
     spread_bps: _builtins.int
+    """The grade's price spread over the base rate, in basis points."""
     @_builtins.property
-    def characteristics(self) -> _containers.RepeatedCompositeFieldContainer[Global___CharacteristicPoints]: ...
+    def characteristics(self) -> _containers.RepeatedCompositeFieldContainer[Global___CharacteristicPoints]:
+        """Each characteristic's points, in the scorecard's order."""
+
     @_builtins.property
-    def knockouts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def knockouts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The knock-out rules the inputs hit, in words (any one declines)."""
+
     @_builtins.property
-    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Up to three reasons, the characteristics that lost the most points, in words."""
+
     def __init__(
         self,
         *,
@@ -134,6 +163,8 @@ Global___ExplainResponse: _TypeAlias = ExplainResponse  # noqa: Y015
 
 @_typing.final
 class RecomputeRequest(_message.Message):
+    """Which decision to rerun: one of the two fields."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     JOURNAL_ENTRY_FIELD_NUMBER: _builtins.int
@@ -158,6 +189,8 @@ Global___RecomputeRequest: _TypeAlias = RecomputeRequest  # noqa: Y015
 
 @_typing.final
 class RecomputeResponse(_message.Message):
+    """The decision as recorded and as computed again."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     IDENTICAL_FIELD_NUMBER: _builtins.int
@@ -165,9 +198,13 @@ class RecomputeResponse(_message.Message):
     RECOMPUTED_JSON_FIELD_NUMBER: _builtins.int
     JOURNAL_SEQ_FIELD_NUMBER: _builtins.int
     identical: _builtins.bool
+    """Whether the two are the same, byte for byte."""
     recorded_json: _builtins.str
+    """The decision as the journal recorded it (canonical JSON)."""
     recomputed_json: _builtins.str
+    """The decision computed again from the recorded inputs (canonical JSON)."""
     journal_seq: _builtins.int
+    """The sequence number of the decision's journal entry."""
     def __init__(
         self,
         *,
@@ -186,12 +223,18 @@ Global___RecomputeResponse: _TypeAlias = RecomputeResponse  # noqa: Y015
 
 @_typing.final
 class LoadModelRequest(_message.Message):
+    """A scorecard to put in force (operator)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SCORECARD_JSON_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     scorecard_json: _builtins.str
+    """The scorecard file (JSON, docs/scoring.md), at most 100,000 characters;
+    INVALID_ARGUMENT says what is unsound in it.
+    """
     idempotency_key: _builtins.str
+    """The call's idempotency key."""
     def __init__(
         self,
         *,
@@ -208,14 +251,19 @@ Global___LoadModelRequest: _TypeAlias = LoadModelRequest  # noqa: Y015
 
 @_typing.final
 class LoadModelResponse(_message.Message):
+    """The scorecard now in force."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     MODEL_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
     model: _builtins.str
+    """Its name."""
     version: _builtins.str
+    """Its version."""
     sha256: _builtins.str
+    """SHA-256 of the file, in hex: what the journal entry names."""
     def __init__(
         self,
         *,
@@ -233,6 +281,8 @@ Global___LoadModelResponse: _TypeAlias = LoadModelResponse  # noqa: Y015
 
 @_typing.final
 class ListModelsRequest(_message.Message):
+    """No fields."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -248,6 +298,8 @@ Global___ListModelsRequest: _TypeAlias = ListModelsRequest  # noqa: Y015
 
 @_typing.final
 class Model(_message.Message):
+    """A scorecard version loaded."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     MODEL_FIELD_NUMBER: _builtins.int
@@ -255,9 +307,13 @@ class Model(_message.Message):
     SHA256_FIELD_NUMBER: _builtins.int
     IN_FORCE_FIELD_NUMBER: _builtins.int
     model: _builtins.str
+    """Its name."""
     version: _builtins.str
+    """Its version."""
     sha256: _builtins.str
+    """SHA-256 of its file, in hex."""
     in_force: _builtins.bool
+    """Whether new decisions use it."""
     def __init__(
         self,
         *,
@@ -276,11 +332,15 @@ Global___Model: _TypeAlias = Model  # noqa: Y015
 
 @_typing.final
 class ListModelsResponse(_message.Message):
+    """Every version loaded."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     MODELS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___Model]: ...
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___Model]:
+        """The one in force first."""
+
     def __init__(
         self,
         *,

@@ -69,7 +69,9 @@ class ScoringServiceServicer:
 
     def Explain(self, request, context):
         """Explain returns the points each characteristic earned in a decision, and
-        why. For auditors, operators, and underwriters of the decision's bank.
+        why. For auditors, operators, the staff of the decision's bank or leasing
+        company, and the applicant scored; PERMISSION_DENIED for anyone else,
+        NOT_FOUND for an unknown decision.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -77,7 +79,8 @@ class ScoringServiceServicer:
 
     def Recompute(self, request, context):
         """Recompute reruns a past decision from its journal entry: the same model
-        version on the recorded inputs. The result must be identical.
+        version on the recorded inputs. The result must be identical. Who may
+        call: as for Explain.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -39,11 +39,14 @@ class ScoringServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ScoringServiceAsyncStub: ...
     Explain: _grpc.UnaryUnaryMultiCallable[_scoring_pb2.ExplainRequest, _scoring_pb2.ExplainResponse]
     """Explain returns the points each characteristic earned in a decision, and
-    why. For auditors, operators, and underwriters of the decision's bank.
+    why. For auditors, operators, the staff of the decision's bank or leasing
+    company, and the applicant scored; PERMISSION_DENIED for anyone else,
+    NOT_FOUND for an unknown decision.
     """
     Recompute: _grpc.UnaryUnaryMultiCallable[_scoring_pb2.RecomputeRequest, _scoring_pb2.RecomputeResponse]
     """Recompute reruns a past decision from its journal entry: the same model
-    version on the recorded inputs. The result must be identical.
+    version on the recorded inputs. The result must be identical. Who may
+    call: as for Explain.
     """
     LoadModel: _grpc.UnaryUnaryMultiCallable[_scoring_pb2.LoadModelRequest, _scoring_pb2.LoadModelResponse]
     """LoadModel (operator) validates a scorecard file and, if it is sound, puts
@@ -64,11 +67,14 @@ class ScoringServiceAsyncStub(ScoringServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Explain: _aio.UnaryUnaryMultiCallable[_scoring_pb2.ExplainRequest, _scoring_pb2.ExplainResponse]  # type: ignore[assignment]
     """Explain returns the points each characteristic earned in a decision, and
-    why. For auditors, operators, and underwriters of the decision's bank.
+    why. For auditors, operators, the staff of the decision's bank or leasing
+    company, and the applicant scored; PERMISSION_DENIED for anyone else,
+    NOT_FOUND for an unknown decision.
     """
     Recompute: _aio.UnaryUnaryMultiCallable[_scoring_pb2.RecomputeRequest, _scoring_pb2.RecomputeResponse]  # type: ignore[assignment]
     """Recompute reruns a past decision from its journal entry: the same model
-    version on the recorded inputs. The result must be identical.
+    version on the recorded inputs. The result must be identical. Who may
+    call: as for Explain.
     """
     LoadModel: _aio.UnaryUnaryMultiCallable[_scoring_pb2.LoadModelRequest, _scoring_pb2.LoadModelResponse]  # type: ignore[assignment]
     """LoadModel (operator) validates a scorecard file and, if it is sound, puts
@@ -92,7 +98,9 @@ class ScoringServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_scoring_pb2.ExplainResponse, _abc.Awaitable[_scoring_pb2.ExplainResponse]]:
         """Explain returns the points each characteristic earned in a decision, and
-        why. For auditors, operators, and underwriters of the decision's bank.
+        why. For auditors, operators, the staff of the decision's bank or leasing
+        company, and the applicant scored; PERMISSION_DENIED for anyone else,
+        NOT_FOUND for an unknown decision.
         """
 
     @_abc_1.abstractmethod
@@ -102,7 +110,8 @@ class ScoringServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_scoring_pb2.RecomputeResponse, _abc.Awaitable[_scoring_pb2.RecomputeResponse]]:
         """Recompute reruns a past decision from its journal entry: the same model
-        version on the recorded inputs. The result must be identical.
+        version on the recorded inputs. The result must be identical. Who may
+        call: as for Explain.
         """
 
     @_abc_1.abstractmethod

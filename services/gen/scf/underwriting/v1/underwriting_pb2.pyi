@@ -21,15 +21,26 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class Terms(_message.Message):
+    """The terms an underwriter offers."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     AMOUNT_FIELD_NUMBER: _builtins.int
     RATE_BPS_FIELD_NUMBER: _builtins.int
     TENOR_DAYS_FIELD_NUMBER: _builtins.int
     rate_bps: _builtins.int
+    """The annual interest rate in basis points, 1 to 5000 (600 is 6.00%)."""
     tenor_days: _builtins.int
+    """Not the underwriter's to choose: 0, or exactly the days the financing
+    runs (order financing matures at the order's due date, 1 to 730 days
+    away; a lease runs its term). Any other value is INVALID_ARGUMENT.
+    """
     @_builtins.property
-    def amount(self) -> _money_pb2.Money: ...
+    def amount(self) -> _money_pb2.Money:
+        """The principal, in the application's currency: greater than zero and no
+        more than was asked for.
+        """
+
     def __init__(
         self,
         *,
@@ -47,6 +58,8 @@ Global___Terms: _TypeAlias = Terms  # noqa: Y015
 
 @_typing.final
 class QueueItem(_message.Message):
+    """An application as the underwriter's queue shows it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATION_ID_FIELD_NUMBER: _builtins.int
@@ -59,17 +72,25 @@ class QueueItem(_message.Message):
     JOURNAL_SEQS_FIELD_NUMBER: _builtins.int
     ORDER_JSON_FIELD_NUMBER: _builtins.int
     application_id: _builtins.str
+    """The application (or lease) id."""
     subcontractor_id: _builtins.str
+    """The applicant (the lessee, for a lease)."""
     order_id: _builtins.str
+    """The order it finances; empty for a lease."""
     state: _builtins.str
+    """Its state, as scf.lending.v1.Application.state."""
     decision_json: _builtins.str
     """The scoring decision as JSON: score, PD, grade, reasons, recommendation."""
     order_json: _builtins.str
     """The order's facts as JSON; for a lease, the asset and the lease asked for."""
     @_builtins.property
-    def requested(self) -> _money_pb2.Money: ...
+    def requested(self) -> _money_pb2.Money:
+        """The amount asked for."""
+
     @_builtins.property
-    def approvals(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def approvals(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The underwriters who approved so far (four eyes: two above the threshold)."""
+
     @_builtins.property
     def journal_seqs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Journal sequence numbers of the application's entries so far."""
@@ -97,11 +118,17 @@ Global___QueueItem: _TypeAlias = QueueItem  # noqa: Y015
 
 @_typing.final
 class ListApplicationsRequest(_message.Message):
+    """Which of the caller's bank's applications."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STATES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def states(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def states(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """States to list (as Application.state; an unknown one is INVALID_ARGUMENT);
+        empty: those waiting for an underwriter.
+        """
+
     def __init__(
         self,
         *,
@@ -117,11 +144,15 @@ Global___ListApplicationsRequest: _TypeAlias = ListApplicationsRequest  # noqa: 
 
 @_typing.final
 class ListApplicationsResponse(_message.Message):
+    """The caller's bank's applications in those states, oldest first."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def applications(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueItem]: ...
+    def applications(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueItem]:
+        """The queue."""
+
     def __init__(
         self,
         *,
@@ -137,10 +168,13 @@ Global___ListApplicationsResponse: _TypeAlias = ListApplicationsResponse  # noqa
 
 @_typing.final
 class GetApplicationRequest(_message.Message):
+    """Which application."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATION_ID_FIELD_NUMBER: _builtins.int
     application_id: _builtins.str
+    """Its id; an application of another bank is PERMISSION_DENIED."""
     def __init__(
         self,
         *,
@@ -156,11 +190,15 @@ Global___GetApplicationRequest: _TypeAlias = GetApplicationRequest  # noqa: Y015
 
 @_typing.final
 class GetApplicationResponse(_message.Message):
+    """The application, with what the underwriter decides on."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def application(self) -> Global___QueueItem: ...
+    def application(self) -> Global___QueueItem:
+        """The application."""
+
     def __init__(
         self,
         *,
@@ -176,6 +214,8 @@ Global___GetApplicationResponse: _TypeAlias = GetApplicationResponse  # noqa: Y0
 
 @_typing.final
 class ApproveRequest(_message.Message):
+    """An approval."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATION_ID_FIELD_NUMBER: _builtins.int
@@ -183,11 +223,15 @@ class ApproveRequest(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     application_id: _builtins.str
+    """The application to approve."""
     reason: _builtins.str
     """Required when the amount exceeds the scoring recommendation."""
     idempotency_key: _builtins.str
+    """The call's idempotency key."""
     @_builtins.property
-    def terms(self) -> Global___Terms: ...
+    def terms(self) -> Global___Terms:
+        """The terms approved."""
+
     def __init__(
         self,
         *,
@@ -206,6 +250,8 @@ Global___ApproveRequest: _TypeAlias = ApproveRequest  # noqa: Y015
 
 @_typing.final
 class ApproveResponse(_message.Message):
+    """Where the approval left the application."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STATE_FIELD_NUMBER: _builtins.int
@@ -226,6 +272,8 @@ Global___ApproveResponse: _TypeAlias = ApproveResponse  # noqa: Y015
 
 @_typing.final
 class RejectRequest(_message.Message):
+    """A rejection."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATION_ID_FIELD_NUMBER: _builtins.int
@@ -233,9 +281,13 @@ class RejectRequest(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     application_id: _builtins.str
+    """The application to reject."""
     reason_code: _builtins.str
+    """The bank's reason code, such as "R01": required."""
     text: _builtins.str
+    """Why, in words."""
     idempotency_key: _builtins.str
+    """The call's idempotency key."""
     def __init__(
         self,
         *,
@@ -254,10 +306,15 @@ Global___RejectRequest: _TypeAlias = RejectRequest  # noqa: Y015
 
 @_typing.final
 class RejectResponse(_message.Message):
+    """Where the rejection left the application."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STATE_FIELD_NUMBER: _builtins.int
     state: _builtins.str
+    """"releasing" (outcome rejected): the order's pledge is released, then
+    the application is closed.
+    """
     def __init__(
         self,
         *,
@@ -273,15 +330,21 @@ Global___RejectResponse: _TypeAlias = RejectResponse  # noqa: Y015
 
 @_typing.final
 class CounterOfferRequest(_message.Message):
+    """A counter-offer."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATION_ID_FIELD_NUMBER: _builtins.int
     TERMS_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     application_id: _builtins.str
+    """The application."""
     idempotency_key: _builtins.str
+    """The call's idempotency key."""
     @_builtins.property
-    def terms(self) -> Global___Terms: ...
+    def terms(self) -> Global___Terms:
+        """The terms offered instead."""
+
     def __init__(
         self,
         *,
@@ -299,10 +362,13 @@ Global___CounterOfferRequest: _TypeAlias = CounterOfferRequest  # noqa: Y015
 
 @_typing.final
 class CounterOfferResponse(_message.Message):
+    """Where the counter-offer left the application."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STATE_FIELD_NUMBER: _builtins.int
     state: _builtins.str
+    """"offered", or "pending_second_approval" above the four-eyes amount."""
     def __init__(
         self,
         *,
