@@ -21,6 +21,10 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class Facility(_message.Message):
+    """A credit line of one bank (or leasing company) for one subcontractor in one
+    currency: at most one such facility each. Every financing draws on it.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FACILITY_ID_FIELD_NUMBER: _builtins.int
@@ -33,18 +37,34 @@ class Facility(_message.Message):
     EXPIRES_ON_FIELD_NUMBER: _builtins.int
     SPREAD_BPS_FIELD_NUMBER: _builtins.int
     facility_id: _builtins.str
+    """The platform's id, such as "FAC-1A2B3C4D5E"."""
     bank: _builtins.str
+    """The lending organisation, from its staff's certificate."""
     subcontractor_id: _builtins.str
+    """The borrower."""
     expires_on: _builtins.str
+    """The last day it may be drawn on, YYYY-MM-DD."""
     spread_bps: _builtins.int
+    """The spread agreed for the facility, in basis points (0 to 5000), for
+    underwriters to price by; automatic approvals price at the bank's base
+    rate plus the scorecard's spread.
+    """
     @_builtins.property
-    def limit(self) -> _money_pb2.Money: ...
+    def limit(self) -> _money_pb2.Money:
+        """The most it may owe at once."""
+
     @_builtins.property
-    def reserved(self) -> _money_pb2.Money: ...
+    def reserved(self) -> _money_pb2.Money:
+        """Held for approved financings not yet disbursed."""
+
     @_builtins.property
-    def drawn(self) -> _money_pb2.Money: ...
+    def drawn(self) -> _money_pb2.Money:
+        """Disbursed and not yet repaid."""
+
     @_builtins.property
-    def available(self) -> _money_pb2.Money: ...
+    def available(self) -> _money_pb2.Money:
+        """limit - reserved - drawn: what a new financing may take."""
+
     def __init__(
         self,
         *,
@@ -68,6 +88,8 @@ Global___Facility: _TypeAlias = Facility  # noqa: Y015
 
 @_typing.final
 class Terms(_message.Message):
+    """The terms a financing runs on."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     AMOUNT_FIELD_NUMBER: _builtins.int
@@ -76,8 +98,11 @@ class Terms(_message.Message):
     rate_bps: _builtins.int
     """Annual interest rate in basis points."""
     tenor_days: _builtins.int
+    """Days from disbursement to maturity."""
     @_builtins.property
-    def amount(self) -> _money_pb2.Money: ...
+    def amount(self) -> _money_pb2.Money:
+        """The principal."""
+
     def __init__(
         self,
         *,
@@ -183,6 +208,10 @@ Global___ContractSignature: _TypeAlias = ContractSignature  # noqa: Y015
 
 @_typing.final
 class Application(_message.Message):
+    """A financing application, from request to disbursement or closing
+    (docs/lending.md has the states and transitions).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATION_ID_FIELD_NUMBER: _builtins.int
@@ -204,10 +233,15 @@ class Application(_message.Message):
     UPDATED_MICROS_FIELD_NUMBER: _builtins.int
     FACILITY_RESTORED_FIELD_NUMBER: _builtins.int
     application_id: _builtins.str
+    """The platform's id, such as "APP-1A2B3C4D5E6F"; the loan has the same id."""
     subcontractor_id: _builtins.str
+    """The borrower."""
     bank: _builtins.str
+    """The bank asked."""
     order_id: _builtins.str
+    """The order that backs it."""
     facility_id: _builtins.str
+    """The facility it draws on."""
     state: _builtins.str
     """requested, pledged, referred, pending_second_approval, offered,
     approved, effective, disbursed, releasing, closed.
@@ -215,22 +249,37 @@ class Application(_message.Message):
     outcome: _builtins.str
     """Why it closed: refused, declined, rejected, withdrawn, expired, disbursed."""
     reason: _builtins.str
+    """Why, in words (a refusal's or a rejection's reason, say)."""
     decision_id: _builtins.str
+    """The scoring decision's id, "DEC-<application_id>" (ScoringService.Explain)."""
     decision_json: _builtins.str
     """The scoring decision as JSON (score, grade, reasons, recommendation)."""
     offer_expires_micros: _builtins.int
+    """When an approval or offer lapses unless signed or accepted, microseconds
+    since the Unix epoch (platform clock); 0 when none is open.
+    """
     created_micros: _builtins.int
+    """When it was requested, microseconds since the Unix epoch (platform clock)."""
     updated_micros: _builtins.int
+    """When it last changed, microseconds since the Unix epoch (platform clock)."""
     facility_restored: _builtins.bool
     """Repayment settled the financing and its facility got the amount back."""
     @_builtins.property
-    def requested(self) -> _money_pb2.Money: ...
+    def requested(self) -> _money_pb2.Money:
+        """The amount asked for."""
+
     @_builtins.property
-    def terms(self) -> Global___Terms: ...
+    def terms(self) -> Global___Terms:
+        """The terms approved or offered, once there are any."""
+
     @_builtins.property
-    def approvals(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def approvals(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The underwriters who approved (four eyes: two above the bank's threshold)."""
+
     @_builtins.property
-    def contract(self) -> Global___Contract: ...
+    def contract(self) -> Global___Contract:
+        """The contract to sign, once approved."""
+
     def __init__(
         self,
         *,
@@ -263,6 +312,10 @@ Global___Application: _TypeAlias = Application  # noqa: Y015
 
 @_typing.final
 class CreateFacilityRequest(_message.Message):
+    """A facility for a subcontractor, at the caller's bank (ALREADY_EXISTS when
+    the bank has one for that subcontractor in that currency).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SUBCONTRACTOR_ID_FIELD_NUMBER: _builtins.int
@@ -271,11 +324,17 @@ class CreateFacilityRequest(_message.Message):
     SPREAD_BPS_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     subcontractor_id: _builtins.str
+    """The borrower."""
     expires_on: _builtins.str
+    """The last day it may be drawn on, YYYY-MM-DD, after today."""
     spread_bps: _builtins.int
+    """The facility's agreed spread, 0 to 5000 basis points (Facility.spread_bps)."""
     idempotency_key: _builtins.str
+    """The call's idempotency key."""
     @_builtins.property
-    def limit(self) -> _money_pb2.Money: ...
+    def limit(self) -> _money_pb2.Money:
+        """The most it may owe at once, greater than zero."""
+
     def __init__(
         self,
         *,
@@ -295,11 +354,15 @@ Global___CreateFacilityRequest: _TypeAlias = CreateFacilityRequest  # noqa: Y015
 
 @_typing.final
 class CreateFacilityResponse(_message.Message):
+    """The facility made."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FACILITY_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def facility(self) -> Global___Facility: ...
+    def facility(self) -> Global___Facility:
+        """The facility."""
+
     def __init__(
         self,
         *,
@@ -315,6 +378,8 @@ Global___CreateFacilityResponse: _TypeAlias = CreateFacilityResponse  # noqa: Y0
 
 @_typing.final
 class ListFacilitiesRequest(_message.Message):
+    """No fields: the caller's own facilities (a subcontractor), or its bank's (staff)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -330,11 +395,15 @@ Global___ListFacilitiesRequest: _TypeAlias = ListFacilitiesRequest  # noqa: Y015
 
 @_typing.final
 class ListFacilitiesResponse(_message.Message):
+    """The facilities."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FACILITIES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def facilities(self) -> _containers.RepeatedCompositeFieldContainer[Global___Facility]: ...
+    def facilities(self) -> _containers.RepeatedCompositeFieldContainer[Global___Facility]:
+        """Each facility."""
+
     def __init__(
         self,
         *,
@@ -350,6 +419,8 @@ Global___ListFacilitiesResponse: _TypeAlias = ListFacilitiesResponse  # noqa: Y0
 
 @_typing.final
 class RequestFinancingRequest(_message.Message):
+    """A financing of the caller's confirmed order at a bank."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
@@ -357,10 +428,20 @@ class RequestFinancingRequest(_message.Message):
     AMOUNT_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
+    """The caller's order: confirmed (or further), not backing another
+    financing, and due far enough ahead for the bank (FAILED_PRECONDITION,
+    reason DUE_TOO_SOON, otherwise).
+    """
     bank: _builtins.str
+    """The bank, which must have a facility in force for the caller in the
+    order's currency with the amount available.
+    """
     idempotency_key: _builtins.str
+    """The call's idempotency key."""
     @_builtins.property
-    def amount(self) -> _money_pb2.Money: ...
+    def amount(self) -> _money_pb2.Money:
+        """In the order's currency, at most the order's amount."""
+
     def __init__(
         self,
         *,
@@ -379,11 +460,15 @@ Global___RequestFinancingRequest: _TypeAlias = RequestFinancingRequest  # noqa: 
 
 @_typing.final
 class RequestFinancingResponse(_message.Message):
+    """The application opened."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def application(self) -> Global___Application: ...
+    def application(self) -> Global___Application:
+        """The application, state "requested": it moves on by itself."""
+
     def __init__(
         self,
         *,
@@ -399,10 +484,13 @@ Global___RequestFinancingResponse: _TypeAlias = RequestFinancingResponse  # noqa
 
 @_typing.final
 class GetApplicationRequest(_message.Message):
+    """Which application."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATION_ID_FIELD_NUMBER: _builtins.int
     application_id: _builtins.str
+    """Its id."""
     def __init__(
         self,
         *,
@@ -418,11 +506,15 @@ Global___GetApplicationRequest: _TypeAlias = GetApplicationRequest  # noqa: Y015
 
 @_typing.final
 class GetApplicationResponse(_message.Message):
+    """The application."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def application(self) -> Global___Application: ...
+    def application(self) -> Global___Application:
+        """The application as it is now."""
+
     def __init__(
         self,
         *,
@@ -438,10 +530,13 @@ Global___GetApplicationResponse: _TypeAlias = GetApplicationResponse  # noqa: Y0
 
 @_typing.final
 class WatchApplicationRequest(_message.Message):
+    """Which application to watch."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATION_ID_FIELD_NUMBER: _builtins.int
     application_id: _builtins.str
+    """Its id."""
     def __init__(
         self,
         *,
@@ -457,6 +552,8 @@ Global___WatchApplicationRequest: _TypeAlias = WatchApplicationRequest  # noqa: 
 
 @_typing.final
 class WatchApplicationResponse(_message.Message):
+    """One version of the application, once journaled."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATION_FIELD_NUMBER: _builtins.int
@@ -467,7 +564,9 @@ class WatchApplicationResponse(_message.Message):
     journal_seq: _builtins.int
     """The journal sequence number of this version's entry."""
     @_builtins.property
-    def application(self) -> Global___Application: ...
+    def application(self) -> Global___Application:
+        """The application at that version."""
+
     def __init__(
         self,
         *,
@@ -485,12 +584,16 @@ Global___WatchApplicationResponse: _TypeAlias = WatchApplicationResponse  # noqa
 
 @_typing.final
 class AcceptOfferRequest(_message.Message):
+    """Which application."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATION_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     application_id: _builtins.str
+    """Its id."""
     idempotency_key: _builtins.str
+    """The call's idempotency key."""
     def __init__(
         self,
         *,
@@ -507,11 +610,15 @@ Global___AcceptOfferRequest: _TypeAlias = AcceptOfferRequest  # noqa: Y015
 
 @_typing.final
 class AcceptOfferResponse(_message.Message):
+    """The application, accepted."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def application(self) -> Global___Application: ...
+    def application(self) -> Global___Application:
+        """The application after the call."""
+
     def __init__(
         self,
         *,
@@ -527,12 +634,16 @@ Global___AcceptOfferResponse: _TypeAlias = AcceptOfferResponse  # noqa: Y015
 
 @_typing.final
 class DeclineOfferRequest(_message.Message):
+    """Which application."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATION_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     application_id: _builtins.str
+    """Its id."""
     idempotency_key: _builtins.str
+    """The call's idempotency key."""
     def __init__(
         self,
         *,
@@ -549,11 +660,15 @@ Global___DeclineOfferRequest: _TypeAlias = DeclineOfferRequest  # noqa: Y015
 
 @_typing.final
 class DeclineOfferResponse(_message.Message):
+    """The application, declined."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def application(self) -> Global___Application: ...
+    def application(self) -> Global___Application:
+        """The application after the call."""
+
     def __init__(
         self,
         *,
@@ -569,12 +684,16 @@ Global___DeclineOfferResponse: _TypeAlias = DeclineOfferResponse  # noqa: Y015
 
 @_typing.final
 class WithdrawApplicationRequest(_message.Message):
+    """Which application."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATION_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     application_id: _builtins.str
+    """Its id."""
     idempotency_key: _builtins.str
+    """The call's idempotency key."""
     def __init__(
         self,
         *,
@@ -591,11 +710,15 @@ Global___WithdrawApplicationRequest: _TypeAlias = WithdrawApplicationRequest  # 
 
 @_typing.final
 class WithdrawApplicationResponse(_message.Message):
+    """The application, withdrawn."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def application(self) -> Global___Application: ...
+    def application(self) -> Global___Application:
+        """The application after the call."""
+
     def __init__(
         self,
         *,
@@ -611,12 +734,16 @@ Global___WithdrawApplicationResponse: _TypeAlias = WithdrawApplicationResponse  
 
 @_typing.final
 class RegisterSigningKeyRequest(_message.Message):
+    """The caller's contract-signing key."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     public_key: _builtins.bytes
+    """The raw 32-byte Ed25519 public key (not DER, not hex)."""
     idempotency_key: _builtins.str
+    """The call's idempotency key."""
     def __init__(
         self,
         *,
@@ -633,10 +760,13 @@ Global___RegisterSigningKeyRequest: _TypeAlias = RegisterSigningKeyRequest  # no
 
 @_typing.final
 class RegisterSigningKeyResponse(_message.Message):
+    """The key in force."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_ID_FIELD_NUMBER: _builtins.int
     key_id: _builtins.bytes
+    """SHA-256 of the public key."""
     def __init__(
         self,
         *,
@@ -652,14 +782,21 @@ Global___RegisterSigningKeyResponse: _TypeAlias = RegisterSigningKeyResponse  # 
 
 @_typing.final
 class SignContractRequest(_message.Message):
+    """The caller's signature on a contract."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTRACT_ID_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     contract_id: _builtins.str
+    """The contract's id."""
     signature: _builtins.bytes
+    """The Ed25519 signature (64 bytes) over Contract.sha256's 32 raw bytes,
+    under the caller's registered key.
+    """
     idempotency_key: _builtins.str
+    """The call's idempotency key."""
     def __init__(
         self,
         *,
@@ -677,11 +814,15 @@ Global___SignContractRequest: _TypeAlias = SignContractRequest  # noqa: Y015
 
 @_typing.final
 class SignContractResponse(_message.Message):
+    """The application, with the signature counted."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     APPLICATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def application(self) -> Global___Application: ...
+    def application(self) -> Global___Application:
+        """The application after the call ("effective" once every signer signed)."""
+
     def __init__(
         self,
         *,
@@ -697,6 +838,8 @@ Global___SignContractResponse: _TypeAlias = SignContractResponse  # noqa: Y015
 
 @_typing.final
 class GetContractRequest(_message.Message):
+    """Which contract."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTRACT_ID_FIELD_NUMBER: _builtins.int
@@ -717,6 +860,8 @@ Global___GetContractRequest: _TypeAlias = GetContractRequest  # noqa: Y015
 
 @_typing.final
 class GetContractResponse(_message.Message):
+    """The contract."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTRACT_FIELD_NUMBER: _builtins.int
@@ -724,7 +869,9 @@ class GetContractResponse(_message.Message):
     application_id: _builtins.str
     """The application (or lease) the contract is for."""
     @_builtins.property
-    def contract(self) -> Global___Contract: ...
+    def contract(self) -> Global___Contract:
+        """The contract, with every signature given so far."""
+
     def __init__(
         self,
         *,

@@ -156,7 +156,9 @@ class LendingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeclineOffer(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """DeclineOffer (subcontractor): the counter-offer is declined; the order's
+        pledge is released and the application closes (outcome declined).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

@@ -63,6 +63,9 @@ class LendingServiceStub:
     AcceptOffer: _grpc.UnaryUnaryMultiCallable[_lending_pb2.AcceptOfferRequest, _lending_pb2.AcceptOfferResponse]
     """AcceptOffer / DeclineOffer (subcontractor): answer a counter-offer."""
     DeclineOffer: _grpc.UnaryUnaryMultiCallable[_lending_pb2.DeclineOfferRequest, _lending_pb2.DeclineOfferResponse]
+    """DeclineOffer (subcontractor): the counter-offer is declined; the order's
+    pledge is released and the application closes (outcome declined).
+    """
     WithdrawApplication: _grpc.UnaryUnaryMultiCallable[_lending_pb2.WithdrawApplicationRequest, _lending_pb2.WithdrawApplicationResponse]
     """WithdrawApplication (subcontractor) at any step before disbursement:
     the pledge and the facility are released.
@@ -118,6 +121,9 @@ class LendingServiceAsyncStub(LendingServiceStub):
     AcceptOffer: _aio.UnaryUnaryMultiCallable[_lending_pb2.AcceptOfferRequest, _lending_pb2.AcceptOfferResponse]  # type: ignore[assignment]
     """AcceptOffer / DeclineOffer (subcontractor): answer a counter-offer."""
     DeclineOffer: _aio.UnaryUnaryMultiCallable[_lending_pb2.DeclineOfferRequest, _lending_pb2.DeclineOfferResponse]  # type: ignore[assignment]
+    """DeclineOffer (subcontractor): the counter-offer is declined; the order's
+    pledge is released and the application closes (outcome declined).
+    """
     WithdrawApplication: _aio.UnaryUnaryMultiCallable[_lending_pb2.WithdrawApplicationRequest, _lending_pb2.WithdrawApplicationResponse]  # type: ignore[assignment]
     """WithdrawApplication (subcontractor) at any step before disbursement:
     the pledge and the facility are released.
@@ -211,7 +217,10 @@ class LendingServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _lending_pb2.DeclineOfferRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_lending_pb2.DeclineOfferResponse, _abc.Awaitable[_lending_pb2.DeclineOfferResponse]]: ...
+    ) -> _typing.Union[_lending_pb2.DeclineOfferResponse, _abc.Awaitable[_lending_pb2.DeclineOfferResponse]]:
+        """DeclineOffer (subcontractor): the counter-offer is declined; the order's
+        pledge is released and the application closes (outcome declined).
+        """
 
     @_abc_1.abstractmethod
     def WithdrawApplication(
