@@ -21,6 +21,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class Loan(_message.Message):
+    """A loan (or a lease's rentals), as of the platform clock's today."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LOAN_ID_FIELD_NUMBER: _builtins.int
@@ -49,22 +51,37 @@ class Loan(_message.Message):
     BUSINESS_DAYS_FIELD_NUMBER: _builtins.int
     HOLIDAY_CALENDAR_FIELD_NUMBER: _builtins.int
     loan_id: _builtins.str
+    """The loan's id: its application's (or lease's) id."""
     subcontractor_id: _builtins.str
+    """The borrower (the lessee, for a lease)."""
     bank: _builtins.str
+    """The lender: a bank or a leasing company."""
     buyer_id: _builtins.str
+    """The order's buyer, who is expected to pay; empty for a lease (the lessee pays)."""
     order_id: _builtins.str
+    """The order financed; empty for a lease."""
     rate_bps: _builtins.int
+    """The annual interest rate as signed, in basis points."""
     penalty_rate_bps: _builtins.int
+    """The annual penalty rate on overdue principal, in basis points."""
     day_count: _builtins.str
+    """How interest counts days, as signed: "ACT/365" or "ACT/360"."""
     disbursed_on: _builtins.str
+    """YYYY-MM-DD."""
     due_date: _builtins.str
+    """The maturity (for a lease, its last rental), YYYY-MM-DD, rolled to a
+    business day as business_days says.
+    """
     state: _builtins.str
     """open or settled."""
     days_past_due: _builtins.int
+    """Days past the due date plus grace days while anything is owed; else 0."""
     bucket: _builtins.str
     """current, 1-30, 31-60, 61-90 or 90+."""
     as_of: _builtins.str
+    """The day the balances are for (the platform clock's today), YYYY-MM-DD."""
     grace_days: _builtins.int
+    """Days after the due date before the loan counts as past due."""
     kind: _builtins.str
     """loan (order financing, one bullet) or lease (rentals)."""
     business_days: _builtins.str
@@ -73,18 +90,31 @@ class Loan(_message.Message):
     empty when nothing rolls). due_date and the schedule's dates are rolled.
     """
     holiday_calendar: _builtins.str
+    """The holiday calendar's country code, such as "CN"; empty when nothing rolls."""
     @_builtins.property
-    def principal(self) -> _money_pb2.Money: ...
+    def principal(self) -> _money_pb2.Money:
+        """The amount lent."""
+
     @_builtins.property
-    def principal_outstanding(self) -> _money_pb2.Money: ...
+    def principal_outstanding(self) -> _money_pb2.Money:
+        """Principal not yet repaid."""
+
     @_builtins.property
-    def interest_owed(self) -> _money_pb2.Money: ...
+    def interest_owed(self) -> _money_pb2.Money:
+        """Interest accrued and unpaid, to as_of."""
+
     @_builtins.property
-    def penalty_owed(self) -> _money_pb2.Money: ...
+    def penalty_owed(self) -> _money_pb2.Money:
+        """Penalty interest accrued and unpaid, to as_of."""
+
     @_builtins.property
-    def total_owed(self) -> _money_pb2.Money: ...
+    def total_owed(self) -> _money_pb2.Money:
+        """Everything owed: principal, interest, penalty and fees."""
+
     @_builtins.property
-    def fees_owed(self) -> _money_pb2.Money: ...
+    def fees_owed(self) -> _money_pb2.Money:
+        """Fees charged and unpaid (arrangement and late fees)."""
+
     @_builtins.property
     def due_now(self) -> _money_pb2.Money:
         """What is due and unpaid today: for a lease, the rentals fallen due plus
@@ -130,6 +160,8 @@ Global___Loan: _TypeAlias = Loan  # noqa: Y015
 
 @_typing.final
 class ScheduleLine(_message.Message):
+    """One instalment of the contractual schedule."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NUMBER_FIELD_NUMBER: _builtins.int
@@ -140,15 +172,23 @@ class ScheduleLine(_message.Message):
     PAID_FIELD_NUMBER: _builtins.int
     WAIVED_FIELD_NUMBER: _builtins.int
     number: _builtins.int
+    """Its place, from 1."""
     due: _builtins.str
+    """When it is due, YYYY-MM-DD (rolled to a business day)."""
     waived: _builtins.bool
     """A returned asset's residual line, or one replaced by a renewal."""
     @_builtins.property
-    def principal(self) -> _money_pb2.Money: ...
+    def principal(self) -> _money_pb2.Money:
+        """The principal it repays."""
+
     @_builtins.property
-    def interest(self) -> _money_pb2.Money: ...
+    def interest(self) -> _money_pb2.Money:
+        """The interest it pays."""
+
     @_builtins.property
-    def total(self) -> _money_pb2.Money: ...
+    def total(self) -> _money_pb2.Money:
+        """principal + interest."""
+
     @_builtins.property
     def paid(self) -> _money_pb2.Money:
         """What has been paid on the line (a lease's rentals are paid line by line)."""
@@ -174,6 +214,8 @@ Global___ScheduleLine: _TypeAlias = ScheduleLine  # noqa: Y015
 
 @_typing.final
 class StatementLine(_message.Message):
+    """One movement of money on a loan."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DATE_FIELD_NUMBER: _builtins.int
@@ -199,7 +241,9 @@ class StatementLine(_message.Message):
     party: _builtins.str
     """Who paid (payment), or who receives the surplus (surplus-to-subcontractor)."""
     @_builtins.property
-    def amount(self) -> _money_pb2.Money: ...
+    def amount(self) -> _money_pb2.Money:
+        """How much."""
+
     def __init__(
         self,
         *,
@@ -220,6 +264,8 @@ Global___StatementLine: _TypeAlias = StatementLine  # noqa: Y015
 
 @_typing.final
 class RecordPaymentRequest(_message.Message):
+    """A payment that arrived in the supervised account."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LOAN_ID_FIELD_NUMBER: _builtins.int
@@ -230,9 +276,13 @@ class RecordPaymentRequest(_message.Message):
     QUOTE_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     loan_id: _builtins.str
+    """The loan it is for."""
     payer: _builtins.str
+    """Who paid, as the account statement names them (a party id)."""
     value_date: _builtins.str
+    """When it was credited, YYYY-MM-DD: interest runs to this day."""
     bank_reference: _builtins.str
+    """The account's reference for the payment: unique for good."""
     quote_id: _builtins.str
     """Pays the loan off by this quote (QuotePayoff), if given."""
     idempotency_key: _builtins.str
@@ -242,7 +292,9 @@ class RecordPaymentRequest(_message.Message):
     with reason DUPLICATE_REFERENCE, whatever its key.
     """
     @_builtins.property
-    def amount(self) -> _money_pb2.Money: ...
+    def amount(self) -> _money_pb2.Money:
+        """How much, in the loan's currency, greater than zero."""
+
     def __init__(
         self,
         *,
@@ -264,6 +316,8 @@ Global___RecordPaymentRequest: _TypeAlias = RecordPaymentRequest  # noqa: Y015
 
 @_typing.final
 class RecordPaymentResponse(_message.Message):
+    """How the payment was allocated, by the waterfall."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PAYMENT_ID_FIELD_NUMBER: _builtins.int
@@ -275,19 +329,33 @@ class RecordPaymentResponse(_message.Message):
     EXPECTED_PAYER_FIELD_NUMBER: _builtins.int
     LOAN_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
+    """The payment's id."""
     expected_payer: _builtins.bool
+    """Whether the payer is who was expected to pay (the buyer; a lease's lessee)."""
     @_builtins.property
-    def penalty(self) -> _money_pb2.Money: ...
+    def penalty(self) -> _money_pb2.Money:
+        """To penalty interest."""
+
     @_builtins.property
-    def fees(self) -> _money_pb2.Money: ...
+    def fees(self) -> _money_pb2.Money:
+        """To fees."""
+
     @_builtins.property
-    def interest(self) -> _money_pb2.Money: ...
+    def interest(self) -> _money_pb2.Money:
+        """To interest."""
+
     @_builtins.property
-    def principal(self) -> _money_pb2.Money: ...
+    def principal(self) -> _money_pb2.Money:
+        """To principal."""
+
     @_builtins.property
-    def surplus(self) -> _money_pb2.Money: ...
+    def surplus(self) -> _money_pb2.Money:
+        """Beyond what was owed: returned to the subcontractor."""
+
     @_builtins.property
-    def loan(self) -> Global___Loan: ...
+    def loan(self) -> Global___Loan:
+        """The loan after the payment."""
+
     def __init__(
         self,
         *,
@@ -310,10 +378,13 @@ Global___RecordPaymentResponse: _TypeAlias = RecordPaymentResponse  # noqa: Y015
 
 @_typing.final
 class GetLoanRequest(_message.Message):
+    """Which loan."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LOAN_ID_FIELD_NUMBER: _builtins.int
     loan_id: _builtins.str
+    """Its id (the application's)."""
     def __init__(
         self,
         *,
@@ -329,11 +400,15 @@ Global___GetLoanRequest: _TypeAlias = GetLoanRequest  # noqa: Y015
 
 @_typing.final
 class GetLoanResponse(_message.Message):
+    """The loan."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LOAN_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def loan(self) -> Global___Loan: ...
+    def loan(self) -> Global___Loan:
+        """The loan as of today."""
+
     def __init__(
         self,
         *,
@@ -349,10 +424,13 @@ Global___GetLoanResponse: _TypeAlias = GetLoanResponse  # noqa: Y015
 
 @_typing.final
 class WatchLoanRequest(_message.Message):
+    """Which loan to watch."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LOAN_ID_FIELD_NUMBER: _builtins.int
     loan_id: _builtins.str
+    """Its id (the application's)."""
     def __init__(
         self,
         *,
@@ -368,6 +446,8 @@ Global___WatchLoanRequest: _TypeAlias = WatchLoanRequest  # noqa: Y015
 
 @_typing.final
 class WatchLoanResponse(_message.Message):
+    """One version of the loan, once journaled."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LOAN_FIELD_NUMBER: _builtins.int
@@ -378,7 +458,9 @@ class WatchLoanResponse(_message.Message):
     journal_seq: _builtins.int
     """The journal sequence number of this version's entry."""
     @_builtins.property
-    def loan(self) -> Global___Loan: ...
+    def loan(self) -> Global___Loan:
+        """The loan at that version."""
+
     def __init__(
         self,
         *,
@@ -396,10 +478,13 @@ Global___WatchLoanResponse: _TypeAlias = WatchLoanResponse  # noqa: Y015
 
 @_typing.final
 class GetScheduleRequest(_message.Message):
+    """Which loan."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LOAN_ID_FIELD_NUMBER: _builtins.int
     loan_id: _builtins.str
+    """Its id."""
     def __init__(
         self,
         *,
@@ -415,11 +500,15 @@ Global___GetScheduleRequest: _TypeAlias = GetScheduleRequest  # noqa: Y015
 
 @_typing.final
 class GetScheduleResponse(_message.Message):
+    """The schedule as signed."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LINES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScheduleLine]: ...
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScheduleLine]:
+        """Each instalment, in order (one, a bullet, for order financing)."""
+
     def __init__(
         self,
         *,
@@ -435,10 +524,13 @@ Global___GetScheduleResponse: _TypeAlias = GetScheduleResponse  # noqa: Y015
 
 @_typing.final
 class GetStatementRequest(_message.Message):
+    """Which loan."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LOAN_ID_FIELD_NUMBER: _builtins.int
     loan_id: _builtins.str
+    """Its id."""
     def __init__(
         self,
         *,
@@ -454,14 +546,20 @@ Global___GetStatementRequest: _TypeAlias = GetStatementRequest  # noqa: Y015
 
 @_typing.final
 class GetStatementResponse(_message.Message):
+    """The loan and every movement of its money."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LOAN_FIELD_NUMBER: _builtins.int
     LINES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def loan(self) -> Global___Loan: ...
+    def loan(self) -> Global___Loan:
+        """The loan as of today."""
+
     @_builtins.property
-    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatementLine]: ...
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatementLine]:
+        """Oldest first."""
+
     def __init__(
         self,
         *,
@@ -478,12 +576,16 @@ Global___GetStatementResponse: _TypeAlias = GetStatementResponse  # noqa: Y015
 
 @_typing.final
 class QuotePayoffRequest(_message.Message):
+    """A payoff quote."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LOAN_ID_FIELD_NUMBER: _builtins.int
     VALID_UNTIL_FIELD_NUMBER: _builtins.int
     loan_id: _builtins.str
+    """The loan."""
     valid_until: _builtins.str
+    """The last day the quote holds, YYYY-MM-DD."""
     def __init__(
         self,
         *,
@@ -500,15 +602,21 @@ Global___QuotePayoffRequest: _TypeAlias = QuotePayoffRequest  # noqa: Y015
 
 @_typing.final
 class QuotePayoffResponse(_message.Message):
+    """What pays the loan off."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     QUOTE_ID_FIELD_NUMBER: _builtins.int
     AMOUNT_FIELD_NUMBER: _builtins.int
     VALID_UNTIL_FIELD_NUMBER: _builtins.int
     quote_id: _builtins.str
+    """The quote's id, for RecordPaymentRequest.quote_id."""
     valid_until: _builtins.str
+    """The last day it holds, YYYY-MM-DD (a payment after it: QUOTE_EXPIRED)."""
     @_builtins.property
-    def amount(self) -> _money_pb2.Money: ...
+    def amount(self) -> _money_pb2.Money:
+        """Everything owed if paid on valid_until: principal, interest, penalty, fees."""
+
     def __init__(
         self,
         *,
@@ -526,6 +634,8 @@ Global___QuotePayoffResponse: _TypeAlias = QuotePayoffResponse  # noqa: Y015
 
 @_typing.final
 class ListUnmatchedRequest(_message.Message):
+    """No fields."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -541,6 +651,8 @@ Global___ListUnmatchedRequest: _TypeAlias = ListUnmatchedRequest  # noqa: Y015
 
 @_typing.final
 class UnmatchedPayment(_message.Message):
+    """A payment that matched no open loan, kept for the operator."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LOAN_ID_FIELD_NUMBER: _builtins.int
@@ -550,12 +662,19 @@ class UnmatchedPayment(_message.Message):
     BANK_REFERENCE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     loan_id: _builtins.str
+    """The loan it named."""
     payer: _builtins.str
+    """Who paid."""
     value_date: _builtins.str
+    """When it was credited, YYYY-MM-DD."""
     bank_reference: _builtins.str
+    """The account's reference."""
     reason: _builtins.str
+    """Why it matched no loan (unknown, or closed), in words."""
     @_builtins.property
-    def amount(self) -> _money_pb2.Money: ...
+    def amount(self) -> _money_pb2.Money:
+        """How much."""
+
     def __init__(
         self,
         *,
@@ -576,11 +695,15 @@ Global___UnmatchedPayment: _TypeAlias = UnmatchedPayment  # noqa: Y015
 
 @_typing.final
 class ListUnmatchedResponse(_message.Message):
+    """Every unmatched payment."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PAYMENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def payments(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnmatchedPayment]: ...
+    def payments(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnmatchedPayment]:
+        """Each one."""
+
     def __init__(
         self,
         *,

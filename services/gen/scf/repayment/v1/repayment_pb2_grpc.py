@@ -97,6 +97,8 @@ class RepaymentServiceServicer:
 
     def GetLoan(self, request, context):
         """GetLoan: balances, days past due and bucket, as of the platform clock.
+        For the borrower, the buyer, the lender's staff, auditors and the
+        operator (so every read here); PERMISSION_DENIED for anyone else.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -46,7 +46,10 @@ class RepaymentServiceStub:
     unknown or closed loan is kept as unmatched for the operator.
     """
     GetLoan: _grpc.UnaryUnaryMultiCallable[_repayment_pb2.GetLoanRequest, _repayment_pb2.GetLoanResponse]
-    """GetLoan: balances, days past due and bucket, as of the platform clock."""
+    """GetLoan: balances, days past due and bucket, as of the platform clock.
+    For the borrower, the buyer, the lender's staff, auditors and the
+    operator (so every read here); PERMISSION_DENIED for anyone else.
+    """
     WatchLoan: _grpc.UnaryStreamMultiCallable[_repayment_pb2.WatchLoanRequest, _repayment_pb2.WatchLoanResponse]
     """WatchLoan: the loan (or lease schedule) as it is now, then again after each change, until it is settled or the
     caller's deadline. A state is sent once the journal holds its entry, with
@@ -84,7 +87,10 @@ class RepaymentServiceAsyncStub(RepaymentServiceStub):
     unknown or closed loan is kept as unmatched for the operator.
     """
     GetLoan: _aio.UnaryUnaryMultiCallable[_repayment_pb2.GetLoanRequest, _repayment_pb2.GetLoanResponse]  # type: ignore[assignment]
-    """GetLoan: balances, days past due and bucket, as of the platform clock."""
+    """GetLoan: balances, days past due and bucket, as of the platform clock.
+    For the borrower, the buyer, the lender's staff, auditors and the
+    operator (so every read here); PERMISSION_DENIED for anyone else.
+    """
     WatchLoan: _aio.UnaryStreamMultiCallable[_repayment_pb2.WatchLoanRequest, _repayment_pb2.WatchLoanResponse]  # type: ignore[assignment]
     """WatchLoan: the loan (or lease schedule) as it is now, then again after each change, until it is settled or the
     caller's deadline. A state is sent once the journal holds its entry, with
@@ -131,7 +137,10 @@ class RepaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _repayment_pb2.GetLoanRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_repayment_pb2.GetLoanResponse, _abc.Awaitable[_repayment_pb2.GetLoanResponse]]:
-        """GetLoan: balances, days past due and bucket, as of the platform clock."""
+        """GetLoan: balances, days past due and bucket, as of the platform clock.
+        For the borrower, the buyer, the lender's staff, auditors and the
+        operator (so every read here); PERMISSION_DENIED for anyone else.
+        """
 
     @_abc_1.abstractmethod
     def WatchLoan(
