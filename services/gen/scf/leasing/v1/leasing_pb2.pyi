@@ -27,18 +27,29 @@ class _PaymentFrequency:
 class _PaymentFrequencyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PaymentFrequency.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     PAYMENT_FREQUENCY_UNSPECIFIED: _PaymentFrequency.ValueType  # 0
+    """Not given: INVALID_ARGUMENT."""
     PAYMENT_FREQUENCY_MONTHLY: _PaymentFrequency.ValueType  # 1
+    """Every month."""
     PAYMENT_FREQUENCY_QUARTERLY: _PaymentFrequency.ValueType  # 2
+    """Every three months."""
     PAYMENT_FREQUENCY_SEMIANNUAL: _PaymentFrequency.ValueType  # 3
+    """Every six months."""
     PAYMENT_FREQUENCY_ANNUAL: _PaymentFrequency.ValueType  # 4
+    """Every year."""
 
-class PaymentFrequency(_PaymentFrequency, metaclass=_PaymentFrequencyEnumTypeWrapper): ...
+class PaymentFrequency(_PaymentFrequency, metaclass=_PaymentFrequencyEnumTypeWrapper):
+    """How often rentals fall due; the term must be a whole number of periods."""
 
 PAYMENT_FREQUENCY_UNSPECIFIED: PaymentFrequency.ValueType  # 0
+"""Not given: INVALID_ARGUMENT."""
 PAYMENT_FREQUENCY_MONTHLY: PaymentFrequency.ValueType  # 1
+"""Every month."""
 PAYMENT_FREQUENCY_QUARTERLY: PaymentFrequency.ValueType  # 2
+"""Every three months."""
 PAYMENT_FREQUENCY_SEMIANNUAL: PaymentFrequency.ValueType  # 3
+"""Every six months."""
 PAYMENT_FREQUENCY_ANNUAL: PaymentFrequency.ValueType  # 4
+"""Every year."""
 Global___PaymentFrequency: _TypeAlias = PaymentFrequency  # noqa: Y015
 
 class _PaymentTiming:
@@ -48,14 +59,17 @@ class _PaymentTiming:
 class _PaymentTimingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PaymentTiming.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     PAYMENT_TIMING_UNSPECIFIED: _PaymentTiming.ValueType  # 0
+    """Not given: INVALID_ARGUMENT."""
     PAYMENT_TIMING_IN_ADVANCE: _PaymentTiming.ValueType  # 1
     """The first rental is due when the lease commences."""
     PAYMENT_TIMING_IN_ARREARS: _PaymentTiming.ValueType  # 2
     """The first rental is due one period after."""
 
-class PaymentTiming(_PaymentTiming, metaclass=_PaymentTimingEnumTypeWrapper): ...
+class PaymentTiming(_PaymentTiming, metaclass=_PaymentTimingEnumTypeWrapper):
+    """When in each period a rental falls due."""
 
 PAYMENT_TIMING_UNSPECIFIED: PaymentTiming.ValueType  # 0
+"""Not given: INVALID_ARGUMENT."""
 PAYMENT_TIMING_IN_ADVANCE: PaymentTiming.ValueType  # 1
 """The first rental is due when the lease commences."""
 PAYMENT_TIMING_IN_ARREARS: PaymentTiming.ValueType  # 2
@@ -69,6 +83,7 @@ class _EndOption:
 class _EndOptionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EndOption.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     END_OPTION_UNSPECIFIED: _EndOption.ValueType  # 0
+    """Not given (for Lease.option_exercised: not exercised yet)."""
     END_OPTION_PURCHASE: _EndOption.ValueType  # 1
     """Buy the asset for the residual value."""
     END_OPTION_RETURN: _EndOption.ValueType  # 2
@@ -76,9 +91,11 @@ class _EndOptionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EndOption.V
     END_OPTION_RENEW: _EndOption.ValueType  # 3
     """Lease it on: the residual becomes the capital of a further term."""
 
-class EndOption(_EndOption, metaclass=_EndOptionEnumTypeWrapper): ...
+class EndOption(_EndOption, metaclass=_EndOptionEnumTypeWrapper):
+    """What happens to the asset at the end of the term."""
 
 END_OPTION_UNSPECIFIED: EndOption.ValueType  # 0
+"""Not given (for Lease.option_exercised: not exercised yet)."""
 END_OPTION_PURCHASE: EndOption.ValueType  # 1
 """Buy the asset for the residual value."""
 END_OPTION_RETURN: EndOption.ValueType  # 2
@@ -89,6 +106,8 @@ Global___EndOption: _TypeAlias = EndOption  # noqa: Y015
 
 @_typing.final
 class Asset(_message.Message):
+    """The leased asset."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DESCRIPTION_FIELD_NUMBER: _builtins.int
@@ -96,11 +115,15 @@ class Asset(_message.Message):
     SERIAL_NUMBER_FIELD_NUMBER: _builtins.int
     PRICE_FIELD_NUMBER: _builtins.int
     description: _builtins.str
+    """What is leased: required."""
     vendor_id: _builtins.str
     """The vendor's party id (its certificate's CN)."""
     serial_number: _builtins.str
+    """Its serial number: ConfirmDelivery must name the same."""
     @_builtins.property
-    def price(self) -> _money_pb2.Money: ...
+    def price(self) -> _money_pb2.Money:
+        """Its price, greater than zero."""
+
     def __init__(
         self,
         *,
@@ -119,6 +142,10 @@ Global___Asset: _TypeAlias = Asset  # noqa: Y015
 
 @_typing.final
 class LeaseContract(_message.Message):
+    """The lease contract, as scf.lending.v1.Contract (GetContract gives the
+    signatures too).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTRACT_ID_FIELD_NUMBER: _builtins.int
@@ -127,15 +154,21 @@ class LeaseContract(_message.Message):
     SIGNERS_FIELD_NUMBER: _builtins.int
     SIGNED_BY_FIELD_NUMBER: _builtins.int
     contract_id: _builtins.str
+    """The contract's id, for scf.lending.v1.SignContract and GetContract."""
     document: _builtins.str
     """The canonical document (JSON) and its SHA-256: what lessee, lessor and
     vendor sign with scf.lending.v1.SignContract.
     """
     sha256: _builtins.bytes
+    """SHA-256 of `document` (UTF-8): the 32 raw bytes each signer signs."""
     @_builtins.property
-    def signers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def signers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Who must sign: the lessee, the leasing company (any of its staff), the vendor."""
+
     @_builtins.property
-    def signed_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def signed_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The entries of `signers` that have signed."""
+
     def __init__(
         self,
         *,
@@ -155,6 +188,8 @@ Global___LeaseContract: _TypeAlias = LeaseContract  # noqa: Y015
 
 @_typing.final
 class Lease(_message.Message):
+    """A financial lease, from application to its end."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LEASE_ID_FIELD_NUMBER: _builtins.int
@@ -182,13 +217,19 @@ class Lease(_message.Message):
     CREATED_MICROS_FIELD_NUMBER: _builtins.int
     UPDATED_MICROS_FIELD_NUMBER: _builtins.int
     lease_id: _builtins.str
+    """The lease's id (an application id, "APP-..."): the rentals' loan id too."""
     lessee_id: _builtins.str
+    """The lessee (a subcontractor)."""
     lessor: _builtins.str
     """The leasing company."""
     term_months: _builtins.int
+    """The term, 1 to 120 months, a whole number of periods."""
     frequency: Global___PaymentFrequency.ValueType
+    """How often rentals fall due."""
     timing: Global___PaymentTiming.ValueType
+    """When in each period."""
     end_option: Global___EndOption.ValueType
+    """The end-of-lease option chosen when applying."""
     state: _builtins.str
     """requested, referred, pending_second_approval, offered, approved,
     effective, vendor_paid, in_force, ending, releasing, closed.
@@ -198,29 +239,49 @@ class Lease(_message.Message):
     returned, renewed, terminated.
     """
     reason: _builtins.str
+    """Why, in words."""
     decision_json: _builtins.str
+    """The scoring decision as JSON (score, grade, reasons, recommendation)."""
     rate_bps: _builtins.int
+    """The annual interest rate approved, in basis points."""
     vendor_payment_reference: _builtins.str
+    """The transfer's reference when the lessor paid the vendor."""
     commenced_on: _builtins.str
+    """The day the lease commenced (delivery confirmed), YYYY-MM-DD."""
     option_exercised: Global___EndOption.ValueType
     """The option exercised, once exercised."""
     facility_id: _builtins.str
+    """The facility it draws on."""
     created_micros: _builtins.int
+    """When it was applied for, microseconds since the Unix epoch (platform clock)."""
     updated_micros: _builtins.int
+    """When it last changed, microseconds since the Unix epoch (platform clock)."""
     @_builtins.property
-    def asset(self) -> Global___Asset: ...
+    def asset(self) -> Global___Asset:
+        """The asset."""
+
     @_builtins.property
-    def down_payment(self) -> _money_pb2.Money: ...
+    def down_payment(self) -> _money_pb2.Money:
+        """Paid by the lessee up front, less than the price."""
+
     @_builtins.property
     def financed(self) -> _money_pb2.Money:
         """Price less down payment: what the lessor finances."""
 
     @_builtins.property
-    def residual(self) -> _money_pb2.Money: ...
+    def residual(self) -> _money_pb2.Money:
+        """The asset's value at the end of the term, less than the amount financed:
+        owed on a purchase, not on a return.
+        """
+
     @_builtins.property
-    def approvals(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def approvals(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The leasing company's staff who approved (four eyes above its threshold)."""
+
     @_builtins.property
-    def contract(self) -> Global___LeaseContract: ...
+    def contract(self) -> Global___LeaseContract:
+        """The contract to sign, once approved."""
+
     def __init__(
         self,
         *,
@@ -259,6 +320,8 @@ Global___Lease: _TypeAlias = Lease  # noqa: Y015
 
 @_typing.final
 class ApplyForLeaseRequest(_message.Message):
+    """A lease application (docs/leasing.md)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ASSET_FIELD_NUMBER: _builtins.int
@@ -271,18 +334,31 @@ class ApplyForLeaseRequest(_message.Message):
     LESSOR_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     term_months: _builtins.int
+    """1 to 120 months, a whole number of periods of `frequency`; the amount
+    financed must leave at least 10.00 of capital per rental above the residual.
+    """
     frequency: Global___PaymentFrequency.ValueType
+    """How often rentals fall due."""
     timing: Global___PaymentTiming.ValueType
+    """When in each period."""
     end_option: Global___EndOption.ValueType
+    """The option at the end of the term."""
     lessor: _builtins.str
     """The leasing company asked."""
     idempotency_key: _builtins.str
+    """The call's idempotency key."""
     @_builtins.property
-    def asset(self) -> Global___Asset: ...
+    def asset(self) -> Global___Asset:
+        """The asset: its vendor neither the lessee nor empty."""
+
     @_builtins.property
-    def down_payment(self) -> _money_pb2.Money: ...
+    def down_payment(self) -> _money_pb2.Money:
+        """In the price's currency, 0 or more and less than the price."""
+
     @_builtins.property
-    def residual(self) -> _money_pb2.Money: ...
+    def residual(self) -> _money_pb2.Money:
+        """In the price's currency, 0 or more and less than the amount financed."""
+
     def __init__(
         self,
         *,
@@ -306,11 +382,15 @@ Global___ApplyForLeaseRequest: _TypeAlias = ApplyForLeaseRequest  # noqa: Y015
 
 @_typing.final
 class ApplyForLeaseResponse(_message.Message):
+    """The lease applied for."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LEASE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def lease(self) -> Global___Lease: ...
+    def lease(self) -> Global___Lease:
+        """The lease, state "requested": it moves on by itself."""
+
     def __init__(
         self,
         *,
@@ -326,10 +406,13 @@ Global___ApplyForLeaseResponse: _TypeAlias = ApplyForLeaseResponse  # noqa: Y015
 
 @_typing.final
 class GetLeaseRequest(_message.Message):
+    """Which lease."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LEASE_ID_FIELD_NUMBER: _builtins.int
     lease_id: _builtins.str
+    """Its id."""
     def __init__(
         self,
         *,
@@ -345,11 +428,15 @@ Global___GetLeaseRequest: _TypeAlias = GetLeaseRequest  # noqa: Y015
 
 @_typing.final
 class GetLeaseResponse(_message.Message):
+    """The lease."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LEASE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def lease(self) -> Global___Lease: ...
+    def lease(self) -> Global___Lease:
+        """The lease as it is now."""
+
     def __init__(
         self,
         *,
@@ -365,10 +452,13 @@ Global___GetLeaseResponse: _TypeAlias = GetLeaseResponse  # noqa: Y015
 
 @_typing.final
 class WatchLeaseRequest(_message.Message):
+    """Which lease to watch."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LEASE_ID_FIELD_NUMBER: _builtins.int
     lease_id: _builtins.str
+    """Its id."""
     def __init__(
         self,
         *,
@@ -384,6 +474,8 @@ Global___WatchLeaseRequest: _TypeAlias = WatchLeaseRequest  # noqa: Y015
 
 @_typing.final
 class WatchLeaseResponse(_message.Message):
+    """One version of the lease, once journaled."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LEASE_FIELD_NUMBER: _builtins.int
@@ -394,7 +486,9 @@ class WatchLeaseResponse(_message.Message):
     journal_seq: _builtins.int
     """The journal sequence number of this version's entry."""
     @_builtins.property
-    def lease(self) -> Global___Lease: ...
+    def lease(self) -> Global___Lease:
+        """The lease at that version."""
+
     def __init__(
         self,
         *,
@@ -412,6 +506,8 @@ Global___WatchLeaseResponse: _TypeAlias = WatchLeaseResponse  # noqa: Y015
 
 @_typing.final
 class PayVendorRequest(_message.Message):
+    """The lessor's payment to the vendor."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LEASE_ID_FIELD_NUMBER: _builtins.int
@@ -420,12 +516,17 @@ class PayVendorRequest(_message.Message):
     PAYMENT_REFERENCE_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     lease_id: _builtins.str
+    """The lease."""
     payee_id: _builtins.str
     """Who is paid: must be the asset's vendor."""
     payment_reference: _builtins.str
+    """The bank transfer's reference: required."""
     idempotency_key: _builtins.str
+    """The call's idempotency key."""
     @_builtins.property
-    def amount(self) -> _money_pb2.Money: ...
+    def amount(self) -> _money_pb2.Money:
+        """Exactly the amount financed (Lease.financed), in its currency."""
+
     def __init__(
         self,
         *,
@@ -445,11 +546,15 @@ Global___PayVendorRequest: _TypeAlias = PayVendorRequest  # noqa: Y015
 
 @_typing.final
 class PayVendorResponse(_message.Message):
+    """The lease, the vendor paid."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LEASE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def lease(self) -> Global___Lease: ...
+    def lease(self) -> Global___Lease:
+        """The lease after the call ("vendor_paid")."""
+
     def __init__(
         self,
         *,
@@ -465,15 +570,19 @@ Global___PayVendorResponse: _TypeAlias = PayVendorResponse  # noqa: Y015
 
 @_typing.final
 class ConfirmDeliveryRequest(_message.Message):
+    """The lessee's acceptance of the delivered asset."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LEASE_ID_FIELD_NUMBER: _builtins.int
     SERIAL_NUMBER_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     lease_id: _builtins.str
+    """The lease."""
     serial_number: _builtins.str
     """The serial number on the delivered asset: must match the contract's."""
     idempotency_key: _builtins.str
+    """The call's idempotency key."""
     def __init__(
         self,
         *,
@@ -491,11 +600,15 @@ Global___ConfirmDeliveryRequest: _TypeAlias = ConfirmDeliveryRequest  # noqa: Y0
 
 @_typing.final
 class ConfirmDeliveryResponse(_message.Message):
+    """The lease, commenced."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LEASE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def lease(self) -> Global___Lease: ...
+    def lease(self) -> Global___Lease:
+        """The lease after the call ("in_force")."""
+
     def __init__(
         self,
         *,
@@ -511,6 +624,8 @@ Global___ConfirmDeliveryResponse: _TypeAlias = ConfirmDeliveryResponse  # noqa: 
 
 @_typing.final
 class ExerciseOptionRequest(_message.Message):
+    """The lessee's choice at (or before) the end of the term."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LEASE_ID_FIELD_NUMBER: _builtins.int
@@ -519,12 +634,15 @@ class ExerciseOptionRequest(_message.Message):
     RENEWAL_PERIODS_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     lease_id: _builtins.str
+    """The lease."""
     option: Global___EndOption.ValueType
+    """Purchase, return or renew."""
     quote_id: _builtins.str
     """Required before the end of the term: an early-termination quote."""
     renewal_periods: _builtins.int
     """For a renewal: how many further rentals (at the lease's frequency)."""
     idempotency_key: _builtins.str
+    """The call's idempotency key."""
     def __init__(
         self,
         *,
@@ -544,11 +662,15 @@ Global___ExerciseOptionRequest: _TypeAlias = ExerciseOptionRequest  # noqa: Y015
 
 @_typing.final
 class ExerciseOptionResponse(_message.Message):
+    """The lease, its option exercised."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LEASE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def lease(self) -> Global___Lease: ...
+    def lease(self) -> Global___Lease:
+        """The lease after the call."""
+
     def __init__(
         self,
         *,
