@@ -289,6 +289,8 @@ class Sequencer:
         except BaseException:
             with contextlib.suppress(Exception):
                 conn.terminate()
+            with contextlib.suppress(Exception):  # the pool's hold on it ends too
+                await self.pool.release(conn)
             raise
 
     def halted(self) -> bool:

@@ -252,7 +252,23 @@ async def run_service(
             with contextlib.suppress(Exception):
                 await nc.flush(timeout=2)
             await nc.close()
-        await pool.close()
+        await close_pool(pool, spec.name)
+
+
+#: How long shutdown waits for the pool's connections to come back.
+POOL_CLOSE_S = 5.0
+
+
+async def close_pool(pool: Any, name: str, grace_s: float = POOL_CLOSE_S) -> None:
+    """Close the pool; a connection still held after ``grace_s`` (by a task that
+    shutdown interrupted in the middle of giving it back) is cut rather than
+    waited for, which would hold the shutdown for good."""
+    try:
+        async with asyncio.timeout(grace_s):
+            await pool.close()
+    except TimeoutError:
+        log.warning("%s: a database connection was still held at shutdown; cut", name)
+        pool.terminate()
 
 
 def main(spec: ServiceSpec) -> None:

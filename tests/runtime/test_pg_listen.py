@@ -35,3 +35,15 @@ async def test_listeners_started_at_once_hold_one_connection(servers: Servers) -
     await asyncio.gather(listener.close(), listener.close())
     async with asyncio.timeout(5):
         await pool.close()
+
+
+async def test_a_connection_held_at_shutdown_is_cut_not_waited_for(servers: Servers) -> None:
+    """Shutdown waits a moment for the pool, then cuts what is still held: a task
+    interrupted while giving a connection back must not hold a service up for good."""
+    from services.runtime.service import close_pool
+
+    pool = await connect_pool(servers.database_url, unique("held"))
+    await pool.acquire()  # never given back
+    async with asyncio.timeout(5):
+        await close_pool(pool, "test", grace_s=0.5)
+    assert pool.is_closing()  # terminated: nothing more is served from it

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, quote, urlencode, urlparse
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
@@ -173,8 +173,9 @@ def make_app(
         if link.scheme != "scf-order" or not link.path:
             return await page(request, "missing.html", what="an order card link")
         params = {k: v[0] for k, v in parse_qs(link.query).items()}
-        target = f"/orders/{link.path}/card?size={params.get('size', '')}"
-        return RedirectResponse(f"{target}&root={params.get('root', '')}", status_code=303)
+        query = urlencode({"size": params.get("size", ""), "root": params.get("root", "")})
+        target = f"/orders/{quote(link.path, safe='')}/card?{query}"
+        return RedirectResponse(target, status_code=303)
 
     async def status_page(request: Request) -> Response:
         return await page(request, "status.html", status=await status())
