@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from services.gen.scf.journal.v1 import journal_pb2, journal_pb2_grpc
+from services.gen.scf.journal.v1 import journal_pb2
 from services.gen.scf.orders.v1 import orders_pb2, orders_pb2_grpc
 from services.orders.convert import PROTO_TO_STATE, STATE_TO_PROTO, money, to_proto
 from services.orders.domain import Action, Order, State, apply, validate_draft
@@ -250,30 +250,24 @@ class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):
             order = None
         if order is None or order.contract_sha256 != request.contract_sha256:
             raise NotFound("no order with that id and contract hash")
+        # One call: the history comes with each entry's proof against the
+        # checkpoint its first answer carries.
+        checkpoint, proven = "", []
         async with self.audit_client() as stub:
             audit: Any = stub  # grpc-stubs types these calls as synchronous
-            cp = await audit.GetCheckpoint(journal_pb2.GetCheckpointRequest(), timeout=5)
-            entries = [
-                e async for e in _history(audit, f"order/{order_id}") if e.seq < cp.tree_size
-            ]
-            if not entries:
-                raise FailedPrecondition(
-                    f"order {order_id} is not in the journal yet; try again shortly"
-                )
-            proven = []
-            for e in entries:
-                proof = await audit.GetInclusionProof(
-                    journal_pb2.GetInclusionProofRequest(seq=e.seq, tree_size=cp.tree_size),
-                    timeout=5,
-                )
+            request_history = journal_pb2.GetSubjectHistoryRequest(subject=f"order/{order_id}")
+            async for reply in audit.GetSubjectHistory(request_history, timeout=10):
+                checkpoint = checkpoint or reply.checkpoint
                 proven.append(
                     orders_pb2.ProvenEntry(
-                        seq=e.seq,
-                        event_type=e.event_type,
-                        leaf=e.leaf,
-                        inclusion_proof=list(proof.proof),
+                        seq=reply.entry.seq, event_type=reply.entry.event_type,
+                        leaf=reply.entry.leaf, inclusion_proof=list(reply.inclusion_proof),
                     )
-                )
+                )  # fmt: skip
+        if not proven:
+            raise FailedPrecondition(
+                f"order {order_id} is not in the journal yet; try again shortly"
+            )
         return orders_pb2.VerifyOrderResponse(
             order_id=order.order_id,
             state=STATE_TO_PROTO[order.state],
@@ -282,14 +276,6 @@ class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):
             subcontractor_id=order.subcontractor_id,
             due_date=order.due_date.isoformat(),
             pledged=order.pledge is not None,
-            checkpoint=cp.checkpoint,
+            checkpoint=checkpoint,
             entries=proven,
         )
-
-
-async def _history(audit: journal_pb2_grpc.AuditServiceStub, subject: str) -> AsyncIterator[Any]:
-    stream: Any = audit.GetSubjectHistory(
-        journal_pb2.GetSubjectHistoryRequest(subject=subject), timeout=10
-    )
-    async for reply in stream:
-        yield reply.entry
