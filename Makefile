@@ -3,8 +3,12 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# buf, pinned in .ci/tools (npm); BUF_AGAINST is what `buf breaking` compares
+# protos/ with: main, unless a deliberate break names another base.
+BUF := .ci/tools/node_modules/.bin/buf
+BUF_AGAINST ?= .git\#branch=main
 
-.PHONY: demo test lint typecheck protos check-protos up clean faults
+.PHONY: demo test lint typecheck protolint protos check-protos up clean faults
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +26,19 @@ demo: $(STAMP)
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest -q
 
-lint: $(STAMP)
+lint: $(STAMP) protolint
 	$(BIN)/ruff check services tests
 	$(BIN)/ruff format --check services tests
+
+$(BUF): .ci/tools/package.json .ci/tools/package-lock.json
+	npm ci --prefix .ci/tools --silent --no-audit --no-fund
+	touch $(BUF)
+
+## protolint: buf's style and a comment on every element; no break against main.
+protolint: $(BUF)
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+	$(BUF) breaking --against '$(BUF_AGAINST)'
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -3,15 +3,17 @@
 ``python -m services.devtools.genprotos`` writes the code;
 ``--check`` compares instead and exits 1 when services/gen is out of date.
 
-Protos are mapped under the virtual path ``services/gen`` so the generated
-absolute imports (``from services.gen.scf.journal.v1 import ...``) resolve
-inside our package without editing the generated files.
+protos/ is a buf module: files import each other as ``scf/<package>/v1/...``,
+so protoc writes ``from scf.types.v1 import money_pb2``. The code lives in our
+package as ``services.gen.scf``, so those import lines (and only those) are
+rewritten as the output is written; nothing else in it is touched.
 """
 
 from __future__ import annotations
 
 import filecmp
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PROTOS = ROOT / "protos"
 GEN = ROOT / "services" / "gen"
+#: An import of another generated module, as protoc writes it.
+_OUR_IMPORT = re.compile(r"^from scf\.", re.MULTILINE)
 
 
 def generate(out_root: Path) -> Path:
@@ -33,7 +37,7 @@ def generate(out_root: Path) -> Path:
     subprocess.run(
         [
             sys.executable, "-m", "grpc_tools.protoc",
-            f"-Iservices/gen={PROTOS}", f"-I{well_known}",
+            f"-I{PROTOS}", f"-I{well_known}",
             f"--python_out={out_root}", f"--grpc_python_out={out_root}",
             f"--mypy_out={out_root}", f"--mypy_grpc_out={out_root}",
             *(f"{PROTOS}/{f}" for f in files),
@@ -42,6 +46,10 @@ def generate(out_root: Path) -> Path:
         env=env,
     )  # fmt: skip
     gen = out_root / "services" / "gen"
+    gen.mkdir(parents=True)
+    (out_root / "scf").rename(gen / "scf")
+    for path in gen.rglob("*.py*"):
+        path.write_text(_OUR_IMPORT.sub("from services.gen.scf.", path.read_text()))
     for directory in [gen, *(p for p in gen.rglob("*") if p.is_dir())]:
         (directory / "__init__.py").touch()
     return gen

@@ -27,15 +27,21 @@ class _FinancingKind:
 class _FinancingKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FinancingKind.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     FINANCING_KIND_UNSPECIFIED: _FinancingKind.ValueType  # 0
+    """Never sent."""
     FINANCING_KIND_LOAN: _FinancingKind.ValueType  # 1
+    """A loan against a purchase order."""
     FINANCING_KIND_LEASE: _FinancingKind.ValueType  # 2
+    """A financial lease of an asset."""
 
 class FinancingKind(_FinancingKind, metaclass=_FinancingKindEnumTypeWrapper):
     """What a financing is: a loan against an order, or a financial lease."""
 
 FINANCING_KIND_UNSPECIFIED: FinancingKind.ValueType  # 0
+"""Never sent."""
 FINANCING_KIND_LOAN: FinancingKind.ValueType  # 1
+"""A loan against a purchase order."""
 FINANCING_KIND_LEASE: FinancingKind.ValueType  # 2
+"""A financial lease of an asset."""
 Global___FinancingKind: _TypeAlias = FinancingKind  # noqa: Y015
 
 class _LeaseOption:
@@ -45,19 +51,29 @@ class _LeaseOption:
 class _LeaseOptionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LeaseOption.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     LEASE_OPTION_UNSPECIFIED: _LeaseOption.ValueType  # 0
+    """None (a loan)."""
     LEASE_OPTION_PURCHASE: _LeaseOption.ValueType  # 1
+    """The lessee buys the asset for the residual."""
     LEASE_OPTION_RETURN: _LeaseOption.ValueType  # 2
+    """The lessee gives the asset back."""
     LEASE_OPTION_RENEW: _LeaseOption.ValueType  # 3
+    """The lease goes on for more periods."""
     LEASE_OPTION_TERMINATE: _LeaseOption.ValueType  # 4
+    """Ended early by paying a termination quote."""
 
 class LeaseOption(_LeaseOption, metaclass=_LeaseOptionEnumTypeWrapper):
     """A lessee's choice at the end of a lease (terminate: early, by a quote)."""
 
 LEASE_OPTION_UNSPECIFIED: LeaseOption.ValueType  # 0
+"""None (a loan)."""
 LEASE_OPTION_PURCHASE: LeaseOption.ValueType  # 1
+"""The lessee buys the asset for the residual."""
 LEASE_OPTION_RETURN: LeaseOption.ValueType  # 2
+"""The lessee gives the asset back."""
 LEASE_OPTION_RENEW: LeaseOption.ValueType  # 3
+"""The lease goes on for more periods."""
 LEASE_OPTION_TERMINATE: LeaseOption.ValueType  # 4
+"""Ended early by paying a termination quote."""
 Global___LeaseOption: _TypeAlias = LeaseOption  # noqa: Y015
 
 class _DelinquencyBucket:
@@ -67,21 +83,33 @@ class _DelinquencyBucket:
 class _DelinquencyBucketEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DelinquencyBucket.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     DELINQUENCY_BUCKET_UNSPECIFIED: _DelinquencyBucket.ValueType  # 0
+    """Never sent."""
     DELINQUENCY_BUCKET_CURRENT: _DelinquencyBucket.ValueType  # 1
+    """Nothing past due."""
     DELINQUENCY_BUCKET_1_30: _DelinquencyBucket.ValueType  # 2
+    """1 to 30 days past due."""
     DELINQUENCY_BUCKET_31_60: _DelinquencyBucket.ValueType  # 3
+    """31 to 60 days past due."""
     DELINQUENCY_BUCKET_61_90: _DelinquencyBucket.ValueType  # 4
+    """61 to 90 days past due."""
     DELINQUENCY_BUCKET_OVER_90: _DelinquencyBucket.ValueType  # 5
+    """More than 90 days past due."""
 
 class DelinquencyBucket(_DelinquencyBucket, metaclass=_DelinquencyBucketEnumTypeWrapper):
     """Days past due, in the buckets banks report."""
 
 DELINQUENCY_BUCKET_UNSPECIFIED: DelinquencyBucket.ValueType  # 0
+"""Never sent."""
 DELINQUENCY_BUCKET_CURRENT: DelinquencyBucket.ValueType  # 1
+"""Nothing past due."""
 DELINQUENCY_BUCKET_1_30: DelinquencyBucket.ValueType  # 2
+"""1 to 30 days past due."""
 DELINQUENCY_BUCKET_31_60: DelinquencyBucket.ValueType  # 3
+"""31 to 60 days past due."""
 DELINQUENCY_BUCKET_61_90: DelinquencyBucket.ValueType  # 4
+"""61 to 90 days past due."""
 DELINQUENCY_BUCKET_OVER_90: DelinquencyBucket.ValueType  # 5
+"""More than 90 days past due."""
 Global___DelinquencyBucket: _TypeAlias = DelinquencyBucket  # noqa: Y015
 
 @_typing.final
@@ -116,12 +144,21 @@ class Signed(_message.Message):
     BODY_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
     purpose: _builtins.str
+    """What the message is for, such as "scf.orders.pledge.result"; a
+    signature for one purpose is never accepted for another.
+    """
     request_id: _builtins.str
+    """Ties an answer to its request (empty for an event)."""
     signer: _builtins.str
+    """The producing service ("orders", "lending", ...)."""
     key_id: _builtins.bytes
+    """SHA-256 of the signer's raw 32-byte Ed25519 public key."""
     expires_micros: _builtins.int
+    """When the receiver stops accepting it, microseconds since the Unix epoch."""
     body: _builtins.bytes
+    """The exact bytes of the inner message."""
     signature: _builtins.bytes
+    """Ed25519 signature (64 bytes) over the layout above."""
     def __init__(
         self,
         *,
@@ -195,7 +232,9 @@ class PledgeCommand(_message.Message):
     APPLICATION_ID_FIELD_NUMBER: _builtins.int
     BANK_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
+    """The order to pledge, release or settle."""
     application_id: _builtins.str
+    """The application the pledge is for (the order keeps it)."""
     bank: _builtins.str
     """The bank the pledge is for (pledge only)."""
     def __init__(
@@ -222,9 +261,13 @@ class PledgeResult(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     ORDER_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def error(self) -> Global___Error: ...
+    def error(self) -> Global___Error:
+        """Set when refused."""
+
     @_builtins.property
-    def order(self) -> _orders_pb2.Order: ...
+    def order(self) -> _orders_pb2.Order:
+        """The order after the change."""
+
     def __init__(
         self,
         *,
@@ -251,12 +294,14 @@ class OrderFactsQuery(_message.Message):
     SUBCONTRACTOR_ID_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
+    """The order asked about."""
     subcontractor_id: _builtins.str
     """Without an order: the facts about a subcontractor alone (a lessee), in
     one currency: found, completed_orders, usual_amount_minor and
     open_exposure_minor are set; order and buyer fields are not.
     """
     currency: _builtins.str
+    """ISO 4217 code of the amounts asked for (with subcontractor_id)."""
     def __init__(
         self,
         *,
@@ -274,6 +319,8 @@ Global___OrderFactsQuery: _TypeAlias = OrderFactsQuery  # noqa: Y015
 
 @_typing.final
 class OrderFacts(_message.Message):
+    """The answer to OrderFactsQuery."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FOUND_FIELD_NUMBER: _builtins.int
@@ -285,7 +332,9 @@ class OrderFacts(_message.Message):
     OPEN_EXPOSURE_ON_BUYER_MINOR_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     found: _builtins.bool
+    """Whether the order (or the subcontractor) is known."""
     buyer_rating: _builtins.str
+    """The buyer's rating on the platform's scale (AAA to D)."""
     completed_orders: _builtins.int
     """The subcontractor's orders that reached SETTLED."""
     usual_amount_minor: _builtins.int
@@ -295,10 +344,15 @@ class OrderFacts(_message.Message):
     in total and on this order's buyer.
     """
     open_exposure_on_buyer_minor: _builtins.int
+    """The part of open_exposure_minor on this order's buyer."""
     @_builtins.property
-    def order(self) -> _orders_pb2.Order: ...
+    def order(self) -> _orders_pb2.Order:
+        """The order, when one was asked about."""
+
     @_builtins.property
-    def error(self) -> Global___Error: ...
+    def error(self) -> Global___Error:
+        """Set when refused."""
+
     def __init__(
         self,
         *,
@@ -331,8 +385,11 @@ class ScoreRequest(_message.Message):
     FACILITY_AVAILABLE_MINOR_FIELD_NUMBER: _builtins.int
     LEASE_FIELD_NUMBER: _builtins.int
     application_id: _builtins.str
+    """The application scored."""
     order_id: _builtins.str
+    """The order financed (empty for a lease)."""
     bank: _builtins.str
+    """The bank that would lend."""
     facility_available_minor: _builtins.int
     """What the subcontractor's facility at that bank has available, in the
     order's currency; absent when there is no facility limit to apply.
@@ -373,11 +430,17 @@ class LeaseFacts(_message.Message):
     RESIDUAL_MINOR_FIELD_NUMBER: _builtins.int
     TERM_MONTHS_FIELD_NUMBER: _builtins.int
     lessee_id: _builtins.str
+    """The lessee (a subcontractor id)."""
     currency: _builtins.str
+    """ISO 4217 code of the amounts below."""
     price_minor: _builtins.int
+    """The asset's price."""
     down_payment_minor: _builtins.int
+    """What the lessee pays at commencement."""
     residual_minor: _builtins.int
+    """The asset's value at the end of the term."""
     term_months: _builtins.int
+    """The lease's length in months."""
     def __init__(
         self,
         *,
@@ -398,16 +461,21 @@ Global___LeaseFacts: _TypeAlias = LeaseFacts  # noqa: Y015
 
 @_typing.final
 class ScoreResult(_message.Message):
+    """The answer to ScoreRequest: the decision, as scoring journaled it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ERROR_FIELD_NUMBER: _builtins.int
     DECISION_ID_FIELD_NUMBER: _builtins.int
     DECISION_JSON_FIELD_NUMBER: _builtins.int
     decision_id: _builtins.str
+    """The decision's id."""
     decision_json: _builtins.str
     """The whole decision as canonical JSON (docs/scoring.md), as journaled."""
     @_builtins.property
-    def error(self) -> Global___Error: ...
+    def error(self) -> Global___Error:
+        """Set when refused."""
+
     def __init__(
         self,
         *,
@@ -431,6 +499,7 @@ class RepaymentHistoryQuery(_message.Message):
 
     SUBCONTRACTOR_ID_FIELD_NUMBER: _builtins.int
     subcontractor_id: _builtins.str
+    """Whose history."""
     def __init__(
         self,
         *,
@@ -446,6 +515,8 @@ Global___RepaymentHistoryQuery: _TypeAlias = RepaymentHistoryQuery  # noqa: Y015
 
 @_typing.final
 class RepaymentHistory(_message.Message):
+    """The answer to RepaymentHistoryQuery."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REPAID_ON_TIME_FIELD_NUMBER: _builtins.int
@@ -459,7 +530,9 @@ class RepaymentHistory(_message.Message):
     defaults: _builtins.int
     """Loans that went more than 90 days past due."""
     @_builtins.property
-    def error(self) -> Global___Error: ...
+    def error(self) -> Global___Error:
+        """Set when refused."""
+
     def __init__(
         self,
         *,
@@ -489,9 +562,13 @@ class LeaseOptionCommand(_message.Message):
     QUOTE_ID_FIELD_NUMBER: _builtins.int
     RENEWAL_PERIODS_FIELD_NUMBER: _builtins.int
     lease_id: _builtins.str
+    """The lease (its application id)."""
     option: Global___LeaseOption.ValueType
+    """The lessee's choice."""
     quote_id: _builtins.str
+    """The termination quote accepted (terminate only)."""
     renewal_periods: _builtins.int
+    """How many more rental periods (renew only)."""
     def __init__(
         self,
         *,
@@ -510,6 +587,8 @@ Global___LeaseOptionCommand: _TypeAlias = LeaseOptionCommand  # noqa: Y015
 
 @_typing.final
 class LeaseOptionResult(_message.Message):
+    """The answer to LeaseOptionCommand."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ERROR_FIELD_NUMBER: _builtins.int
@@ -517,7 +596,9 @@ class LeaseOptionResult(_message.Message):
     settled: _builtins.bool
     """Whether the lease owes nothing more after the option."""
     @_builtins.property
-    def error(self) -> Global___Error: ...
+    def error(self) -> Global___Error:
+        """Set when refused."""
+
     def __init__(
         self,
         *,
@@ -562,32 +643,50 @@ class Disbursed(_message.Message):
     CONTRACT_DOCUMENT_FIELD_NUMBER: _builtins.int
     CONTRACT_SHA256_FIELD_NUMBER: _builtins.int
     kind: Global___FinancingKind.ValueType
+    """Loan or lease."""
     application_id: _builtins.str
+    """The application financed; also the loan's or lease's id."""
     subcontractor_id: _builtins.str
+    """The borrower or lessee."""
     bank: _builtins.str
+    """The lending bank."""
     currency: _builtins.str
+    """ISO 4217 code of every amount here."""
     principal_minor: _builtins.int
+    """What was paid out (a lease: the amount financed)."""
     rate_bps: _builtins.int
+    """The annual rate in basis points."""
     facility_id: _builtins.str
+    """The facility drawn on."""
     order_id: _builtins.str
     """A loan: the order it finances, its buyer, the order's due date, the tenor."""
     buyer_id: _builtins.str
+    """The order's buyer (a loan)."""
     due_date: _builtins.str
+    """The order's due date, YYYY-MM-DD (a loan)."""
     tenor_days: _builtins.int
+    """The loan's tenor in days."""
     disbursed_micros: _builtins.int
+    """When the money went out, microseconds since the Unix epoch."""
     vendor_id: _builtins.str
     """A lease: the vendor paid, the rental schedule's shape, the commencement date."""
     periods: _builtins.int
+    """How many rentals (a lease)."""
     per_year: _builtins.int
+    """Rentals per year (12: monthly)."""
     in_advance: _builtins.bool
+    """Whether each rental is due at the start of its period."""
     residual_minor: _builtins.int
+    """The residual value the lessee may buy the asset for."""
     commenced_on: _builtins.str
+    """The lease's commencement date, YYYY-MM-DD."""
     contract_document: _builtins.str
     """The contract every party signed (canonical JSON) and its SHA-256: repayment
     books its terms (day count, fees, grace, penalty rate, maturity) and refuses
     an event whose own fields are not the contract's.
     """
     contract_sha256: _builtins.bytes
+    """SHA-256 of contract_document's UTF-8 bytes."""
     def __init__(
         self,
         *,
@@ -634,8 +733,11 @@ class Settled(_message.Message):
     PRINCIPAL_MINOR_FIELD_NUMBER: _builtins.int
     LEASE_OPTION_FIELD_NUMBER: _builtins.int
     loan_id: _builtins.str
+    """The loan or lease settled."""
     facility_id: _builtins.str
+    """The facility it drew on."""
     principal_minor: _builtins.int
+    """The principal the facility gets back."""
     lease_option: Global___LeaseOption.ValueType
     """A lease's end as repayment applied it (unspecified for a loan)."""
     def __init__(
@@ -664,8 +766,11 @@ class Delinquency(_message.Message):
     BUCKET_FIELD_NUMBER: _builtins.int
     DAYS_PAST_DUE_FIELD_NUMBER: _builtins.int
     loan_id: _builtins.str
+    """The loan."""
     bucket: Global___DelinquencyBucket.ValueType
+    """Its bucket now."""
     days_past_due: _builtins.int
+    """Days past due of its oldest unpaid instalment."""
     def __init__(
         self,
         *,
@@ -715,7 +820,9 @@ class ClockFollowed(_message.Message):
     SERVICE_FIELD_NUMBER: _builtins.int
     OFFSET_MICROS_FIELD_NUMBER: _builtins.int
     service: _builtins.str
+    """The answering service."""
     offset_micros: _builtins.int
+    """The offset it runs on, in microseconds."""
     def __init__(
         self,
         *,
@@ -742,7 +849,9 @@ class Journaled(_message.Message):
 
     SUBJECTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def subjects(self) -> _containers.RepeatedCompositeFieldContainer[Global___JournaledSubject]: ...
+    def subjects(self) -> _containers.RepeatedCompositeFieldContainer[Global___JournaledSubject]:
+        """The subjects confirmed, with their sequence numbers."""
+
     def __init__(
         self,
         *,
@@ -758,6 +867,8 @@ Global___Journaled: _TypeAlias = Journaled  # noqa: Y015
 
 @_typing.final
 class JournaledSubject(_message.Message):
+    """One confirmed statement."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SUBJECT_FIELD_NUMBER: _builtins.int
@@ -765,6 +876,7 @@ class JournaledSubject(_message.Message):
     subject: _builtins.str
     """The statement's subject, as "application/<id>"."""
     seq: _builtins.int
+    """The statement's sequence number in the journal."""
     def __init__(
         self,
         *,
@@ -791,9 +903,13 @@ class Refusal(_message.Message):
     IDEMPOTENCY_KEYS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     producer: _builtins.str
+    """The producer whose statements were refused."""
     reason: _builtins.str
+    """Why, for a person."""
     @_builtins.property
-    def idempotency_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def idempotency_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The refused statements' idempotency keys."""
+
     def __init__(
         self,
         *,

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from services.gen.scf.journal.v1 import journal_pb2 as services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2
+from services.gen.scf.journal.v1 import journal_pb2 as scf_dot_journal_dot_v1_dot_journal__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in services/gen/scf/journal/v1/journal_pb2_grpc.py depends on'
+        + ' but the generated code in scf/journal/v1/journal_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -40,48 +40,48 @@ class AuditServiceStub:
         """
         self.GetCheckpoint = channel.unary_unary(
                 '/scf.journal.v1.AuditService/GetCheckpoint',
-                request_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetCheckpointRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetCheckpointResponse.FromString,
+                request_serializer=scf_dot_journal_dot_v1_dot_journal__pb2.GetCheckpointRequest.SerializeToString,
+                response_deserializer=scf_dot_journal_dot_v1_dot_journal__pb2.GetCheckpointResponse.FromString,
                 _registered_method=True)
         self.WatchCheckpoints = channel.unary_stream(
                 '/scf.journal.v1.AuditService/WatchCheckpoints',
-                request_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.WatchCheckpointsRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.WatchCheckpointsResponse.FromString,
+                request_serializer=scf_dot_journal_dot_v1_dot_journal__pb2.WatchCheckpointsRequest.SerializeToString,
+                response_deserializer=scf_dot_journal_dot_v1_dot_journal__pb2.WatchCheckpointsResponse.FromString,
                 _registered_method=True)
         self.ListEntries = channel.unary_stream(
                 '/scf.journal.v1.AuditService/ListEntries',
-                request_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListEntriesRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListEntriesResponse.FromString,
+                request_serializer=scf_dot_journal_dot_v1_dot_journal__pb2.ListEntriesRequest.SerializeToString,
+                response_deserializer=scf_dot_journal_dot_v1_dot_journal__pb2.ListEntriesResponse.FromString,
                 _registered_method=True)
         self.GetSubjectHistory = channel.unary_stream(
                 '/scf.journal.v1.AuditService/GetSubjectHistory',
-                request_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetSubjectHistoryRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetSubjectHistoryResponse.FromString,
+                request_serializer=scf_dot_journal_dot_v1_dot_journal__pb2.GetSubjectHistoryRequest.SerializeToString,
+                response_deserializer=scf_dot_journal_dot_v1_dot_journal__pb2.GetSubjectHistoryResponse.FromString,
                 _registered_method=True)
         self.GetInclusionProof = channel.unary_unary(
                 '/scf.journal.v1.AuditService/GetInclusionProof',
-                request_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetInclusionProofRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetInclusionProofResponse.FromString,
+                request_serializer=scf_dot_journal_dot_v1_dot_journal__pb2.GetInclusionProofRequest.SerializeToString,
+                response_deserializer=scf_dot_journal_dot_v1_dot_journal__pb2.GetInclusionProofResponse.FromString,
                 _registered_method=True)
         self.GetConsistencyProof = channel.unary_unary(
                 '/scf.journal.v1.AuditService/GetConsistencyProof',
-                request_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetConsistencyProofRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetConsistencyProofResponse.FromString,
+                request_serializer=scf_dot_journal_dot_v1_dot_journal__pb2.GetConsistencyProofRequest.SerializeToString,
+                response_deserializer=scf_dot_journal_dot_v1_dot_journal__pb2.GetConsistencyProofResponse.FromString,
                 _registered_method=True)
         self.GetKeySet = channel.unary_unary(
                 '/scf.journal.v1.AuditService/GetKeySet',
-                request_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetKeySetRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetKeySetResponse.FromString,
+                request_serializer=scf_dot_journal_dot_v1_dot_journal__pb2.GetKeySetRequest.SerializeToString,
+                response_deserializer=scf_dot_journal_dot_v1_dot_journal__pb2.GetKeySetResponse.FromString,
                 _registered_method=True)
         self.GetReceipt = channel.unary_unary(
                 '/scf.journal.v1.AuditService/GetReceipt',
-                request_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetReceiptRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetReceiptResponse.FromString,
+                request_serializer=scf_dot_journal_dot_v1_dot_journal__pb2.GetReceiptRequest.SerializeToString,
+                response_deserializer=scf_dot_journal_dot_v1_dot_journal__pb2.GetReceiptResponse.FromString,
                 _registered_method=True)
         self.ListWitnesses = channel.unary_unary(
                 '/scf.journal.v1.AuditService/ListWitnesses',
-                request_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListWitnessesRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListWitnessesResponse.FromString,
+                request_serializer=scf_dot_journal_dot_v1_dot_journal__pb2.ListWitnessesRequest.SerializeToString,
+                response_deserializer=scf_dot_journal_dot_v1_dot_journal__pb2.ListWitnessesResponse.FromString,
                 _registered_method=True)
 
 
@@ -179,48 +179,48 @@ def add_AuditServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetCheckpoint': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCheckpoint,
-                    request_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetCheckpointRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetCheckpointResponse.SerializeToString,
+                    request_deserializer=scf_dot_journal_dot_v1_dot_journal__pb2.GetCheckpointRequest.FromString,
+                    response_serializer=scf_dot_journal_dot_v1_dot_journal__pb2.GetCheckpointResponse.SerializeToString,
             ),
             'WatchCheckpoints': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchCheckpoints,
-                    request_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.WatchCheckpointsRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.WatchCheckpointsResponse.SerializeToString,
+                    request_deserializer=scf_dot_journal_dot_v1_dot_journal__pb2.WatchCheckpointsRequest.FromString,
+                    response_serializer=scf_dot_journal_dot_v1_dot_journal__pb2.WatchCheckpointsResponse.SerializeToString,
             ),
             'ListEntries': grpc.unary_stream_rpc_method_handler(
                     servicer.ListEntries,
-                    request_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListEntriesRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListEntriesResponse.SerializeToString,
+                    request_deserializer=scf_dot_journal_dot_v1_dot_journal__pb2.ListEntriesRequest.FromString,
+                    response_serializer=scf_dot_journal_dot_v1_dot_journal__pb2.ListEntriesResponse.SerializeToString,
             ),
             'GetSubjectHistory': grpc.unary_stream_rpc_method_handler(
                     servicer.GetSubjectHistory,
-                    request_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetSubjectHistoryRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetSubjectHistoryResponse.SerializeToString,
+                    request_deserializer=scf_dot_journal_dot_v1_dot_journal__pb2.GetSubjectHistoryRequest.FromString,
+                    response_serializer=scf_dot_journal_dot_v1_dot_journal__pb2.GetSubjectHistoryResponse.SerializeToString,
             ),
             'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
                     servicer.GetInclusionProof,
-                    request_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetInclusionProofRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetInclusionProofResponse.SerializeToString,
+                    request_deserializer=scf_dot_journal_dot_v1_dot_journal__pb2.GetInclusionProofRequest.FromString,
+                    response_serializer=scf_dot_journal_dot_v1_dot_journal__pb2.GetInclusionProofResponse.SerializeToString,
             ),
             'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
                     servicer.GetConsistencyProof,
-                    request_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetConsistencyProofRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetConsistencyProofResponse.SerializeToString,
+                    request_deserializer=scf_dot_journal_dot_v1_dot_journal__pb2.GetConsistencyProofRequest.FromString,
+                    response_serializer=scf_dot_journal_dot_v1_dot_journal__pb2.GetConsistencyProofResponse.SerializeToString,
             ),
             'GetKeySet': grpc.unary_unary_rpc_method_handler(
                     servicer.GetKeySet,
-                    request_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetKeySetRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetKeySetResponse.SerializeToString,
+                    request_deserializer=scf_dot_journal_dot_v1_dot_journal__pb2.GetKeySetRequest.FromString,
+                    response_serializer=scf_dot_journal_dot_v1_dot_journal__pb2.GetKeySetResponse.SerializeToString,
             ),
             'GetReceipt': grpc.unary_unary_rpc_method_handler(
                     servicer.GetReceipt,
-                    request_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetReceiptRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetReceiptResponse.SerializeToString,
+                    request_deserializer=scf_dot_journal_dot_v1_dot_journal__pb2.GetReceiptRequest.FromString,
+                    response_serializer=scf_dot_journal_dot_v1_dot_journal__pb2.GetReceiptResponse.SerializeToString,
             ),
             'ListWitnesses': grpc.unary_unary_rpc_method_handler(
                     servicer.ListWitnesses,
-                    request_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListWitnessesRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListWitnessesResponse.SerializeToString,
+                    request_deserializer=scf_dot_journal_dot_v1_dot_journal__pb2.ListWitnessesRequest.FromString,
+                    response_serializer=scf_dot_journal_dot_v1_dot_journal__pb2.ListWitnessesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -252,8 +252,8 @@ class AuditService:
             request,
             target,
             '/scf.journal.v1.AuditService/GetCheckpoint',
-            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetCheckpointRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetCheckpointResponse.FromString,
+            scf_dot_journal_dot_v1_dot_journal__pb2.GetCheckpointRequest.SerializeToString,
+            scf_dot_journal_dot_v1_dot_journal__pb2.GetCheckpointResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -279,8 +279,8 @@ class AuditService:
             request,
             target,
             '/scf.journal.v1.AuditService/WatchCheckpoints',
-            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.WatchCheckpointsRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.WatchCheckpointsResponse.FromString,
+            scf_dot_journal_dot_v1_dot_journal__pb2.WatchCheckpointsRequest.SerializeToString,
+            scf_dot_journal_dot_v1_dot_journal__pb2.WatchCheckpointsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -306,8 +306,8 @@ class AuditService:
             request,
             target,
             '/scf.journal.v1.AuditService/ListEntries',
-            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListEntriesRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListEntriesResponse.FromString,
+            scf_dot_journal_dot_v1_dot_journal__pb2.ListEntriesRequest.SerializeToString,
+            scf_dot_journal_dot_v1_dot_journal__pb2.ListEntriesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -333,8 +333,8 @@ class AuditService:
             request,
             target,
             '/scf.journal.v1.AuditService/GetSubjectHistory',
-            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetSubjectHistoryRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetSubjectHistoryResponse.FromString,
+            scf_dot_journal_dot_v1_dot_journal__pb2.GetSubjectHistoryRequest.SerializeToString,
+            scf_dot_journal_dot_v1_dot_journal__pb2.GetSubjectHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -360,8 +360,8 @@ class AuditService:
             request,
             target,
             '/scf.journal.v1.AuditService/GetInclusionProof',
-            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetInclusionProofRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetInclusionProofResponse.FromString,
+            scf_dot_journal_dot_v1_dot_journal__pb2.GetInclusionProofRequest.SerializeToString,
+            scf_dot_journal_dot_v1_dot_journal__pb2.GetInclusionProofResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -387,8 +387,8 @@ class AuditService:
             request,
             target,
             '/scf.journal.v1.AuditService/GetConsistencyProof',
-            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetConsistencyProofRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetConsistencyProofResponse.FromString,
+            scf_dot_journal_dot_v1_dot_journal__pb2.GetConsistencyProofRequest.SerializeToString,
+            scf_dot_journal_dot_v1_dot_journal__pb2.GetConsistencyProofResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -414,8 +414,8 @@ class AuditService:
             request,
             target,
             '/scf.journal.v1.AuditService/GetKeySet',
-            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetKeySetRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetKeySetResponse.FromString,
+            scf_dot_journal_dot_v1_dot_journal__pb2.GetKeySetRequest.SerializeToString,
+            scf_dot_journal_dot_v1_dot_journal__pb2.GetKeySetResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -441,8 +441,8 @@ class AuditService:
             request,
             target,
             '/scf.journal.v1.AuditService/GetReceipt',
-            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetReceiptRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetReceiptResponse.FromString,
+            scf_dot_journal_dot_v1_dot_journal__pb2.GetReceiptRequest.SerializeToString,
+            scf_dot_journal_dot_v1_dot_journal__pb2.GetReceiptResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -468,8 +468,8 @@ class AuditService:
             request,
             target,
             '/scf.journal.v1.AuditService/ListWitnesses',
-            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListWitnessesRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListWitnessesResponse.FromString,
+            scf_dot_journal_dot_v1_dot_journal__pb2.ListWitnessesRequest.SerializeToString,
+            scf_dot_journal_dot_v1_dot_journal__pb2.ListWitnessesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -494,28 +494,28 @@ class JournalAdminServiceStub:
         """
         self.RequestCheckpoint = channel.unary_unary(
                 '/scf.journal.v1.JournalAdminService/RequestCheckpoint',
-                request_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RequestCheckpointRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RequestCheckpointResponse.FromString,
+                request_serializer=scf_dot_journal_dot_v1_dot_journal__pb2.RequestCheckpointRequest.SerializeToString,
+                response_deserializer=scf_dot_journal_dot_v1_dot_journal__pb2.RequestCheckpointResponse.FromString,
                 _registered_method=True)
         self.RegisterKey = channel.unary_unary(
                 '/scf.journal.v1.JournalAdminService/RegisterKey',
-                request_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RegisterKeyRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RegisterKeyResponse.FromString,
+                request_serializer=scf_dot_journal_dot_v1_dot_journal__pb2.RegisterKeyRequest.SerializeToString,
+                response_deserializer=scf_dot_journal_dot_v1_dot_journal__pb2.RegisterKeyResponse.FromString,
                 _registered_method=True)
         self.RevokeKey = channel.unary_unary(
                 '/scf.journal.v1.JournalAdminService/RevokeKey',
-                request_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RevokeKeyRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RevokeKeyResponse.FromString,
+                request_serializer=scf_dot_journal_dot_v1_dot_journal__pb2.RevokeKeyRequest.SerializeToString,
+                response_deserializer=scf_dot_journal_dot_v1_dot_journal__pb2.RevokeKeyResponse.FromString,
                 _registered_method=True)
         self.ListRefusals = channel.unary_unary(
                 '/scf.journal.v1.JournalAdminService/ListRefusals',
-                request_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListRefusalsRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListRefusalsResponse.FromString,
+                request_serializer=scf_dot_journal_dot_v1_dot_journal__pb2.ListRefusalsRequest.SerializeToString,
+                response_deserializer=scf_dot_journal_dot_v1_dot_journal__pb2.ListRefusalsResponse.FromString,
                 _registered_method=True)
         self.GetStoreAudit = channel.unary_unary(
                 '/scf.journal.v1.JournalAdminService/GetStoreAudit',
-                request_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetStoreAuditRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetStoreAuditResponse.FromString,
+                request_serializer=scf_dot_journal_dot_v1_dot_journal__pb2.GetStoreAuditRequest.SerializeToString,
+                response_deserializer=scf_dot_journal_dot_v1_dot_journal__pb2.GetStoreAuditResponse.FromString,
                 _registered_method=True)
 
 
@@ -573,28 +573,28 @@ def add_JournalAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'RequestCheckpoint': grpc.unary_unary_rpc_method_handler(
                     servicer.RequestCheckpoint,
-                    request_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RequestCheckpointRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RequestCheckpointResponse.SerializeToString,
+                    request_deserializer=scf_dot_journal_dot_v1_dot_journal__pb2.RequestCheckpointRequest.FromString,
+                    response_serializer=scf_dot_journal_dot_v1_dot_journal__pb2.RequestCheckpointResponse.SerializeToString,
             ),
             'RegisterKey': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterKey,
-                    request_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RegisterKeyRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RegisterKeyResponse.SerializeToString,
+                    request_deserializer=scf_dot_journal_dot_v1_dot_journal__pb2.RegisterKeyRequest.FromString,
+                    response_serializer=scf_dot_journal_dot_v1_dot_journal__pb2.RegisterKeyResponse.SerializeToString,
             ),
             'RevokeKey': grpc.unary_unary_rpc_method_handler(
                     servicer.RevokeKey,
-                    request_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RevokeKeyRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RevokeKeyResponse.SerializeToString,
+                    request_deserializer=scf_dot_journal_dot_v1_dot_journal__pb2.RevokeKeyRequest.FromString,
+                    response_serializer=scf_dot_journal_dot_v1_dot_journal__pb2.RevokeKeyResponse.SerializeToString,
             ),
             'ListRefusals': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRefusals,
-                    request_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListRefusalsRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListRefusalsResponse.SerializeToString,
+                    request_deserializer=scf_dot_journal_dot_v1_dot_journal__pb2.ListRefusalsRequest.FromString,
+                    response_serializer=scf_dot_journal_dot_v1_dot_journal__pb2.ListRefusalsResponse.SerializeToString,
             ),
             'GetStoreAudit': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStoreAudit,
-                    request_deserializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetStoreAuditRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetStoreAuditResponse.SerializeToString,
+                    request_deserializer=scf_dot_journal_dot_v1_dot_journal__pb2.GetStoreAuditRequest.FromString,
+                    response_serializer=scf_dot_journal_dot_v1_dot_journal__pb2.GetStoreAuditResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -624,8 +624,8 @@ class JournalAdminService:
             request,
             target,
             '/scf.journal.v1.JournalAdminService/RequestCheckpoint',
-            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RequestCheckpointRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RequestCheckpointResponse.FromString,
+            scf_dot_journal_dot_v1_dot_journal__pb2.RequestCheckpointRequest.SerializeToString,
+            scf_dot_journal_dot_v1_dot_journal__pb2.RequestCheckpointResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -651,8 +651,8 @@ class JournalAdminService:
             request,
             target,
             '/scf.journal.v1.JournalAdminService/RegisterKey',
-            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RegisterKeyRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RegisterKeyResponse.FromString,
+            scf_dot_journal_dot_v1_dot_journal__pb2.RegisterKeyRequest.SerializeToString,
+            scf_dot_journal_dot_v1_dot_journal__pb2.RegisterKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -678,8 +678,8 @@ class JournalAdminService:
             request,
             target,
             '/scf.journal.v1.JournalAdminService/RevokeKey',
-            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RevokeKeyRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.RevokeKeyResponse.FromString,
+            scf_dot_journal_dot_v1_dot_journal__pb2.RevokeKeyRequest.SerializeToString,
+            scf_dot_journal_dot_v1_dot_journal__pb2.RevokeKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -705,8 +705,8 @@ class JournalAdminService:
             request,
             target,
             '/scf.journal.v1.JournalAdminService/ListRefusals',
-            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListRefusalsRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.ListRefusalsResponse.FromString,
+            scf_dot_journal_dot_v1_dot_journal__pb2.ListRefusalsRequest.SerializeToString,
+            scf_dot_journal_dot_v1_dot_journal__pb2.ListRefusalsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -732,8 +732,8 @@ class JournalAdminService:
             request,
             target,
             '/scf.journal.v1.JournalAdminService/GetStoreAudit',
-            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetStoreAuditRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_journal_dot_v1_dot_journal__pb2.GetStoreAuditResponse.FromString,
+            scf_dot_journal_dot_v1_dot_journal__pb2.GetStoreAuditRequest.SerializeToString,
+            scf_dot_journal_dot_v1_dot_journal__pb2.GetStoreAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from services.gen.scf.leasing.v1 import leasing_pb2 as services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2
+from services.gen.scf.leasing.v1 import leasing_pb2 as scf_dot_leasing_dot_v1_dot_leasing__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in services/gen/scf/leasing/v1/leasing_pb2_grpc.py depends on'
+        + ' but the generated code in scf/leasing/v1/leasing_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -44,33 +44,33 @@ class LeasingServiceStub:
         """
         self.ApplyForLease = channel.unary_unary(
                 '/scf.leasing.v1.LeasingService/ApplyForLease',
-                request_serializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.ApplyForLeaseRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.ApplyForLeaseResponse.FromString,
+                request_serializer=scf_dot_leasing_dot_v1_dot_leasing__pb2.ApplyForLeaseRequest.SerializeToString,
+                response_deserializer=scf_dot_leasing_dot_v1_dot_leasing__pb2.ApplyForLeaseResponse.FromString,
                 _registered_method=True)
         self.GetLease = channel.unary_unary(
                 '/scf.leasing.v1.LeasingService/GetLease',
-                request_serializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.GetLeaseRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.GetLeaseResponse.FromString,
+                request_serializer=scf_dot_leasing_dot_v1_dot_leasing__pb2.GetLeaseRequest.SerializeToString,
+                response_deserializer=scf_dot_leasing_dot_v1_dot_leasing__pb2.GetLeaseResponse.FromString,
                 _registered_method=True)
         self.WatchLease = channel.unary_stream(
                 '/scf.leasing.v1.LeasingService/WatchLease',
-                request_serializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.WatchLeaseRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.WatchLeaseResponse.FromString,
+                request_serializer=scf_dot_leasing_dot_v1_dot_leasing__pb2.WatchLeaseRequest.SerializeToString,
+                response_deserializer=scf_dot_leasing_dot_v1_dot_leasing__pb2.WatchLeaseResponse.FromString,
                 _registered_method=True)
         self.PayVendor = channel.unary_unary(
                 '/scf.leasing.v1.LeasingService/PayVendor',
-                request_serializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.PayVendorRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.PayVendorResponse.FromString,
+                request_serializer=scf_dot_leasing_dot_v1_dot_leasing__pb2.PayVendorRequest.SerializeToString,
+                response_deserializer=scf_dot_leasing_dot_v1_dot_leasing__pb2.PayVendorResponse.FromString,
                 _registered_method=True)
         self.ConfirmDelivery = channel.unary_unary(
                 '/scf.leasing.v1.LeasingService/ConfirmDelivery',
-                request_serializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.ConfirmDeliveryRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.ConfirmDeliveryResponse.FromString,
+                request_serializer=scf_dot_leasing_dot_v1_dot_leasing__pb2.ConfirmDeliveryRequest.SerializeToString,
+                response_deserializer=scf_dot_leasing_dot_v1_dot_leasing__pb2.ConfirmDeliveryResponse.FromString,
                 _registered_method=True)
         self.ExerciseOption = channel.unary_unary(
                 '/scf.leasing.v1.LeasingService/ExerciseOption',
-                request_serializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.ExerciseOptionRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.ExerciseOptionResponse.FromString,
+                request_serializer=scf_dot_leasing_dot_v1_dot_leasing__pb2.ExerciseOptionRequest.SerializeToString,
+                response_deserializer=scf_dot_leasing_dot_v1_dot_leasing__pb2.ExerciseOptionResponse.FromString,
                 _registered_method=True)
 
 
@@ -145,33 +145,33 @@ def add_LeasingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ApplyForLease': grpc.unary_unary_rpc_method_handler(
                     servicer.ApplyForLease,
-                    request_deserializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.ApplyForLeaseRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.ApplyForLeaseResponse.SerializeToString,
+                    request_deserializer=scf_dot_leasing_dot_v1_dot_leasing__pb2.ApplyForLeaseRequest.FromString,
+                    response_serializer=scf_dot_leasing_dot_v1_dot_leasing__pb2.ApplyForLeaseResponse.SerializeToString,
             ),
             'GetLease': grpc.unary_unary_rpc_method_handler(
                     servicer.GetLease,
-                    request_deserializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.GetLeaseRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.GetLeaseResponse.SerializeToString,
+                    request_deserializer=scf_dot_leasing_dot_v1_dot_leasing__pb2.GetLeaseRequest.FromString,
+                    response_serializer=scf_dot_leasing_dot_v1_dot_leasing__pb2.GetLeaseResponse.SerializeToString,
             ),
             'WatchLease': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchLease,
-                    request_deserializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.WatchLeaseRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.WatchLeaseResponse.SerializeToString,
+                    request_deserializer=scf_dot_leasing_dot_v1_dot_leasing__pb2.WatchLeaseRequest.FromString,
+                    response_serializer=scf_dot_leasing_dot_v1_dot_leasing__pb2.WatchLeaseResponse.SerializeToString,
             ),
             'PayVendor': grpc.unary_unary_rpc_method_handler(
                     servicer.PayVendor,
-                    request_deserializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.PayVendorRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.PayVendorResponse.SerializeToString,
+                    request_deserializer=scf_dot_leasing_dot_v1_dot_leasing__pb2.PayVendorRequest.FromString,
+                    response_serializer=scf_dot_leasing_dot_v1_dot_leasing__pb2.PayVendorResponse.SerializeToString,
             ),
             'ConfirmDelivery': grpc.unary_unary_rpc_method_handler(
                     servicer.ConfirmDelivery,
-                    request_deserializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.ConfirmDeliveryRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.ConfirmDeliveryResponse.SerializeToString,
+                    request_deserializer=scf_dot_leasing_dot_v1_dot_leasing__pb2.ConfirmDeliveryRequest.FromString,
+                    response_serializer=scf_dot_leasing_dot_v1_dot_leasing__pb2.ConfirmDeliveryResponse.SerializeToString,
             ),
             'ExerciseOption': grpc.unary_unary_rpc_method_handler(
                     servicer.ExerciseOption,
-                    request_deserializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.ExerciseOptionRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.ExerciseOptionResponse.SerializeToString,
+                    request_deserializer=scf_dot_leasing_dot_v1_dot_leasing__pb2.ExerciseOptionRequest.FromString,
+                    response_serializer=scf_dot_leasing_dot_v1_dot_leasing__pb2.ExerciseOptionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -207,8 +207,8 @@ class LeasingService:
             request,
             target,
             '/scf.leasing.v1.LeasingService/ApplyForLease',
-            services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.ApplyForLeaseRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.ApplyForLeaseResponse.FromString,
+            scf_dot_leasing_dot_v1_dot_leasing__pb2.ApplyForLeaseRequest.SerializeToString,
+            scf_dot_leasing_dot_v1_dot_leasing__pb2.ApplyForLeaseResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -234,8 +234,8 @@ class LeasingService:
             request,
             target,
             '/scf.leasing.v1.LeasingService/GetLease',
-            services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.GetLeaseRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.GetLeaseResponse.FromString,
+            scf_dot_leasing_dot_v1_dot_leasing__pb2.GetLeaseRequest.SerializeToString,
+            scf_dot_leasing_dot_v1_dot_leasing__pb2.GetLeaseResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -261,8 +261,8 @@ class LeasingService:
             request,
             target,
             '/scf.leasing.v1.LeasingService/WatchLease',
-            services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.WatchLeaseRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.WatchLeaseResponse.FromString,
+            scf_dot_leasing_dot_v1_dot_leasing__pb2.WatchLeaseRequest.SerializeToString,
+            scf_dot_leasing_dot_v1_dot_leasing__pb2.WatchLeaseResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -288,8 +288,8 @@ class LeasingService:
             request,
             target,
             '/scf.leasing.v1.LeasingService/PayVendor',
-            services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.PayVendorRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.PayVendorResponse.FromString,
+            scf_dot_leasing_dot_v1_dot_leasing__pb2.PayVendorRequest.SerializeToString,
+            scf_dot_leasing_dot_v1_dot_leasing__pb2.PayVendorResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -315,8 +315,8 @@ class LeasingService:
             request,
             target,
             '/scf.leasing.v1.LeasingService/ConfirmDelivery',
-            services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.ConfirmDeliveryRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.ConfirmDeliveryResponse.FromString,
+            scf_dot_leasing_dot_v1_dot_leasing__pb2.ConfirmDeliveryRequest.SerializeToString,
+            scf_dot_leasing_dot_v1_dot_leasing__pb2.ConfirmDeliveryResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -342,8 +342,8 @@ class LeasingService:
             request,
             target,
             '/scf.leasing.v1.LeasingService/ExerciseOption',
-            services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.ExerciseOptionRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_leasing_dot_v1_dot_leasing__pb2.ExerciseOptionResponse.FromString,
+            scf_dot_leasing_dot_v1_dot_leasing__pb2.ExerciseOptionRequest.SerializeToString,
+            scf_dot_leasing_dot_v1_dot_leasing__pb2.ExerciseOptionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from services.gen.scf.lending.v1 import lending_pb2 as services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2
+from services.gen.scf.lending.v1 import lending_pb2 as scf_dot_lending_dot_v1_dot_lending__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in services/gen/scf/lending/v1/lending_pb2_grpc.py depends on'
+        + ' but the generated code in scf/lending/v1/lending_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -41,58 +41,58 @@ class LendingServiceStub:
         """
         self.CreateFacility = channel.unary_unary(
                 '/scf.lending.v1.LendingService/CreateFacility',
-                request_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.CreateFacilityRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.CreateFacilityResponse.FromString,
+                request_serializer=scf_dot_lending_dot_v1_dot_lending__pb2.CreateFacilityRequest.SerializeToString,
+                response_deserializer=scf_dot_lending_dot_v1_dot_lending__pb2.CreateFacilityResponse.FromString,
                 _registered_method=True)
         self.ListFacilities = channel.unary_unary(
                 '/scf.lending.v1.LendingService/ListFacilities',
-                request_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.ListFacilitiesRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.ListFacilitiesResponse.FromString,
+                request_serializer=scf_dot_lending_dot_v1_dot_lending__pb2.ListFacilitiesRequest.SerializeToString,
+                response_deserializer=scf_dot_lending_dot_v1_dot_lending__pb2.ListFacilitiesResponse.FromString,
                 _registered_method=True)
         self.RequestFinancing = channel.unary_unary(
                 '/scf.lending.v1.LendingService/RequestFinancing',
-                request_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.RequestFinancingRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.RequestFinancingResponse.FromString,
+                request_serializer=scf_dot_lending_dot_v1_dot_lending__pb2.RequestFinancingRequest.SerializeToString,
+                response_deserializer=scf_dot_lending_dot_v1_dot_lending__pb2.RequestFinancingResponse.FromString,
                 _registered_method=True)
         self.GetApplication = channel.unary_unary(
                 '/scf.lending.v1.LendingService/GetApplication',
-                request_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.GetApplicationRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.GetApplicationResponse.FromString,
+                request_serializer=scf_dot_lending_dot_v1_dot_lending__pb2.GetApplicationRequest.SerializeToString,
+                response_deserializer=scf_dot_lending_dot_v1_dot_lending__pb2.GetApplicationResponse.FromString,
                 _registered_method=True)
         self.WatchApplication = channel.unary_stream(
                 '/scf.lending.v1.LendingService/WatchApplication',
-                request_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.WatchApplicationRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.WatchApplicationResponse.FromString,
+                request_serializer=scf_dot_lending_dot_v1_dot_lending__pb2.WatchApplicationRequest.SerializeToString,
+                response_deserializer=scf_dot_lending_dot_v1_dot_lending__pb2.WatchApplicationResponse.FromString,
                 _registered_method=True)
         self.AcceptOffer = channel.unary_unary(
                 '/scf.lending.v1.LendingService/AcceptOffer',
-                request_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.AcceptOfferRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.AcceptOfferResponse.FromString,
+                request_serializer=scf_dot_lending_dot_v1_dot_lending__pb2.AcceptOfferRequest.SerializeToString,
+                response_deserializer=scf_dot_lending_dot_v1_dot_lending__pb2.AcceptOfferResponse.FromString,
                 _registered_method=True)
         self.DeclineOffer = channel.unary_unary(
                 '/scf.lending.v1.LendingService/DeclineOffer',
-                request_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.DeclineOfferRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.DeclineOfferResponse.FromString,
+                request_serializer=scf_dot_lending_dot_v1_dot_lending__pb2.DeclineOfferRequest.SerializeToString,
+                response_deserializer=scf_dot_lending_dot_v1_dot_lending__pb2.DeclineOfferResponse.FromString,
                 _registered_method=True)
         self.WithdrawApplication = channel.unary_unary(
                 '/scf.lending.v1.LendingService/WithdrawApplication',
-                request_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.WithdrawApplicationRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.WithdrawApplicationResponse.FromString,
+                request_serializer=scf_dot_lending_dot_v1_dot_lending__pb2.WithdrawApplicationRequest.SerializeToString,
+                response_deserializer=scf_dot_lending_dot_v1_dot_lending__pb2.WithdrawApplicationResponse.FromString,
                 _registered_method=True)
         self.RegisterSigningKey = channel.unary_unary(
                 '/scf.lending.v1.LendingService/RegisterSigningKey',
-                request_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.RegisterSigningKeyRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.RegisterSigningKeyResponse.FromString,
+                request_serializer=scf_dot_lending_dot_v1_dot_lending__pb2.RegisterSigningKeyRequest.SerializeToString,
+                response_deserializer=scf_dot_lending_dot_v1_dot_lending__pb2.RegisterSigningKeyResponse.FromString,
                 _registered_method=True)
         self.SignContract = channel.unary_unary(
                 '/scf.lending.v1.LendingService/SignContract',
-                request_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.SignContractRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.SignContractResponse.FromString,
+                request_serializer=scf_dot_lending_dot_v1_dot_lending__pb2.SignContractRequest.SerializeToString,
+                response_deserializer=scf_dot_lending_dot_v1_dot_lending__pb2.SignContractResponse.FromString,
                 _registered_method=True)
         self.GetContract = channel.unary_unary(
                 '/scf.lending.v1.LendingService/GetContract',
-                request_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.GetContractRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.GetContractResponse.FromString,
+                request_serializer=scf_dot_lending_dot_v1_dot_lending__pb2.GetContractRequest.SerializeToString,
+                response_deserializer=scf_dot_lending_dot_v1_dot_lending__pb2.GetContractResponse.FromString,
                 _registered_method=True)
 
 
@@ -203,58 +203,58 @@ def add_LendingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'CreateFacility': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateFacility,
-                    request_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.CreateFacilityRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.CreateFacilityResponse.SerializeToString,
+                    request_deserializer=scf_dot_lending_dot_v1_dot_lending__pb2.CreateFacilityRequest.FromString,
+                    response_serializer=scf_dot_lending_dot_v1_dot_lending__pb2.CreateFacilityResponse.SerializeToString,
             ),
             'ListFacilities': grpc.unary_unary_rpc_method_handler(
                     servicer.ListFacilities,
-                    request_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.ListFacilitiesRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.ListFacilitiesResponse.SerializeToString,
+                    request_deserializer=scf_dot_lending_dot_v1_dot_lending__pb2.ListFacilitiesRequest.FromString,
+                    response_serializer=scf_dot_lending_dot_v1_dot_lending__pb2.ListFacilitiesResponse.SerializeToString,
             ),
             'RequestFinancing': grpc.unary_unary_rpc_method_handler(
                     servicer.RequestFinancing,
-                    request_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.RequestFinancingRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.RequestFinancingResponse.SerializeToString,
+                    request_deserializer=scf_dot_lending_dot_v1_dot_lending__pb2.RequestFinancingRequest.FromString,
+                    response_serializer=scf_dot_lending_dot_v1_dot_lending__pb2.RequestFinancingResponse.SerializeToString,
             ),
             'GetApplication': grpc.unary_unary_rpc_method_handler(
                     servicer.GetApplication,
-                    request_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.GetApplicationRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.GetApplicationResponse.SerializeToString,
+                    request_deserializer=scf_dot_lending_dot_v1_dot_lending__pb2.GetApplicationRequest.FromString,
+                    response_serializer=scf_dot_lending_dot_v1_dot_lending__pb2.GetApplicationResponse.SerializeToString,
             ),
             'WatchApplication': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchApplication,
-                    request_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.WatchApplicationRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.WatchApplicationResponse.SerializeToString,
+                    request_deserializer=scf_dot_lending_dot_v1_dot_lending__pb2.WatchApplicationRequest.FromString,
+                    response_serializer=scf_dot_lending_dot_v1_dot_lending__pb2.WatchApplicationResponse.SerializeToString,
             ),
             'AcceptOffer': grpc.unary_unary_rpc_method_handler(
                     servicer.AcceptOffer,
-                    request_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.AcceptOfferRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.AcceptOfferResponse.SerializeToString,
+                    request_deserializer=scf_dot_lending_dot_v1_dot_lending__pb2.AcceptOfferRequest.FromString,
+                    response_serializer=scf_dot_lending_dot_v1_dot_lending__pb2.AcceptOfferResponse.SerializeToString,
             ),
             'DeclineOffer': grpc.unary_unary_rpc_method_handler(
                     servicer.DeclineOffer,
-                    request_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.DeclineOfferRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.DeclineOfferResponse.SerializeToString,
+                    request_deserializer=scf_dot_lending_dot_v1_dot_lending__pb2.DeclineOfferRequest.FromString,
+                    response_serializer=scf_dot_lending_dot_v1_dot_lending__pb2.DeclineOfferResponse.SerializeToString,
             ),
             'WithdrawApplication': grpc.unary_unary_rpc_method_handler(
                     servicer.WithdrawApplication,
-                    request_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.WithdrawApplicationRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.WithdrawApplicationResponse.SerializeToString,
+                    request_deserializer=scf_dot_lending_dot_v1_dot_lending__pb2.WithdrawApplicationRequest.FromString,
+                    response_serializer=scf_dot_lending_dot_v1_dot_lending__pb2.WithdrawApplicationResponse.SerializeToString,
             ),
             'RegisterSigningKey': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterSigningKey,
-                    request_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.RegisterSigningKeyRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.RegisterSigningKeyResponse.SerializeToString,
+                    request_deserializer=scf_dot_lending_dot_v1_dot_lending__pb2.RegisterSigningKeyRequest.FromString,
+                    response_serializer=scf_dot_lending_dot_v1_dot_lending__pb2.RegisterSigningKeyResponse.SerializeToString,
             ),
             'SignContract': grpc.unary_unary_rpc_method_handler(
                     servicer.SignContract,
-                    request_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.SignContractRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.SignContractResponse.SerializeToString,
+                    request_deserializer=scf_dot_lending_dot_v1_dot_lending__pb2.SignContractRequest.FromString,
+                    response_serializer=scf_dot_lending_dot_v1_dot_lending__pb2.SignContractResponse.SerializeToString,
             ),
             'GetContract': grpc.unary_unary_rpc_method_handler(
                     servicer.GetContract,
-                    request_deserializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.GetContractRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.GetContractResponse.SerializeToString,
+                    request_deserializer=scf_dot_lending_dot_v1_dot_lending__pb2.GetContractRequest.FromString,
+                    response_serializer=scf_dot_lending_dot_v1_dot_lending__pb2.GetContractResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -287,8 +287,8 @@ class LendingService:
             request,
             target,
             '/scf.lending.v1.LendingService/CreateFacility',
-            services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.CreateFacilityRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.CreateFacilityResponse.FromString,
+            scf_dot_lending_dot_v1_dot_lending__pb2.CreateFacilityRequest.SerializeToString,
+            scf_dot_lending_dot_v1_dot_lending__pb2.CreateFacilityResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -314,8 +314,8 @@ class LendingService:
             request,
             target,
             '/scf.lending.v1.LendingService/ListFacilities',
-            services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.ListFacilitiesRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.ListFacilitiesResponse.FromString,
+            scf_dot_lending_dot_v1_dot_lending__pb2.ListFacilitiesRequest.SerializeToString,
+            scf_dot_lending_dot_v1_dot_lending__pb2.ListFacilitiesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -341,8 +341,8 @@ class LendingService:
             request,
             target,
             '/scf.lending.v1.LendingService/RequestFinancing',
-            services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.RequestFinancingRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.RequestFinancingResponse.FromString,
+            scf_dot_lending_dot_v1_dot_lending__pb2.RequestFinancingRequest.SerializeToString,
+            scf_dot_lending_dot_v1_dot_lending__pb2.RequestFinancingResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -368,8 +368,8 @@ class LendingService:
             request,
             target,
             '/scf.lending.v1.LendingService/GetApplication',
-            services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.GetApplicationRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.GetApplicationResponse.FromString,
+            scf_dot_lending_dot_v1_dot_lending__pb2.GetApplicationRequest.SerializeToString,
+            scf_dot_lending_dot_v1_dot_lending__pb2.GetApplicationResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -395,8 +395,8 @@ class LendingService:
             request,
             target,
             '/scf.lending.v1.LendingService/WatchApplication',
-            services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.WatchApplicationRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.WatchApplicationResponse.FromString,
+            scf_dot_lending_dot_v1_dot_lending__pb2.WatchApplicationRequest.SerializeToString,
+            scf_dot_lending_dot_v1_dot_lending__pb2.WatchApplicationResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -422,8 +422,8 @@ class LendingService:
             request,
             target,
             '/scf.lending.v1.LendingService/AcceptOffer',
-            services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.AcceptOfferRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.AcceptOfferResponse.FromString,
+            scf_dot_lending_dot_v1_dot_lending__pb2.AcceptOfferRequest.SerializeToString,
+            scf_dot_lending_dot_v1_dot_lending__pb2.AcceptOfferResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -449,8 +449,8 @@ class LendingService:
             request,
             target,
             '/scf.lending.v1.LendingService/DeclineOffer',
-            services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.DeclineOfferRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.DeclineOfferResponse.FromString,
+            scf_dot_lending_dot_v1_dot_lending__pb2.DeclineOfferRequest.SerializeToString,
+            scf_dot_lending_dot_v1_dot_lending__pb2.DeclineOfferResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -476,8 +476,8 @@ class LendingService:
             request,
             target,
             '/scf.lending.v1.LendingService/WithdrawApplication',
-            services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.WithdrawApplicationRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.WithdrawApplicationResponse.FromString,
+            scf_dot_lending_dot_v1_dot_lending__pb2.WithdrawApplicationRequest.SerializeToString,
+            scf_dot_lending_dot_v1_dot_lending__pb2.WithdrawApplicationResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -503,8 +503,8 @@ class LendingService:
             request,
             target,
             '/scf.lending.v1.LendingService/RegisterSigningKey',
-            services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.RegisterSigningKeyRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.RegisterSigningKeyResponse.FromString,
+            scf_dot_lending_dot_v1_dot_lending__pb2.RegisterSigningKeyRequest.SerializeToString,
+            scf_dot_lending_dot_v1_dot_lending__pb2.RegisterSigningKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -530,8 +530,8 @@ class LendingService:
             request,
             target,
             '/scf.lending.v1.LendingService/SignContract',
-            services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.SignContractRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.SignContractResponse.FromString,
+            scf_dot_lending_dot_v1_dot_lending__pb2.SignContractRequest.SerializeToString,
+            scf_dot_lending_dot_v1_dot_lending__pb2.SignContractResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -557,8 +557,8 @@ class LendingService:
             request,
             target,
             '/scf.lending.v1.LendingService/GetContract',
-            services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.GetContractRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_lending_dot_v1_dot_lending__pb2.GetContractResponse.FromString,
+            scf_dot_lending_dot_v1_dot_lending__pb2.GetContractRequest.SerializeToString,
+            scf_dot_lending_dot_v1_dot_lending__pb2.GetContractResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from services.gen.scf.orders.v1 import orders_pb2 as services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2
+from services.gen.scf.orders.v1 import orders_pb2 as scf_dot_orders_dot_v1_dot_orders__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in services/gen/scf/orders/v1/orders_pb2_grpc.py depends on'
+        + ' but the generated code in scf/orders/v1/orders_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -41,58 +41,58 @@ class OrdersServiceStub:
         """
         self.RegisterOrder = channel.unary_unary(
                 '/scf.orders.v1.OrdersService/RegisterOrder',
-                request_serializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.RegisterOrderRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.RegisterOrderResponse.FromString,
+                request_serializer=scf_dot_orders_dot_v1_dot_orders__pb2.RegisterOrderRequest.SerializeToString,
+                response_deserializer=scf_dot_orders_dot_v1_dot_orders__pb2.RegisterOrderResponse.FromString,
                 _registered_method=True)
         self.ConfirmOrder = channel.unary_unary(
                 '/scf.orders.v1.OrdersService/ConfirmOrder',
-                request_serializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.ConfirmOrderRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.ConfirmOrderResponse.FromString,
+                request_serializer=scf_dot_orders_dot_v1_dot_orders__pb2.ConfirmOrderRequest.SerializeToString,
+                response_deserializer=scf_dot_orders_dot_v1_dot_orders__pb2.ConfirmOrderResponse.FromString,
                 _registered_method=True)
         self.DisputeOrder = channel.unary_unary(
                 '/scf.orders.v1.OrdersService/DisputeOrder',
-                request_serializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.DisputeOrderRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.DisputeOrderResponse.FromString,
+                request_serializer=scf_dot_orders_dot_v1_dot_orders__pb2.DisputeOrderRequest.SerializeToString,
+                response_deserializer=scf_dot_orders_dot_v1_dot_orders__pb2.DisputeOrderResponse.FromString,
                 _registered_method=True)
         self.RecordDelivery = channel.unary_unary(
                 '/scf.orders.v1.OrdersService/RecordDelivery',
-                request_serializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.RecordDeliveryRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.RecordDeliveryResponse.FromString,
+                request_serializer=scf_dot_orders_dot_v1_dot_orders__pb2.RecordDeliveryRequest.SerializeToString,
+                response_deserializer=scf_dot_orders_dot_v1_dot_orders__pb2.RecordDeliveryResponse.FromString,
                 _registered_method=True)
         self.AcceptDelivery = channel.unary_unary(
                 '/scf.orders.v1.OrdersService/AcceptDelivery',
-                request_serializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.AcceptDeliveryRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.AcceptDeliveryResponse.FromString,
+                request_serializer=scf_dot_orders_dot_v1_dot_orders__pb2.AcceptDeliveryRequest.SerializeToString,
+                response_deserializer=scf_dot_orders_dot_v1_dot_orders__pb2.AcceptDeliveryResponse.FromString,
                 _registered_method=True)
         self.CancelOrder = channel.unary_unary(
                 '/scf.orders.v1.OrdersService/CancelOrder',
-                request_serializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.CancelOrderRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.CancelOrderResponse.FromString,
+                request_serializer=scf_dot_orders_dot_v1_dot_orders__pb2.CancelOrderRequest.SerializeToString,
+                response_deserializer=scf_dot_orders_dot_v1_dot_orders__pb2.CancelOrderResponse.FromString,
                 _registered_method=True)
         self.GetOrder = channel.unary_unary(
                 '/scf.orders.v1.OrdersService/GetOrder',
-                request_serializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.GetOrderRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.GetOrderResponse.FromString,
+                request_serializer=scf_dot_orders_dot_v1_dot_orders__pb2.GetOrderRequest.SerializeToString,
+                response_deserializer=scf_dot_orders_dot_v1_dot_orders__pb2.GetOrderResponse.FromString,
                 _registered_method=True)
         self.WatchOrder = channel.unary_stream(
                 '/scf.orders.v1.OrdersService/WatchOrder',
-                request_serializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.WatchOrderRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.WatchOrderResponse.FromString,
+                request_serializer=scf_dot_orders_dot_v1_dot_orders__pb2.WatchOrderRequest.SerializeToString,
+                response_deserializer=scf_dot_orders_dot_v1_dot_orders__pb2.WatchOrderResponse.FromString,
                 _registered_method=True)
         self.ListOrders = channel.unary_unary(
                 '/scf.orders.v1.OrdersService/ListOrders',
-                request_serializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.ListOrdersRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.ListOrdersResponse.FromString,
+                request_serializer=scf_dot_orders_dot_v1_dot_orders__pb2.ListOrdersRequest.SerializeToString,
+                response_deserializer=scf_dot_orders_dot_v1_dot_orders__pb2.ListOrdersResponse.FromString,
                 _registered_method=True)
         self.VerifyOrder = channel.unary_unary(
                 '/scf.orders.v1.OrdersService/VerifyOrder',
-                request_serializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.VerifyOrderRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.VerifyOrderResponse.FromString,
+                request_serializer=scf_dot_orders_dot_v1_dot_orders__pb2.VerifyOrderRequest.SerializeToString,
+                response_deserializer=scf_dot_orders_dot_v1_dot_orders__pb2.VerifyOrderResponse.FromString,
                 _registered_method=True)
         self.ListBuyers = channel.unary_unary(
                 '/scf.orders.v1.OrdersService/ListBuyers',
-                request_serializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.ListBuyersRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.ListBuyersResponse.FromString,
+                request_serializer=scf_dot_orders_dot_v1_dot_orders__pb2.ListBuyersRequest.SerializeToString,
+                response_deserializer=scf_dot_orders_dot_v1_dot_orders__pb2.ListBuyersResponse.FromString,
                 _registered_method=True)
 
 
@@ -201,58 +201,58 @@ def add_OrdersServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'RegisterOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterOrder,
-                    request_deserializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.RegisterOrderRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.RegisterOrderResponse.SerializeToString,
+                    request_deserializer=scf_dot_orders_dot_v1_dot_orders__pb2.RegisterOrderRequest.FromString,
+                    response_serializer=scf_dot_orders_dot_v1_dot_orders__pb2.RegisterOrderResponse.SerializeToString,
             ),
             'ConfirmOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.ConfirmOrder,
-                    request_deserializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.ConfirmOrderRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.ConfirmOrderResponse.SerializeToString,
+                    request_deserializer=scf_dot_orders_dot_v1_dot_orders__pb2.ConfirmOrderRequest.FromString,
+                    response_serializer=scf_dot_orders_dot_v1_dot_orders__pb2.ConfirmOrderResponse.SerializeToString,
             ),
             'DisputeOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.DisputeOrder,
-                    request_deserializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.DisputeOrderRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.DisputeOrderResponse.SerializeToString,
+                    request_deserializer=scf_dot_orders_dot_v1_dot_orders__pb2.DisputeOrderRequest.FromString,
+                    response_serializer=scf_dot_orders_dot_v1_dot_orders__pb2.DisputeOrderResponse.SerializeToString,
             ),
             'RecordDelivery': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordDelivery,
-                    request_deserializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.RecordDeliveryRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.RecordDeliveryResponse.SerializeToString,
+                    request_deserializer=scf_dot_orders_dot_v1_dot_orders__pb2.RecordDeliveryRequest.FromString,
+                    response_serializer=scf_dot_orders_dot_v1_dot_orders__pb2.RecordDeliveryResponse.SerializeToString,
             ),
             'AcceptDelivery': grpc.unary_unary_rpc_method_handler(
                     servicer.AcceptDelivery,
-                    request_deserializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.AcceptDeliveryRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.AcceptDeliveryResponse.SerializeToString,
+                    request_deserializer=scf_dot_orders_dot_v1_dot_orders__pb2.AcceptDeliveryRequest.FromString,
+                    response_serializer=scf_dot_orders_dot_v1_dot_orders__pb2.AcceptDeliveryResponse.SerializeToString,
             ),
             'CancelOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelOrder,
-                    request_deserializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.CancelOrderRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.CancelOrderResponse.SerializeToString,
+                    request_deserializer=scf_dot_orders_dot_v1_dot_orders__pb2.CancelOrderRequest.FromString,
+                    response_serializer=scf_dot_orders_dot_v1_dot_orders__pb2.CancelOrderResponse.SerializeToString,
             ),
             'GetOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.GetOrder,
-                    request_deserializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.GetOrderRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.GetOrderResponse.SerializeToString,
+                    request_deserializer=scf_dot_orders_dot_v1_dot_orders__pb2.GetOrderRequest.FromString,
+                    response_serializer=scf_dot_orders_dot_v1_dot_orders__pb2.GetOrderResponse.SerializeToString,
             ),
             'WatchOrder': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchOrder,
-                    request_deserializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.WatchOrderRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.WatchOrderResponse.SerializeToString,
+                    request_deserializer=scf_dot_orders_dot_v1_dot_orders__pb2.WatchOrderRequest.FromString,
+                    response_serializer=scf_dot_orders_dot_v1_dot_orders__pb2.WatchOrderResponse.SerializeToString,
             ),
             'ListOrders': grpc.unary_unary_rpc_method_handler(
                     servicer.ListOrders,
-                    request_deserializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.ListOrdersRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.ListOrdersResponse.SerializeToString,
+                    request_deserializer=scf_dot_orders_dot_v1_dot_orders__pb2.ListOrdersRequest.FromString,
+                    response_serializer=scf_dot_orders_dot_v1_dot_orders__pb2.ListOrdersResponse.SerializeToString,
             ),
             'VerifyOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.VerifyOrder,
-                    request_deserializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.VerifyOrderRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.VerifyOrderResponse.SerializeToString,
+                    request_deserializer=scf_dot_orders_dot_v1_dot_orders__pb2.VerifyOrderRequest.FromString,
+                    response_serializer=scf_dot_orders_dot_v1_dot_orders__pb2.VerifyOrderResponse.SerializeToString,
             ),
             'ListBuyers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListBuyers,
-                    request_deserializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.ListBuyersRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.ListBuyersResponse.SerializeToString,
+                    request_deserializer=scf_dot_orders_dot_v1_dot_orders__pb2.ListBuyersRequest.FromString,
+                    response_serializer=scf_dot_orders_dot_v1_dot_orders__pb2.ListBuyersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -285,8 +285,8 @@ class OrdersService:
             request,
             target,
             '/scf.orders.v1.OrdersService/RegisterOrder',
-            services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.RegisterOrderRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.RegisterOrderResponse.FromString,
+            scf_dot_orders_dot_v1_dot_orders__pb2.RegisterOrderRequest.SerializeToString,
+            scf_dot_orders_dot_v1_dot_orders__pb2.RegisterOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -312,8 +312,8 @@ class OrdersService:
             request,
             target,
             '/scf.orders.v1.OrdersService/ConfirmOrder',
-            services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.ConfirmOrderRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.ConfirmOrderResponse.FromString,
+            scf_dot_orders_dot_v1_dot_orders__pb2.ConfirmOrderRequest.SerializeToString,
+            scf_dot_orders_dot_v1_dot_orders__pb2.ConfirmOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -339,8 +339,8 @@ class OrdersService:
             request,
             target,
             '/scf.orders.v1.OrdersService/DisputeOrder',
-            services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.DisputeOrderRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.DisputeOrderResponse.FromString,
+            scf_dot_orders_dot_v1_dot_orders__pb2.DisputeOrderRequest.SerializeToString,
+            scf_dot_orders_dot_v1_dot_orders__pb2.DisputeOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -366,8 +366,8 @@ class OrdersService:
             request,
             target,
             '/scf.orders.v1.OrdersService/RecordDelivery',
-            services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.RecordDeliveryRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.RecordDeliveryResponse.FromString,
+            scf_dot_orders_dot_v1_dot_orders__pb2.RecordDeliveryRequest.SerializeToString,
+            scf_dot_orders_dot_v1_dot_orders__pb2.RecordDeliveryResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -393,8 +393,8 @@ class OrdersService:
             request,
             target,
             '/scf.orders.v1.OrdersService/AcceptDelivery',
-            services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.AcceptDeliveryRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.AcceptDeliveryResponse.FromString,
+            scf_dot_orders_dot_v1_dot_orders__pb2.AcceptDeliveryRequest.SerializeToString,
+            scf_dot_orders_dot_v1_dot_orders__pb2.AcceptDeliveryResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -420,8 +420,8 @@ class OrdersService:
             request,
             target,
             '/scf.orders.v1.OrdersService/CancelOrder',
-            services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.CancelOrderRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.CancelOrderResponse.FromString,
+            scf_dot_orders_dot_v1_dot_orders__pb2.CancelOrderRequest.SerializeToString,
+            scf_dot_orders_dot_v1_dot_orders__pb2.CancelOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -447,8 +447,8 @@ class OrdersService:
             request,
             target,
             '/scf.orders.v1.OrdersService/GetOrder',
-            services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.GetOrderRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.GetOrderResponse.FromString,
+            scf_dot_orders_dot_v1_dot_orders__pb2.GetOrderRequest.SerializeToString,
+            scf_dot_orders_dot_v1_dot_orders__pb2.GetOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -474,8 +474,8 @@ class OrdersService:
             request,
             target,
             '/scf.orders.v1.OrdersService/WatchOrder',
-            services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.WatchOrderRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.WatchOrderResponse.FromString,
+            scf_dot_orders_dot_v1_dot_orders__pb2.WatchOrderRequest.SerializeToString,
+            scf_dot_orders_dot_v1_dot_orders__pb2.WatchOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -501,8 +501,8 @@ class OrdersService:
             request,
             target,
             '/scf.orders.v1.OrdersService/ListOrders',
-            services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.ListOrdersRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.ListOrdersResponse.FromString,
+            scf_dot_orders_dot_v1_dot_orders__pb2.ListOrdersRequest.SerializeToString,
+            scf_dot_orders_dot_v1_dot_orders__pb2.ListOrdersResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -528,8 +528,8 @@ class OrdersService:
             request,
             target,
             '/scf.orders.v1.OrdersService/VerifyOrder',
-            services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.VerifyOrderRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.VerifyOrderResponse.FromString,
+            scf_dot_orders_dot_v1_dot_orders__pb2.VerifyOrderRequest.SerializeToString,
+            scf_dot_orders_dot_v1_dot_orders__pb2.VerifyOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -555,8 +555,8 @@ class OrdersService:
             request,
             target,
             '/scf.orders.v1.OrdersService/ListBuyers',
-            services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.ListBuyersRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_orders_dot_v1_dot_orders__pb2.ListBuyersResponse.FromString,
+            scf_dot_orders_dot_v1_dot_orders__pb2.ListBuyersRequest.SerializeToString,
+            scf_dot_orders_dot_v1_dot_orders__pb2.ListBuyersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from services.gen.scf.platform.v1 import platform_pb2 as services_dot_gen_dot_scf_dot_platform_dot_v1_dot_platform__pb2
+from services.gen.scf.platform.v1 import platform_pb2 as scf_dot_platform_dot_v1_dot_platform__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in services/gen/scf/platform/v1/platform_pb2_grpc.py depends on'
+        + ' but the generated code in scf/platform/v1/platform_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -38,8 +38,8 @@ class PlatformServiceStub:
         """
         self.WhoAmI = channel.unary_unary(
                 '/scf.platform.v1.PlatformService/WhoAmI',
-                request_serializer=services_dot_gen_dot_scf_dot_platform_dot_v1_dot_platform__pb2.WhoAmIRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_platform_dot_v1_dot_platform__pb2.WhoAmIResponse.FromString,
+                request_serializer=scf_dot_platform_dot_v1_dot_platform__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=scf_dot_platform_dot_v1_dot_platform__pb2.WhoAmIResponse.FromString,
                 _registered_method=True)
 
 
@@ -65,8 +65,8 @@ def add_PlatformServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'WhoAmI': grpc.unary_unary_rpc_method_handler(
                     servicer.WhoAmI,
-                    request_deserializer=services_dot_gen_dot_scf_dot_platform_dot_v1_dot_platform__pb2.WhoAmIRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_platform_dot_v1_dot_platform__pb2.WhoAmIResponse.SerializeToString,
+                    request_deserializer=scf_dot_platform_dot_v1_dot_platform__pb2.WhoAmIRequest.FromString,
+                    response_serializer=scf_dot_platform_dot_v1_dot_platform__pb2.WhoAmIResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -96,8 +96,8 @@ class PlatformService:
             request,
             target,
             '/scf.platform.v1.PlatformService/WhoAmI',
-            services_dot_gen_dot_scf_dot_platform_dot_v1_dot_platform__pb2.WhoAmIRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_platform_dot_v1_dot_platform__pb2.WhoAmIResponse.FromString,
+            scf_dot_platform_dot_v1_dot_platform__pb2.WhoAmIRequest.SerializeToString,
+            scf_dot_platform_dot_v1_dot_platform__pb2.WhoAmIResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from services.gen.scf.repayment.v1 import repayment_pb2 as services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2
+from services.gen.scf.repayment.v1 import repayment_pb2 as scf_dot_repayment_dot_v1_dot_repayment__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in services/gen/scf/repayment/v1/repayment_pb2_grpc.py depends on'
+        + ' but the generated code in scf/repayment/v1/repayment_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -41,38 +41,38 @@ class RepaymentServiceStub:
         """
         self.RecordPayment = channel.unary_unary(
                 '/scf.repayment.v1.RepaymentService/RecordPayment',
-                request_serializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.RecordPaymentRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.RecordPaymentResponse.FromString,
+                request_serializer=scf_dot_repayment_dot_v1_dot_repayment__pb2.RecordPaymentRequest.SerializeToString,
+                response_deserializer=scf_dot_repayment_dot_v1_dot_repayment__pb2.RecordPaymentResponse.FromString,
                 _registered_method=True)
         self.GetLoan = channel.unary_unary(
                 '/scf.repayment.v1.RepaymentService/GetLoan',
-                request_serializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.GetLoanRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.GetLoanResponse.FromString,
+                request_serializer=scf_dot_repayment_dot_v1_dot_repayment__pb2.GetLoanRequest.SerializeToString,
+                response_deserializer=scf_dot_repayment_dot_v1_dot_repayment__pb2.GetLoanResponse.FromString,
                 _registered_method=True)
         self.WatchLoan = channel.unary_stream(
                 '/scf.repayment.v1.RepaymentService/WatchLoan',
-                request_serializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.WatchLoanRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.WatchLoanResponse.FromString,
+                request_serializer=scf_dot_repayment_dot_v1_dot_repayment__pb2.WatchLoanRequest.SerializeToString,
+                response_deserializer=scf_dot_repayment_dot_v1_dot_repayment__pb2.WatchLoanResponse.FromString,
                 _registered_method=True)
         self.GetSchedule = channel.unary_unary(
                 '/scf.repayment.v1.RepaymentService/GetSchedule',
-                request_serializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.GetScheduleRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.GetScheduleResponse.FromString,
+                request_serializer=scf_dot_repayment_dot_v1_dot_repayment__pb2.GetScheduleRequest.SerializeToString,
+                response_deserializer=scf_dot_repayment_dot_v1_dot_repayment__pb2.GetScheduleResponse.FromString,
                 _registered_method=True)
         self.GetStatement = channel.unary_unary(
                 '/scf.repayment.v1.RepaymentService/GetStatement',
-                request_serializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.GetStatementRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.GetStatementResponse.FromString,
+                request_serializer=scf_dot_repayment_dot_v1_dot_repayment__pb2.GetStatementRequest.SerializeToString,
+                response_deserializer=scf_dot_repayment_dot_v1_dot_repayment__pb2.GetStatementResponse.FromString,
                 _registered_method=True)
         self.QuotePayoff = channel.unary_unary(
                 '/scf.repayment.v1.RepaymentService/QuotePayoff',
-                request_serializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.QuotePayoffRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.QuotePayoffResponse.FromString,
+                request_serializer=scf_dot_repayment_dot_v1_dot_repayment__pb2.QuotePayoffRequest.SerializeToString,
+                response_deserializer=scf_dot_repayment_dot_v1_dot_repayment__pb2.QuotePayoffResponse.FromString,
                 _registered_method=True)
         self.ListUnmatched = channel.unary_unary(
                 '/scf.repayment.v1.RepaymentService/ListUnmatched',
-                request_serializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.ListUnmatchedRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.ListUnmatchedResponse.FromString,
+                request_serializer=scf_dot_repayment_dot_v1_dot_repayment__pb2.ListUnmatchedRequest.SerializeToString,
+                response_deserializer=scf_dot_repayment_dot_v1_dot_repayment__pb2.ListUnmatchedResponse.FromString,
                 _registered_method=True)
 
 
@@ -151,38 +151,38 @@ def add_RepaymentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'RecordPayment': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordPayment,
-                    request_deserializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.RecordPaymentRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.RecordPaymentResponse.SerializeToString,
+                    request_deserializer=scf_dot_repayment_dot_v1_dot_repayment__pb2.RecordPaymentRequest.FromString,
+                    response_serializer=scf_dot_repayment_dot_v1_dot_repayment__pb2.RecordPaymentResponse.SerializeToString,
             ),
             'GetLoan': grpc.unary_unary_rpc_method_handler(
                     servicer.GetLoan,
-                    request_deserializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.GetLoanRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.GetLoanResponse.SerializeToString,
+                    request_deserializer=scf_dot_repayment_dot_v1_dot_repayment__pb2.GetLoanRequest.FromString,
+                    response_serializer=scf_dot_repayment_dot_v1_dot_repayment__pb2.GetLoanResponse.SerializeToString,
             ),
             'WatchLoan': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchLoan,
-                    request_deserializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.WatchLoanRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.WatchLoanResponse.SerializeToString,
+                    request_deserializer=scf_dot_repayment_dot_v1_dot_repayment__pb2.WatchLoanRequest.FromString,
+                    response_serializer=scf_dot_repayment_dot_v1_dot_repayment__pb2.WatchLoanResponse.SerializeToString,
             ),
             'GetSchedule': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSchedule,
-                    request_deserializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.GetScheduleRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.GetScheduleResponse.SerializeToString,
+                    request_deserializer=scf_dot_repayment_dot_v1_dot_repayment__pb2.GetScheduleRequest.FromString,
+                    response_serializer=scf_dot_repayment_dot_v1_dot_repayment__pb2.GetScheduleResponse.SerializeToString,
             ),
             'GetStatement': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStatement,
-                    request_deserializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.GetStatementRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.GetStatementResponse.SerializeToString,
+                    request_deserializer=scf_dot_repayment_dot_v1_dot_repayment__pb2.GetStatementRequest.FromString,
+                    response_serializer=scf_dot_repayment_dot_v1_dot_repayment__pb2.GetStatementResponse.SerializeToString,
             ),
             'QuotePayoff': grpc.unary_unary_rpc_method_handler(
                     servicer.QuotePayoff,
-                    request_deserializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.QuotePayoffRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.QuotePayoffResponse.SerializeToString,
+                    request_deserializer=scf_dot_repayment_dot_v1_dot_repayment__pb2.QuotePayoffRequest.FromString,
+                    response_serializer=scf_dot_repayment_dot_v1_dot_repayment__pb2.QuotePayoffResponse.SerializeToString,
             ),
             'ListUnmatched': grpc.unary_unary_rpc_method_handler(
                     servicer.ListUnmatched,
-                    request_deserializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.ListUnmatchedRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.ListUnmatchedResponse.SerializeToString,
+                    request_deserializer=scf_dot_repayment_dot_v1_dot_repayment__pb2.ListUnmatchedRequest.FromString,
+                    response_serializer=scf_dot_repayment_dot_v1_dot_repayment__pb2.ListUnmatchedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,8 +215,8 @@ class RepaymentService:
             request,
             target,
             '/scf.repayment.v1.RepaymentService/RecordPayment',
-            services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.RecordPaymentRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.RecordPaymentResponse.FromString,
+            scf_dot_repayment_dot_v1_dot_repayment__pb2.RecordPaymentRequest.SerializeToString,
+            scf_dot_repayment_dot_v1_dot_repayment__pb2.RecordPaymentResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -242,8 +242,8 @@ class RepaymentService:
             request,
             target,
             '/scf.repayment.v1.RepaymentService/GetLoan',
-            services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.GetLoanRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.GetLoanResponse.FromString,
+            scf_dot_repayment_dot_v1_dot_repayment__pb2.GetLoanRequest.SerializeToString,
+            scf_dot_repayment_dot_v1_dot_repayment__pb2.GetLoanResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -269,8 +269,8 @@ class RepaymentService:
             request,
             target,
             '/scf.repayment.v1.RepaymentService/WatchLoan',
-            services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.WatchLoanRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.WatchLoanResponse.FromString,
+            scf_dot_repayment_dot_v1_dot_repayment__pb2.WatchLoanRequest.SerializeToString,
+            scf_dot_repayment_dot_v1_dot_repayment__pb2.WatchLoanResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -296,8 +296,8 @@ class RepaymentService:
             request,
             target,
             '/scf.repayment.v1.RepaymentService/GetSchedule',
-            services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.GetScheduleRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.GetScheduleResponse.FromString,
+            scf_dot_repayment_dot_v1_dot_repayment__pb2.GetScheduleRequest.SerializeToString,
+            scf_dot_repayment_dot_v1_dot_repayment__pb2.GetScheduleResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -323,8 +323,8 @@ class RepaymentService:
             request,
             target,
             '/scf.repayment.v1.RepaymentService/GetStatement',
-            services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.GetStatementRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.GetStatementResponse.FromString,
+            scf_dot_repayment_dot_v1_dot_repayment__pb2.GetStatementRequest.SerializeToString,
+            scf_dot_repayment_dot_v1_dot_repayment__pb2.GetStatementResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -350,8 +350,8 @@ class RepaymentService:
             request,
             target,
             '/scf.repayment.v1.RepaymentService/QuotePayoff',
-            services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.QuotePayoffRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.QuotePayoffResponse.FromString,
+            scf_dot_repayment_dot_v1_dot_repayment__pb2.QuotePayoffRequest.SerializeToString,
+            scf_dot_repayment_dot_v1_dot_repayment__pb2.QuotePayoffResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -377,8 +377,8 @@ class RepaymentService:
             request,
             target,
             '/scf.repayment.v1.RepaymentService/ListUnmatched',
-            services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.ListUnmatchedRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_repayment_dot_v1_dot_repayment__pb2.ListUnmatchedResponse.FromString,
+            scf_dot_repayment_dot_v1_dot_repayment__pb2.ListUnmatchedRequest.SerializeToString,
+            scf_dot_repayment_dot_v1_dot_repayment__pb2.ListUnmatchedResponse.FromString,
             options,
             channel_credentials,
             insecure,

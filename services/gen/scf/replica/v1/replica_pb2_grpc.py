@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from services.gen.scf.replica.v1 import replica_pb2 as services_dot_gen_dot_scf_dot_replica_dot_v1_dot_replica__pb2
+from services.gen.scf.replica.v1 import replica_pb2 as scf_dot_replica_dot_v1_dot_replica__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in services/gen/scf/replica/v1/replica_pb2_grpc.py depends on'
+        + ' but the generated code in scf/replica/v1/replica_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -39,8 +39,8 @@ class ReplicaServiceStub:
         """
         self.GetStatus = channel.unary_unary(
                 '/scf.replica.v1.ReplicaService/GetStatus',
-                request_serializer=services_dot_gen_dot_scf_dot_replica_dot_v1_dot_replica__pb2.GetStatusRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_replica_dot_v1_dot_replica__pb2.GetStatusResponse.FromString,
+                request_serializer=scf_dot_replica_dot_v1_dot_replica__pb2.GetStatusRequest.SerializeToString,
+                response_deserializer=scf_dot_replica_dot_v1_dot_replica__pb2.GetStatusResponse.FromString,
                 _registered_method=True)
 
 
@@ -63,8 +63,8 @@ def add_ReplicaServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStatus,
-                    request_deserializer=services_dot_gen_dot_scf_dot_replica_dot_v1_dot_replica__pb2.GetStatusRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_replica_dot_v1_dot_replica__pb2.GetStatusResponse.SerializeToString,
+                    request_deserializer=scf_dot_replica_dot_v1_dot_replica__pb2.GetStatusRequest.FromString,
+                    response_serializer=scf_dot_replica_dot_v1_dot_replica__pb2.GetStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -95,8 +95,8 @@ class ReplicaService:
             request,
             target,
             '/scf.replica.v1.ReplicaService/GetStatus',
-            services_dot_gen_dot_scf_dot_replica_dot_v1_dot_replica__pb2.GetStatusRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_replica_dot_v1_dot_replica__pb2.GetStatusResponse.FromString,
+            scf_dot_replica_dot_v1_dot_replica__pb2.GetStatusRequest.SerializeToString,
+            scf_dot_replica_dot_v1_dot_replica__pb2.GetStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

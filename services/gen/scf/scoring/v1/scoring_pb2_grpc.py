@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from services.gen.scf.scoring.v1 import scoring_pb2 as services_dot_gen_dot_scf_dot_scoring_dot_v1_dot_scoring__pb2
+from services.gen.scf.scoring.v1 import scoring_pb2 as scf_dot_scoring_dot_v1_dot_scoring__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in services/gen/scf/scoring/v1/scoring_pb2_grpc.py depends on'
+        + ' but the generated code in scf/scoring/v1/scoring_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -40,23 +40,23 @@ class ScoringServiceStub:
         """
         self.Explain = channel.unary_unary(
                 '/scf.scoring.v1.ScoringService/Explain',
-                request_serializer=services_dot_gen_dot_scf_dot_scoring_dot_v1_dot_scoring__pb2.ExplainRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_scoring_dot_v1_dot_scoring__pb2.ExplainResponse.FromString,
+                request_serializer=scf_dot_scoring_dot_v1_dot_scoring__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=scf_dot_scoring_dot_v1_dot_scoring__pb2.ExplainResponse.FromString,
                 _registered_method=True)
         self.Recompute = channel.unary_unary(
                 '/scf.scoring.v1.ScoringService/Recompute',
-                request_serializer=services_dot_gen_dot_scf_dot_scoring_dot_v1_dot_scoring__pb2.RecomputeRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_scoring_dot_v1_dot_scoring__pb2.RecomputeResponse.FromString,
+                request_serializer=scf_dot_scoring_dot_v1_dot_scoring__pb2.RecomputeRequest.SerializeToString,
+                response_deserializer=scf_dot_scoring_dot_v1_dot_scoring__pb2.RecomputeResponse.FromString,
                 _registered_method=True)
         self.LoadModel = channel.unary_unary(
                 '/scf.scoring.v1.ScoringService/LoadModel',
-                request_serializer=services_dot_gen_dot_scf_dot_scoring_dot_v1_dot_scoring__pb2.LoadModelRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_scoring_dot_v1_dot_scoring__pb2.LoadModelResponse.FromString,
+                request_serializer=scf_dot_scoring_dot_v1_dot_scoring__pb2.LoadModelRequest.SerializeToString,
+                response_deserializer=scf_dot_scoring_dot_v1_dot_scoring__pb2.LoadModelResponse.FromString,
                 _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/scf.scoring.v1.ScoringService/ListModels',
-                request_serializer=services_dot_gen_dot_scf_dot_scoring_dot_v1_dot_scoring__pb2.ListModelsRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_scoring_dot_v1_dot_scoring__pb2.ListModelsResponse.FromString,
+                request_serializer=scf_dot_scoring_dot_v1_dot_scoring__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=scf_dot_scoring_dot_v1_dot_scoring__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
 
 
@@ -107,23 +107,23 @@ def add_ScoringServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Explain': grpc.unary_unary_rpc_method_handler(
                     servicer.Explain,
-                    request_deserializer=services_dot_gen_dot_scf_dot_scoring_dot_v1_dot_scoring__pb2.ExplainRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_scoring_dot_v1_dot_scoring__pb2.ExplainResponse.SerializeToString,
+                    request_deserializer=scf_dot_scoring_dot_v1_dot_scoring__pb2.ExplainRequest.FromString,
+                    response_serializer=scf_dot_scoring_dot_v1_dot_scoring__pb2.ExplainResponse.SerializeToString,
             ),
             'Recompute': grpc.unary_unary_rpc_method_handler(
                     servicer.Recompute,
-                    request_deserializer=services_dot_gen_dot_scf_dot_scoring_dot_v1_dot_scoring__pb2.RecomputeRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_scoring_dot_v1_dot_scoring__pb2.RecomputeResponse.SerializeToString,
+                    request_deserializer=scf_dot_scoring_dot_v1_dot_scoring__pb2.RecomputeRequest.FromString,
+                    response_serializer=scf_dot_scoring_dot_v1_dot_scoring__pb2.RecomputeResponse.SerializeToString,
             ),
             'LoadModel': grpc.unary_unary_rpc_method_handler(
                     servicer.LoadModel,
-                    request_deserializer=services_dot_gen_dot_scf_dot_scoring_dot_v1_dot_scoring__pb2.LoadModelRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_scoring_dot_v1_dot_scoring__pb2.LoadModelResponse.SerializeToString,
+                    request_deserializer=scf_dot_scoring_dot_v1_dot_scoring__pb2.LoadModelRequest.FromString,
+                    response_serializer=scf_dot_scoring_dot_v1_dot_scoring__pb2.LoadModelResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
-                    request_deserializer=services_dot_gen_dot_scf_dot_scoring_dot_v1_dot_scoring__pb2.ListModelsRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_scoring_dot_v1_dot_scoring__pb2.ListModelsResponse.SerializeToString,
+                    request_deserializer=scf_dot_scoring_dot_v1_dot_scoring__pb2.ListModelsRequest.FromString,
+                    response_serializer=scf_dot_scoring_dot_v1_dot_scoring__pb2.ListModelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -155,8 +155,8 @@ class ScoringService:
             request,
             target,
             '/scf.scoring.v1.ScoringService/Explain',
-            services_dot_gen_dot_scf_dot_scoring_dot_v1_dot_scoring__pb2.ExplainRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_scoring_dot_v1_dot_scoring__pb2.ExplainResponse.FromString,
+            scf_dot_scoring_dot_v1_dot_scoring__pb2.ExplainRequest.SerializeToString,
+            scf_dot_scoring_dot_v1_dot_scoring__pb2.ExplainResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -182,8 +182,8 @@ class ScoringService:
             request,
             target,
             '/scf.scoring.v1.ScoringService/Recompute',
-            services_dot_gen_dot_scf_dot_scoring_dot_v1_dot_scoring__pb2.RecomputeRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_scoring_dot_v1_dot_scoring__pb2.RecomputeResponse.FromString,
+            scf_dot_scoring_dot_v1_dot_scoring__pb2.RecomputeRequest.SerializeToString,
+            scf_dot_scoring_dot_v1_dot_scoring__pb2.RecomputeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -209,8 +209,8 @@ class ScoringService:
             request,
             target,
             '/scf.scoring.v1.ScoringService/LoadModel',
-            services_dot_gen_dot_scf_dot_scoring_dot_v1_dot_scoring__pb2.LoadModelRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_scoring_dot_v1_dot_scoring__pb2.LoadModelResponse.FromString,
+            scf_dot_scoring_dot_v1_dot_scoring__pb2.LoadModelRequest.SerializeToString,
+            scf_dot_scoring_dot_v1_dot_scoring__pb2.LoadModelResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -236,8 +236,8 @@ class ScoringService:
             request,
             target,
             '/scf.scoring.v1.ScoringService/ListModels',
-            services_dot_gen_dot_scf_dot_scoring_dot_v1_dot_scoring__pb2.ListModelsRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_scoring_dot_v1_dot_scoring__pb2.ListModelsResponse.FromString,
+            scf_dot_scoring_dot_v1_dot_scoring__pb2.ListModelsRequest.SerializeToString,
+            scf_dot_scoring_dot_v1_dot_scoring__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

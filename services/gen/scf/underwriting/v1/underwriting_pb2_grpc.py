@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from services.gen.scf.underwriting.v1 import underwriting_pb2 as services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2
+from services.gen.scf.underwriting.v1 import underwriting_pb2 as scf_dot_underwriting_dot_v1_dot_underwriting__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in services/gen/scf/underwriting/v1/underwriting_pb2_grpc.py depends on'
+        + ' but the generated code in scf/underwriting/v1/underwriting_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -43,28 +43,28 @@ class UnderwritingServiceStub:
         """
         self.ListApplications = channel.unary_unary(
                 '/scf.underwriting.v1.UnderwritingService/ListApplications',
-                request_serializer=services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.ListApplicationsRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.ListApplicationsResponse.FromString,
+                request_serializer=scf_dot_underwriting_dot_v1_dot_underwriting__pb2.ListApplicationsRequest.SerializeToString,
+                response_deserializer=scf_dot_underwriting_dot_v1_dot_underwriting__pb2.ListApplicationsResponse.FromString,
                 _registered_method=True)
         self.GetApplication = channel.unary_unary(
                 '/scf.underwriting.v1.UnderwritingService/GetApplication',
-                request_serializer=services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.GetApplicationRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.GetApplicationResponse.FromString,
+                request_serializer=scf_dot_underwriting_dot_v1_dot_underwriting__pb2.GetApplicationRequest.SerializeToString,
+                response_deserializer=scf_dot_underwriting_dot_v1_dot_underwriting__pb2.GetApplicationResponse.FromString,
                 _registered_method=True)
         self.Approve = channel.unary_unary(
                 '/scf.underwriting.v1.UnderwritingService/Approve',
-                request_serializer=services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.ApproveRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.ApproveResponse.FromString,
+                request_serializer=scf_dot_underwriting_dot_v1_dot_underwriting__pb2.ApproveRequest.SerializeToString,
+                response_deserializer=scf_dot_underwriting_dot_v1_dot_underwriting__pb2.ApproveResponse.FromString,
                 _registered_method=True)
         self.Reject = channel.unary_unary(
                 '/scf.underwriting.v1.UnderwritingService/Reject',
-                request_serializer=services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.RejectRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.RejectResponse.FromString,
+                request_serializer=scf_dot_underwriting_dot_v1_dot_underwriting__pb2.RejectRequest.SerializeToString,
+                response_deserializer=scf_dot_underwriting_dot_v1_dot_underwriting__pb2.RejectResponse.FromString,
                 _registered_method=True)
         self.CounterOffer = channel.unary_unary(
                 '/scf.underwriting.v1.UnderwritingService/CounterOffer',
-                request_serializer=services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.CounterOfferRequest.SerializeToString,
-                response_deserializer=services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.CounterOfferResponse.FromString,
+                request_serializer=scf_dot_underwriting_dot_v1_dot_underwriting__pb2.CounterOfferRequest.SerializeToString,
+                response_deserializer=scf_dot_underwriting_dot_v1_dot_underwriting__pb2.CounterOfferResponse.FromString,
                 _registered_method=True)
 
 
@@ -121,28 +121,28 @@ def add_UnderwritingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ListApplications': grpc.unary_unary_rpc_method_handler(
                     servicer.ListApplications,
-                    request_deserializer=services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.ListApplicationsRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.ListApplicationsResponse.SerializeToString,
+                    request_deserializer=scf_dot_underwriting_dot_v1_dot_underwriting__pb2.ListApplicationsRequest.FromString,
+                    response_serializer=scf_dot_underwriting_dot_v1_dot_underwriting__pb2.ListApplicationsResponse.SerializeToString,
             ),
             'GetApplication': grpc.unary_unary_rpc_method_handler(
                     servicer.GetApplication,
-                    request_deserializer=services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.GetApplicationRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.GetApplicationResponse.SerializeToString,
+                    request_deserializer=scf_dot_underwriting_dot_v1_dot_underwriting__pb2.GetApplicationRequest.FromString,
+                    response_serializer=scf_dot_underwriting_dot_v1_dot_underwriting__pb2.GetApplicationResponse.SerializeToString,
             ),
             'Approve': grpc.unary_unary_rpc_method_handler(
                     servicer.Approve,
-                    request_deserializer=services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.ApproveRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.ApproveResponse.SerializeToString,
+                    request_deserializer=scf_dot_underwriting_dot_v1_dot_underwriting__pb2.ApproveRequest.FromString,
+                    response_serializer=scf_dot_underwriting_dot_v1_dot_underwriting__pb2.ApproveResponse.SerializeToString,
             ),
             'Reject': grpc.unary_unary_rpc_method_handler(
                     servicer.Reject,
-                    request_deserializer=services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.RejectRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.RejectResponse.SerializeToString,
+                    request_deserializer=scf_dot_underwriting_dot_v1_dot_underwriting__pb2.RejectRequest.FromString,
+                    response_serializer=scf_dot_underwriting_dot_v1_dot_underwriting__pb2.RejectResponse.SerializeToString,
             ),
             'CounterOffer': grpc.unary_unary_rpc_method_handler(
                     servicer.CounterOffer,
-                    request_deserializer=services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.CounterOfferRequest.FromString,
-                    response_serializer=services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.CounterOfferResponse.SerializeToString,
+                    request_deserializer=scf_dot_underwriting_dot_v1_dot_underwriting__pb2.CounterOfferRequest.FromString,
+                    response_serializer=scf_dot_underwriting_dot_v1_dot_underwriting__pb2.CounterOfferResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -177,8 +177,8 @@ class UnderwritingService:
             request,
             target,
             '/scf.underwriting.v1.UnderwritingService/ListApplications',
-            services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.ListApplicationsRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.ListApplicationsResponse.FromString,
+            scf_dot_underwriting_dot_v1_dot_underwriting__pb2.ListApplicationsRequest.SerializeToString,
+            scf_dot_underwriting_dot_v1_dot_underwriting__pb2.ListApplicationsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -204,8 +204,8 @@ class UnderwritingService:
             request,
             target,
             '/scf.underwriting.v1.UnderwritingService/GetApplication',
-            services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.GetApplicationRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.GetApplicationResponse.FromString,
+            scf_dot_underwriting_dot_v1_dot_underwriting__pb2.GetApplicationRequest.SerializeToString,
+            scf_dot_underwriting_dot_v1_dot_underwriting__pb2.GetApplicationResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -231,8 +231,8 @@ class UnderwritingService:
             request,
             target,
             '/scf.underwriting.v1.UnderwritingService/Approve',
-            services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.ApproveRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.ApproveResponse.FromString,
+            scf_dot_underwriting_dot_v1_dot_underwriting__pb2.ApproveRequest.SerializeToString,
+            scf_dot_underwriting_dot_v1_dot_underwriting__pb2.ApproveResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -258,8 +258,8 @@ class UnderwritingService:
             request,
             target,
             '/scf.underwriting.v1.UnderwritingService/Reject',
-            services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.RejectRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.RejectResponse.FromString,
+            scf_dot_underwriting_dot_v1_dot_underwriting__pb2.RejectRequest.SerializeToString,
+            scf_dot_underwriting_dot_v1_dot_underwriting__pb2.RejectResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -285,8 +285,8 @@ class UnderwritingService:
             request,
             target,
             '/scf.underwriting.v1.UnderwritingService/CounterOffer',
-            services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.CounterOfferRequest.SerializeToString,
-            services_dot_gen_dot_scf_dot_underwriting_dot_v1_dot_underwriting__pb2.CounterOfferResponse.FromString,
+            scf_dot_underwriting_dot_v1_dot_underwriting__pb2.CounterOfferRequest.SerializeToString,
+            scf_dot_underwriting_dot_v1_dot_underwriting__pb2.CounterOfferResponse.FromString,
             options,
             channel_credentials,
             insecure,
