@@ -1,7 +1,8 @@
-"""Generate Python code (and mypy stubs) from protos/ into services/gen/.
+"""Generate Python code (and mypy stubs) from protos/ into services/gen/, and
+the API reference docs/api.md.
 
-``python -m services.devtools.genprotos`` writes the code;
-``--check`` compares instead and exits 1 when services/gen is out of date.
+``python -m services.devtools.genprotos`` writes both;
+``--check`` compares instead and exits 1 when either is out of date.
 
 protos/ is a buf module: files import each other as ``scf/<package>/v1/...``,
 so protoc writes ``from scf.types.v1 import money_pb2``. The code lives in our
@@ -20,9 +21,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from services.devtools import apidoc
+
 ROOT = Path(__file__).resolve().parents[2]
 PROTOS = ROOT / "protos"
 GEN = ROOT / "services" / "gen"
+REFERENCE = ROOT / "docs" / "api.md"
 #: An import of another generated module, as protoc writes it.
 _OUR_IMPORT = re.compile(r"^from scf\.", re.MULTILINE)
 
@@ -40,6 +44,7 @@ def generate(out_root: Path) -> Path:
             f"-I{PROTOS}", f"-I{well_known}",
             f"--python_out={out_root}", f"--grpc_python_out={out_root}",
             f"--mypy_out={out_root}", f"--mypy_grpc_out={out_root}",
+            "--include_source_info", f"--descriptor_set_out={out_root / 'protos.pb'}",
             *(f"{PROTOS}/{f}" for f in files),
         ],
         check=True,
@@ -75,17 +80,21 @@ def _differences(a: Path, b: Path) -> list[str]:
 def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         fresh = generate(Path(tmp))
+        reference = apidoc.render((Path(tmp) / "protos.pb").read_bytes())
         if "--check" in argv:
             diffs = _differences(fresh, GEN)
+            if not REFERENCE.exists() or REFERENCE.read_text() != reference:
+                diffs.append(f"differs: {REFERENCE.relative_to(ROOT)}")
             for d in diffs:
                 print(d)
             if diffs:
-                print("services/gen is out of date with protos/: run `make protos`")
+                print("services/gen or docs/api.md is out of date with protos/: run `make protos`")
             return 1 if diffs else 0
         if GEN.exists():
             shutil.rmtree(GEN)
         shutil.copytree(fresh, GEN)
-    print(f"generated {GEN.relative_to(ROOT)}")
+        REFERENCE.write_text(reference)
+    print(f"generated {GEN.relative_to(ROOT)} and {REFERENCE.relative_to(ROOT)}")
     return 0
 
 
