@@ -489,10 +489,20 @@ class LendingServicer(ApplicationCalls, lending_pb2_grpc.LendingServiceServicer)
         self, request: lending_pb2.GetContractRequest, context: Any
     ) -> lending_pb2.GetContractResponse:
         who = current_identity()
+        if bool(request.contract_id) == bool(request.application_id):
+            raise InvalidArgument("contract_id", "name the contract_id or the application_id")
         async with self.pool.acquire() as conn:
-            found = await load_contract(conn, request.contract_id)
+            contract_id = request.contract_id or await conn.fetchval(
+                "SELECT contract_id FROM applications WHERE application_id = $1",
+                request.application_id,
+            )
+            found = await load_contract(conn, contract_id) if contract_id else None
             if found is None:
-                raise NotFound(f"no contract {request.contract_id!r}")
+                raise NotFound(
+                    f"no contract {request.contract_id!r}"
+                    if request.contract_id
+                    else f"application {request.application_id!r} has no contract"
+                )
             row, signatures = found
             try:  # a signer reads what it signs
                 signer_for(who, row["contract_id"], tuple(row["signers"]))

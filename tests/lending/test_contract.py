@@ -75,3 +75,18 @@ async def test_the_buyer_reads_the_contract_it_signs(settings: Settings) -> None
             ), stranger
         missing = lending_pb2.GetContractRequest(contract_id="CON-NOSUCH")
         assert await _code(buyer.GetContract(missing)) == grpc.StatusCode.NOT_FOUND
+
+        # The buyer may also ask by the application its order's pledge names,
+        # with the same rights; never by both, nor by neither.
+        by_app = lending_pb2.GetContractRequest(application_id=app_id)
+        assert (await buyer.GetContract(by_app)).contract == signed
+        assert await _code(env.lending("harbor-works").GetContract(by_app)) == (
+            grpc.StatusCode.PERMISSION_DENIED
+        )
+        for bad in (
+            lending_pb2.GetContractRequest(),
+            lending_pb2.GetContractRequest(contract_id=contract_id, application_id=app_id),
+        ):
+            assert await _code(buyer.GetContract(bad)) == grpc.StatusCode.INVALID_ARGUMENT
+        nothing = lending_pb2.GetContractRequest(application_id="APP-NOSUCH")
+        assert await _code(buyer.GetContract(nothing)) == grpc.StatusCode.NOT_FOUND

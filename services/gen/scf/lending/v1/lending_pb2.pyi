@@ -838,21 +838,31 @@ Global___SignContractResponse: _TypeAlias = SignContractResponse  # noqa: Y015
 
 @_typing.final
 class GetContractRequest(_message.Message):
-    """Which contract."""
+    """Which contract: by its id, or as the current contract of an application.
+    Exactly one of the two is set (INVALID_ARGUMENT otherwise).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTRACT_ID_FIELD_NUMBER: _builtins.int
+    APPLICATION_ID_FIELD_NUMBER: _builtins.int
     contract_id: _builtins.str
     """The contract's id (Application.contract.contract_id, or LeaseContract's)."""
+    application_id: _builtins.str
+    """Instead: the application's (or lease's) current contract. A buyer, who
+    may not read the application, learns its id from its order's pledge
+    (scf.orders.v1.Pledge.application_id). NOT_FOUND while the application
+    has no contract yet (before approval).
+    """
     def __init__(
         self,
         *,
         contract_id: _builtins.str = ...,
+        application_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract_id", b"contract_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_id", b"application_id", "contract_id", b"contract_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
