@@ -53,7 +53,17 @@ RANGES: dict[str, tuple[int, int]] = {
     "scf.leasing.v1.ApplyForLeaseRequest.term_months": (1, 120),
     "scf.leasing.v1.ExerciseOptionRequest.renewal_periods": (1, 480),
     "scf.orders.v1.LineItem.quantity": (1, 1_000_000_000),
-    "scf.orders.v1.ListOrdersRequest.page_size": (1, 100),
+    **{
+        f"scf.{name}Request.page_size": (1, 100)
+        for name in (
+            "orders.v1.ListOrders",
+            "orders.v1.ListBuyers",
+            "lending.v1.ListFacilities",
+            "underwriting.v1.ListApplications",
+            "scoring.v1.ListModels",
+            "repayment.v1.ListUnmatched",
+        )
+    },
     "scf.journal.v1.ListRefusalsRequest.limit": (1, 1000),
     "scf.journal.v1.GetCheckpointRequest.min_cosignatures": (0, 16),
     "scf.journal.v1.GetReceiptRequest.min_cosignatures": (0, 16),

@@ -50,6 +50,7 @@ from services.runtime.keys import key_id_of
 from services.runtime.messages import build
 from services.runtime.messaging import Messenger
 from services.runtime.money import Money, parse_money
+from services.runtime.paging import page_of
 from services.runtime.watching import JournaledFeed, Snapshot, follow, journal_seq_of
 
 __all__ = ["LendingServicer", "application_view"]
@@ -223,19 +224,27 @@ class LendingServicer(ApplicationCalls, lending_pb2_grpc.LendingServiceServicer)
         self, request: Any, context: Any
     ) -> lending_pb2.ListFacilitiesResponse:
         who = current_identity()
+        page = page_of(request.page_size, request.page_token, (str,))
         if who.role in STAFF_ROLES:
-            rows = await self.pool.fetch(
-                "SELECT * FROM facilities WHERE bank = $1", who.organization
-            )
+            column, value = "bank", who.organization
         elif who.role is Role.SUBCONTRACTOR:
-            rows = await self.pool.fetch(
-                "SELECT * FROM facilities WHERE subcontractor_id = $1", who.party_id
-            )
+            column, value = "subcontractor_id", who.party_id
         elif who.role in (Role.AUDITOR, Role.OPERATOR):
-            rows = await self.pool.fetch("SELECT * FROM facilities")
+            column, value = "", ""
         else:
             raise PermissionDenied(f"{who.role.value}s have no facilities")
-        return lending_pb2.ListFacilitiesResponse(facilities=[facility_proto(r) for r in rows])
+        rows = await self.pool.fetch(
+            "SELECT * FROM facilities WHERE facility_id > $1"
+            + (f" AND {column} = $3" if column else " AND $3 = ''")
+            + " ORDER BY facility_id LIMIT $2",
+            page.after[0] if page.after else "",
+            page.fetch(),
+            value,
+        )
+        kept, token = page.cut(rows, lambda r: (r["facility_id"],))
+        return lending_pb2.ListFacilitiesResponse(
+            facilities=[facility_proto(r) for r in kept], next_page_token=token
+        )
 
     # -- applications ------------------------------------------------------------------
 

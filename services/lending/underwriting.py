@@ -28,6 +28,7 @@ from services.runtime.idempotency import M, once
 from services.runtime.identity import Identity, require_role
 from services.runtime.messages import build
 from services.runtime.money import parse_money
+from services.runtime.paging import page_of
 
 __all__ = ["UnderwritingServicer"]
 
@@ -66,13 +67,20 @@ class UnderwritingServicer(underwriting_pb2_grpc.UnderwritingServiceServicer):
                     f"states[{i}]", f"{state!r} is not a state; one of {', '.join(sorted(known))}"
                 )
         states = list(request.states) or sorted(DECIDABLE)
-        rows = await self.pool.fetch(
-            "SELECT * FROM applications WHERE bank = $1 AND state = ANY($2::text[])"
-            " ORDER BY created_micros",
-            who.organization,
-            states,
+        page = page_of(request.page_size, request.page_token, (int, str))
+        after = page.after or (-1, "")
+        rows, token = page.cut(
+            await self.pool.fetch(
+                "SELECT * FROM applications WHERE bank = $1 AND state = ANY($2::text[])"
+                " AND (created_micros, application_id) > ($3, $4)"
+                " ORDER BY created_micros, application_id LIMIT $5",
+                who.organization, states, after[0], after[1], page.fetch(),
+            ),
+            lambda r: (r["created_micros"], r["application_id"]),
+        )  # fmt: skip
+        return underwriting_pb2.ListApplicationsResponse(
+            applications=[_item(r, []) for r in rows], next_page_token=token
         )
-        return underwriting_pb2.ListApplicationsResponse(applications=[_item(r, []) for r in rows])
 
     async def GetApplication(
         self, request: underwriting_pb2.GetApplicationRequest, context: Any

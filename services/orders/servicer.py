@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 
@@ -28,6 +27,7 @@ from services.runtime.idempotency import M, once
 from services.runtime.identity import Identity, Role, current_identity, require_role
 from services.runtime.journal_client import AuditClient, Outbox
 from services.runtime.messages import build
+from services.runtime.paging import page_of, paged
 from services.runtime.watching import JournaledFeed, Snapshot, follow, journal_seq_of
 
 __all__ = ["OrdersServicer"]
@@ -190,9 +190,7 @@ class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):
             party = who.party_id
         else:
             raise PermissionDenied(f"{who.role.value}s see orders through their applications")
-        size = request.page_size or 20
-        if size > 100:
-            raise InvalidArgument("page_size", "at most 100")
+        page = page_of(request.page_size, request.page_token, (int, str), default=20)
         states = []
         for s in request.states:
             if s not in PROTO_TO_STATE:
@@ -205,23 +203,9 @@ class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):
                 bounds.append(dt.date.fromisoformat(value) if value else None)
             except ValueError:
                 raise InvalidArgument(name, f"{value!r} is not a date like 2027-03-31") from None
-        after = None
-        if request.page_token:
-            try:
-                micros, _, last = (
-                    base64.urlsafe_b64decode(request.page_token).decode().partition(":")
-                )
-                after = (int(micros), last)
-            except (ValueError, UnicodeDecodeError):
-                raise InvalidArgument("page_token", "not a token this service gave out") from None
-        orders = await self.store.page(party, states, bounds[0], bounds[1], after, size + 1)
-        token = ""
-        if len(orders) > size:
-            orders = orders[:size]
-            tail = orders[-1]
-            token = base64.urlsafe_b64encode(
-                f"{tail.created_micros}:{tail.order_id}".encode()
-            ).decode()
+        after = cast("tuple[int, str] | None", page.after)
+        found = await self.store.page(party, states, bounds[0], bounds[1], after, page.fetch())
+        orders, token = page.cut(found, lambda o: (o.created_micros, o.order_id))
         return orders_pb2.ListOrdersResponse(
             orders=[to_proto(o) for o in orders], next_page_token=token
         )
@@ -230,11 +214,11 @@ class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):
         self, request: orders_pb2.ListBuyersRequest, context: Any
     ) -> orders_pb2.ListBuyersResponse:
         current_identity()
+        page = page_of(request.page_size, request.page_token, (str,))
+        buyers, token = paged(await self.store.buyers(), page, lambda b: (b[0],))
         return orders_pb2.ListBuyersResponse(
-            buyers=[
-                orders_pb2.Buyer(buyer_id=b, name=n, rating=r)
-                for b, n, r in await self.store.buyers()
-            ]
+            buyers=[orders_pb2.Buyer(buyer_id=b, name=n, rating=r) for b, n, r in buyers],
+            next_page_token=token,
         )
 
     async def VerifyOrder(

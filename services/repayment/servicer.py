@@ -16,6 +16,7 @@ from services.runtime.errors import AWAY, InvalidArgument, NotFound, PermissionD
 from services.runtime.idempotency import once
 from services.runtime.identity import Identity, Role, current_identity, require_role
 from services.runtime.money import Money, parse_money
+from services.runtime.paging import page_of
 from services.runtime.watching import JournaledFeed, Snapshot, follow, journal_seq_of
 
 __all__ = ["RepaymentServicer"]
@@ -250,8 +251,17 @@ class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
         self, request: repayment_pb2.ListUnmatchedRequest, context: Any
     ) -> repayment_pb2.ListUnmatchedResponse:
         require_role(Role.OPERATOR)
-        rows = await self.book.pool.fetch("SELECT * FROM unmatched_payments ORDER BY id")
+        page = page_of(request.page_size, request.page_token, (int,))
+        rows, token = page.cut(
+            await self.book.pool.fetch(
+                "SELECT * FROM unmatched_payments WHERE id > $1 ORDER BY id LIMIT $2",
+                page.after[0] if page.after else 0,
+                page.fetch(),
+            ),
+            lambda r: (r["id"],),
+        )
         return repayment_pb2.ListUnmatchedResponse(
+            next_page_token=token,
             payments=[
                 repayment_pb2.UnmatchedPayment(
                     loan_id=r["loan_id"],
@@ -262,5 +272,5 @@ class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
                     reason=r["reason"],
                 )
                 for r in rows
-            ]
+            ],
         )

@@ -12,6 +12,7 @@ from services.runtime.errors import InvalidArgument, NotFound, PermissionDenied
 from services.runtime.idempotency import once
 from services.runtime.identity import Identity, Role, current_identity, require_role
 from services.runtime.journal_client import AuditClient, Outbox
+from services.runtime.paging import page_of, paged
 from services.scoring.scorecard import InputError, ModelError, load_scorecard, rescore
 from services.scoring.storage import ScoringStore
 
@@ -147,8 +148,10 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         self, request: scoring_pb2.ListModelsRequest, context: Any
     ) -> scoring_pb2.ListModelsResponse:
         current_identity()
+        page = page_of(request.page_size, request.page_token, (str, str))
         listed, seen = [], set()
         for m, v, h in await self.store.models():  # newest first: the first of a family is in force
             listed.append(scoring_pb2.Model(model=m, version=v, sha256=h, in_force=m not in seen))
             seen.add(m)
-        return scoring_pb2.ListModelsResponse(models=listed)
+        models, token = paged(listed, page, lambda m: (m.model, m.version))
+        return scoring_pb2.ListModelsResponse(models=models, next_page_token=token)

@@ -6,6 +6,7 @@ import pytest
 
 from services.gen.scf.journal.v1 import journal_pb2
 from services.gen.scf.leasing.v1 import leasing_pb2
+from services.gen.scf.lending.v1 import lending_pb2
 from services.gen.scf.orders.v1 import orders_pb2
 from services.gen.scf.underwriting.v1 import underwriting_pb2
 from services.runtime.errors import InvalidArgument
@@ -82,6 +83,7 @@ def test_a_field_named_larger_takes_its_own_bound() -> None:
             "line_items[0].quantity",
         ),
         (orders_pb2.ListOrdersRequest(page_size=101), "page_size"),
+        (lending_pb2.ListFacilitiesRequest(page_size=101), "page_size"),
         (leasing_pb2.ApplyForLeaseRequest(term_months=121), "term_months"),
         (leasing_pb2.ExerciseOptionRequest(renewal_periods=-1), "renewal_periods"),
         (

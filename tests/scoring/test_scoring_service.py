@@ -179,10 +179,16 @@ async def test_model_loading(settings: Settings) -> None:
             assert loaded.version == "1.1.0"
             models = await scoring.ListModels(scoring_pb2.ListModelsRequest())
             assert [(m.model, m.version, m.in_force) for m in models.models] == [
+                ("scf-expert", "1.0.0", False),
                 ("scf-expert", "1.1.0", True),
                 ("scf-lease", "1.0.0", True),  # the other family keeps its version in force
-                ("scf-expert", "1.0.0", False),
             ]
+            first = await scoring.ListModels(scoring_pb2.ListModelsRequest(page_size=2))
+            rest = await scoring.ListModels(
+                scoring_pb2.ListModelsRequest(page_size=2, page_token=first.next_page_token)
+            )
+            assert [*first.models, *rest.models] == list(models.models)
+            assert len(first.models) == 2 and rest.next_page_token == ""
 
         sub, buyer = env.stub("acme-builders"), env.stub("citybuild")
         oid = (await sub.RegisterOrder(register_request("PO-S2"))).order.order_id

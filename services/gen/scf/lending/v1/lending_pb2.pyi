@@ -378,16 +378,27 @@ Global___CreateFacilityResponse: _TypeAlias = CreateFacilityResponse  # noqa: Y0
 
 @_typing.final
 class ListFacilitiesRequest(_message.Message):
-    """No fields: the caller's own facilities (a subcontractor), or its bank's (staff)."""
+    """Which page of the caller's own facilities (a subcontractor), or its
+    bank's (staff), by facility id.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most this many, 1 to 100; 0: 50."""
+    page_token: _builtins.str
+    """The previous page's next_page_token; empty for the first page."""
     def __init__(
         self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -400,6 +411,9 @@ class ListFacilitiesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     FACILITIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """The next page's page_token; empty on the last page."""
     @_builtins.property
     def facilities(self) -> _containers.RepeatedCompositeFieldContainer[Global___Facility]:
         """Each facility."""
@@ -408,10 +422,11 @@ class ListFacilitiesResponse(_message.Message):
         self,
         *,
         facilities: _abc.Iterable[Global___Facility] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["facilities", b"facilities"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["facilities", b"facilities", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -96,7 +96,8 @@ class ScoringServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListModels(self, request, context):
-        """ListModels returns every model version loaded, the one in force first.
+        """ListModels returns every model version loaded, by model name and
+        version, a page at a time; Model.in_force marks each model's version in force.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -54,7 +54,9 @@ class ScoringServiceStub:
     the previous version stays in force.
     """
     ListModels: _grpc.UnaryUnaryMultiCallable[_scoring_pb2.ListModelsRequest, _scoring_pb2.ListModelsResponse]
-    """ListModels returns every model version loaded, the one in force first."""
+    """ListModels returns every model version loaded, by model name and
+    version, a page at a time; Model.in_force marks each model's version in force.
+    """
 
 @_typing.type_check_only
 class ScoringServiceAsyncStub(ScoringServiceStub):
@@ -82,7 +84,9 @@ class ScoringServiceAsyncStub(ScoringServiceStub):
     the previous version stays in force.
     """
     ListModels: _aio.UnaryUnaryMultiCallable[_scoring_pb2.ListModelsRequest, _scoring_pb2.ListModelsResponse]  # type: ignore[assignment]
-    """ListModels returns every model version loaded, the one in force first."""
+    """ListModels returns every model version loaded, by model name and
+    version, a page at a time; Model.in_force marks each model's version in force.
+    """
 
 class ScoringServiceServicer(metaclass=_abc_1.ABCMeta):
     """ScoringService explains and reproduces credit decisions. Decisions are made
@@ -131,6 +135,8 @@ class ScoringServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _scoring_pb2.ListModelsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_scoring_pb2.ListModelsResponse, _abc.Awaitable[_scoring_pb2.ListModelsResponse]]:
-        """ListModels returns every model version loaded, the one in force first."""
+        """ListModels returns every model version loaded, by model name and
+        version, a page at a time; Model.in_force marks each model's version in force.
+        """
 
 def add_ScoringServiceServicer_to_server(servicer: ScoringServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
