@@ -66,7 +66,10 @@ async def test_the_node_client_finances_an_order_and_verifies_it(settings: Setti
                     timeout=10,
                 )
             ).application
-        assert app.order_id == result["order_id"] and app.state == "disbursed"
+        assert (
+            app.order_id == result["order_id"]
+            and app.state == lending_pb2.APPLICATION_STATE_DISBURSED
+        )
         assert app.contract.contract_id == result["contract_id"]
         assert set(app.contract.signed_by) == set(app.contract.signers)
     finally:

@@ -14,6 +14,7 @@ from services.gen.scf.lending.v1 import lending_pb2
 from services.gen.scf.orders.v1 import orders_pb2
 from services.runtime.certs import load_party
 from services.runtime.config import Settings
+from services.runtime.proto_enums import word_of
 from services.runtime.grpcserver import client_channel
 from services.runtime.metrics import RPC_TOTAL
 from tests.lending.helpers import lending_env
@@ -42,12 +43,15 @@ async def test_an_application_is_watched_from_request_to_disbursement(settings: 
         )
         async for reply in watch:
             seen.append(reply)
-            if reply.application.state == "approved" and not reply.application.contract.signed_by:
+            if (
+                reply.application.state == lending_pb2.APPLICATION_STATE_APPROVED
+                and not reply.application.contract.signed_by
+            ):
                 await env.sign_all(reply.application)  # signing moves it on
-            if reply.application.state == "disbursed":
+            if reply.application.state == lending_pb2.APPLICATION_STATE_DISBURSED:
                 watch.cancel()
                 break
-        states = [r.application.state for r in seen]
+        states = [word_of(lending_pb2.ApplicationState, r.application.state) for r in seen]
         assert states[-1] == "disbursed" and "approved" in states
         versions, seqs = [r.version for r in seen], [r.journal_seq for r in seen]
         assert versions == sorted(set(versions)) and seqs == sorted(set(seqs))

@@ -176,12 +176,13 @@ async function main() {
   const watchApp = (party, states) =>
     watchUntil(lending(party), "WatchApplication", { application_id: appId },
       (r) => states.includes(r.application.state), `${appId} in ${states.join("|")}`);
-  let app = (await watchApp("acme-builders", ["referred", "approved", "closed"])).application;
+  const S = (word) => `APPLICATION_STATE_${word}`; // enums arrive by name (enums: String)
+  let app = (await watchApp("acme-builders", [S("REFERRED"), S("APPROVED"), S("CLOSED")])).application;
   const decision = JSON.parse(app.decision_json);
   console.log(`scored: ${app.state} (grade ${decision.grade}, recommends ${decision.recommendation})`);
-  if (app.state === "closed") throw new Error(`refused: ${app.reason}`);
+  if (app.state === S("CLOSED")) throw new Error(`${app.outcome}: ${app.reason}`);
   for (const underwriter of ["uw-alice", "uw-bob"]) {
-    if (app.state === "approved") break;
+    if (app.state === S("APPROVED")) break;
     const approved = await call(underwriting(underwriter), "Approve", {
       application_id: appId,
       terms: { amount: { amount: "2000000.00", currency: "CNY" }, rate_bps: 600, tenor_days: 0 },
@@ -194,7 +195,7 @@ async function main() {
 
   // 4. Every signer reads the contract and signs the 32 raw bytes of its
   // SHA-256 with its own Ed25519 key, registered first as 32 raw bytes.
-  await watchApp("acme-builders", ["approved"]);
+  await watchApp("acme-builders", [S("APPROVED")]);
   const buyerOrder = (await call(orders("citybuild"), "GetOrder", { order_id: order.order_id })).order;
   const { contract } = await call(lending("citybuild"), "GetContract", {
     application_id: buyerOrder.pledge.application_id,
@@ -214,7 +215,7 @@ async function main() {
     });
     console.log(`${party} signed`);
   }
-  app = (await watchApp("acme-builders", ["disbursed"])).application;
+  app = (await watchApp("acme-builders", [S("DISBURSED")])).application;
   console.log(`disbursed ${app.terms.amount.amount} ${app.terms.amount.currency} at ${app.terms.rate_bps} bp`);
 
   // 5. The auditor's check: the order's history, every entry proven against

@@ -35,6 +35,7 @@ from services.runtime.certs import PartySpec, ensure_certificates, load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
 from services.runtime.identity import Role
+from services.runtime.proto_enums import enum_number
 from services.runtime.watch_client import watch_until
 
 __all__ = ["BUYERS", "FlowLoad", "bench_parties", "percentiles"]
@@ -52,7 +53,9 @@ RETRYABLE = {
 
 
 #: States from which a bench flow cannot reach disbursement.
-_HOPELESS = frozenset({"closed", "referred", "releasing"})
+_HOPELESS = frozenset(
+    enum_number(lending_pb2.ApplicationState, s) for s in ("closed", "referred", "releasing")
+)
 
 
 def bench_parties(count: int) -> tuple[PartySpec, ...]:
@@ -249,14 +252,17 @@ class FlowLoad:
         """Watch the application until the platform has moved it to ``state``."""
         started = time.perf_counter()
         request = lending_pb2.WatchApplicationRequest(application_id=app.application_id)
+        wanted = enum_number(lending_pb2.ApplicationState, state)
 
         def hopeless(reply: Any) -> str | None:
             got = reply.application
-            return f"{got.state}: {got.reason}" if got.state in _HOPELESS else None
+            if got.state not in _HOPELESS:
+                return None
+            return f"{lending_pb2.ApplicationState.Name(got.state)}: {got.reason}"
 
         reply = await watch_until(
             lambda left: lending.WatchApplication(request, timeout=left),
-            lambda r: r.application.state == state,
+            lambda r: r.application.state == wanted,
             self.retry_seconds, f"{app.application_id} {state}", hopeless=hopeless,
         )  # fmt: skip
         self.timings[name].append(time.perf_counter() - started)

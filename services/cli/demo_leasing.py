@@ -22,6 +22,7 @@ from services.lending.signing import sign_contract
 from services.runtime.certs import load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
+from services.runtime.proto_enums import word_of
 
 PARTIES = ("acme-builders", "ls-dana", "ls-erik", "liftco")
 CNY = "CNY"
@@ -101,7 +102,7 @@ async def lease(settings: Settings, out: Console) -> int:
                 ),
                 timeout=10,
             )
-            out.print(f"{who} approves: {reply.state}")
+            out.print(f"{who} approves: {word_of(lending_pb2.ApplicationState, reply.state)}")
         got = await lease_in(leasing["acme-builders"], lease_id, "approved")
         for party in ("acme-builders", "ls-dana", "liftco"):
             await sign_contract(
@@ -128,7 +129,8 @@ async def lease(settings: Settings, out: Console) -> int:
         )
         out.print(
             f"lease-one paid liftco 360,000.00; acme-builders accepted EX220-7781: the lease is"
-            f" {delivered.lease.state} from {delivered.lease.commenced_on}"
+            f" {word_of(lending_pb2.ApplicationState, delivered.lease.state)}"
+            f" from {delivered.lease.commenced_on}"
         )
     return await _rentals(settings, out, lease_id)
 

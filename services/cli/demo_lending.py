@@ -19,6 +19,7 @@ from services.lending.signing import sign_contract
 from services.runtime.certs import load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
+from services.runtime.proto_enums import word_of
 
 PARTIES = ("acme-builders", "citybuild", "uw-alice", "uw-bob")
 
@@ -76,9 +77,10 @@ async def finance(settings: Settings, out: Console, order_id: str, quiet: bool =
                 scoring_pb2.ExplainRequest(decision_id=app.decision_id), timeout=10
             )
         out.print(show(explained))
-        if app.state != "referred":
+        if app.state != lending_pb2.APPLICATION_STATE_REFERRED:
             raise RuntimeError(
-                f"expected a referral, got {app.state} ({decision['recommendation']})"
+                f"expected a referral, got {word_of(lending_pb2.ApplicationState, app.state)}"
+                f" ({decision['recommendation']})"
             )
         try:
             await lending["acme-builders"].RequestFinancing(
@@ -110,7 +112,7 @@ async def finance(settings: Settings, out: Console, order_id: str, quiet: bool =
                 ),
                 timeout=10,
             )
-            out.print(f"{who} approves: {reply.state}")
+            out.print(f"{who} approves: {word_of(lending_pb2.ApplicationState, reply.state)}")
         out.rule("7. Every party signs the contract; the money is disbursed")
         app = await application_in(lending["acme-builders"], app.application_id, "approved")
         out.print(f"contract {app.contract.contract_id}, SHA-256 {app.contract.sha256.hex()[:16]}…")

@@ -17,6 +17,7 @@ from services.gen.scf.types.v1 import money_pb2
 from services.runtime.certs import load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
+from services.runtime.proto_enums import word_of
 
 
 async def _loan(stub: Any, loan_id: str) -> Any:
@@ -57,7 +58,8 @@ async def repay(settings: Settings, out: Console, first_loan: str, second_loan: 
         out.print(
             f"citybuild pays 4,000,000.00 CNY into the supervised account: interest"
             f" {paid.interest.amount}, principal {paid.principal.amount}, to acme-builders"
-            f" {paid.surplus.amount}; the loan is {paid.loan.state}"
+            f" {paid.surplus.amount};"
+            f" the loan is {word_of(repayment_pb2.LoanState, paid.loan.state)}"
         )
         out.print(
             statement_table(
@@ -94,7 +96,7 @@ async def repay(settings: Settings, out: Console, first_loan: str, second_loan: 
         )
         out.print(
             f"payoff quote {quote.amount.amount} CNY paid: penalty {paid.penalty.amount};"
-            f" loan {paid.loan.state}"
+            f" loan {word_of(repayment_pb2.LoanState, paid.loan.state)}"
         )
         out.print(
             statement_table(

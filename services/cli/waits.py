@@ -13,6 +13,7 @@ from services.gen.scf.repayment.v1 import repayment_pb2
 from services.runtime.certs import load_party
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
+from services.runtime.proto_enums import enum_number
 from services.runtime.watch_client import watch_until
 
 __all__ = [
@@ -29,9 +30,10 @@ TIMEOUT_S = 30.0
 
 
 async def application_in(stub: Any, application_id: str, *states: str) -> Any:
-    """The application once it is in one of ``states``."""
+    """The application once it is in one of ``states`` (words, as "referred")."""
+    wanted = {enum_number(lending_pb2.ApplicationState, s) for s in states}
     return await application_where(
-        stub, application_id, lambda app: app.state in states,
+        stub, application_id, lambda app: app.state in wanted,
         f"application {application_id} in {', '.join(states)}",
     )  # fmt: skip
 
@@ -49,9 +51,10 @@ async def application_where(
 
 async def lease_in(stub: Any, lease_id: str, *states: str) -> Any:
     request = leasing_pb2.WatchLeaseRequest(lease_id=lease_id)
+    wanted = {enum_number(lending_pb2.ApplicationState, s) for s in states}
     reply = await watch_until(
         lambda left: stub.WatchLease(request, timeout=left),
-        lambda r: r.lease.state in states,
+        lambda r: r.lease.state in wanted,
         TIMEOUT_S, f"lease {lease_id} in {', '.join(states)}",
     )  # fmt: skip
     return reply.lease

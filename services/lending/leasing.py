@@ -16,6 +16,7 @@ from typing import Any
 from services.contracts.values import lease_option_value
 from services.gen.scf.bus.v1 import bus_pb2
 from services.gen.scf.leasing.v1 import leasing_pb2, leasing_pb2_grpc
+from services.gen.scf.lending.v1 import lending_pb2
 from services.gen.scf.types.v1 import money_pb2
 from services.journal import canonical_json
 from services.lending.domain import Action, Application, Kind
@@ -33,6 +34,7 @@ from services.runtime.idempotency import M
 from services.runtime.identity import Identity, Role, current_identity, require_role
 from services.runtime.messages import build
 from services.runtime.money import Money, parse_money
+from services.runtime.proto_enums import enum_number
 
 __all__ = ["LeasingServicer", "lease_view"]
 
@@ -76,8 +78,8 @@ async def lease_view(conn: Any, app: Any) -> leasing_pb2.Lease:
         if lease.in_advance
         else leasing_pb2.PAYMENT_TIMING_IN_ARREARS,
         end_option=_OPTION[lease.end_option],
-        state=app["state"],
-        outcome=app["outcome"],
+        state=enum_number(lending_pb2.ApplicationState, app["state"]),
+        outcome=enum_number(lending_pb2.ApplicationOutcome, app["outcome"]),
         reason=app["reason"],
         decision_json=canonical_json(app["decision"]).decode() if app["decision"] else "",
         rate_bps=app["terms"]["rate_bps"] if app["terms"] else 0,

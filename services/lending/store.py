@@ -13,6 +13,7 @@ from services.runtime import tracing
 from services.runtime.errors import NotFound
 from services.runtime.journal_client import Outbox
 from services.runtime.money import Money
+from services.runtime.proto_enums import enum_number
 
 __all__ = [
     "Transitions",
@@ -85,8 +86,8 @@ def application_proto(
         order_id=row["order_id"],
         facility_id=row["facility_id"],
         requested=money_pb(c, row["requested_minor"]),
-        state=row["state"],
-        outcome=row["outcome"],
+        state=enum_number(lending_pb2.ApplicationState, row["state"]),
+        outcome=enum_number(lending_pb2.ApplicationOutcome, row["outcome"]),
         reason=row["reason"],
         decision_id=row["decision_id"],
         decision_json=canonical_json(row["decision"]).decode() if row["decision"] else "",

@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from services.gen.scf.lending.v1 import lending_pb2
 from services.gen.scf.types.v1 import money_pb2
 from services.gen.scf.underwriting.v1 import underwriting_pb2, underwriting_pb2_grpc
 from services.journal import canonical_json
@@ -16,19 +17,19 @@ from services.lending.domain import (
     Action,
     Application,
     Outcome,
-    State,
     Terms,
 )
 from services.lending.flow import FlowEngine
 from services.lending.policy import policy_for
 from services.lending.store import money_pb
 from services.runtime.clock import Clock
-from services.runtime.errors import InvalidArgument, NotFound, PermissionDenied
+from services.runtime.errors import NotFound, PermissionDenied
 from services.runtime.idempotency import M, once
 from services.runtime.identity import Identity, require_role
 from services.runtime.messages import build
 from services.runtime.money import parse_money
 from services.runtime.paging import page_of
+from services.runtime.proto_enums import enum_number, enum_word
 
 __all__ = ["UnderwritingServicer"]
 
@@ -41,7 +42,7 @@ def _item(app: Any, seqs: list[int]) -> underwriting_pb2.QueueItem:
         subcontractor_id=app["subcontractor_id"],
         order_id=app["order_id"],
         requested=money_pb2.Money(amount=m.amount, currency=m.currency),
-        state=app["state"],
+        state=enum_number(lending_pb2.ApplicationState, app["state"]),
         decision_json=canonical_json(app["decision"]).decode() if app["decision"] else "",
         approvals=list(app["approvals"]),
         journal_seqs=seqs,
@@ -60,13 +61,10 @@ class UnderwritingServicer(underwriting_pb2_grpc.UnderwritingServiceServicer):
         self, request: underwriting_pb2.ListApplicationsRequest, context: Any
     ) -> underwriting_pb2.ListApplicationsResponse:
         who = require_role(*STAFF_ROLES)
-        known = {s.value for s in State}
-        for i, state in enumerate(request.states):
-            if state not in known:
-                raise InvalidArgument(
-                    f"states[{i}]", f"{state!r} is not a state; one of {', '.join(sorted(known))}"
-                )
-        states = list(request.states) or sorted(DECIDABLE)
+        states = [
+            enum_word(lending_pb2.ApplicationState, state, f"states[{i}]")
+            for i, state in enumerate(request.states)
+        ] or sorted(DECIDABLE)
         page = page_of(request.page_size, request.page_token, (int, str))
         after = page.after or (-1, "")
         rows, token = page.cut(
@@ -115,7 +113,7 @@ class UnderwritingServicer(underwriting_pb2_grpc.UnderwritingServiceServicer):
             domain = Application.from_row(app)
             domain.check(action, who)  # who and when first: a stranger learns nothing more
             app = await self.engine.carry_out(conn, app, decide(domain, who))
-            return build(response, state=app["state"])
+            return build(response, state=enum_number(lending_pb2.ApplicationState, app["state"]))
 
         method = type(request).__name__.removesuffix("Request")
         return await once(

@@ -17,6 +17,7 @@ from services.runtime.idempotency import once
 from services.runtime.identity import Identity, Role, current_identity, require_role
 from services.runtime.money import Money, parse_money
 from services.runtime.paging import page_of
+from services.runtime.proto_enums import enum_number
 from services.runtime.watching import JournaledFeed, Snapshot, follow, journal_seq_of
 
 __all__ = ["RepaymentServicer"]
@@ -71,7 +72,7 @@ class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
             day_count=loan["day_count"],
             disbursed_on=loan["disbursed_on"].isoformat(),
             due_date=loan["due_date"].isoformat(),
-            state=loan["state"],
+            state=enum_number(repayment_pb2.LoanState, loan["state"]),
             principal_outstanding=principal,
             interest_owed=interest,
             penalty_owed=penalty,

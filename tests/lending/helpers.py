@@ -16,6 +16,7 @@ from services.lending.service import SPEC as LENDING
 from services.lending.signing import sign_contract
 from services.repayment.service import SPEC as REPAYMENT
 from services.runtime.config import Settings
+from services.runtime.proto_enums import enum_number, enum_word
 from services.runtime.watch_client import watch_until
 from services.scoring.service import SPEC as SCORING
 from tests.orders.helpers import OrdersEnv, orders_env, register_request
@@ -98,9 +99,10 @@ class LendingEnv:
     ) -> lending_pb2.Application:
         """Watch the application until it is in one of ``states``."""
         request = lending_pb2.WatchApplicationRequest(application_id=application_id)
+        wanted = {enum_number(lending_pb2.ApplicationState, s) for s in states}
         reply = await watch_until(
             lambda left: self.lending(party).WatchApplication(request, timeout=left),
-            lambda r: r.application.state in states,
+            lambda r: r.application.state in wanted,
             timeout, f"application {application_id} in {states}",
         )  # fmt: skip
         return reply.application
@@ -117,7 +119,7 @@ class LendingEnv:
                 idempotency_key=key,
             )
         )
-        return reply.state
+        return enum_word(lending_pb2.ApplicationState, reply.state, "state")
 
     async def sign_all(self, app: lending_pb2.Application) -> lending_pb2.Application:
         for party in ("acme-builders", "uw-alice", "citybuild"):

@@ -21,6 +21,7 @@ from services.runtime.certs import load_party
 from services.runtime.clock import ManualClock
 from services.runtime.config import Settings
 from services.runtime.grpcserver import client_channel
+from services.runtime.proto_enums import enum_word
 from tests.journal.helpers import wait_until
 from tests.lending.helpers import LendingEnv, lending_env
 
@@ -108,7 +109,7 @@ class LeaseEnv:
                 idempotency_key=key or f"approve-{party}-{lease_id}",
             )
         )
-        return reply.state
+        return enum_word(lending_pb2.ApplicationState, reply.state, "state")
 
     async def sign_all(self, lease: leasing_pb2.Lease) -> leasing_pb2.Lease:
         for party in SIGNERS:
@@ -121,12 +122,12 @@ class LeaseEnv:
         """Apply, approve (four eyes), sign, pay the vendor and take delivery."""
         lease = (await self.leasing("acme-builders").ApplyForLease(request)).lease
         lease = await self.wait_state(lease.lease_id, "referred", "approved")
-        if lease.state == "referred":
+        if lease.state == lending_pb2.APPLICATION_STATE_REFERRED:
             financed = lease.financed.amount
             if await self.approve(lease.lease_id, "ls-dana", financed) != "approved":
                 await self.approve(lease.lease_id, "ls-erik", financed)
         lease = await self.sign_all(await self.wait_state(lease.lease_id, "approved"))
-        assert lease.state == "effective"
+        assert lease.state == lending_pb2.APPLICATION_STATE_EFFECTIVE
         await self.leasing("ls-dana").PayVendor(
             leasing_pb2.PayVendorRequest(
                 lease_id=lease.lease_id, payee_id=lease.asset.vendor_id, amount=lease.financed,

@@ -77,9 +77,12 @@ async def test_referred_four_eyes_signed_disbursed(settings: Settings) -> None:
         ]
         assert (await _facility(env)).reserved.amount == "2000000.00"
         app = await env.sign_all(app)
-        assert app.state in ("effective", "disbursed")
+        assert app.state in (
+            lending_pb2.APPLICATION_STATE_EFFECTIVE,
+            lending_pb2.APPLICATION_STATE_DISBURSED,
+        )
         app = await env.wait_state(app_id, "disbursed")
-        assert app.outcome == "disbursed"
+        assert app.outcome == lending_pb2.APPLICATION_OUTCOME_DISBURSED
         facility = await _facility(env)
         assert (facility.drawn.amount, facility.reserved.amount, facility.available.amount) == (
             "2000000.00", "0.00", "3000000.00",
@@ -125,9 +128,9 @@ async def test_reject_releases_pledge_and_facility(settings: Settings) -> None:
                 application_id=app_id, reason_code="R07", text="concentration", idempotency_key="r1"
             )
         )
-        assert reply.state == "releasing"
+        assert reply.state == lending_pb2.APPLICATION_STATE_RELEASING
         app = await env.wait_state(app_id, "closed")
-        assert app.outcome == "rejected" and "R07" in app.reason
+        assert app.outcome == lending_pb2.APPLICATION_OUTCOME_REJECTED and "R07" in app.reason
         assert not (await _order(env, oid)).HasField("pledge")
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await env.approve(app_id, "uw-bob", "1000000.00", "late")
@@ -155,7 +158,7 @@ async def test_counter_offers_accepted_and_declined(settings: Settings) -> None:
                     idempotency_key=f"co-{ref}",
                 )
             )
-            assert reply.state == "offered"
+            assert reply.state == lending_pb2.APPLICATION_STATE_OFFERED
             borrower = env.lending("acme-builders")
             if accept:
                 app = (
@@ -163,13 +166,16 @@ async def test_counter_offers_accepted_and_declined(settings: Settings) -> None:
                         lending_pb2.AcceptOfferRequest(application_id=app_id, idempotency_key="acc")
                     )
                 ).application
-                assert app.state == "approved" and app.terms.amount.amount == "900000.00"
+                assert (
+                    app.state == lending_pb2.APPLICATION_STATE_APPROVED
+                    and app.terms.amount.amount == "900000.00"
+                )
             else:
                 await borrower.DeclineOffer(
                     lending_pb2.DeclineOfferRequest(application_id=app_id, idempotency_key="dec")
                 )
                 app = await env.wait_state(app_id, "closed")
-                assert app.outcome == "declined"
+                assert app.outcome == lending_pb2.APPLICATION_OUTCOME_DECLINED
                 assert not (await _order(env, oid)).HasField("pledge")
         facility = await _facility(env)
         assert facility.reserved.amount == "900000.00"
@@ -192,7 +198,7 @@ async def test_withdrawal(settings: Settings) -> None:
             lending_pb2.WithdrawApplicationRequest(application_id=app_id, idempotency_key="w1")
         )
         app = await env.wait_state(app_id, "closed")
-        assert app.outcome == "withdrawn"
+        assert app.outcome == lending_pb2.APPLICATION_OUTCOME_WITHDRAWN
         assert (await _facility(env)).reserved.amount == "0.00"
         assert not (await _order(env, oid)).HasField("pledge")
 

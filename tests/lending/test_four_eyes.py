@@ -10,6 +10,7 @@ from services.gen.scf.lending.v1 import lending_pb2
 from services.gen.scf.types.v1 import money_pb2
 from services.gen.scf.underwriting.v1 import underwriting_pb2
 from services.runtime.config import Settings
+from services.runtime.proto_enums import enum_word
 from tests.lending.helpers import LendingEnv, lending_env
 
 pytestmark = pytest.mark.integration
@@ -27,7 +28,7 @@ async def _counter(env: LendingEnv, app_id: str, party: str, amount: str, key: s
             application_id=app_id, terms=_terms(amount), idempotency_key=key
         )
     )
-    return reply.state
+    return enum_word(lending_pb2.ApplicationState, reply.state, "state")
 
 
 async def _refused(call: object) -> grpc.aio.AioRpcError:
@@ -72,11 +73,13 @@ async def test_a_counter_offer_above_the_threshold_needs_a_second_underwriter(
         refused = await _refused(_counter(env, app_id, "uw-bob", "1900000.00", "b1"))
         assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
         app = await env.get(app_id)
-        assert app.state == "pending_second_approval" and list(app.approvals) == ["uw-alice"]
+        assert app.state == lending_pb2.APPLICATION_STATE_PENDING_SECOND_APPROVAL and list(
+            app.approvals
+        ) == ["uw-alice"]
 
         assert await _counter(env, app_id, "uw-bob", "2000000.00", "b2") == "offered"
         app = await _accept(env, app_id, "acc")
-        assert app.state == "approved" and app.contract.contract_id
+        assert app.state == lending_pb2.APPLICATION_STATE_APPROVED and app.contract.contract_id
         assert list(app.approvals) == ["uw-alice", "uw-bob"]
 
 
@@ -87,7 +90,9 @@ async def test_a_counter_offer_within_one_underwriters_authority(settings: Setti
         await env.wait_state(app_id, "referred")
         assert await _counter(env, app_id, "uw-alice", "900000.00", "a1") == "offered"
         app = await _accept(env, app_id, "acc")
-        assert app.state == "approved" and list(app.approvals) == ["uw-alice"]
+        assert app.state == lending_pb2.APPLICATION_STATE_APPROVED and list(app.approvals) == [
+            "uw-alice"
+        ]
         assert app.terms.amount.amount == "900000.00"
 
 
@@ -111,5 +116,7 @@ async def test_after_her_own_first_approval_she_cannot_turn_it_into_an_offer(
         refused = await _refused(_accept(env, app_id, "acc"))
         assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
         app = await env.get(app_id)
-        assert app.state == "pending_second_approval" and list(app.approvals) == ["uw-alice"]
+        assert app.state == lending_pb2.APPLICATION_STATE_PENDING_SECOND_APPROVAL and list(
+            app.approvals
+        ) == ["uw-alice"]
         assert await env.approve(app_id, "uw-bob", "2000000.00", "b2") == "approved"

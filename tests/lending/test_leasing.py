@@ -73,7 +73,10 @@ async def test_lease_from_application_to_purchase_at_end_of_term(settings: Setti
         again = await env.leasing("acme-builders").ApplyForLease(lease_request("L1"))
         assert again.lease.lease_id == applied.lease.lease_id  # the same request, once
         lease_id = applied.lease.lease_id
-        assert (applied.lease.financed.amount, applied.lease.state) == ("240000.00", "requested")
+        assert (applied.lease.financed.amount, applied.lease.state) == (
+            "240000.00",
+            lending_pb2.APPLICATION_STATE_REQUESTED,
+        )
 
         # Scored with the lease model, referred to the leasing company's staff.
         lease = await env.wait_state(lease_id, "referred")
@@ -100,7 +103,7 @@ async def test_lease_from_application_to_purchase_at_end_of_term(settings: Setti
         assert list(lease.contract.signers) == ["acme-builders", "lease-one", "liftco"]
         assert '"kind":"financial-lease"' in lease.contract.document
         lease = await env.sign_all(lease)
-        assert lease.state == "effective"
+        assert lease.state == lending_pb2.APPLICATION_STATE_EFFECTIVE
         assert sorted(lease.contract.signed_by) == ["acme-builders", "lease-one", "liftco"]
 
         await env.leasing("ls-dana").PayVendor(
@@ -118,7 +121,7 @@ async def test_lease_from_application_to_purchase_at_end_of_term(settings: Setti
                 lease_id=lease_id, serial_number="TC5013-0042", idempotency_key="dl1"
             )
         )
-        assert delivered.lease.state == "in_force"
+        assert delivered.lease.state == lending_pb2.APPLICATION_STATE_IN_FORCE
         start = dt.date.fromisoformat(delivered.lease.commenced_on)
         await env.rentals_open(lease_id)
 
@@ -150,13 +153,16 @@ async def test_lease_from_application_to_purchase_at_end_of_term(settings: Setti
                 lease_id=lease_id, option=leasing_pb2.END_OPTION_PURCHASE, idempotency_key="buy"
             )
         )
-        assert purchase.lease.state == "ending"
+        assert purchase.lease.state == lending_pb2.APPLICATION_STATE_ENDING
         assert purchase.lease.option_exercised == leasing_pb2.END_OPTION_PURCHASE
         paid = await env.pay(lease_id, "24000.00", "OPTION-PRICE")
-        assert paid.loan.state == "settled" and paid.principal.amount == "24000.00"
+        assert (
+            paid.loan.state == repayment_pb2.LOAN_STATE_SETTLED
+            and paid.principal.amount == "24000.00"
+        )
 
         lease = await env.wait_state(lease_id, "closed")
-        assert lease.outcome == "purchased"
+        assert lease.outcome == lending_pb2.APPLICATION_OUTCOME_PURCHASED
         facilities = await env.lending("ls-dana").ListFacilities(
             lending_pb2.ListFacilitiesRequest()
         )
@@ -244,7 +250,7 @@ async def test_early_termination_with_a_quote(settings: Settings) -> None:
             ),
             grpc.StatusCode.NOT_FOUND,
         )  # fmt: skip
-        assert (await env.get(lease.lease_id)).state == "in_force"
+        assert (await env.get(lease.lease_id)).state == lending_pb2.APPLICATION_STATE_IN_FORCE
 
         ended = await env.leasing("acme-builders").ExerciseOption(
             leasing_pb2.ExerciseOptionRequest(
@@ -252,11 +258,11 @@ async def test_early_termination_with_a_quote(settings: Settings) -> None:
                 quote_id=quote.quote_id, idempotency_key="early",
             )
         )  # fmt: skip
-        assert ended.lease.state == "ending"
+        assert ended.lease.state == lending_pb2.APPLICATION_STATE_ENDING
         paid = await env.pay(lease.lease_id, quote.amount.amount, "TERM-1", quote_id=quote.quote_id)
-        assert paid.loan.state == "settled" and paid.surplus.amount == "0.00"
+        assert paid.loan.state == repayment_pb2.LOAN_STATE_SETTLED and paid.surplus.amount == "0.00"
         closed = await env.wait_state(lease.lease_id, "closed")
-        assert closed.outcome == "terminated"
+        assert closed.outcome == lending_pb2.APPLICATION_OUTCOME_TERMINATED
         events = [e for _, e, _ in await env.lease_entries(lease.lease_id)]
         assert events.count("application.ownership_transferred") == 1
 
@@ -301,9 +307,9 @@ async def test_overdue_rental_then_return_at_end_of_term(settings: Settings) -> 
                 idempotency_key="return",
             )
         )  # fmt: skip
-        assert returned.lease.state == "ending"
+        assert returned.lease.state == lending_pb2.APPLICATION_STATE_ENDING
         closed = await env.wait_state(lease.lease_id, "closed")
-        assert closed.outcome == "returned"
+        assert closed.outcome == lending_pb2.APPLICATION_OUTCOME_RETURNED
         residual = (await env.schedule(lease.lease_id))[-1]
         assert residual.waived and minor(residual.total) == 600_000
         events = [e for _, e, _ in await env.lease_entries(lease.lease_id)]
@@ -355,7 +361,7 @@ async def test_renewal_turns_the_residual_into_further_rentals(
             env.move_to(dt.date.fromisoformat(line.due))
             await env.pay(lease.lease_id, line.total.amount, f"RN-{line.number}")
         closed = await env.wait_state(lease.lease_id, "closed")
-        assert closed.outcome == "renewed"
+        assert closed.outcome == lending_pb2.APPLICATION_OUTCOME_RENEWED
 
 
 async def test_bad_lease_input_is_refused_and_changes_nothing(settings: Settings) -> None:
@@ -455,7 +461,7 @@ async def test_bad_lease_input_is_refused_and_changes_nothing(settings: Settings
             ),
             grpc.StatusCode.FAILED_PRECONDITION,
         )
-        assert (await env.get(lease.lease_id)).state == "effective"
+        assert (await env.get(lease.lease_id)).state == lending_pb2.APPLICATION_STATE_EFFECTIVE
         assert await env.lease_entries(lease.lease_id) == before
 
         await env.leasing("ls-dana").PayVendor(pay)
@@ -476,7 +482,7 @@ async def test_bad_lease_input_is_refused_and_changes_nothing(settings: Settings
             grpc.StatusCode.INVALID_ARGUMENT,
             "serial_number",
         )
-        assert (await env.get(lease.lease_id)).state == "vendor_paid"
+        assert (await env.get(lease.lease_id)).state == lending_pb2.APPLICATION_STATE_VENDOR_PAID
 
 
 async def test_the_booked_lease_is_the_signed_contract(settings: Settings) -> None:

@@ -74,6 +74,26 @@ async def test_facilities_and_the_queue_page(settings: Settings) -> None:
         got = [a.application_id for a in [*first.applications, *second.applications]]
         assert got == apps and second.next_page_token == ""
 
+        # A state filter names enum values; UNSPECIFIED or an unknown number is refused.
+        approved_only = await uw.ListApplications(
+            underwriting_pb2.ListApplicationsRequest(
+                states=[lending_pb2.APPLICATION_STATE_APPROVED]
+            )
+        )
+        assert list(approved_only.applications) == []
+        referred = await uw.ListApplications(
+            underwriting_pb2.ListApplicationsRequest(
+                states=[lending_pb2.APPLICATION_STATE_REFERRED]
+            )
+        )
+        assert {a.state for a in referred.applications} == {lending_pb2.APPLICATION_STATE_REFERRED}
+        for states in ([0], [lending_pb2.APPLICATION_STATE_REFERRED, 99]):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await uw.ListApplications(
+                    underwriting_pb2.ListApplicationsRequest(states=states)  # type: ignore[arg-type]
+                )
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
         # A token from another list, made up, or a page too large: refused.
         for bad in (
             lending_pb2.ListFacilitiesRequest(page_token=first.next_page_token),

@@ -12,6 +12,7 @@ import pytest
 
 from services.contracts.subjects import Subjects
 from services.gen.scf.bus.v1 import bus_pb2
+from services.gen.scf.lending.v1 import lending_pb2
 from services.repayment.service import SPEC as REPAYMENT
 from services.runtime.certs import load_party
 from services.runtime.clock import ManualClock
@@ -122,7 +123,7 @@ async def test_lending_killed_after_disbursing_announces_once(
         await env.sign_all(await env.get(app_id))
         await restart_after_crash()  # disbursed and committed, not yet announced
         app = await env.wait_state(app_id, "disbursed")
-        assert app.outcome == "disbursed"
+        assert app.outcome == lending_pb2.APPLICATION_OUTCOME_DISBURSED
         prefix = env.settings.nats_prefix
         stream = Subjects(prefix).lending_stream.name
         js = env.orders.nc.jetstream()
@@ -144,6 +145,6 @@ async def test_offers_expire_and_release(settings: Settings) -> None:
         assert await env.approve(app_id, "uw-alice", "1000000.00", "a") == "approved"
         clock.advance(dt.timedelta(days=15))
         app = await env.wait_state(app_id, "closed")
-        assert app.outcome == "expired"
+        assert app.outcome == lending_pb2.APPLICATION_OUTCOME_EXPIRED
         events = await _events(settings, f"order/{oid}")
         assert events[-1] == "order.released"

@@ -142,7 +142,7 @@ async def test_paid_at_due_date_settles_order_and_restores_facility(settings: Se
             assert paid.fees.amount == f"{fee / 100:.2f}"
             total = 400_000_000 - 50_000_000 - expected_interest - fee
             assert paid.surplus.amount == f"{total / 100:.2f}"
-            assert paid.loan.state == "settled"
+            assert paid.loan.state == repayment_pb2.LOAN_STATE_SETTLED
             # A retry of the call gets its first answer; the same reference under
             # another key is a second payment of one transfer: refused.
             again = await operator.RecordPayment(_pay(loan_id, "4000000.00", today, "BANKREF-1"))
@@ -242,7 +242,10 @@ async def test_overdue_then_payoff_with_penalty(settings: Settings) -> None:
         partial = await repayment.RecordPayment(_pay(loan_id, "100000.00", today, "PART-1"))
         assert partial.penalty.amount == f"{penalty / 100:.2f}"
         assert partial.fees.amount == "1750.00" and partial.surplus.amount == "0.00"
-        assert partial.loan.state == "open" and partial.loan.penalty_owed.amount == "0.00"
+        assert (
+            partial.loan.state == repayment_pb2.LOAN_STATE_OPEN
+            and partial.loan.penalty_owed.amount == "0.00"
+        )
         assert partial.loan.principal_outstanding.amount != "500000.00"
         quote = await repayment.QuotePayoff(
             repayment_pb2.QuotePayoffRequest(
@@ -271,7 +274,7 @@ async def test_overdue_then_payoff_with_penalty(settings: Settings) -> None:
                 quote_id=fresh.quote_id,
             )
         )
-        assert paid.loan.state == "settled" and not paid.expected_payer
+        assert paid.loan.state == repayment_pb2.LOAN_STATE_SETTLED and not paid.expected_payer
         assert paid.penalty.amount != "0.00" and paid.surplus.amount == "0.00"
 
 
@@ -293,7 +296,7 @@ async def test_paid_late_before_the_sweep_ran_the_late_fee_is_charged_with_it(
         paid = await repayment.RecordPayment(
             _pay(loan_id, quote.amount.amount, day, "LATE-1", quote_id=quote.quote_id)
         )
-        assert paid.loan.state == "settled" and paid.surplus.amount == "0.00"
+        assert paid.loan.state == repayment_pb2.LOAN_STATE_SETTLED and paid.surplus.amount == "0.00"
         assert paid.fees.amount == "1750.00"  # the arrangement fee and the late fee
         rows = await env.orders.sql(
             "SELECT max_days_past_due, fees_owed, late_fee_charged FROM loans"
@@ -472,7 +475,7 @@ async def test_a_payment_value_dated_within_the_grace_is_not_late(settings: Sett
             paid = await repayment.RecordPayment(
                 _pay(loan_id, Money("CNY", owed).major(), in_grace, "GRACE-1")
             )
-            assert paid.loan.state == "settled", paid
+            assert paid.loan.state == repayment_pb2.LOAN_STATE_SETTLED, paid
             assert paid.penalty.amount == "0.00" and paid.surplus.amount == "0.00"
             assert paid.loan.days_past_due == 0
         rows = await env.orders.sql(

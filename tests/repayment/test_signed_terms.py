@@ -55,7 +55,7 @@ async def _financed(
     app_id = await env.request(oid, amount, bank=bank)
     await env.wait_state(app_id, "referred", "approved")
     app = await env.get(app_id)
-    if app.state == "referred":
+    if app.state == lending_pb2.APPLICATION_STATE_REFERRED:
         await env.approve(app_id, underwriter, amount, f"a-{ref}")
         app = await env.get(app_id)
     for party in ("acme-builders", underwriter, "citybuild"):

@@ -22,52 +22,53 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from services.gen.scf.lending.v1 import lending_pb2 as scf_dot_lending_dot_v1_dot_lending__pb2
 from services.gen.scf.types.v1 import money_pb2 as scf_dot_types_dot_v1_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cscf/leasing/v1/leasing.proto\x12\x0escf.leasing.v1\x1a\x18scf/types/v1/money.proto\"j\n\x05\x41sset\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x11\n\tvendor_id\x18\x02 \x01(\t\x12\x15\n\rserial_number\x18\x03 \x01(\t\x12\"\n\x05price\x18\x04 \x01(\x0b\x32\x13.scf.types.v1.Money\"j\n\rLeaseContract\x12\x13\n\x0b\x63ontract_id\x18\x01 \x01(\t\x12\x10\n\x08\x64ocument\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\x0c\x12\x0f\n\x07signers\x18\x04 \x03(\t\x12\x11\n\tsigned_by\x18\x05 \x03(\t\"\xd2\x05\n\x05Lease\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x11\n\tlessee_id\x18\x02 \x01(\t\x12\x0e\n\x06lessor\x18\x03 \x01(\t\x12$\n\x05\x61sset\x18\x04 \x01(\x0b\x32\x15.scf.leasing.v1.Asset\x12)\n\x0c\x64own_payment\x18\x05 \x01(\x0b\x32\x13.scf.types.v1.Money\x12%\n\x08\x66inanced\x18\x06 \x01(\x0b\x32\x13.scf.types.v1.Money\x12%\n\x08residual\x18\x07 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x13\n\x0bterm_months\x18\x08 \x01(\x05\x12\x33\n\tfrequency\x18\t \x01(\x0e\x32 .scf.leasing.v1.PaymentFrequency\x12-\n\x06timing\x18\n \x01(\x0e\x32\x1d.scf.leasing.v1.PaymentTiming\x12-\n\nend_option\x18\x0b \x01(\x0e\x32\x19.scf.leasing.v1.EndOption\x12\r\n\x05state\x18\x0c \x01(\t\x12\x0f\n\x07outcome\x18\r \x01(\t\x12\x0e\n\x06reason\x18\x0e \x01(\t\x12\x15\n\rdecision_json\x18\x0f \x01(\t\x12\x10\n\x08rate_bps\x18\x10 \x01(\x05\x12\x11\n\tapprovals\x18\x11 \x03(\t\x12/\n\x08\x63ontract\x18\x12 \x01(\x0b\x32\x1d.scf.leasing.v1.LeaseContract\x12 \n\x18vendor_payment_reference\x18\x13 \x01(\t\x12\x14\n\x0c\x63ommenced_on\x18\x14 \x01(\t\x12\x33\n\x10option_exercised\x18\x15 \x01(\x0e\x32\x19.scf.leasing.v1.EndOption\x12\x13\n\x0b\x66\x61\x63ility_id\x18\x16 \x01(\t\x12\x16\n\x0e\x63reated_micros\x18\x17 \x01(\x03\x12\x16\n\x0eupdated_micros\x18\x18 \x01(\x03\"\xdf\x02\n\x14\x41pplyForLeaseRequest\x12$\n\x05\x61sset\x18\x01 \x01(\x0b\x32\x15.scf.leasing.v1.Asset\x12)\n\x0c\x64own_payment\x18\x02 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x13\n\x0bterm_months\x18\x03 \x01(\x05\x12\x33\n\tfrequency\x18\x04 \x01(\x0e\x32 .scf.leasing.v1.PaymentFrequency\x12-\n\x06timing\x18\x05 \x01(\x0e\x32\x1d.scf.leasing.v1.PaymentTiming\x12%\n\x08residual\x18\x06 \x01(\x0b\x32\x13.scf.types.v1.Money\x12-\n\nend_option\x18\x07 \x01(\x0e\x32\x19.scf.leasing.v1.EndOption\x12\x0e\n\x06lessor\x18\x08 \x01(\t\x12\x17\n\x0fidempotency_key\x18\t \x01(\t\"=\n\x15\x41pplyForLeaseResponse\x12$\n\x05lease\x18\x01 \x01(\x0b\x32\x15.scf.leasing.v1.Lease\"#\n\x0fGetLeaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\"8\n\x10GetLeaseResponse\x12$\n\x05lease\x18\x01 \x01(\x0b\x32\x15.scf.leasing.v1.Lease\"%\n\x11WatchLeaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\"`\n\x12WatchLeaseResponse\x12$\n\x05lease\x18\x01 \x01(\x0b\x32\x15.scf.leasing.v1.Lease\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x13\n\x0bjournal_seq\x18\x03 \x01(\x04\"\x8f\x01\n\x10PayVendorRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x10\n\x08payee_id\x18\x02 \x01(\t\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x19\n\x11payment_reference\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\"9\n\x11PayVendorResponse\x12$\n\x05lease\x18\x01 \x01(\x0b\x32\x15.scf.leasing.v1.Lease\"Z\n\x16\x43onfirmDeliveryRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x15\n\rserial_number\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"?\n\x17\x43onfirmDeliveryResponse\x12$\n\x05lease\x18\x01 \x01(\x0b\x32\x15.scf.leasing.v1.Lease\"\x98\x01\n\x15\x45xerciseOptionRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12)\n\x06option\x18\x02 \x01(\x0e\x32\x19.scf.leasing.v1.EndOption\x12\x10\n\x08quote_id\x18\x03 \x01(\t\x12\x17\n\x0frenewal_periods\x18\x04 \x01(\x05\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\">\n\x16\x45xerciseOptionResponse\x12$\n\x05lease\x18\x01 \x01(\x0b\x32\x15.scf.leasing.v1.Lease*\xb5\x01\n\x10PaymentFrequency\x12!\n\x1dPAYMENT_FREQUENCY_UNSPECIFIED\x10\x00\x12\x1d\n\x19PAYMENT_FREQUENCY_MONTHLY\x10\x01\x12\x1f\n\x1bPAYMENT_FREQUENCY_QUARTERLY\x10\x02\x12 \n\x1cPAYMENT_FREQUENCY_SEMIANNUAL\x10\x03\x12\x1c\n\x18PAYMENT_FREQUENCY_ANNUAL\x10\x04*m\n\rPaymentTiming\x12\x1e\n\x1aPAYMENT_TIMING_UNSPECIFIED\x10\x00\x12\x1d\n\x19PAYMENT_TIMING_IN_ADVANCE\x10\x01\x12\x1d\n\x19PAYMENT_TIMING_IN_ARREARS\x10\x02*m\n\tEndOption\x12\x1a\n\x16\x45ND_OPTION_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45ND_OPTION_PURCHASE\x10\x01\x12\x15\n\x11\x45ND_OPTION_RETURN\x10\x02\x12\x14\n\x10\x45ND_OPTION_RENEW\x10\x03\x32\xab\x04\n\x0eLeasingService\x12\\\n\rApplyForLease\x12$.scf.leasing.v1.ApplyForLeaseRequest\x1a%.scf.leasing.v1.ApplyForLeaseResponse\x12M\n\x08GetLease\x12\x1f.scf.leasing.v1.GetLeaseRequest\x1a .scf.leasing.v1.GetLeaseResponse\x12U\n\nWatchLease\x12!.scf.leasing.v1.WatchLeaseRequest\x1a\".scf.leasing.v1.WatchLeaseResponse0\x01\x12P\n\tPayVendor\x12 .scf.leasing.v1.PayVendorRequest\x1a!.scf.leasing.v1.PayVendorResponse\x12\x62\n\x0f\x43onfirmDelivery\x12&.scf.leasing.v1.ConfirmDeliveryRequest\x1a\'.scf.leasing.v1.ConfirmDeliveryResponse\x12_\n\x0e\x45xerciseOption\x12%.scf.leasing.v1.ExerciseOptionRequest\x1a&.scf.leasing.v1.ExerciseOptionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cscf/leasing/v1/leasing.proto\x12\x0escf.leasing.v1\x1a\x1cscf/lending/v1/lending.proto\x1a\x18scf/types/v1/money.proto\"j\n\x05\x41sset\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x11\n\tvendor_id\x18\x02 \x01(\t\x12\x15\n\rserial_number\x18\x03 \x01(\t\x12\"\n\x05price\x18\x04 \x01(\x0b\x32\x13.scf.types.v1.Money\"j\n\rLeaseContract\x12\x13\n\x0b\x63ontract_id\x18\x01 \x01(\t\x12\x10\n\x08\x64ocument\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\x0c\x12\x0f\n\x07signers\x18\x04 \x03(\t\x12\x11\n\tsigned_by\x18\x05 \x03(\t\"\x98\x06\n\x05Lease\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x11\n\tlessee_id\x18\x02 \x01(\t\x12\x0e\n\x06lessor\x18\x03 \x01(\t\x12$\n\x05\x61sset\x18\x04 \x01(\x0b\x32\x15.scf.leasing.v1.Asset\x12)\n\x0c\x64own_payment\x18\x05 \x01(\x0b\x32\x13.scf.types.v1.Money\x12%\n\x08\x66inanced\x18\x06 \x01(\x0b\x32\x13.scf.types.v1.Money\x12%\n\x08residual\x18\x07 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x13\n\x0bterm_months\x18\x08 \x01(\x05\x12\x33\n\tfrequency\x18\t \x01(\x0e\x32 .scf.leasing.v1.PaymentFrequency\x12-\n\x06timing\x18\n \x01(\x0e\x32\x1d.scf.leasing.v1.PaymentTiming\x12-\n\nend_option\x18\x0b \x01(\x0e\x32\x19.scf.leasing.v1.EndOption\x12/\n\x05state\x18\x0c \x01(\x0e\x32 .scf.lending.v1.ApplicationState\x12\x33\n\x07outcome\x18\r \x01(\x0e\x32\".scf.lending.v1.ApplicationOutcome\x12\x0e\n\x06reason\x18\x0e \x01(\t\x12\x15\n\rdecision_json\x18\x0f \x01(\t\x12\x10\n\x08rate_bps\x18\x10 \x01(\x05\x12\x11\n\tapprovals\x18\x11 \x03(\t\x12/\n\x08\x63ontract\x18\x12 \x01(\x0b\x32\x1d.scf.leasing.v1.LeaseContract\x12 \n\x18vendor_payment_reference\x18\x13 \x01(\t\x12\x14\n\x0c\x63ommenced_on\x18\x14 \x01(\t\x12\x33\n\x10option_exercised\x18\x15 \x01(\x0e\x32\x19.scf.leasing.v1.EndOption\x12\x13\n\x0b\x66\x61\x63ility_id\x18\x16 \x01(\t\x12\x16\n\x0e\x63reated_micros\x18\x17 \x01(\x03\x12\x16\n\x0eupdated_micros\x18\x18 \x01(\x03\"\xdf\x02\n\x14\x41pplyForLeaseRequest\x12$\n\x05\x61sset\x18\x01 \x01(\x0b\x32\x15.scf.leasing.v1.Asset\x12)\n\x0c\x64own_payment\x18\x02 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x13\n\x0bterm_months\x18\x03 \x01(\x05\x12\x33\n\tfrequency\x18\x04 \x01(\x0e\x32 .scf.leasing.v1.PaymentFrequency\x12-\n\x06timing\x18\x05 \x01(\x0e\x32\x1d.scf.leasing.v1.PaymentTiming\x12%\n\x08residual\x18\x06 \x01(\x0b\x32\x13.scf.types.v1.Money\x12-\n\nend_option\x18\x07 \x01(\x0e\x32\x19.scf.leasing.v1.EndOption\x12\x0e\n\x06lessor\x18\x08 \x01(\t\x12\x17\n\x0fidempotency_key\x18\t \x01(\t\"=\n\x15\x41pplyForLeaseResponse\x12$\n\x05lease\x18\x01 \x01(\x0b\x32\x15.scf.leasing.v1.Lease\"#\n\x0fGetLeaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\"8\n\x10GetLeaseResponse\x12$\n\x05lease\x18\x01 \x01(\x0b\x32\x15.scf.leasing.v1.Lease\"%\n\x11WatchLeaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\"`\n\x12WatchLeaseResponse\x12$\n\x05lease\x18\x01 \x01(\x0b\x32\x15.scf.leasing.v1.Lease\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x13\n\x0bjournal_seq\x18\x03 \x01(\x04\"\x8f\x01\n\x10PayVendorRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x10\n\x08payee_id\x18\x02 \x01(\t\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x19\n\x11payment_reference\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\"9\n\x11PayVendorResponse\x12$\n\x05lease\x18\x01 \x01(\x0b\x32\x15.scf.leasing.v1.Lease\"Z\n\x16\x43onfirmDeliveryRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x15\n\rserial_number\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"?\n\x17\x43onfirmDeliveryResponse\x12$\n\x05lease\x18\x01 \x01(\x0b\x32\x15.scf.leasing.v1.Lease\"\x98\x01\n\x15\x45xerciseOptionRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12)\n\x06option\x18\x02 \x01(\x0e\x32\x19.scf.leasing.v1.EndOption\x12\x10\n\x08quote_id\x18\x03 \x01(\t\x12\x17\n\x0frenewal_periods\x18\x04 \x01(\x05\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\">\n\x16\x45xerciseOptionResponse\x12$\n\x05lease\x18\x01 \x01(\x0b\x32\x15.scf.leasing.v1.Lease*\xb5\x01\n\x10PaymentFrequency\x12!\n\x1dPAYMENT_FREQUENCY_UNSPECIFIED\x10\x00\x12\x1d\n\x19PAYMENT_FREQUENCY_MONTHLY\x10\x01\x12\x1f\n\x1bPAYMENT_FREQUENCY_QUARTERLY\x10\x02\x12 \n\x1cPAYMENT_FREQUENCY_SEMIANNUAL\x10\x03\x12\x1c\n\x18PAYMENT_FREQUENCY_ANNUAL\x10\x04*m\n\rPaymentTiming\x12\x1e\n\x1aPAYMENT_TIMING_UNSPECIFIED\x10\x00\x12\x1d\n\x19PAYMENT_TIMING_IN_ADVANCE\x10\x01\x12\x1d\n\x19PAYMENT_TIMING_IN_ARREARS\x10\x02*m\n\tEndOption\x12\x1a\n\x16\x45ND_OPTION_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45ND_OPTION_PURCHASE\x10\x01\x12\x15\n\x11\x45ND_OPTION_RETURN\x10\x02\x12\x14\n\x10\x45ND_OPTION_RENEW\x10\x03\x32\xab\x04\n\x0eLeasingService\x12\\\n\rApplyForLease\x12$.scf.leasing.v1.ApplyForLeaseRequest\x1a%.scf.leasing.v1.ApplyForLeaseResponse\x12M\n\x08GetLease\x12\x1f.scf.leasing.v1.GetLeaseRequest\x1a .scf.leasing.v1.GetLeaseResponse\x12U\n\nWatchLease\x12!.scf.leasing.v1.WatchLeaseRequest\x1a\".scf.leasing.v1.WatchLeaseResponse0\x01\x12P\n\tPayVendor\x12 .scf.leasing.v1.PayVendorRequest\x1a!.scf.leasing.v1.PayVendorResponse\x12\x62\n\x0f\x43onfirmDelivery\x12&.scf.leasing.v1.ConfirmDeliveryRequest\x1a\'.scf.leasing.v1.ConfirmDeliveryResponse\x12_\n\x0e\x45xerciseOption\x12%.scf.leasing.v1.ExerciseOptionRequest\x1a&.scf.leasing.v1.ExerciseOptionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scf.leasing.v1.leasing_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAYMENTFREQUENCY']._serialized_start=2246
-  _globals['_PAYMENTFREQUENCY']._serialized_end=2427
-  _globals['_PAYMENTTIMING']._serialized_start=2429
-  _globals['_PAYMENTTIMING']._serialized_end=2538
-  _globals['_ENDOPTION']._serialized_start=2540
-  _globals['_ENDOPTION']._serialized_end=2649
-  _globals['_ASSET']._serialized_start=74
-  _globals['_ASSET']._serialized_end=180
-  _globals['_LEASECONTRACT']._serialized_start=182
-  _globals['_LEASECONTRACT']._serialized_end=288
-  _globals['_LEASE']._serialized_start=291
-  _globals['_LEASE']._serialized_end=1013
-  _globals['_APPLYFORLEASEREQUEST']._serialized_start=1016
-  _globals['_APPLYFORLEASEREQUEST']._serialized_end=1367
-  _globals['_APPLYFORLEASERESPONSE']._serialized_start=1369
-  _globals['_APPLYFORLEASERESPONSE']._serialized_end=1430
-  _globals['_GETLEASEREQUEST']._serialized_start=1432
-  _globals['_GETLEASEREQUEST']._serialized_end=1467
-  _globals['_GETLEASERESPONSE']._serialized_start=1469
-  _globals['_GETLEASERESPONSE']._serialized_end=1525
-  _globals['_WATCHLEASEREQUEST']._serialized_start=1527
-  _globals['_WATCHLEASEREQUEST']._serialized_end=1564
-  _globals['_WATCHLEASERESPONSE']._serialized_start=1566
-  _globals['_WATCHLEASERESPONSE']._serialized_end=1662
-  _globals['_PAYVENDORREQUEST']._serialized_start=1665
-  _globals['_PAYVENDORREQUEST']._serialized_end=1808
-  _globals['_PAYVENDORRESPONSE']._serialized_start=1810
-  _globals['_PAYVENDORRESPONSE']._serialized_end=1867
-  _globals['_CONFIRMDELIVERYREQUEST']._serialized_start=1869
-  _globals['_CONFIRMDELIVERYREQUEST']._serialized_end=1959
-  _globals['_CONFIRMDELIVERYRESPONSE']._serialized_start=1961
-  _globals['_CONFIRMDELIVERYRESPONSE']._serialized_end=2024
-  _globals['_EXERCISEOPTIONREQUEST']._serialized_start=2027
-  _globals['_EXERCISEOPTIONREQUEST']._serialized_end=2179
-  _globals['_EXERCISEOPTIONRESPONSE']._serialized_start=2181
-  _globals['_EXERCISEOPTIONRESPONSE']._serialized_end=2243
-  _globals['_LEASINGSERVICE']._serialized_start=2652
-  _globals['_LEASINGSERVICE']._serialized_end=3207
+  _globals['_PAYMENTFREQUENCY']._serialized_start=2346
+  _globals['_PAYMENTFREQUENCY']._serialized_end=2527
+  _globals['_PAYMENTTIMING']._serialized_start=2529
+  _globals['_PAYMENTTIMING']._serialized_end=2638
+  _globals['_ENDOPTION']._serialized_start=2640
+  _globals['_ENDOPTION']._serialized_end=2749
+  _globals['_ASSET']._serialized_start=104
+  _globals['_ASSET']._serialized_end=210
+  _globals['_LEASECONTRACT']._serialized_start=212
+  _globals['_LEASECONTRACT']._serialized_end=318
+  _globals['_LEASE']._serialized_start=321
+  _globals['_LEASE']._serialized_end=1113
+  _globals['_APPLYFORLEASEREQUEST']._serialized_start=1116
+  _globals['_APPLYFORLEASEREQUEST']._serialized_end=1467
+  _globals['_APPLYFORLEASERESPONSE']._serialized_start=1469
+  _globals['_APPLYFORLEASERESPONSE']._serialized_end=1530
+  _globals['_GETLEASEREQUEST']._serialized_start=1532
+  _globals['_GETLEASEREQUEST']._serialized_end=1567
+  _globals['_GETLEASERESPONSE']._serialized_start=1569
+  _globals['_GETLEASERESPONSE']._serialized_end=1625
+  _globals['_WATCHLEASEREQUEST']._serialized_start=1627
+  _globals['_WATCHLEASEREQUEST']._serialized_end=1664
+  _globals['_WATCHLEASERESPONSE']._serialized_start=1666
+  _globals['_WATCHLEASERESPONSE']._serialized_end=1762
+  _globals['_PAYVENDORREQUEST']._serialized_start=1765
+  _globals['_PAYVENDORREQUEST']._serialized_end=1908
+  _globals['_PAYVENDORRESPONSE']._serialized_start=1910
+  _globals['_PAYVENDORRESPONSE']._serialized_end=1967
+  _globals['_CONFIRMDELIVERYREQUEST']._serialized_start=1969
+  _globals['_CONFIRMDELIVERYREQUEST']._serialized_end=2059
+  _globals['_CONFIRMDELIVERYRESPONSE']._serialized_start=2061
+  _globals['_CONFIRMDELIVERYRESPONSE']._serialized_end=2124
+  _globals['_EXERCISEOPTIONREQUEST']._serialized_start=2127
+  _globals['_EXERCISEOPTIONREQUEST']._serialized_end=2279
+  _globals['_EXERCISEOPTIONRESPONSE']._serialized_start=2281
+  _globals['_EXERCISEOPTIONRESPONSE']._serialized_end=2343
+  _globals['_LEASINGSERVICE']._serialized_start=2752
+  _globals['_LEASINGSERVICE']._serialized_end=3307
 # @@protoc_insertion_point(module_scope)

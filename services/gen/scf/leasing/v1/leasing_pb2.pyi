@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from services.gen.scf.lending.v1 import lending_pb2 as _lending_pb2
 from services.gen.scf.types.v1 import money_pb2 as _money_pb2
 import builtins as _builtins
 import sys
@@ -230,14 +231,10 @@ class Lease(_message.Message):
     """When in each period."""
     end_option: Global___EndOption.ValueType
     """The end-of-lease option chosen when applying."""
-    state: _builtins.str
-    """requested, referred, pending_second_approval, offered, approved,
-    effective, vendor_paid, in_force, ending, releasing, closed.
-    """
-    outcome: _builtins.str
-    """Why it closed: declined, rejected, withdrawn, expired, purchased,
-    returned, renewed, terminated.
-    """
+    state: _lending_pb2.ApplicationState.ValueType
+    """Where it is (docs/leasing.md draws the transitions)."""
+    outcome: _lending_pb2.ApplicationOutcome.ValueType
+    """How it ended, once it has."""
     reason: _builtins.str
     """Why, in words."""
     decision_json: _builtins.str
@@ -296,8 +293,8 @@ class Lease(_message.Message):
         frequency: Global___PaymentFrequency.ValueType = ...,
         timing: Global___PaymentTiming.ValueType = ...,
         end_option: Global___EndOption.ValueType = ...,
-        state: _builtins.str = ...,
-        outcome: _builtins.str = ...,
+        state: _lending_pb2.ApplicationState.ValueType = ...,
+        outcome: _lending_pb2.ApplicationOutcome.ValueType = ...,
         reason: _builtins.str = ...,
         decision_json: _builtins.str = ...,
         rate_bps: _builtins.int = ...,

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from services.gen.scf.types.v1 import money_pb2 as _money_pb2
 import builtins as _builtins
 import sys
@@ -18,6 +19,138 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ApplicationState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ApplicationStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ApplicationState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    APPLICATION_STATE_UNSPECIFIED: _ApplicationState.ValueType  # 0
+    """Never sent; as a filter, INVALID_ARGUMENT."""
+    APPLICATION_STATE_REQUESTED: _ApplicationState.ValueType  # 1
+    """Asked for; the order is being pledged (a lease: being scored)."""
+    APPLICATION_STATE_PLEDGED: _ApplicationState.ValueType  # 2
+    """The order is pledged to it; scoring decides."""
+    APPLICATION_STATE_REFERRED: _ApplicationState.ValueType  # 3
+    """Scoring referred it to the bank's (or lessor's) staff."""
+    APPLICATION_STATE_PENDING_SECOND_APPROVAL: _ApplicationState.ValueType  # 4
+    """One staff member decided above the four-eyes amount; a second must."""
+    APPLICATION_STATE_OFFERED: _ApplicationState.ValueType  # 5
+    """Staff counter-offered; the applicant accepts or declines."""
+    APPLICATION_STATE_APPROVED: _ApplicationState.ValueType  # 6
+    """Approved with terms; the contract waits for its signatures."""
+    APPLICATION_STATE_EFFECTIVE: _ApplicationState.ValueType  # 7
+    """Every signer signed; disbursement (a lease: paying the vendor) follows."""
+    APPLICATION_STATE_DISBURSED: _ApplicationState.ValueType  # 8
+    """The money went out and repayment opened the loan (order financing)."""
+    APPLICATION_STATE_VENDOR_PAID: _ApplicationState.ValueType  # 9
+    """A lease: the lessor paid the vendor; delivery is awaited."""
+    APPLICATION_STATE_IN_FORCE: _ApplicationState.ValueType  # 10
+    """A lease: the asset is delivered and rentals run."""
+    APPLICATION_STATE_ENDING: _ApplicationState.ValueType  # 11
+    """A lease: an end-of-lease option is being carried out."""
+    APPLICATION_STATE_RELEASING: _ApplicationState.ValueType  # 12
+    """Ending without disbursement: the order's pledge is being released."""
+    APPLICATION_STATE_CLOSED: _ApplicationState.ValueType  # 13
+    """Over: `outcome` says how."""
+
+class ApplicationState(_ApplicationState, metaclass=_ApplicationStateEnumTypeWrapper):
+    """Where an application (or a lease) is in its life. Order financing goes
+    REQUESTED, PLEDGED, then REFERRED or APPROVED, ..., DISBURSED; a lease
+    REQUESTED, ..., EFFECTIVE, VENDOR_PAID, IN_FORCE, ENDING, CLOSED. Either
+    may end by RELEASING (the pledge given back) and CLOSED.
+    """
+
+APPLICATION_STATE_UNSPECIFIED: ApplicationState.ValueType  # 0
+"""Never sent; as a filter, INVALID_ARGUMENT."""
+APPLICATION_STATE_REQUESTED: ApplicationState.ValueType  # 1
+"""Asked for; the order is being pledged (a lease: being scored)."""
+APPLICATION_STATE_PLEDGED: ApplicationState.ValueType  # 2
+"""The order is pledged to it; scoring decides."""
+APPLICATION_STATE_REFERRED: ApplicationState.ValueType  # 3
+"""Scoring referred it to the bank's (or lessor's) staff."""
+APPLICATION_STATE_PENDING_SECOND_APPROVAL: ApplicationState.ValueType  # 4
+"""One staff member decided above the four-eyes amount; a second must."""
+APPLICATION_STATE_OFFERED: ApplicationState.ValueType  # 5
+"""Staff counter-offered; the applicant accepts or declines."""
+APPLICATION_STATE_APPROVED: ApplicationState.ValueType  # 6
+"""Approved with terms; the contract waits for its signatures."""
+APPLICATION_STATE_EFFECTIVE: ApplicationState.ValueType  # 7
+"""Every signer signed; disbursement (a lease: paying the vendor) follows."""
+APPLICATION_STATE_DISBURSED: ApplicationState.ValueType  # 8
+"""The money went out and repayment opened the loan (order financing)."""
+APPLICATION_STATE_VENDOR_PAID: ApplicationState.ValueType  # 9
+"""A lease: the lessor paid the vendor; delivery is awaited."""
+APPLICATION_STATE_IN_FORCE: ApplicationState.ValueType  # 10
+"""A lease: the asset is delivered and rentals run."""
+APPLICATION_STATE_ENDING: ApplicationState.ValueType  # 11
+"""A lease: an end-of-lease option is being carried out."""
+APPLICATION_STATE_RELEASING: ApplicationState.ValueType  # 12
+"""Ending without disbursement: the order's pledge is being released."""
+APPLICATION_STATE_CLOSED: ApplicationState.ValueType  # 13
+"""Over: `outcome` says how."""
+Global___ApplicationState: _TypeAlias = ApplicationState  # noqa: Y015
+
+class _ApplicationOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ApplicationOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ApplicationOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    APPLICATION_OUTCOME_UNSPECIFIED: _ApplicationOutcome.ValueType  # 0
+    """Not ended yet."""
+    APPLICATION_OUTCOME_REFUSED: _ApplicationOutcome.ValueType  # 1
+    """Orders refused the pledge (the order cannot back a financing)."""
+    APPLICATION_OUTCOME_DECLINED: _ApplicationOutcome.ValueType  # 2
+    """Scoring declined it, or the applicant declined a counter-offer."""
+    APPLICATION_OUTCOME_REJECTED: _ApplicationOutcome.ValueType  # 3
+    """Staff rejected it."""
+    APPLICATION_OUTCOME_WITHDRAWN: _ApplicationOutcome.ValueType  # 4
+    """The applicant withdrew it."""
+    APPLICATION_OUTCOME_EXPIRED: _ApplicationOutcome.ValueType  # 5
+    """An offer or an approval expired unsigned."""
+    APPLICATION_OUTCOME_LAPSED: _ApplicationOutcome.ValueType  # 6
+    """The order fell due before the money went out: never disbursed."""
+    APPLICATION_OUTCOME_DISBURSED: _ApplicationOutcome.ValueType  # 7
+    """The money went out (order financing; the loan lives on in repayment)."""
+    APPLICATION_OUTCOME_PURCHASED: _ApplicationOutcome.ValueType  # 8
+    """A lease ended with the lessee buying the asset."""
+    APPLICATION_OUTCOME_RETURNED: _ApplicationOutcome.ValueType  # 9
+    """A lease ended with the asset returned."""
+    APPLICATION_OUTCOME_RENEWED: _ApplicationOutcome.ValueType  # 10
+    """A lease ended by renewal."""
+    APPLICATION_OUTCOME_TERMINATED: _ApplicationOutcome.ValueType  # 11
+    """A lease ended early, by a termination quote."""
+
+class ApplicationOutcome(_ApplicationOutcome, metaclass=_ApplicationOutcomeEnumTypeWrapper):
+    """How an application (or a lease) ended."""
+
+APPLICATION_OUTCOME_UNSPECIFIED: ApplicationOutcome.ValueType  # 0
+"""Not ended yet."""
+APPLICATION_OUTCOME_REFUSED: ApplicationOutcome.ValueType  # 1
+"""Orders refused the pledge (the order cannot back a financing)."""
+APPLICATION_OUTCOME_DECLINED: ApplicationOutcome.ValueType  # 2
+"""Scoring declined it, or the applicant declined a counter-offer."""
+APPLICATION_OUTCOME_REJECTED: ApplicationOutcome.ValueType  # 3
+"""Staff rejected it."""
+APPLICATION_OUTCOME_WITHDRAWN: ApplicationOutcome.ValueType  # 4
+"""The applicant withdrew it."""
+APPLICATION_OUTCOME_EXPIRED: ApplicationOutcome.ValueType  # 5
+"""An offer or an approval expired unsigned."""
+APPLICATION_OUTCOME_LAPSED: ApplicationOutcome.ValueType  # 6
+"""The order fell due before the money went out: never disbursed."""
+APPLICATION_OUTCOME_DISBURSED: ApplicationOutcome.ValueType  # 7
+"""The money went out (order financing; the loan lives on in repayment)."""
+APPLICATION_OUTCOME_PURCHASED: ApplicationOutcome.ValueType  # 8
+"""A lease ended with the lessee buying the asset."""
+APPLICATION_OUTCOME_RETURNED: ApplicationOutcome.ValueType  # 9
+"""A lease ended with the asset returned."""
+APPLICATION_OUTCOME_RENEWED: ApplicationOutcome.ValueType  # 10
+"""A lease ended by renewal."""
+APPLICATION_OUTCOME_TERMINATED: ApplicationOutcome.ValueType  # 11
+"""A lease ended early, by a termination quote."""
+Global___ApplicationOutcome: _TypeAlias = ApplicationOutcome  # noqa: Y015
 
 @_typing.final
 class Facility(_message.Message):
@@ -242,12 +375,10 @@ class Application(_message.Message):
     """The order that backs it."""
     facility_id: _builtins.str
     """The facility it draws on."""
-    state: _builtins.str
-    """requested, pledged, referred, pending_second_approval, offered,
-    approved, effective, disbursed, releasing, closed.
-    """
-    outcome: _builtins.str
-    """Why it closed: refused, declined, rejected, withdrawn, expired, disbursed."""
+    state: Global___ApplicationState.ValueType
+    """Where it is (docs/lending.md draws the transitions)."""
+    outcome: Global___ApplicationOutcome.ValueType
+    """How it ended, once it has (unspecified before)."""
     reason: _builtins.str
     """Why, in words (a refusal's or a rejection's reason, say)."""
     decision_id: _builtins.str
@@ -289,8 +420,8 @@ class Application(_message.Message):
         order_id: _builtins.str = ...,
         facility_id: _builtins.str = ...,
         requested: _money_pb2.Money | None = ...,
-        state: _builtins.str = ...,
-        outcome: _builtins.str = ...,
+        state: Global___ApplicationState.ValueType = ...,
+        outcome: Global___ApplicationOutcome.ValueType = ...,
         reason: _builtins.str = ...,
         decision_id: _builtins.str = ...,
         decision_json: _builtins.str = ...,

@@ -25,49 +25,51 @@ _sym_db = _symbol_database.Default()
 from services.gen.scf.types.v1 import money_pb2 as scf_dot_types_dot_v1_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n scf/repayment/v1/repayment.proto\x12\x10scf.repayment.v1\x1a\x18scf/types/v1/money.proto\"\x8c\x05\n\x04Loan\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\x12\x18\n\x10subcontractor_id\x18\x02 \x01(\t\x12\x0c\n\x04\x62\x61nk\x18\x03 \x01(\t\x12\x10\n\x08\x62uyer_id\x18\x04 \x01(\t\x12\x10\n\x08order_id\x18\x05 \x01(\t\x12&\n\tprincipal\x18\x06 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x10\n\x08rate_bps\x18\x07 \x01(\x05\x12\x18\n\x10penalty_rate_bps\x18\x08 \x01(\x05\x12\x11\n\tday_count\x18\t \x01(\t\x12\x14\n\x0c\x64isbursed_on\x18\n \x01(\t\x12\x10\n\x08\x64ue_date\x18\x0b \x01(\t\x12\r\n\x05state\x18\x0c \x01(\t\x12\x32\n\x15principal_outstanding\x18\r \x01(\x0b\x32\x13.scf.types.v1.Money\x12*\n\rinterest_owed\x18\x0e \x01(\x0b\x32\x13.scf.types.v1.Money\x12)\n\x0cpenalty_owed\x18\x0f \x01(\x0b\x32\x13.scf.types.v1.Money\x12\'\n\ntotal_owed\x18\x10 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x15\n\rdays_past_due\x18\x11 \x01(\x05\x12\x0e\n\x06\x62ucket\x18\x12 \x01(\t\x12\r\n\x05\x61s_of\x18\x13 \x01(\t\x12&\n\tfees_owed\x18\x14 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x12\n\ngrace_days\x18\x15 \x01(\x05\x12\x0c\n\x04kind\x18\x16 \x01(\t\x12$\n\x07\x64ue_now\x18\x17 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x15\n\rbusiness_days\x18\x18 \x01(\t\x12\x18\n\x10holiday_calendar\x18\x19 \x01(\t\"\xd1\x01\n\x0cScheduleLine\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\x0b\n\x03\x64ue\x18\x02 \x01(\t\x12&\n\tprincipal\x18\x03 \x01(\x0b\x32\x13.scf.types.v1.Money\x12%\n\x08interest\x18\x04 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\"\n\x05total\x18\x05 \x01(\x0b\x32\x13.scf.types.v1.Money\x12!\n\x04paid\x18\x06 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x0e\n\x06waived\x18\x07 \x01(\x08\"\x87\x01\n\rStatementLine\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x11\n\treference\x18\x04 \x01(\t\x12\x13\n\x0bjournal_seq\x18\x05 \x01(\x04\x12\r\n\x05party\x18\x06 \x01(\t\"\xb2\x01\n\x14RecordPaymentRequest\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\x12\r\n\x05payer\x18\x02 \x01(\t\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x12\n\nvalue_date\x18\x04 \x01(\t\x12\x16\n\x0e\x62\x61nk_reference\x18\x05 \x01(\t\x12\x10\n\x08quote_id\x18\x06 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\"\xa7\x02\n\x15RecordPaymentResponse\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12$\n\x07penalty\x18\x02 \x01(\x0b\x32\x13.scf.types.v1.Money\x12!\n\x04\x66\x65\x65s\x18\x03 \x01(\x0b\x32\x13.scf.types.v1.Money\x12%\n\x08interest\x18\x04 \x01(\x0b\x32\x13.scf.types.v1.Money\x12&\n\tprincipal\x18\x05 \x01(\x0b\x32\x13.scf.types.v1.Money\x12$\n\x07surplus\x18\x06 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x16\n\x0e\x65xpected_payer\x18\x07 \x01(\x08\x12$\n\x04loan\x18\x08 \x01(\x0b\x32\x16.scf.repayment.v1.Loan\"!\n\x0eGetLoanRequest\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\"7\n\x0fGetLoanResponse\x12$\n\x04loan\x18\x01 \x01(\x0b\x32\x16.scf.repayment.v1.Loan\"#\n\x10WatchLoanRequest\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\"_\n\x11WatchLoanResponse\x12$\n\x04loan\x18\x01 \x01(\x0b\x32\x16.scf.repayment.v1.Loan\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x13\n\x0bjournal_seq\x18\x03 \x01(\x04\"%\n\x12GetScheduleRequest\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\"D\n\x13GetScheduleResponse\x12-\n\x05lines\x18\x01 \x03(\x0b\x32\x1e.scf.repayment.v1.ScheduleLine\"&\n\x13GetStatementRequest\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\"l\n\x14GetStatementResponse\x12$\n\x04loan\x18\x01 \x01(\x0b\x32\x16.scf.repayment.v1.Loan\x12.\n\x05lines\x18\x02 \x03(\x0b\x32\x1f.scf.repayment.v1.StatementLine\":\n\x12QuotePayoffRequest\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\x12\x13\n\x0bvalid_until\x18\x02 \x01(\t\"a\n\x13QuotePayoffResponse\x12\x10\n\x08quote_id\x18\x01 \x01(\t\x12#\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x13\n\x0bvalid_until\x18\x03 \x01(\t\"=\n\x14ListUnmatchedRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"\x93\x01\n\x10UnmatchedPayment\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\x12\r\n\x05payer\x18\x02 \x01(\t\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x12\n\nvalue_date\x18\x04 \x01(\t\x12\x16\n\x0e\x62\x61nk_reference\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\"f\n\x15ListUnmatchedResponse\x12\x34\n\x08payments\x18\x01 \x03(\x0b\x32\".scf.repayment.v1.UnmatchedPayment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x95\x05\n\x10RepaymentService\x12`\n\rRecordPayment\x12&.scf.repayment.v1.RecordPaymentRequest\x1a\'.scf.repayment.v1.RecordPaymentResponse\x12N\n\x07GetLoan\x12 .scf.repayment.v1.GetLoanRequest\x1a!.scf.repayment.v1.GetLoanResponse\x12V\n\tWatchLoan\x12\".scf.repayment.v1.WatchLoanRequest\x1a#.scf.repayment.v1.WatchLoanResponse0\x01\x12Z\n\x0bGetSchedule\x12$.scf.repayment.v1.GetScheduleRequest\x1a%.scf.repayment.v1.GetScheduleResponse\x12]\n\x0cGetStatement\x12%.scf.repayment.v1.GetStatementRequest\x1a&.scf.repayment.v1.GetStatementResponse\x12Z\n\x0bQuotePayoff\x12$.scf.repayment.v1.QuotePayoffRequest\x1a%.scf.repayment.v1.QuotePayoffResponse\x12`\n\rListUnmatched\x12&.scf.repayment.v1.ListUnmatchedRequest\x1a\'.scf.repayment.v1.ListUnmatchedResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n scf/repayment/v1/repayment.proto\x12\x10scf.repayment.v1\x1a\x18scf/types/v1/money.proto\"\xa9\x05\n\x04Loan\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\x12\x18\n\x10subcontractor_id\x18\x02 \x01(\t\x12\x0c\n\x04\x62\x61nk\x18\x03 \x01(\t\x12\x10\n\x08\x62uyer_id\x18\x04 \x01(\t\x12\x10\n\x08order_id\x18\x05 \x01(\t\x12&\n\tprincipal\x18\x06 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x10\n\x08rate_bps\x18\x07 \x01(\x05\x12\x18\n\x10penalty_rate_bps\x18\x08 \x01(\x05\x12\x11\n\tday_count\x18\t \x01(\t\x12\x14\n\x0c\x64isbursed_on\x18\n \x01(\t\x12\x10\n\x08\x64ue_date\x18\x0b \x01(\t\x12*\n\x05state\x18\x0c \x01(\x0e\x32\x1b.scf.repayment.v1.LoanState\x12\x32\n\x15principal_outstanding\x18\r \x01(\x0b\x32\x13.scf.types.v1.Money\x12*\n\rinterest_owed\x18\x0e \x01(\x0b\x32\x13.scf.types.v1.Money\x12)\n\x0cpenalty_owed\x18\x0f \x01(\x0b\x32\x13.scf.types.v1.Money\x12\'\n\ntotal_owed\x18\x10 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x15\n\rdays_past_due\x18\x11 \x01(\x05\x12\x0e\n\x06\x62ucket\x18\x12 \x01(\t\x12\r\n\x05\x61s_of\x18\x13 \x01(\t\x12&\n\tfees_owed\x18\x14 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x12\n\ngrace_days\x18\x15 \x01(\x05\x12\x0c\n\x04kind\x18\x16 \x01(\t\x12$\n\x07\x64ue_now\x18\x17 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x15\n\rbusiness_days\x18\x18 \x01(\t\x12\x18\n\x10holiday_calendar\x18\x19 \x01(\t\"\xd1\x01\n\x0cScheduleLine\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\x0b\n\x03\x64ue\x18\x02 \x01(\t\x12&\n\tprincipal\x18\x03 \x01(\x0b\x32\x13.scf.types.v1.Money\x12%\n\x08interest\x18\x04 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\"\n\x05total\x18\x05 \x01(\x0b\x32\x13.scf.types.v1.Money\x12!\n\x04paid\x18\x06 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x0e\n\x06waived\x18\x07 \x01(\x08\"\x87\x01\n\rStatementLine\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x11\n\treference\x18\x04 \x01(\t\x12\x13\n\x0bjournal_seq\x18\x05 \x01(\x04\x12\r\n\x05party\x18\x06 \x01(\t\"\xb2\x01\n\x14RecordPaymentRequest\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\x12\r\n\x05payer\x18\x02 \x01(\t\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x12\n\nvalue_date\x18\x04 \x01(\t\x12\x16\n\x0e\x62\x61nk_reference\x18\x05 \x01(\t\x12\x10\n\x08quote_id\x18\x06 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\"\xa7\x02\n\x15RecordPaymentResponse\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12$\n\x07penalty\x18\x02 \x01(\x0b\x32\x13.scf.types.v1.Money\x12!\n\x04\x66\x65\x65s\x18\x03 \x01(\x0b\x32\x13.scf.types.v1.Money\x12%\n\x08interest\x18\x04 \x01(\x0b\x32\x13.scf.types.v1.Money\x12&\n\tprincipal\x18\x05 \x01(\x0b\x32\x13.scf.types.v1.Money\x12$\n\x07surplus\x18\x06 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x16\n\x0e\x65xpected_payer\x18\x07 \x01(\x08\x12$\n\x04loan\x18\x08 \x01(\x0b\x32\x16.scf.repayment.v1.Loan\"!\n\x0eGetLoanRequest\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\"7\n\x0fGetLoanResponse\x12$\n\x04loan\x18\x01 \x01(\x0b\x32\x16.scf.repayment.v1.Loan\"#\n\x10WatchLoanRequest\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\"_\n\x11WatchLoanResponse\x12$\n\x04loan\x18\x01 \x01(\x0b\x32\x16.scf.repayment.v1.Loan\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x13\n\x0bjournal_seq\x18\x03 \x01(\x04\"%\n\x12GetScheduleRequest\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\"D\n\x13GetScheduleResponse\x12-\n\x05lines\x18\x01 \x03(\x0b\x32\x1e.scf.repayment.v1.ScheduleLine\"&\n\x13GetStatementRequest\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\"l\n\x14GetStatementResponse\x12$\n\x04loan\x18\x01 \x01(\x0b\x32\x16.scf.repayment.v1.Loan\x12.\n\x05lines\x18\x02 \x03(\x0b\x32\x1f.scf.repayment.v1.StatementLine\":\n\x12QuotePayoffRequest\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\x12\x13\n\x0bvalid_until\x18\x02 \x01(\t\"a\n\x13QuotePayoffResponse\x12\x10\n\x08quote_id\x18\x01 \x01(\t\x12#\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x13\n\x0bvalid_until\x18\x03 \x01(\t\"=\n\x14ListUnmatchedRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"\x93\x01\n\x10UnmatchedPayment\x12\x0f\n\x07loan_id\x18\x01 \x01(\t\x12\r\n\x05payer\x18\x02 \x01(\t\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x12\n\nvalue_date\x18\x04 \x01(\t\x12\x16\n\x0e\x62\x61nk_reference\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\"f\n\x15ListUnmatchedResponse\x12\x34\n\x08payments\x18\x01 \x03(\x0b\x32\".scf.repayment.v1.UnmatchedPayment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*T\n\tLoanState\x12\x1a\n\x16LOAN_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fLOAN_STATE_OPEN\x10\x01\x12\x16\n\x12LOAN_STATE_SETTLED\x10\x02\x32\x95\x05\n\x10RepaymentService\x12`\n\rRecordPayment\x12&.scf.repayment.v1.RecordPaymentRequest\x1a\'.scf.repayment.v1.RecordPaymentResponse\x12N\n\x07GetLoan\x12 .scf.repayment.v1.GetLoanRequest\x1a!.scf.repayment.v1.GetLoanResponse\x12V\n\tWatchLoan\x12\".scf.repayment.v1.WatchLoanRequest\x1a#.scf.repayment.v1.WatchLoanResponse0\x01\x12Z\n\x0bGetSchedule\x12$.scf.repayment.v1.GetScheduleRequest\x1a%.scf.repayment.v1.GetScheduleResponse\x12]\n\x0cGetStatement\x12%.scf.repayment.v1.GetStatementRequest\x1a&.scf.repayment.v1.GetStatementResponse\x12Z\n\x0bQuotePayoff\x12$.scf.repayment.v1.QuotePayoffRequest\x1a%.scf.repayment.v1.QuotePayoffResponse\x12`\n\rListUnmatched\x12&.scf.repayment.v1.ListUnmatchedRequest\x1a\'.scf.repayment.v1.ListUnmatchedResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scf.repayment.v1.repayment_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_LOANSTATE']._serialized_start=2554
+  _globals['_LOANSTATE']._serialized_end=2638
   _globals['_LOAN']._serialized_start=81
-  _globals['_LOAN']._serialized_end=733
-  _globals['_SCHEDULELINE']._serialized_start=736
-  _globals['_SCHEDULELINE']._serialized_end=945
-  _globals['_STATEMENTLINE']._serialized_start=948
-  _globals['_STATEMENTLINE']._serialized_end=1083
-  _globals['_RECORDPAYMENTREQUEST']._serialized_start=1086
-  _globals['_RECORDPAYMENTREQUEST']._serialized_end=1264
-  _globals['_RECORDPAYMENTRESPONSE']._serialized_start=1267
-  _globals['_RECORDPAYMENTRESPONSE']._serialized_end=1562
-  _globals['_GETLOANREQUEST']._serialized_start=1564
-  _globals['_GETLOANREQUEST']._serialized_end=1597
-  _globals['_GETLOANRESPONSE']._serialized_start=1599
-  _globals['_GETLOANRESPONSE']._serialized_end=1654
-  _globals['_WATCHLOANREQUEST']._serialized_start=1656
-  _globals['_WATCHLOANREQUEST']._serialized_end=1691
-  _globals['_WATCHLOANRESPONSE']._serialized_start=1693
-  _globals['_WATCHLOANRESPONSE']._serialized_end=1788
-  _globals['_GETSCHEDULEREQUEST']._serialized_start=1790
-  _globals['_GETSCHEDULEREQUEST']._serialized_end=1827
-  _globals['_GETSCHEDULERESPONSE']._serialized_start=1829
-  _globals['_GETSCHEDULERESPONSE']._serialized_end=1897
-  _globals['_GETSTATEMENTREQUEST']._serialized_start=1899
-  _globals['_GETSTATEMENTREQUEST']._serialized_end=1937
-  _globals['_GETSTATEMENTRESPONSE']._serialized_start=1939
-  _globals['_GETSTATEMENTRESPONSE']._serialized_end=2047
-  _globals['_QUOTEPAYOFFREQUEST']._serialized_start=2049
-  _globals['_QUOTEPAYOFFREQUEST']._serialized_end=2107
-  _globals['_QUOTEPAYOFFRESPONSE']._serialized_start=2109
-  _globals['_QUOTEPAYOFFRESPONSE']._serialized_end=2206
-  _globals['_LISTUNMATCHEDREQUEST']._serialized_start=2208
-  _globals['_LISTUNMATCHEDREQUEST']._serialized_end=2269
-  _globals['_UNMATCHEDPAYMENT']._serialized_start=2272
-  _globals['_UNMATCHEDPAYMENT']._serialized_end=2419
-  _globals['_LISTUNMATCHEDRESPONSE']._serialized_start=2421
-  _globals['_LISTUNMATCHEDRESPONSE']._serialized_end=2523
-  _globals['_REPAYMENTSERVICE']._serialized_start=2526
-  _globals['_REPAYMENTSERVICE']._serialized_end=3187
+  _globals['_LOAN']._serialized_end=762
+  _globals['_SCHEDULELINE']._serialized_start=765
+  _globals['_SCHEDULELINE']._serialized_end=974
+  _globals['_STATEMENTLINE']._serialized_start=977
+  _globals['_STATEMENTLINE']._serialized_end=1112
+  _globals['_RECORDPAYMENTREQUEST']._serialized_start=1115
+  _globals['_RECORDPAYMENTREQUEST']._serialized_end=1293
+  _globals['_RECORDPAYMENTRESPONSE']._serialized_start=1296
+  _globals['_RECORDPAYMENTRESPONSE']._serialized_end=1591
+  _globals['_GETLOANREQUEST']._serialized_start=1593
+  _globals['_GETLOANREQUEST']._serialized_end=1626
+  _globals['_GETLOANRESPONSE']._serialized_start=1628
+  _globals['_GETLOANRESPONSE']._serialized_end=1683
+  _globals['_WATCHLOANREQUEST']._serialized_start=1685
+  _globals['_WATCHLOANREQUEST']._serialized_end=1720
+  _globals['_WATCHLOANRESPONSE']._serialized_start=1722
+  _globals['_WATCHLOANRESPONSE']._serialized_end=1817
+  _globals['_GETSCHEDULEREQUEST']._serialized_start=1819
+  _globals['_GETSCHEDULEREQUEST']._serialized_end=1856
+  _globals['_GETSCHEDULERESPONSE']._serialized_start=1858
+  _globals['_GETSCHEDULERESPONSE']._serialized_end=1926
+  _globals['_GETSTATEMENTREQUEST']._serialized_start=1928
+  _globals['_GETSTATEMENTREQUEST']._serialized_end=1966
+  _globals['_GETSTATEMENTRESPONSE']._serialized_start=1968
+  _globals['_GETSTATEMENTRESPONSE']._serialized_end=2076
+  _globals['_QUOTEPAYOFFREQUEST']._serialized_start=2078
+  _globals['_QUOTEPAYOFFREQUEST']._serialized_end=2136
+  _globals['_QUOTEPAYOFFRESPONSE']._serialized_start=2138
+  _globals['_QUOTEPAYOFFRESPONSE']._serialized_end=2235
+  _globals['_LISTUNMATCHEDREQUEST']._serialized_start=2237
+  _globals['_LISTUNMATCHEDREQUEST']._serialized_end=2298
+  _globals['_UNMATCHEDPAYMENT']._serialized_start=2301
+  _globals['_UNMATCHEDPAYMENT']._serialized_end=2448
+  _globals['_LISTUNMATCHEDRESPONSE']._serialized_start=2450
+  _globals['_LISTUNMATCHEDRESPONSE']._serialized_end=2552
+  _globals['_REPAYMENTSERVICE']._serialized_start=2641
+  _globals['_REPAYMENTSERVICE']._serialized_end=3302
 # @@protoc_insertion_point(module_scope)

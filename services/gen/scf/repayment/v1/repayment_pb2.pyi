@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from services.gen.scf.types.v1 import money_pb2 as _money_pb2
 import builtins as _builtins
 import sys
@@ -18,6 +19,30 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _LoanState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LoanStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LoanState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LOAN_STATE_UNSPECIFIED: _LoanState.ValueType  # 0
+    """Never sent."""
+    LOAN_STATE_OPEN: _LoanState.ValueType  # 1
+    """Something is still owed."""
+    LOAN_STATE_SETTLED: _LoanState.ValueType  # 2
+    """Owes nothing more; the facility has its amount back."""
+
+class LoanState(_LoanState, metaclass=_LoanStateEnumTypeWrapper):
+    """Whether a loan (or a lease's rentals) still owes anything."""
+
+LOAN_STATE_UNSPECIFIED: LoanState.ValueType  # 0
+"""Never sent."""
+LOAN_STATE_OPEN: LoanState.ValueType  # 1
+"""Something is still owed."""
+LOAN_STATE_SETTLED: LoanState.ValueType  # 2
+"""Owes nothing more; the facility has its amount back."""
+Global___LoanState: _TypeAlias = LoanState  # noqa: Y015
 
 @_typing.final
 class Loan(_message.Message):
@@ -72,8 +97,8 @@ class Loan(_message.Message):
     """The maturity (for a lease, its last rental), YYYY-MM-DD, rolled to a
     business day as business_days says.
     """
-    state: _builtins.str
-    """open or settled."""
+    state: Global___LoanState.ValueType
+    """Open, or settled (owes nothing more)."""
     days_past_due: _builtins.int
     """Days past the due date plus grace days while anything is owed; else 0."""
     bucket: _builtins.str
@@ -135,7 +160,7 @@ class Loan(_message.Message):
         day_count: _builtins.str = ...,
         disbursed_on: _builtins.str = ...,
         due_date: _builtins.str = ...,
-        state: _builtins.str = ...,
+        state: Global___LoanState.ValueType = ...,
         principal_outstanding: _money_pb2.Money | None = ...,
         interest_owed: _money_pb2.Money | None = ...,
         penalty_owed: _money_pb2.Money | None = ...,

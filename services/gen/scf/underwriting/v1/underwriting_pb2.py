@@ -22,40 +22,41 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from services.gen.scf.lending.v1 import lending_pb2 as scf_dot_lending_dot_v1_dot_lending__pb2
 from services.gen.scf.types.v1 import money_pb2 as scf_dot_types_dot_v1_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&scf/underwriting/v1/underwriting.proto\x12\x13scf.underwriting.v1\x1a\x18scf/types/v1/money.proto\"R\n\x05Terms\x12#\n\x06\x61mount\x18\x01 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x10\n\x08rate_bps\x18\x02 \x01(\x05\x12\x12\n\ntenor_days\x18\x03 \x01(\x05\"\xda\x01\n\tQueueItem\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12\x18\n\x10subcontractor_id\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12&\n\trequested\x18\x04 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\r\n\x05state\x18\x05 \x01(\t\x12\x15\n\rdecision_json\x18\x06 \x01(\t\x12\x11\n\tapprovals\x18\x07 \x03(\t\x12\x14\n\x0cjournal_seqs\x18\x08 \x03(\x04\x12\x12\n\norder_json\x18\t \x01(\t\"P\n\x17ListApplicationsRequest\x12\x0e\n\x06states\x18\x01 \x03(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"i\n\x18ListApplicationsResponse\x12\x34\n\x0c\x61pplications\x18\x01 \x03(\x0b\x32\x1e.scf.underwriting.v1.QueueItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"/\n\x15GetApplicationRequest\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\"M\n\x16GetApplicationResponse\x12\x33\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x1e.scf.underwriting.v1.QueueItem\"|\n\x0e\x41pproveRequest\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12)\n\x05terms\x18\x02 \x01(\x0b\x32\x1a.scf.underwriting.v1.Terms\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\" \n\x0f\x41pproveResponse\x12\r\n\x05state\x18\x01 \x01(\t\"c\n\rRejectRequest\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12\x13\n\x0breason_code\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"\x1f\n\x0eRejectResponse\x12\r\n\x05state\x18\x01 \x01(\t\"q\n\x13\x43ounterOfferRequest\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12)\n\x05terms\x18\x02 \x01(\x0b\x32\x1a.scf.underwriting.v1.Terms\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"%\n\x14\x43ounterOfferResponse\x12\r\n\x05state\x18\x01 \x01(\t2\xff\x03\n\x13UnderwritingService\x12o\n\x10ListApplications\x12,.scf.underwriting.v1.ListApplicationsRequest\x1a-.scf.underwriting.v1.ListApplicationsResponse\x12i\n\x0eGetApplication\x12*.scf.underwriting.v1.GetApplicationRequest\x1a+.scf.underwriting.v1.GetApplicationResponse\x12T\n\x07\x41pprove\x12#.scf.underwriting.v1.ApproveRequest\x1a$.scf.underwriting.v1.ApproveResponse\x12Q\n\x06Reject\x12\".scf.underwriting.v1.RejectRequest\x1a#.scf.underwriting.v1.RejectResponse\x12\x63\n\x0c\x43ounterOffer\x12(.scf.underwriting.v1.CounterOfferRequest\x1a).scf.underwriting.v1.CounterOfferResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&scf/underwriting/v1/underwriting.proto\x12\x13scf.underwriting.v1\x1a\x1cscf/lending/v1/lending.proto\x1a\x18scf/types/v1/money.proto\"R\n\x05Terms\x12#\n\x06\x61mount\x18\x01 \x01(\x0b\x32\x13.scf.types.v1.Money\x12\x10\n\x08rate_bps\x18\x02 \x01(\x05\x12\x12\n\ntenor_days\x18\x03 \x01(\x05\"\xfc\x01\n\tQueueItem\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12\x18\n\x10subcontractor_id\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12&\n\trequested\x18\x04 \x01(\x0b\x32\x13.scf.types.v1.Money\x12/\n\x05state\x18\x05 \x01(\x0e\x32 .scf.lending.v1.ApplicationState\x12\x15\n\rdecision_json\x18\x06 \x01(\t\x12\x11\n\tapprovals\x18\x07 \x03(\t\x12\x14\n\x0cjournal_seqs\x18\x08 \x03(\x04\x12\x12\n\norder_json\x18\t \x01(\t\"r\n\x17ListApplicationsRequest\x12\x30\n\x06states\x18\x01 \x03(\x0e\x32 .scf.lending.v1.ApplicationState\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"i\n\x18ListApplicationsResponse\x12\x34\n\x0c\x61pplications\x18\x01 \x03(\x0b\x32\x1e.scf.underwriting.v1.QueueItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"/\n\x15GetApplicationRequest\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\"M\n\x16GetApplicationResponse\x12\x33\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x1e.scf.underwriting.v1.QueueItem\"|\n\x0e\x41pproveRequest\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12)\n\x05terms\x18\x02 \x01(\x0b\x32\x1a.scf.underwriting.v1.Terms\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"B\n\x0f\x41pproveResponse\x12/\n\x05state\x18\x01 \x01(\x0e\x32 .scf.lending.v1.ApplicationState\"c\n\rRejectRequest\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12\x13\n\x0breason_code\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"A\n\x0eRejectResponse\x12/\n\x05state\x18\x01 \x01(\x0e\x32 .scf.lending.v1.ApplicationState\"q\n\x13\x43ounterOfferRequest\x12\x16\n\x0e\x61pplication_id\x18\x01 \x01(\t\x12)\n\x05terms\x18\x02 \x01(\x0b\x32\x1a.scf.underwriting.v1.Terms\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"G\n\x14\x43ounterOfferResponse\x12/\n\x05state\x18\x01 \x01(\x0e\x32 .scf.lending.v1.ApplicationState2\xff\x03\n\x13UnderwritingService\x12o\n\x10ListApplications\x12,.scf.underwriting.v1.ListApplicationsRequest\x1a-.scf.underwriting.v1.ListApplicationsResponse\x12i\n\x0eGetApplication\x12*.scf.underwriting.v1.GetApplicationRequest\x1a+.scf.underwriting.v1.GetApplicationResponse\x12T\n\x07\x41pprove\x12#.scf.underwriting.v1.ApproveRequest\x1a$.scf.underwriting.v1.ApproveResponse\x12Q\n\x06Reject\x12\".scf.underwriting.v1.RejectRequest\x1a#.scf.underwriting.v1.RejectResponse\x12\x63\n\x0c\x43ounterOffer\x12(.scf.underwriting.v1.CounterOfferRequest\x1a).scf.underwriting.v1.CounterOfferResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scf.underwriting.v1.underwriting_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TERMS']._serialized_start=89
-  _globals['_TERMS']._serialized_end=171
-  _globals['_QUEUEITEM']._serialized_start=174
-  _globals['_QUEUEITEM']._serialized_end=392
-  _globals['_LISTAPPLICATIONSREQUEST']._serialized_start=394
-  _globals['_LISTAPPLICATIONSREQUEST']._serialized_end=474
-  _globals['_LISTAPPLICATIONSRESPONSE']._serialized_start=476
-  _globals['_LISTAPPLICATIONSRESPONSE']._serialized_end=581
-  _globals['_GETAPPLICATIONREQUEST']._serialized_start=583
-  _globals['_GETAPPLICATIONREQUEST']._serialized_end=630
-  _globals['_GETAPPLICATIONRESPONSE']._serialized_start=632
-  _globals['_GETAPPLICATIONRESPONSE']._serialized_end=709
-  _globals['_APPROVEREQUEST']._serialized_start=711
-  _globals['_APPROVEREQUEST']._serialized_end=835
-  _globals['_APPROVERESPONSE']._serialized_start=837
-  _globals['_APPROVERESPONSE']._serialized_end=869
-  _globals['_REJECTREQUEST']._serialized_start=871
-  _globals['_REJECTREQUEST']._serialized_end=970
-  _globals['_REJECTRESPONSE']._serialized_start=972
-  _globals['_REJECTRESPONSE']._serialized_end=1003
-  _globals['_COUNTEROFFERREQUEST']._serialized_start=1005
-  _globals['_COUNTEROFFERREQUEST']._serialized_end=1118
-  _globals['_COUNTEROFFERRESPONSE']._serialized_start=1120
-  _globals['_COUNTEROFFERRESPONSE']._serialized_end=1157
-  _globals['_UNDERWRITINGSERVICE']._serialized_start=1160
-  _globals['_UNDERWRITINGSERVICE']._serialized_end=1671
+  _globals['_TERMS']._serialized_start=119
+  _globals['_TERMS']._serialized_end=201
+  _globals['_QUEUEITEM']._serialized_start=204
+  _globals['_QUEUEITEM']._serialized_end=456
+  _globals['_LISTAPPLICATIONSREQUEST']._serialized_start=458
+  _globals['_LISTAPPLICATIONSREQUEST']._serialized_end=572
+  _globals['_LISTAPPLICATIONSRESPONSE']._serialized_start=574
+  _globals['_LISTAPPLICATIONSRESPONSE']._serialized_end=679
+  _globals['_GETAPPLICATIONREQUEST']._serialized_start=681
+  _globals['_GETAPPLICATIONREQUEST']._serialized_end=728
+  _globals['_GETAPPLICATIONRESPONSE']._serialized_start=730
+  _globals['_GETAPPLICATIONRESPONSE']._serialized_end=807
+  _globals['_APPROVEREQUEST']._serialized_start=809
+  _globals['_APPROVEREQUEST']._serialized_end=933
+  _globals['_APPROVERESPONSE']._serialized_start=935
+  _globals['_APPROVERESPONSE']._serialized_end=1001
+  _globals['_REJECTREQUEST']._serialized_start=1003
+  _globals['_REJECTREQUEST']._serialized_end=1102
+  _globals['_REJECTRESPONSE']._serialized_start=1104
+  _globals['_REJECTRESPONSE']._serialized_end=1169
+  _globals['_COUNTEROFFERREQUEST']._serialized_start=1171
+  _globals['_COUNTEROFFERREQUEST']._serialized_end=1284
+  _globals['_COUNTEROFFERRESPONSE']._serialized_start=1286
+  _globals['_COUNTEROFFERRESPONSE']._serialized_end=1357
+  _globals['_UNDERWRITINGSERVICE']._serialized_start=1360
+  _globals['_UNDERWRITINGSERVICE']._serialized_end=1871
 # @@protoc_insertion_point(module_scope)

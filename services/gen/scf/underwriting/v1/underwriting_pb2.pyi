@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from services.gen.scf.lending.v1 import lending_pb2 as _lending_pb2
 from services.gen.scf.types.v1 import money_pb2 as _money_pb2
 import builtins as _builtins
 import sys
@@ -77,8 +78,8 @@ class QueueItem(_message.Message):
     """The applicant (the lessee, for a lease)."""
     order_id: _builtins.str
     """The order it finances; empty for a lease."""
-    state: _builtins.str
-    """Its state, as scf.lending.v1.Application.state."""
+    state: _lending_pb2.ApplicationState.ValueType
+    """Its state."""
     decision_json: _builtins.str
     """The scoring decision as JSON: score, PD, grade, reasons, recommendation."""
     order_json: _builtins.str
@@ -102,7 +103,7 @@ class QueueItem(_message.Message):
         subcontractor_id: _builtins.str = ...,
         order_id: _builtins.str = ...,
         requested: _money_pb2.Money | None = ...,
-        state: _builtins.str = ...,
+        state: _lending_pb2.ApplicationState.ValueType = ...,
         decision_json: _builtins.str = ...,
         approvals: _abc.Iterable[_builtins.str] | None = ...,
         journal_seqs: _abc.Iterable[_builtins.int] | None = ...,
@@ -130,15 +131,15 @@ class ListApplicationsRequest(_message.Message):
     page_token: _builtins.str
     """The previous page's next_page_token; empty for the first page."""
     @_builtins.property
-    def states(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """States to list (as Application.state; an unknown one is INVALID_ARGUMENT);
-        empty: those waiting for an underwriter.
+    def states(self) -> _containers.RepeatedScalarFieldContainer[_lending_pb2.ApplicationState.ValueType]:
+        """States to list (UNSPECIFIED or an unknown number is INVALID_ARGUMENT);
+        empty: those waiting for an underwriter (REFERRED, PENDING_SECOND_APPROVAL).
         """
 
     def __init__(
         self,
         *,
-        states: _abc.Iterable[_builtins.str] | None = ...,
+        states: _abc.Iterable[_lending_pb2.ApplicationState.ValueType] | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
     ) -> None: ...
@@ -267,12 +268,12 @@ class ApproveResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STATE_FIELD_NUMBER: _builtins.int
-    state: _builtins.str
-    """approved, or pending_second_approval."""
+    state: _lending_pb2.ApplicationState.ValueType
+    """APPROVED, or PENDING_SECOND_APPROVAL."""
     def __init__(
         self,
         *,
-        state: _builtins.str = ...,
+        state: _lending_pb2.ApplicationState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -323,14 +324,14 @@ class RejectResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STATE_FIELD_NUMBER: _builtins.int
-    state: _builtins.str
-    """"releasing" (outcome rejected): the order's pledge is released, then
-    the application is closed.
+    state: _lending_pb2.ApplicationState.ValueType
+    """RELEASING (outcome REJECTED): the order's pledge is released, then the
+    application is closed.
     """
     def __init__(
         self,
         *,
-        state: _builtins.str = ...,
+        state: _lending_pb2.ApplicationState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -379,12 +380,12 @@ class CounterOfferResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STATE_FIELD_NUMBER: _builtins.int
-    state: _builtins.str
-    """"offered", or "pending_second_approval" above the four-eyes amount."""
+    state: _lending_pb2.ApplicationState.ValueType
+    """OFFERED, or PENDING_SECOND_APPROVAL above the four-eyes amount."""
     def __init__(
         self,
         *,
-        state: _builtins.str = ...,
+        state: _lending_pb2.ApplicationState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
