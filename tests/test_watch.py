@@ -14,9 +14,9 @@ from services.gen.scf.lending.v1 import lending_pb2
 from services.gen.scf.orders.v1 import orders_pb2
 from services.runtime.certs import load_party
 from services.runtime.config import Settings
-from services.runtime.proto_enums import word_of
 from services.runtime.grpcserver import client_channel
 from services.runtime.metrics import RPC_TOTAL
+from services.runtime.proto_enums import word_of
 from tests.lending.helpers import lending_env
 from tests.orders.helpers import orders_env, register_request
 

@@ -421,7 +421,9 @@ def restore(
         async with client_channel(addr(from_replica), tls) as channel:
             audit = journal_pb2_grpc.AuditServiceStub(channel)
             checkpoint = await audit.GetCheckpoint(journal_pb2.GetCheckpointRequest(), timeout=10)
-            request = journal_pb2.ListEntriesRequest(start=0, end=source.tree_size)
+            request = journal_pb2.ListEntriesRequest(
+                start=0, end=source.tree_size, beyond_checkpoint=True
+            )
             with _progress() as progress:
                 task = progress.add_task(f"copying {from_replica}", total=source.tree_size)
                 leaves = []

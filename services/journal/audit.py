@@ -180,15 +180,20 @@ class AuditServicer(journal_pb2_grpc.AuditServiceServicer):
             raise InvalidArgument("end", f"{request.end} is before start {request.start}")
         size = await self._stored_size()
         end = min(request.end or size, size)
-        chunk: list[Entry] = []
-        async for entry in self.store.entries(request.start, end):
-            chunk.append(entry)
-            if len(chunk) == 500:
-                for checked in await self._checked(chunk):
-                    yield journal_pb2.ListEntriesResponse(entry=entry_message(checked))
-                chunk = []
-        for checked in await self._checked(chunk):
-            yield journal_pb2.ListEntriesResponse(entry=entry_message(checked))
+        if end <= request.start:
+            return
+        if request.beyond_checkpoint:
+            cp = await self.store.latest_checkpoint()  # the operator's copy: no wait, no cut
+        else:
+            cp = await self._checkpoint_covering(end, context)
+            end = min(end, cp.tree_size)
+        tree_size, note = (cp.tree_size, cp.note) if cp is not None else (0, "")
+        async for chunk in _batches(self.store.entries(request.start, end), 500):
+            for checked in await self._checked(chunk):
+                yield journal_pb2.ListEntriesResponse(
+                    entry=entry_message(checked), tree_size=tree_size, checkpoint=note
+                )
+                note = ""  # in the first message only
 
     async def GetSubjectHistory(
         self, request: journal_pb2.GetSubjectHistoryRequest, context: Any
@@ -337,3 +342,15 @@ async def build_receipt(store: JournalStore, seq: int, min_cosignatures: int = 0
             raise NotFound(f"no entry registers the key of entry {seq}")
         receipt["key_entry"] = await proven(key_entry)
     return receipt
+
+
+async def _batches(entries: AsyncIterator[Entry], size: int) -> AsyncIterator[list[Entry]]:
+    """``entries`` in lists of ``size`` (the last one shorter)."""
+    batch: list[Entry] = []
+    async for entry in entries:
+        batch.append(entry)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

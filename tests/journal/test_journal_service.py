@@ -84,6 +84,22 @@ async def test_appended_statements_are_journaled_once_and_proven(
         verify_inclusion(r.entry.seq, r.tree_size, leaf_hash(r.entry.leaf),
                          list(r.inclusion_proof), carried.checkpoint.root)  # fmt: skip
 
+    # A range, cut at the checkpoint its first message carries: each entry proven.
+    ranged = [r async for r in audit.ListEntries(journal_pb2.ListEntriesRequest(start=40))]
+    bound = parse_note(ranged[0].checkpoint)
+    bound.verify(origin_for(settings.nats_prefix), _key(settings, "journal"))
+    assert [r.entry.seq for r in ranged] == list(range(40, bound.checkpoint.size))
+    assert all(r.tree_size == bound.checkpoint.size for r in ranged)
+    assert all(not r.checkpoint for r in ranged[1:])
+    for r in ranged[::3]:
+        proof = await audit.GetInclusionProof(
+            journal_pb2.GetInclusionProofRequest(seq=r.entry.seq, tree_size=r.tree_size)
+        )
+        verify_inclusion(r.entry.seq, r.tree_size, leaf_hash(r.entry.leaf),
+                         list(proof.proof), bound.checkpoint.root)  # fmt: skip
+    empty = journal_pb2.ListEntriesRequest(start=10, end=10)
+    assert [r async for r in audit.ListEntries(empty)] == []
+
     for seq in (0, 1, 25, cp.tree_size - 1):
         proof = await audit.GetInclusionProof(journal_pb2.GetInclusionProofRequest(seq=seq))
         assert proof.tree_size == cp.tree_size

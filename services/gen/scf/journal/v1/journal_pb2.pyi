@@ -206,19 +206,27 @@ class ListEntriesRequest(_message.Message):
 
     START_FIELD_NUMBER: _builtins.int
     END_FIELD_NUMBER: _builtins.int
+    BEYOND_CHECKPOINT_FIELD_NUMBER: _builtins.int
     start: _builtins.int
     """The first sequence number."""
     end: _builtins.int
-    """One past the last (0: to the end); cut at the entries served."""
+    """One past the last (0: to the end); cut at the latest checkpoint."""
+    beyond_checkpoint: _builtins.bool
+    """Also the entries newer than the latest checkpoint, without waiting for
+    one: what an operator restoring the journal from a replica copies (each
+    entry is signed and chained; those at or past tree_size are not yet
+    provable against a checkpoint).
+    """
     def __init__(
         self,
         *,
         start: _builtins.int = ...,
         end: _builtins.int = ...,
+        beyond_checkpoint: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beyond_checkpoint", b"beyond_checkpoint", "end", b"end", "start", b"start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -231,6 +239,16 @@ class ListEntriesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTRY_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    tree_size: _builtins.int
+    """The size of the checkpoint the range is cut at: every entry of the
+    answer is below it (GetInclusionProof(seq, tree_size) proves each).
+    """
+    checkpoint: _builtins.str
+    """That checkpoint (signed note, with the cosignatures collected so far):
+    in the first message only.
+    """
     @_builtins.property
     def entry(self) -> Global___Entry:
         """The entry."""
@@ -239,10 +257,12 @@ class ListEntriesResponse(_message.Message):
         self,
         *,
         entry: Global___Entry | None = ...,
+        tree_size: _builtins.int = ...,
+        checkpoint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "entry", b"entry", "tree_size", b"tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

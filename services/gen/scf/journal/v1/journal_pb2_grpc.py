@@ -113,8 +113,12 @@ class AuditServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListEntries(self, request, context):
-        """ListEntries streams entries [start, end) in sequence order. A range past
-        the tree size is cut at the tree size.
+        """ListEntries streams entries [start, end) in sequence order, cut at the
+        latest checkpoint, which the first message carries, so that every entry
+        returned can be proven against it. Entries newer than the latest
+        checkpoint are waited for (the journal signs one within a second of any
+        entry), at most until the caller's deadline or 5 s; any still newer are
+        left out. end 0 means to the end.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

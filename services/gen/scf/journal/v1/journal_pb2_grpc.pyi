@@ -50,8 +50,12 @@ class AuditServiceStub:
     it for its entries to be provable, or cosigned by the banks.
     """
     ListEntries: _grpc.UnaryStreamMultiCallable[_journal_pb2.ListEntriesRequest, _journal_pb2.ListEntriesResponse]
-    """ListEntries streams entries [start, end) in sequence order. A range past
-    the tree size is cut at the tree size.
+    """ListEntries streams entries [start, end) in sequence order, cut at the
+    latest checkpoint, which the first message carries, so that every entry
+    returned can be proven against it. Entries newer than the latest
+    checkpoint are waited for (the journal signs one within a second of any
+    entry), at most until the caller's deadline or 5 s; any still newer are
+    left out. end 0 means to the end.
     """
     GetSubjectHistory: _grpc.UnaryStreamMultiCallable[_journal_pb2.GetSubjectHistoryRequest, _journal_pb2.GetSubjectHistoryResponse]
     """GetSubjectHistory streams every entry of one subject (such as
@@ -106,8 +110,12 @@ class AuditServiceAsyncStub(AuditServiceStub):
     it for its entries to be provable, or cosigned by the banks.
     """
     ListEntries: _aio.UnaryStreamMultiCallable[_journal_pb2.ListEntriesRequest, _journal_pb2.ListEntriesResponse]  # type: ignore[assignment]
-    """ListEntries streams entries [start, end) in sequence order. A range past
-    the tree size is cut at the tree size.
+    """ListEntries streams entries [start, end) in sequence order, cut at the
+    latest checkpoint, which the first message carries, so that every entry
+    returned can be proven against it. Entries newer than the latest
+    checkpoint are waited for (the journal signs one within a second of any
+    entry), at most until the caller's deadline or 5 s; any still newer are
+    left out. end 0 means to the end.
     """
     GetSubjectHistory: _aio.UnaryStreamMultiCallable[_journal_pb2.GetSubjectHistoryRequest, _journal_pb2.GetSubjectHistoryResponse]  # type: ignore[assignment]
     """GetSubjectHistory streams every entry of one subject (such as
@@ -177,8 +185,12 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _journal_pb2.ListEntriesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_journal_pb2.ListEntriesResponse], _abc.AsyncIterator[_journal_pb2.ListEntriesResponse]]:
-        """ListEntries streams entries [start, end) in sequence order. A range past
-        the tree size is cut at the tree size.
+        """ListEntries streams entries [start, end) in sequence order, cut at the
+        latest checkpoint, which the first message carries, so that every entry
+        returned can be proven against it. Entries newer than the latest
+        checkpoint are waited for (the journal signs one within a second of any
+        entry), at most until the caller's deadline or 5 s; any still newer are
+        left out. end 0 means to the end.
         """
 
     @_abc_1.abstractmethod
