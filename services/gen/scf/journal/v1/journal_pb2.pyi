@@ -649,7 +649,10 @@ class GetReceiptResponse(_message.Message):
 
     RECEIPT_JSON_FIELD_NUMBER: _builtins.int
     receipt_json: _builtins.str
-    """The receipt as a JSON document (see docs/journal-format.md, "Receipts")."""
+    """The receipt as a JSON document (docs/journal-format.md, "Receipts"): a
+    file to keep and hand to anyone, which `scf journal verify-receipt` and
+    any verifier check offline, so its format is the file's, not a message's.
+    """
     def __init__(
         self,
         *,

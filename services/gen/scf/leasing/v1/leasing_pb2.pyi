@@ -238,7 +238,11 @@ class Lease(_message.Message):
     reason: _builtins.str
     """Why, in words."""
     decision_json: _builtins.str
-    """The scoring decision as JSON (score, grade, reasons, recommendation)."""
+    """The scoring decision exactly as scoring journaled it: canonical JSON
+    (sorted keys, no spaces; docs/scoring.md lists its fields), kept as text
+    so that it can be checked byte for byte against its journal entry.
+    ScoringService.Explain(decision_id) gives the same decision as a message.
+    """
     rate_bps: _builtins.int
     """The annual interest rate approved, in basis points."""
     vendor_payment_reference: _builtins.str

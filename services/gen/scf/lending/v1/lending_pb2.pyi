@@ -384,7 +384,11 @@ class Application(_message.Message):
     decision_id: _builtins.str
     """The scoring decision's id, "DEC-<application_id>" (ScoringService.Explain)."""
     decision_json: _builtins.str
-    """The scoring decision as JSON (score, grade, reasons, recommendation)."""
+    """The scoring decision exactly as scoring journaled it: canonical JSON
+    (sorted keys, no spaces; docs/scoring.md lists its fields), kept as text
+    so that it can be checked byte for byte against its journal entry.
+    ScoringService.Explain(decision_id) gives the same decision as a message.
+    """
     offer_expires_micros: _builtins.int
     """When an approval or offer lapses unless signed or accepted, microseconds
     since the Unix epoch (platform clock); 0 when none is open.

@@ -129,7 +129,9 @@ class LendingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetApplication(self, request, context):
-        """GetApplication: for its subcontractor and the bank's underwriters.
+        """GetApplication: the application (state, terms, contract, approvals), for
+        its subcontractor and the bank's staff. The underwriter's file on it
+        (scoring's inputs, the journal entries) is UnderwritingService.GetApplication.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

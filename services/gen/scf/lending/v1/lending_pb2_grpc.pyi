@@ -50,7 +50,10 @@ class LendingServiceStub:
     auto-decision policy or its underwriting queue.
     """
     GetApplication: _grpc.UnaryUnaryMultiCallable[_lending_pb2.GetApplicationRequest, _lending_pb2.GetApplicationResponse]
-    """GetApplication: for its subcontractor and the bank's underwriters."""
+    """GetApplication: the application (state, terms, contract, approvals), for
+    its subcontractor and the bank's staff. The underwriter's file on it
+    (scoring's inputs, the journal entries) is UnderwritingService.GetApplication.
+    """
     WatchApplication: _grpc.UnaryStreamMultiCallable[_lending_pb2.WatchApplicationRequest, _lending_pb2.WatchApplicationResponse]
     """WatchApplication: the application as it is now, then again after each change, until it is closed or the
     caller's deadline. A state is sent once the journal holds its entry, with
@@ -108,7 +111,10 @@ class LendingServiceAsyncStub(LendingServiceStub):
     auto-decision policy or its underwriting queue.
     """
     GetApplication: _aio.UnaryUnaryMultiCallable[_lending_pb2.GetApplicationRequest, _lending_pb2.GetApplicationResponse]  # type: ignore[assignment]
-    """GetApplication: for its subcontractor and the bank's underwriters."""
+    """GetApplication: the application (state, terms, contract, approvals), for
+    its subcontractor and the bank's staff. The underwriter's file on it
+    (scoring's inputs, the journal entries) is UnderwritingService.GetApplication.
+    """
     WatchApplication: _aio.UnaryStreamMultiCallable[_lending_pb2.WatchApplicationRequest, _lending_pb2.WatchApplicationResponse]  # type: ignore[assignment]
     """WatchApplication: the application as it is now, then again after each change, until it is closed or the
     caller's deadline. A state is sent once the journal holds its entry, with
@@ -187,7 +193,10 @@ class LendingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _lending_pb2.GetApplicationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_lending_pb2.GetApplicationResponse, _abc.Awaitable[_lending_pb2.GetApplicationResponse]]:
-        """GetApplication: for its subcontractor and the bank's underwriters."""
+        """GetApplication: the application (state, terms, contract, approvals), for
+        its subcontractor and the bank's staff. The underwriter's file on it
+        (scoring's inputs, the journal entries) is UnderwritingService.GetApplication.
+        """
 
     @_abc_1.abstractmethod
     def WatchApplication(

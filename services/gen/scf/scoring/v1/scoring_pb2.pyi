@@ -200,7 +200,9 @@ class RecomputeResponse(_message.Message):
     identical: _builtins.bool
     """Whether the two are the same, byte for byte."""
     recorded_json: _builtins.str
-    """The decision as the journal recorded it (canonical JSON)."""
+    """The decision as the journal recorded it (canonical JSON): the bytes
+    compared, hence text (Explain gives a decision as a message).
+    """
     recomputed_json: _builtins.str
     """The decision computed again from the recorded inputs (canonical JSON)."""
     journal_seq: _builtins.int
@@ -230,8 +232,9 @@ class LoadModelRequest(_message.Message):
     SCORECARD_JSON_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     scorecard_json: _builtins.str
-    """The scorecard file (JSON, docs/scoring.md), at most 100,000 characters;
-    INVALID_ARGUMENT says what is unsound in it.
+    """The scorecard file (JSON, docs/scoring.md), at most 100,000 characters:
+    the file itself, whose SHA-256 the journal names; INVALID_ARGUMENT says
+    what is unsound in it.
     """
     idempotency_key: _builtins.str
     """The call's idempotency key."""

@@ -81,9 +81,19 @@ class QueueItem(_message.Message):
     state: _lending_pb2.ApplicationState.ValueType
     """Its state."""
     decision_json: _builtins.str
-    """The scoring decision as JSON: score, PD, grade, reasons, recommendation."""
+    """The scoring decision exactly as scoring journaled it: canonical JSON
+    (sorted keys, no spaces; docs/scoring.md lists its fields), kept as text
+    so that it can be checked byte for byte against its journal entry.
+    ScoringService.Explain(decision_id) gives the same decision as a message.
+    """
     order_json: _builtins.str
-    """The order's facts as JSON; for a lease, the asset and the lease asked for."""
+    """What scoring was told, as lending recorded it with the application:
+    canonical JSON of the order's facts (the order, its buyer's rating, the
+    subcontractor's record; docs/lending.md) or, for a lease, of the asset and
+    the lease asked for. The order itself, as a message, is
+    OrdersService.GetOrder's (underwriters of the bank it is pledged to may
+    read it).
+    """
     @_builtins.property
     def requested(self) -> _money_pb2.Money:
         """The amount asked for."""

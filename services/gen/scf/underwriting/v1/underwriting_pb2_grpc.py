@@ -87,8 +87,11 @@ class UnderwritingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetApplication(self, request, context):
-        """GetApplication: the application with the order, the score and its
-        reasons, and the journal sequence numbers behind them.
+        """GetApplication: the underwriter's file on one application: what scoring
+        was told and decided, and the journal sequence numbers behind them. The
+        application itself (terms, contract, approvals) is
+        scf.lending.v1.LendingService.GetApplication, which the applicant may
+        read too; this one is for the bank's staff only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -45,8 +45,11 @@ class UnderwritingServiceStub:
     waiting for an underwriter).
     """
     GetApplication: _grpc.UnaryUnaryMultiCallable[_underwriting_pb2.GetApplicationRequest, _underwriting_pb2.GetApplicationResponse]
-    """GetApplication: the application with the order, the score and its
-    reasons, and the journal sequence numbers behind them.
+    """GetApplication: the underwriter's file on one application: what scoring
+    was told and decided, and the journal sequence numbers behind them. The
+    application itself (terms, contract, approvals) is
+    scf.lending.v1.LendingService.GetApplication, which the applicant may
+    read too; this one is for the bank's staff only.
     """
     Approve: _grpc.UnaryUnaryMultiCallable[_underwriting_pb2.ApproveRequest, _underwriting_pb2.ApproveResponse]
     """Approve with terms. An amount above the scoring recommendation needs a
@@ -74,8 +77,11 @@ class UnderwritingServiceAsyncStub(UnderwritingServiceStub):
     waiting for an underwriter).
     """
     GetApplication: _aio.UnaryUnaryMultiCallable[_underwriting_pb2.GetApplicationRequest, _underwriting_pb2.GetApplicationResponse]  # type: ignore[assignment]
-    """GetApplication: the application with the order, the score and its
-    reasons, and the journal sequence numbers behind them.
+    """GetApplication: the underwriter's file on one application: what scoring
+    was told and decided, and the journal sequence numbers behind them. The
+    application itself (terms, contract, approvals) is
+    scf.lending.v1.LendingService.GetApplication, which the applicant may
+    read too; this one is for the bank's staff only.
     """
     Approve: _aio.UnaryUnaryMultiCallable[_underwriting_pb2.ApproveRequest, _underwriting_pb2.ApproveResponse]  # type: ignore[assignment]
     """Approve with terms. An amount above the scoring recommendation needs a
@@ -112,8 +118,11 @@ class UnderwritingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _underwriting_pb2.GetApplicationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_underwriting_pb2.GetApplicationResponse, _abc.Awaitable[_underwriting_pb2.GetApplicationResponse]]:
-        """GetApplication: the application with the order, the score and its
-        reasons, and the journal sequence numbers behind them.
+        """GetApplication: the underwriter's file on one application: what scoring
+        was told and decided, and the journal sequence numbers behind them. The
+        application itself (terms, contract, approvals) is
+        scf.lending.v1.LendingService.GetApplication, which the applicant may
+        read too; this one is for the bank's staff only.
         """
 
     @_abc_1.abstractmethod
