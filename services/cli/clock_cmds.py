@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from services.runtime.config import Settings
+from services.runtime.dates import date_of_micros
 
 clock_app = typer.Typer(help="The platform clock (demo and test modes).", no_args_is_help=True)
 out = Console()
@@ -73,7 +74,7 @@ async def platform_today(settings: Settings) -> dt.date:
         who = await platform_pb2_grpc.PlatformServiceStub(channel).WhoAmI(
             platform_pb2.WhoAmIRequest(), timeout=10
         )
-    return dt.date.fromisoformat(who.now[:10])
+    return date_of_micros(who.now_micros)
 
 
 @clock_app.command("advance")

@@ -38,7 +38,7 @@ def generate(out_root: Path) -> Path:
 
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    subprocess.run(
+    result = subprocess.run(
         [
             sys.executable, "-m", "grpc_tools.protoc",
             f"-I{PROTOS}", f"-I{well_known}",
@@ -47,9 +47,12 @@ def generate(out_root: Path) -> Path:
             "--include_source_info", f"--descriptor_set_out={out_root / 'protos.pb'}",
             *(f"{PROTOS}/{f}" for f in files),
         ],
-        check=True,
         env=env,
+        capture_output=True,  # mypy-protobuf names every file it writes
+        text=True,
     )  # fmt: skip
+    if result.returncode:
+        sys.exit(f"protoc failed:\n{result.stderr}")
     gen = out_root / "services" / "gen"
     gen.mkdir(parents=True)
     (out_root / "scf").rename(gen / "scf")

@@ -33,3 +33,8 @@ def add_months(d: dt.date, months: int) -> dt.date:
     month = month % 12 + 1
     last = calendar.monthrange(year, month)[1]
     return dt.date(year, month, min(d.day, last))
+
+
+def date_of_micros(micros: int) -> dt.date:
+    """The UTC calendar date of a time in microseconds since the Unix epoch."""
+    return (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=micros)).date()

@@ -120,7 +120,7 @@ class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
             role=who.role.value,
             organization=who.organization,
             service=self._service,
-            now=self.clock.now().isoformat(),
+            now_micros=self.clock.now_micros(),
         )
 
 

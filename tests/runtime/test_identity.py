@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import grpc
@@ -49,6 +50,9 @@ async def test_certificate_gives_party_and_role(settings: Settings) -> None:
                 org,
                 "orders",
             )
+            # The service's clock, in microseconds like every *_micros field.
+            real = time.time_ns() // 1000
+            assert abs(who.now_micros - real) < 60_000_000, who.now_micros
 
 
 async def test_call_without_certificate_is_refused(settings: Settings) -> None:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1escf/platform/v1/platform.proto\x12\x0fscf.platform.v1\"\x0f\n\rWhoAmIRequest\"d\n\x0eWhoAmIResponse\x12\x10\n\x08party_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x14\n\x0corganization\x18\x03 \x01(\t\x12\x0f\n\x07service\x18\x04 \x01(\t\x12\x0b\n\x03now\x18\x05 \x01(\t2\\\n\x0fPlatformService\x12I\n\x06WhoAmI\x12\x1e.scf.platform.v1.WhoAmIRequest\x1a\x1f.scf.platform.v1.WhoAmIResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1escf/platform/v1/platform.proto\x12\x0fscf.platform.v1\"\x0f\n\rWhoAmIRequest\"v\n\x0eWhoAmIResponse\x12\x10\n\x08party_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x14\n\x0corganization\x18\x03 \x01(\t\x12\x0f\n\x07service\x18\x04 \x01(\t\x12\x12\n\nnow_micros\x18\x06 \x01(\x03J\x04\x08\x05\x10\x06R\x03now2\\\n\x0fPlatformService\x12I\n\x06WhoAmI\x12\x1e.scf.platform.v1.WhoAmIRequest\x1a\x1f.scf.platform.v1.WhoAmIResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,7 +34,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WHOAMIREQUEST']._serialized_start=51
   _globals['_WHOAMIREQUEST']._serialized_end=66
   _globals['_WHOAMIRESPONSE']._serialized_start=68
-  _globals['_WHOAMIRESPONSE']._serialized_end=168
-  _globals['_PLATFORMSERVICE']._serialized_start=170
-  _globals['_PLATFORMSERVICE']._serialized_end=262
+  _globals['_WHOAMIRESPONSE']._serialized_end=186
+  _globals['_PLATFORMSERVICE']._serialized_start=188
+  _globals['_PLATFORMSERVICE']._serialized_end=280
 # @@protoc_insertion_point(module_scope)

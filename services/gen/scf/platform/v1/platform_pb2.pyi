@@ -43,7 +43,7 @@ class WhoAmIResponse(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     ORGANIZATION_FIELD_NUMBER: _builtins.int
     SERVICE_FIELD_NUMBER: _builtins.int
-    NOW_FIELD_NUMBER: _builtins.int
+    NOW_MICROS_FIELD_NUMBER: _builtins.int
     party_id: _builtins.str
     """The party id (certificate common name)."""
     role: _builtins.str
@@ -52,9 +52,10 @@ class WhoAmIResponse(_message.Message):
     """The party's organisation: an underwriter's bank, otherwise its company."""
     service: _builtins.str
     """The name of the service that answered."""
-    now: _builtins.str
-    """The time by the service's clock (ISO 8601): the platform clock in demo
-    and test modes, which an operator may have moved forward.
+    now_micros: _builtins.int
+    """The time by the service's clock, microseconds since the Unix epoch
+    (UTC), as every *_micros field: the platform clock in demo and test
+    modes, which an operator may have moved forward.
     """
     def __init__(
         self,
@@ -63,11 +64,11 @@ class WhoAmIResponse(_message.Message):
         role: _builtins.str = ...,
         organization: _builtins.str = ...,
         service: _builtins.str = ...,
-        now: _builtins.str = ...,
+        now_micros: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["now", b"now", "organization", b"organization", "party_id", b"party_id", "role", b"role", "service", b"service"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["now_micros", b"now_micros", "organization", b"organization", "party_id", b"party_id", "role", b"role", "service", b"service"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
