@@ -225,21 +225,21 @@ class LendingServicer(ApplicationCalls, lending_pb2_grpc.LendingServiceServicer)
     ) -> lending_pb2.ListFacilitiesResponse:
         who = current_identity()
         page = page_of(request.page_size, request.page_token, (str,))
+        # Whose facilities the caller sees: a column of ours, never the request's.
         if who.role in STAFF_ROLES:
-            column, value = "bank", who.organization
+            whose = ("bank = $3", who.organization)
         elif who.role is Role.SUBCONTRACTOR:
-            column, value = "subcontractor_id", who.party_id
+            whose = ("subcontractor_id = $3", who.party_id)
         elif who.role in (Role.AUDITOR, Role.OPERATOR):
-            column, value = "", ""
+            whose = ("$3::text IS NOT NULL", "")  # every facility
         else:
             raise PermissionDenied(f"{who.role.value}s have no facilities")
         rows = await self.pool.fetch(
-            "SELECT * FROM facilities WHERE facility_id > $1"
-            + (f" AND {column} = $3" if column else " AND $3 = ''")
-            + " ORDER BY facility_id LIMIT $2",
+            f"SELECT * FROM facilities WHERE {whose[0]} AND facility_id > $1"
+            " ORDER BY facility_id LIMIT $2",
             page.after[0] if page.after else "",
             page.fetch(),
-            value,
+            whose[1],
         )
         kept, token = page.cut(rows, lambda r: (r["facility_id"],))
         return lending_pb2.ListFacilitiesResponse(
