@@ -25,6 +25,8 @@ Key = tuple[int | str, ...]
 
 #: The most any List gives at once (the bounds table says the same).
 MAX_PAGE_SIZE = 100
+#: Keys are stored as PostgreSQL bigint: a larger number was never given out.
+_INT64 = 2**63
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ def page_of(page_size: int, page_token: str, shape: tuple[type, ...], default: i
         not isinstance(after, list)
         or len(after) != len(shape)
         or not all(type(v) is t for v, t in zip(after, shape, strict=True))
+        or not all(-_INT64 <= v < _INT64 for v in after if isinstance(v, int))
     ):
         raise InvalidArgument("page_token", "not a token this call gave out")
     return Page(page_size or default, tuple(after))

@@ -51,6 +51,7 @@ def test_the_default_and_the_most() -> None:
         base64.urlsafe_b64encode(b"[1]").decode(),  # too short
         base64.urlsafe_b64encode(b'["1", "x"]').decode(),  # wrong type
         base64.urlsafe_b64encode(b'[true, "x"]').decode(),  # a bool is no int here
+        base64.urlsafe_b64encode(b'[9223372036854775808, "x"]').decode(),  # past bigint
     ],
 )
 def test_a_token_it_did_not_give_out_is_refused(token: str) -> None:
