@@ -15,7 +15,6 @@ all again before it sequences anything.
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +23,7 @@ import asyncpg
 
 from services.journal.checkpoint import CheckpointError, parse_note
 from services.journal.encoding import Entry
+from services.journal.sequencer import sequencer_lock_key
 from services.journal.storage import (
     ENTRY_COLUMNS,
     JournalStore,
@@ -37,7 +37,6 @@ from services.journal.witness import cosigners
 __all__ = ["RestoreError", "RestorePlan", "plan_restore", "write_restore"]
 
 #: The sequencer's lock (sequencer.py): a running journal holds it.
-SEQUENCER_LOCK = zlib.crc32(b"scf-journal-sequencer")
 
 
 class RestoreError(Exception):
@@ -155,7 +154,8 @@ async def write_restore(pool: asyncpg.Pool[Any], plan: RestorePlan) -> str:
     store = JournalStore(pool)
     suffix = f"damaged_{int(time.time())}"
     async with pool.acquire() as conn:
-        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", SEQUENCER_LOCK):
+        key = await sequencer_lock_key(conn)
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
             raise RestoreError("a journal is running on this store: stop it first")
         try:
             async with conn.transaction():
@@ -186,7 +186,7 @@ async def write_restore(pool: asyncpg.Pool[Any], plan: RestorePlan) -> str:
                 # What the stream carries already is not published again.
                 await conn.execute("UPDATE publication SET next_seq = $1", plan.size)
         finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", SEQUENCER_LOCK)
+            await conn.execute("SELECT pg_advisory_unlock($1)", key)
     if await store.root_at(plan.size) != plan.root:  # read back what was written
         raise RestoreError("the restored store does not give the verified root")
     return suffix

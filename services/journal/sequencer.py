@@ -18,7 +18,6 @@ import contextlib
 import logging
 import time
 import uuid
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +56,7 @@ from services.runtime.clock import Clock
 from services.runtime.errors import ConfigError
 from services.runtime.faults import crash_point
 from services.runtime.keys import Signer
+from services.runtime.leadership import lock_key
 from services.runtime.messaging import purpose_of, real_time_micros
 from services.runtime.metrics import (
     JOURNAL_BATCH_ENTRIES,
@@ -106,6 +106,15 @@ def _trace_entries(msgs: Sequence[Msg], accepted: Sequence[Accepted], started_ns
                         "scf.journal.event_type": st.event_type},
         )  # fmt: skip
         entry_span.end()
+
+
+async def sequencer_lock_key(conn: Any) -> int:
+    """The advisory lock one journal's sequencer holds: its own for the schema
+    the connection is set to work in (journals of other schemas on the same
+    PostgreSQL, as tests and several platforms have, never wait on one another).
+    The setting, not current_schema(), which is NULL until the schema exists."""
+    path = await conn.fetchval("SELECT current_setting('search_path')")
+    return lock_key(str(path), "journal-sequencer")
 
 
 class LeadershipLost(RuntimeError):
@@ -197,7 +206,7 @@ class Sequencer:
             return
         conn = self._lock_conn = await self.pool.acquire()
         conn.add_termination_listener(lambda _conn: self._lock_lost.set())
-        key = zlib.crc32(b"scf-journal-sequencer")
+        key = await sequencer_lock_key(conn)
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
             log.info("another sequencer leads this journal; standing by")
             # Said where an operator's tools can hear it (scf bench failover does).
