@@ -117,6 +117,15 @@ async def sequencer_lock_key(conn: Any) -> int:
     return lock_key(str(path), "journal-sequencer")
 
 
+async def _drop(pool: Any, conn: Any) -> None:
+    """End a held connection's session (and any lock it holds) and the pool's
+    hold on it."""
+    with contextlib.suppress(Exception):
+        conn.terminate()
+    with contextlib.suppress(Exception):
+        await pool.release(conn)
+
+
 class LeadershipLost(RuntimeError):
     """The sequencer's lock connection died: it may no longer sequence."""
 
@@ -204,17 +213,25 @@ class Sequencer:
         the leader's session ends (stopped, crashed, killed)."""
         if self._lock_conn is not None:
             return
-        conn = self._lock_conn = await self.pool.acquire()
+        conn = await self.pool.acquire()
+        try:
+            key = await sequencer_lock_key(conn)
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                log.info("another sequencer leads this journal; standing by")
+                # Said where an operator's tools can hear it (scf bench failover does).
+                await conn.execute(
+                    "SELECT pg_notify('journal_standby_' || current_schema(),"
+                    " pg_backend_pid()::text)"
+                )
+                await conn.execute("SELECT pg_advisory_lock($1)", key)
+                log.info("the leader is gone: this journal takes over")
+        except BaseException:
+            # Stopped while asking: the server may have granted the lock all the
+            # same, so the session ends rather than go back to the pool holding it.
+            await _drop(self.pool, conn)
+            raise
         conn.add_termination_listener(lambda _conn: self._lock_lost.set())
-        key = await sequencer_lock_key(conn)
-        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
-            log.info("another sequencer leads this journal; standing by")
-            # Said where an operator's tools can hear it (scf bench failover does).
-            await conn.execute(
-                "SELECT pg_notify('journal_standby_' || current_schema(), pg_backend_pid()::text)"
-            )
-            await conn.execute("SELECT pg_advisory_lock($1)", key)
-            log.info("the leader is gone: this journal takes over")
+        self._lock_conn = conn
 
     async def _keep_leadership(self) -> None:
         """Fails once the connection that holds the lock is lost: another journal
@@ -296,10 +313,7 @@ class Sequencer:
             await conn.execute("SELECT pg_advisory_unlock_all()")
             await self.pool.release(conn)
         except BaseException:
-            with contextlib.suppress(Exception):
-                conn.terminate()
-            with contextlib.suppress(Exception):  # the pool's hold on it ends too
-                await self.pool.release(conn)
+            await _drop(self.pool, conn)
             raise
 
     def halted(self) -> bool:

@@ -98,7 +98,11 @@ async def setup(ctx: ServiceContext) -> None:
     # A standby journal waits here until the leader is gone; then, before
     # anything is sequenced, the whole store, verified from the root key.
     await sequencer.take_leadership()
-    intact = await audit.verify_all()
+    try:
+        intact = await audit.verify_all()
+    except BaseException:  # stopped or failed while verifying: lead no more
+        await sequencer.release_leadership()
+        raise
     if intact:
         task = asyncio.create_task(sequencer.run(genesis), name="sequencer")
         ctx.tasks.append(task)
