@@ -188,8 +188,18 @@ class CrossExamination:
         asked_at = self.replica.stored_size
         request = journal_pb2.GetSubjectHistoryRequest(subject=subject)
         stream: Any = audit.GetSubjectHistory(request, timeout=10)
-        served = {r.entry.seq: r.entry.leaf async for r in stream}
-        held = [e for e in await store.subject_history(subject) if e.seq < asked_at]
+        served: dict[int, bytes] = {}
+        proven_to = 0
+        async for r in stream:
+            served[r.entry.seq] = r.entry.leaf
+            proven_to = max(proven_to, r.tree_size)
+        # A history ends at the checkpoint it is proven against: entries this
+        # replica verified past that one (a journal restarting has not signed
+        # its next yet) are not left out. Never below our own checkpoint, which
+        # the journal signed and so its latest covers.
+        ours_size = checkpoint.tree_size if checkpoint is not None else 0
+        upto = min(asked_at, max(proven_to, ours_size))
+        held = [e for e in await store.subject_history(subject) if e.seq < upto]
         for e in held:
             if e.seq not in served:
                 raise _Differs(
@@ -198,7 +208,7 @@ class CrossExamination:
                 )  # fmt: skip
             self._same(e.seq, served[e.seq], e.encode(), f"history of {subject}")
         ours = {e.seq for e in held}
-        extra = sorted(s for s in served if s < asked_at and s not in ours)
+        extra = sorted(s for s in served if s < upto and s not in ours)
         if extra:
             raise _Differs(
                 extra[0], f"the journal's history of {subject} has entry {extra[0]}, which is"
