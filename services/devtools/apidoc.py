@@ -81,9 +81,9 @@ class _Renderer:
         # Map entries, so a map field reads as map<key, value>.
         self.maps: dict[str, descriptor_pb2.DescriptorProto] = {}
         for f in self.files:
-            for message, full in _all_messages(f.message_type, f".{f.package}"):
+            for message, _, full in _messages_with_paths(f.message_type, f.package):
                 if message.options.map_entry:
-                    self.maps[full] = message
+                    self.maps[f".{full}"] = message
 
     def field_type(self, field: FieldProto) -> str:
         if field.type_name in self.maps:
@@ -144,8 +144,7 @@ class _Renderer:
         path: list[int],
     ) -> list[str]:
         full = f"{package}.{service.name}"
-        out = [f'<a id="{full}"></a>', "", f"### service {service.name}", ""]
-        out += [_prose(comments.of(path)), ""]
+        out = _section(full, f"service {service.name}", comments.of(path))
         out += ["| RPC | Request | Response | Description |", "|---|---|---|---|"]
         for i, method in enumerate(service.method):
             stream_in = "stream " if method.client_streaming else ""
@@ -164,8 +163,7 @@ class _Renderer:
         comments: _Comments,
         path: list[int],
     ) -> list[str]:
-        out = [f'<a id="{full}"></a>', "", f"### {full.split('.v1.', 1)[-1]}", ""]
-        out += [_prose(comments.of(path)), ""]
+        out = _section(full, full.split(".v1.", 1)[-1], comments.of(path))
         if not message.field:
             return [*out, "No fields.", ""]
         out += ["| Field | Type | Description |", "|---|---|---|"]
@@ -183,8 +181,7 @@ class _Renderer:
         comments: _Comments,
         path: list[int],
     ) -> list[str]:
-        out = [f'<a id="{full}"></a>', "", f"### enum {full.split('.v1.', 1)[-1]}", ""]
-        out += [_prose(comments.of(path)), ""]
+        out = _section(full, f"enum {full.split('.v1.', 1)[-1]}", comments.of(path))
         out += ["| Value | Number | Description |", "|---|---|---|"]
         for i, value in enumerate(enum.value):
             said = _cell(comments.of([*path, _VALUE, i]))
@@ -192,13 +189,9 @@ class _Renderer:
         return [*out, ""]
 
 
-def _all_messages(
-    messages: Sequence[descriptor_pb2.DescriptorProto], prefix: str
-) -> Iterator[tuple[descriptor_pb2.DescriptorProto, str]]:
-    for message in messages:
-        full = f"{prefix}.{message.name}"
-        yield message, full
-        yield from _all_messages(message.nested_type, full)
+def _section(full: str, title: str, comment: str) -> list[str]:
+    """An element's anchor (its full name), heading and comment."""
+    return [f'<a id="{full}"></a>', "", f"### {title}", "", _prose(comment), ""]
 
 
 def _messages_with_paths(
